@@ -1,0 +1,1 @@
+"""dataplane: a packet-level, stateful simulator of Azure Network Security Groups."""

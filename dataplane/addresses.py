@@ -1,0 +1,179 @@
+"""Address items of rules (prefixes, `*`, service tags, ASGs) → integer ranges, through one resolver.
+
+Definitions where Azure publishes none (reference §4, listed in the README):
+- VirtualNetwork: the address spaces given (a VNet's own, its peers') plus 168.63.129.16.
+- Internet: IPv4 unicast outside 0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16 and
+  224/3 (multicast and reserved), plus IPv6 global unicast 2000::/3; minus VirtualNetwork.
+- AzureLoadBalancer: 168.63.129.16/32. AzurePlatformDNS: 168.63.129.16/32; AzurePlatformIMDS:
+  169.254.169.254/32; AzurePlatformLKM: Azure's KMS addresses (§9).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from netaddr import IPNetwork, IPSet
+
+from .errors import DataplaneError, RuleError
+from .rules import parse_prefix
+
+HOST_IP = "168.63.129.16"
+IMDS_IP = "169.254.169.254"
+KMS_IPS = ("23.102.135.246", "20.118.99.224", "40.83.235.53")
+INTERNET_EXCLUDED_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/3")
+INTERNET_V6 = "2000::/3"
+PLATFORM_TAGS = {
+    "azureplatformdns": (HOST_IP + "/32",),
+    "azureplatformimds": (IMDS_IP + "/32",),
+    "azureplatformlkm": tuple(ip + "/32" for ip in KMS_IPS),
+    "azureloadbalancer": (HOST_IP + "/32",),
+}
+BUILTIN_TAGS = ("VirtualNetwork", "Internet", "AzureLoadBalancer", "AzurePlatformDNS", "AzurePlatformIMDS",
+                "AzurePlatformLKM")
+
+Ranges = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+"""(IPv4 ranges, IPv6 ranges), each a sorted tuple of inclusive (first, last) integer pairs."""
+NOTHING: Ranges = ((), ())
+
+
+class ServiceTags:
+    """Azure's downloadable ServiceTags JSON: tag name (case-insensitive) → prefixes."""
+
+    def __init__(self, tags: Mapping[str, Iterable[str]], *, source: str = "", change_number: int | None = None):
+        self.source = source
+        self.change_number = change_number
+        self._tags = {name.lower(): tuple(prefixes) for name, prefixes in tags.items()}
+        self._names = {name.lower(): name for name in tags}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ServiceTags":
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            doc = json.loads(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataplaneError(f"cannot read service tags: {e}", file=str(path)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataplaneError(f"is not a ServiceTags JSON file: {e}", file=str(path)) from None
+        return cls.from_document(doc, source=str(path))
+
+    @classmethod
+    def from_document(cls, doc: object, *, source: str = "") -> "ServiceTags":
+        if not isinstance(doc, dict) or not isinstance(doc.get("values"), list):
+            raise DataplaneError("is not a ServiceTags JSON file: no 'values' list", file=source or None)
+        tags = {}
+        for i, entry in enumerate(doc["values"]):
+            try:
+                tags[entry["name"]] = entry["properties"]["addressPrefixes"] or ()
+            except (KeyError, TypeError):
+                raise DataplaneError(f"values[{i}] has no name or properties.addressPrefixes",
+                                     file=source or None) from None
+        return cls(tags, source=source, change_number=doc.get("changeNumber"))
+
+    @classmethod
+    def bundled(cls) -> "ServiceTags":
+        """The small set shipped with the package: the global (non-regional) tags of Azure's file."""
+        data = resources.files("dataplane").joinpath("data/servicetags-global.json.gz").read_bytes()
+        return cls.from_document(json.loads(gzip.decompress(data)), source="bundled")
+
+    def get(self, name: str) -> tuple[str, ...] | None:
+        return self._tags.get(name.lower())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._tags
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+
+@lru_cache(maxsize=1)
+def bundled_service_tags() -> ServiceTags:
+    return ServiceTags.bundled()
+
+
+def ipset_ranges(ipset: IPSet) -> Ranges:
+    v4, v6 = [], []
+    for r in ipset.iter_ipranges():
+        (v4 if r.version == 4 else v6).append((r.first, r.last))
+    return tuple(v4), tuple(v6)
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted, with overlapping and adjacent ranges joined."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1][1] = hi
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+class AddressResolver:
+    """Resolves rule address items for one place in the topology (one VNet's view).
+
+    `virtual_network` is the address space that VirtualNetwork means there; `asgs` maps each
+    application security group to the addresses of its member NICs.
+    """
+
+    def __init__(self, virtual_network: Iterable[str] = (), *, service_tags: ServiceTags | None = None,
+                 asgs: Mapping[str, Iterable[str]] | None = None):
+        self.virtual_network = tuple(virtual_network)
+        self.service_tags = service_tags
+        self.asgs = {name.lower(): tuple(addrs) for name, addrs in (asgs or {}).items()}
+        self._cache: dict[str, Ranges] = {}
+        vnet = IPSet(self.virtual_network) | IPSet([HOST_IP])
+        internet = (IPSet(["0.0.0.0/0"]) - IPSet(INTERNET_EXCLUDED_V4)) | IPSet([INTERNET_V6])
+        self._builtin = {
+            "virtualnetwork": ipset_ranges(vnet),
+            "internet": ipset_ranges(internet - vnet),
+        }
+
+    def resolve(self, item: str, *, rule: str | None = None, field: str | None = None) -> Ranges:
+        """`*`, an IP, a CIDR or a tag → ranges. An unknown tag is an error naming it."""
+        cached = self._cache.get(item)
+        if cached is not None:
+            return cached
+        net = parse_prefix(item)
+        if item == "*":
+            ranges: Ranges = (((0, 2**32 - 1),), ((0, 2**128 - 1),))
+        elif net is not None:
+            span = (int(net.network_address), int(net.broadcast_address))
+            ranges = ((span,), ()) if net.version == 4 else ((), (span,))
+        else:
+            ranges = self._tag(item, rule, field)
+        self._cache[item] = ranges
+        return ranges
+
+    def resolve_asg(self, name: str) -> Ranges:
+        """An ASG with no member NIC resolves to nothing, so its rules match nothing."""
+        addrs = self.asgs.get(name.lower(), ())
+        return ipset_ranges(IPSet(addrs)) if addrs else NOTHING
+
+    def _tag(self, name: str, rule: str | None, field: str | None) -> Ranges:
+        key = name.lower()
+        if key in self._builtin:
+            return self._builtin[key]
+        if key in PLATFORM_TAGS:
+            return ipset_ranges(IPSet(PLATFORM_TAGS[key]))
+        prefixes = self.service_tags.get(name) if self.service_tags is not None else None
+        if prefixes is None:
+            where = f"the service tags file {self.service_tags.source}" if self.service_tags else "no service tags file"
+            raise RuleError(f"unknown service tag {name!r} (not built in, and not in {where})",
+                            rule=rule, code="SecurityRuleInvalidAddressPrefix", field=field)
+        return ipset_ranges(IPSet(prefixes))
+
+
+def is_in(ranges: Ranges, address: str) -> bool:
+    """Membership of one address; used by explanations and tests, never on the hot path."""
+    ip = IPNetwork(address)
+    return any(lo <= ip.first <= hi for lo, hi in ranges[0 if ip.version == 4 else 1])
