@@ -1,0 +1,316 @@
+"""The `dataplane` command: the only module that prints. Bad input never shows a traceback.
+
+Exit status: 0 when the work was done; 1 when lint found problems or `--expect` saw another
+decision; 2 when the input could not be used (a file, a flow line, an argument).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+from .addresses import ServiceTags, bundled_service_tags
+from .errors import DataplaneError, ValidationErrors
+from .flows import Flow, FlowSyntaxError, parse_flow, read_flows
+from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document, read_document
+from .policy import Decision, NsgExplanation, Policy, effective_rules
+from .rules import Direction
+from .topology import load_scenario, scenario_from_document
+
+SCENARIO_KEYS = {"virtual_networks", "network_interfaces", "load_balancers", "network_security_groups"}
+
+
+class UsageError(DataplaneError):
+    """A command line that cannot be acted on."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValidationErrors as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except DataplaneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dataplane", description="Simulate Azure Network Security Groups offline.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    lint = sub.add_parser("lint", help="validate NSG or scenario files as Azure would")
+    lint.add_argument("files", nargs="+", metavar="FILE")
+    lint.add_argument("--service-tags", metavar="FILE", help="Azure's ServiceTags JSON, to check tag names")
+    lint.set_defaults(run=cmd_lint)
+
+    for name, run, text in (("check", cmd_check, "decide flows as new connections"),
+                            ("explain", cmd_explain, "show every rule on the path and which fields matched")):
+        p = sub.add_parser(name, help=text)
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--nsg", metavar="FILE", help="one NSG file (az CLI, REST or ARM JSON/YAML)")
+        target.add_argument("--scenario", metavar="FILE", help="a scenario file (topology, NAT, platform rules)")
+        p.add_argument("--name", help="which NSG of the file, when it holds several")
+        p.add_argument("--direction", choices=["inbound", "outbound"], help="with --nsg: the rules to use")
+        p.add_argument("--address-space", action="append", default=[], metavar="PREFIX",
+                       help="with --nsg: what VirtualNetwork means (repeatable)")
+        p.add_argument("--service-tags", metavar="FILE", help="with --nsg: Azure's ServiceTags JSON")
+        p.add_argument("--flows", metavar="FILE", help="flows one per line ('-' = stdin)")
+        p.add_argument("--json", action="store_true", help="one JSON object per flow (JSON Lines)")
+        if name == "check":
+            p.add_argument("--expect", choices=["allow", "deny"], help="exit 1 when any decision differs")
+        p.add_argument("flow", nargs="*", metavar="FLOW", help="e.g. 'tcp 203.0.113.7:51000 > 10.0.1.4:80'")
+        p.set_defaults(run=run)
+
+    rules = sub.add_parser("rules", help="effective security rules of a NIC")
+    rules.add_argument("--scenario", required=True, metavar="FILE")
+    rules.add_argument("--nic", required=True, metavar="NAME")
+    rules.add_argument("--json", action="store_true")
+    rules.set_defaults(run=cmd_rules)
+
+    return parser
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    problems = 0
+    tags = ServiceTags.from_file(args.service_tags) if args.service_tags else None
+    for file in args.files:
+        try:
+            doc = read_document(file)
+            if isinstance(doc, dict) and SCENARIO_KEYS & doc.keys() and "securityRules" not in doc:
+                scenario = scenario_from_document(doc, file=file)
+                for warning in scenario.warnings:
+                    print(f"warning: {warning}")
+            else:
+                for nsg in nsgs_from_document(doc, file=file):
+                    _check_tags(nsg, tags, file)
+        except ValidationErrors as e:
+            for problem in e.problems:
+                print(problem)
+            problems += len(e.problems)
+        except DataplaneError as e:
+            print(e.located(file=file))
+            problems += 1
+    if problems:
+        print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _check_tags(nsg: NetworkSecurityGroup, tags: ServiceTags | None, file: str) -> None:
+    """Without a ServiceTags file, regional tags cannot be checked, so only a given file is enforced."""
+    if tags is None:
+        return
+    policy = Policy.for_nsg(nsg, service_tags=tags)
+    for direction in Direction:
+        policy.classifier(nsg, direction, "vnet")
+
+
+def _flows(args: argparse.Namespace) -> Iterator[tuple[str, Flow | FlowSyntaxError]]:
+    if args.flows and args.flow:
+        raise UsageError("give flows as arguments or with --flows, not both")
+    if not args.flows and not args.flow:
+        raise UsageError("no flow given: pass FLOW arguments or --flows FILE")
+    if args.flow:
+        for i, text in enumerate(args.flow, 1):
+            try:
+                yield f"argument {i}", parse_flow(text)
+            except FlowSyntaxError as e:
+                yield f"argument {i}", e
+        return
+    stream: TextIO
+    if args.flows == "-":
+        stream, name = sys.stdin, "<stdin>"
+    else:
+        try:
+            stream, name = open(args.flows, encoding="utf-8"), args.flows
+        except OSError as e:
+            raise UsageError(f"cannot read: {e.strerror}", file=args.flows) from None
+    with stream:
+        for number, _, flow in read_flows(stream):
+            yield f"{name}:{number}", flow
+
+
+class _Target:
+    """What `check` and `explain` decide against: one NSG in one direction, or a scenario."""
+
+    def __init__(self, args: argparse.Namespace):
+        if args.scenario:
+            for option in ("direction", "name", "service_tags"):
+                if getattr(args, option):
+                    raise UsageError(f"--{option.replace('_', '-')} goes with --nsg, not --scenario")
+            if args.address_space:
+                raise UsageError("--address-space goes with --nsg; a scenario defines its VNets")
+            self.policy = Policy(load_scenario(args.scenario))
+            self.nsg = None
+            return
+        if not args.direction:
+            raise UsageError("--nsg needs --direction inbound|outbound")
+        nsgs = load_nsgs(args.nsg)
+        if args.name:
+            found = [n for n in nsgs if n.name == args.name]
+            if not found:
+                raise UsageError(f"holds no NSG named {args.name!r} (it has: {', '.join(n.name for n in nsgs)})",
+                                 file=args.nsg)
+            self.nsg = found[0]
+        elif len(nsgs) > 1:
+            raise UsageError(f"holds {len(nsgs)} NSGs ({', '.join(n.name for n in nsgs)}): choose one with --name",
+                             file=args.nsg)
+        else:
+            self.nsg = nsgs[0]
+        self.direction = Direction(args.direction.capitalize())
+        tags = ServiceTags.from_file(args.service_tags) if args.service_tags else bundled_service_tags()
+        self.policy = Policy.for_nsg(self.nsg, address_space=tuple(args.address_space), service_tags=tags)
+        self.policy.classifier(self.nsg, self.direction, "vnet")
+
+    def decide(self, flow: Flow) -> Decision:
+        if self.nsg is not None:
+            return self.policy.decide_in_nsg(self.nsg, self.direction, flow)
+        return self.policy.decide(flow)
+
+    def explain(self, flow: Flow) -> tuple[Decision, list[NsgExplanation]]:
+        if self.nsg is not None:
+            return self.policy.explain_in_nsg(self.nsg, self.direction, flow)
+        return self.policy.explain(flow)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    target = _Target(args)
+    out = sys.stdout
+    bad = mismatched = 0
+    for where, flow in _flows(args):
+        if isinstance(flow, FlowSyntaxError):
+            print(f"error: {where}: {flow}", file=sys.stderr)
+            bad += 1
+            continue
+        try:
+            decision = target.decide(flow)
+        except DataplaneError as e:
+            print(f"error: {where}: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        if args.expect and decision.decision.lower() != args.expect:
+            mismatched += 1
+        if args.json:
+            out.write(json.dumps(decision.to_json()) + "\n")
+        else:
+            out.write(_decision_line(decision) + "\n")
+    if mismatched:
+        print(f"{mismatched} flow{'s' if mismatched != 1 else ''} not decided {args.expect}", file=sys.stderr)
+    return 2 if bad else 1 if mismatched else 0
+
+
+def _decision_line(decision: Decision) -> str:
+    data = decision.to_json()
+    by = f"{data['nsg']}/{data['rule']}" if data["rule"] else "-"
+    line = f"{data['decision']:<5}  {data['flow']}  {by}  ({data['reason']})"
+    if data["translated"] != data["flow"]:
+        line += f"  translated: {data['translated']}"
+    return line
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    target = _Target(args)
+    bad = 0
+    for where, flow in _flows(args):
+        if isinstance(flow, FlowSyntaxError):
+            print(f"error: {where}: {flow}", file=sys.stderr)
+            bad += 1
+            continue
+        try:
+            decision, nsgs = target.explain(flow)
+        except DataplaneError as e:
+            print(f"error: {where}: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        if args.json:
+            sys.stdout.write(json.dumps(_explanation_json(decision, nsgs)) + "\n")
+        else:
+            _print_explanation(decision, nsgs)
+    return 2 if bad else 0
+
+
+def _explanation_json(decision: Decision, nsgs: list[NsgExplanation]) -> dict:
+    data = decision.to_json()
+    data["nsgs"] = [{
+        "nsg": n.nsg, "attachment": n.attachment, "nic": n.nic, "direction": n.direction, "evaluated": n.evaluated,
+        "rules": [{"name": r.rule.name, "priority": r.rule.priority, "access": r.rule.access.value,
+                   "default": r.rule.default, "matched": r.matched, "fields": r.fields,
+                   "decided": n.evaluated and n.deciding is r.rule} for r in n.rules]} for n in nsgs]
+    return data
+
+
+def _print_explanation(decision: Decision, nsgs: list[NsgExplanation]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    data = decision.to_json()
+    console.print(f"[bold]{data['flow']}[/bold]")
+    if data["translated"] != data["flow"]:
+        console.print(f"  seen by the NSGs as {data['translated']}")
+    for n in nsgs:
+        title = f"{n.nsg} ({n.attachment or 'no attachment'}, {n.direction}{', NIC ' + n.nic if n.nic else ''})"
+        if not n.evaluated:
+            title += " — not evaluated: an earlier NSG decided"
+        table = Table(title=title, title_justify="left")
+        for column in ("prio", "rule", "access", "protocol", "source", "src port", "destination", "dst port", ""):
+            table.add_column(column)
+        deciding = n.deciding if n.evaluated else None
+        for r in n.rules:
+            marks = ["✓" if r.fields[f] else "✗" for f in ("protocol", "source", "source port", "destination",
+                                                          "destination port")]
+            style = "bold" if r.rule is deciding else "dim" if deciding is not None and r.rule.priority > deciding.priority else None
+            table.add_row(str(r.rule.priority), r.rule.name, r.rule.access.value, *marks,
+                          "← decides" if r.rule is deciding else "", style=style)
+        console.print(table)
+    by = f" by {data['nsg']}/{data['rule']}" if data["rule"] else ""
+    console.print(f"[bold]{data['decision']}[/bold]{by} (reason: {data['reason']})\n")
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    policy = Policy(load_scenario(args.scenario))
+    groups = effective_rules(policy, args.nic)
+    if args.json:
+        print(json.dumps(groups, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    if not groups:
+        console.print(f"{args.nic}: no NSG on the NIC or its subnet: all traffic is allowed")
+    for group in groups:
+        association = next(iter(group["association"].items()))
+        table = Table(title=f"{group['networkSecurityGroup']['id']} ({association[0]} {association[1]['id']})",
+                      title_justify="left")
+        for column in ("direction", "prio", "name", "access", "protocol", "source", "src ports", "destination",
+                       "dst ports"):
+            table.add_column(column, overflow="fold")
+        for r in group["effectiveSecurityRules"]:
+            table.add_row(r["direction"], str(r["priority"]), r["name"], r["access"], r["protocol"],
+                          _side_text(r, "source"), r["sourcePortRange"] or ", ".join(r["sourcePortRanges"]),
+                          _side_text(r, "destination"),
+                          r["destinationPortRange"] or ", ".join(r["destinationPortRanges"]))
+        console.print(table)
+    return 0
+
+
+def _side_text(rule: dict, side: str) -> str:
+    written = rule[f"{side}AddressPrefix"] or ", ".join(rule[f"{side}AddressPrefixes"] or
+                                                         rule.get(f"{side}ApplicationSecurityGroups", []))
+    expanded = rule[f"expanded{side.capitalize()}AddressPrefix"]
+    if expanded is None:
+        return written
+    shown = ", ".join(expanded[:6]) + (f", … ({len(expanded)} prefixes)" if len(expanded) > 6 else "")
+    return f"{written} = {shown or 'nothing'}"
+
