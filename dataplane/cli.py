@@ -9,16 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Callable, Iterator, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
 
 from .addresses import ServiceTags, bundled_service_tags
-from .errors import DataplaneError, ValidationErrors
+from .errors import CaptureError, DataplaneError, ValidationErrors
 from .flows import Flow, FlowSyntaxError, parse_flow, read_flows
 from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document, read_document
 from .policy import Decision, NsgExplanation, Policy, effective_rules
 from .rules import Direction
-from .topology import load_scenario, scenario_from_document
+from .topology import Scenario, load_scenario, scenario_from_document
+
+if TYPE_CHECKING:
+    from .replay import Outputs, Summary, Update
 
 SCENARIO_KEYS = {"virtual_networks", "network_interfaces", "load_balancers", "network_security_groups"}
 
@@ -250,9 +258,6 @@ def _explanation_json(decision: Decision, nsgs: list[NsgExplanation]) -> dict:
 
 
 def _print_explanation(decision: Decision, nsgs: list[NsgExplanation]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     data = decision.to_json()
     console.print(f"[bold]{data['flow']}[/bold]")
@@ -283,9 +288,6 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(groups, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     if not groups:
         console.print(f"{args.nic}: no NSG on the NIC or its subnet: all traffic is allowed")
@@ -314,3 +316,67 @@ def _side_text(rule: dict, side: str) -> str:
     shown = ", ".join(expanded[:6]) + (f", … ({len(expanded)} prefixes)" if len(expanded) > 6 else "")
     return f"{written} = {shown or 'nothing'}"
 
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """The packet path (decoder, flow tables, flow logs) is imported only by the command that uses it."""
+    from .replay import Outputs, Update
+
+    scenario = load_scenario(args.scenario)
+    updates = [Update.parse(text) for text in args.update]
+    for update in updates:
+        if update.nsg.name not in scenario.network_security_groups:
+            raise UsageError(f"--update: the scenario has no NSG named {update.nsg.name!r}", file=update.nsg.file)
+    outputs = Outputs(args.verdicts, args.flow_log, args.vnet_flow_log, args.allowed, args.denied, args.translated,
+                      args.summary)
+    total = sum(Path(c).stat().st_size for c in args.captures if Path(c).is_file())
+    err = Console(stderr=True)
+    status = 0
+    if sys.stderr.isatty():
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("replaying", total=total)
+            summary, status = _run_replay(scenario, args, outputs, updates,
+                                          lambda done: bar.update(task, completed=done), time.perf_counter)
+    else:
+        summary, status = _run_replay(scenario, args, outputs, updates, None, time.perf_counter)
+    _print_summary(summary)
+    return status
+
+
+def _run_replay(scenario: Scenario, args: argparse.Namespace, outputs: "Outputs", updates: list["Update"],
+                progress: Callable[[int], None] | None, clock: Callable[[], float]) -> tuple["Summary", int]:
+    from .replay import replay
+
+    try:
+        return replay(scenario, args.captures, outputs, updates=updates, progress=progress, clock=clock), 0
+    except CaptureError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("error: the outputs hold what was replayed before the error", file=sys.stderr)
+        return e.summary, 2
+
+
+def _print_summary(summary: "Summary") -> None:
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    table = Table(title="replay summary", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("packets", f"{summary.packets:,}")
+    table.add_row("allowed", f"{summary.allowed:,}")
+    table.add_row("denied", f"{summary.denied:,}")
+    for reason, count in sorted(summary.skipped.items()):
+        table.add_row(f"skipped: {reason}", f"{count:,}")
+    for what, count in summary.flows.items():
+        table.add_row(f"flows {what.replace('_', ' ')}", f"{count:,}")
+    table.add_row("packets per second", f"{summary.packets_per_second:,.0f}")
+    console.print(table)
+    hits = Table(title="hits per NSG rule (new flows)", title_justify="left")
+    for column in ("NSG", "rule", "hits"):
+        hits.add_column(column, justify="right" if column == "hits" else "left")
+    for nsg, rules in summary.rule_hits.items():
+        for rule, count in sorted(rules.items(), key=lambda item: -item[1]):
+            hits.add_row(nsg, rule, f"{count:,}")
+    for nsg, rules in summary.rules_never_hit.items():
+        for rule in rules:
+            hits.add_row(nsg, rule, "never hit", style="dim")
+    console.print(hits)

@@ -120,7 +120,7 @@ class Policy:
         self.translations = Translations(scenario)
         self.nics_by_ip: dict[int, NetworkInterface] = {
             ip_key(ip.version, int(ip)): nic for nic in scenario.network_interfaces.values() for ip in nic.private_ips}
-        self._classifiers: dict[tuple[str, Direction, str], tuple[int, Classifier]] = {}
+        self._classifiers: dict[tuple[str, Direction, str], tuple[NetworkSecurityGroup, int, Classifier]] = {}
         self._vnet_space: dict[str, Ranges] = {}
         self._internet: dict[str, Ranges] = {}
         self._resolvers: dict[str, Any] = {}
@@ -139,13 +139,13 @@ class Policy:
     def classifier(self, nsg: NetworkSecurityGroup, direction: Direction, vnet: str) -> Classifier:
         slot = (nsg.name, direction, vnet)
         cached = self._classifiers.get(slot)
-        if cached is not None and cached[0] == nsg.version:
-            return cached[1]
+        if cached is not None and cached[0] is nsg and cached[1] == nsg.version:
+            return cached[2]
         try:
             compiled = Classifier(nsg.rules_in_order(direction), self.resolver(vnet))
         except DataplaneError as e:
             raise e.located(file=nsg.file, nsg=nsg.name) from None
-        self._classifiers[slot] = (nsg.version, compiled)
+        self._classifiers[slot] = (nsg, nsg.version, compiled)
         return compiled
 
     def evaluate_nsg(self, nsg: NetworkSecurityGroup, direction: Direction, key: Key, vnet: str = "vnet") -> SecurityRule:

@@ -1,0 +1,450 @@
+"""The Dataplane: one packet at a time, with its timestamp, through the stages; a verdict out.
+
+    frame ─ decode ─ fragments ─ legs (NIC, translation) ─ flow records ─┬─ known flow: pass
+                                                                         └─ new flow: policy → records
+
+It never reads a clock or a file: the caller gives each packet's time (the capture's clock), and
+files and terminals belong to `replay` and `cli`. Rule changes made through the Dataplane keep
+live flows until they idle out, unless the NSG has `flush_connection`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Protocol
+
+from .conntrack import (FlowRecord, FlowTable, Other, TcpState, Timeouts, tcp_first_state, tcp_next)
+from .decode import Packet, Skip, decode_frame, decode_scapy
+from .errors import DataplaneError
+from .flows import Flow, parse_flow
+from .nat import SnatPorts, ip_key
+from .nsg import NetworkSecurityGroup
+from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy, key_to_flow
+from .rules import DEFAULT_RULE_NAMES, SecurityRule
+from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
+
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+ECHO_TYPES = {ICMP: (8, 0), ICMPV6: (128, 129)}
+
+
+class Verdict(NamedTuple):
+    """What the dataplane did with one packet. `translated` is the packet's key after NAT, if changed."""
+
+    ts: float
+    decision: str  # Allow | Deny | Skip
+    reason: str
+    direction: str | None
+    nic: str | None
+    nsg: str | None
+    rule: str | None
+    state: str | None
+    packet: Packet | None
+    translated: Key | None = None
+    detail: str = ""
+    evaluations: tuple[Evaluation, ...] = ()
+
+    @property
+    def flow(self) -> str | None:
+        p = self.packet
+        if p is None:
+            return None
+        return str(key_to_flow((p.proto, p.version, p.src, p.sport, p.dst, p.dport)))
+
+    def to_json(self, index: int | None = None) -> dict[str, Any]:
+        data = {"index": index, "ts": self.ts, "flow": self.flow, "direction": self.direction, "nic": self.nic,
+                "decision": self.decision, "nsg": self.nsg, "rule": self.rule, "reason": self.reason,
+                "state": self.state}
+        if self.translated is not None:
+            data["translated"] = str(key_to_flow(self.translated))
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+
+class Outcome(NamedTuple):
+    """How a flow was decided at one NIC; shared by every flow decided alike."""
+
+    nsg: str | None
+    rule: str | None
+    default_rule: bool
+    reason: str
+    direction: str
+
+
+class Nat(NamedTuple):
+    """How replies of a flow are translated back: the address and port the peer sees."""
+
+    side: str  # "src" (SNAT: the initiator's source was rewritten) or "dst" (DNAT)
+    ip: int
+    port: int
+    frontend: int | None = None  # set when the port came from a shared frontend's pool
+
+
+@dataclass
+class Statistics:
+    packets: int = 0
+    allowed: int = 0
+    denied: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    flows_created: int = 0
+    flows_closed: int = 0
+    flows_expired: int = 0
+    flows_flushed: int = 0
+    flows_refused: int = 0
+    flows_open_at_end: int = 0
+
+
+class FlowListener(Protocol):
+    """Told when flow records begin and end, as flow logs need."""
+
+    def flow_started(self, nic: str, record: FlowRecord, ts: float) -> None: ...
+
+    def flow_ended(self, nic: str, record: FlowRecord, why: str, ts: float) -> None:
+        """why is 'expired', 'closed', 'flushed' or 'end-of-capture'."""
+
+
+class Dataplane:
+    """Packets and timestamps in, verdicts out, with flow records per NIC."""
+
+    def __init__(self, scenario: Scenario, *, listener: FlowListener | None = None):
+        self.scenario = scenario
+        self.policy = Policy(scenario)
+        self.stats = Statistics()
+        self.listener = listener
+        self._snat = SnatPorts()
+        self._snat_reverse: dict[tuple, tuple[NetworkInterface, int, int]] = {}
+        self._fragments: dict[tuple, tuple[float, Verdict]] = {}
+        self._tables: dict[str, FlowTable] = {}
+        for nic in scenario.network_interfaces.values():
+            timeouts = Timeouts(scenario.timeouts, scenario.virtual_networks[nic.vnet].flow_timeout_minutes)
+            self._tables[nic.name] = FlowTable(timeouts, scenario.max_flows_per_nic, self._ended(nic.name))
+        self._fragment_timeout = Timeouts(scenario.timeouts).values["fragment"]
+        self._nics_by_ip = self.policy.nics_by_ip
+        self._translations = self.policy.translations
+        self._next_sweep = float("-inf")
+        self._outcomes: dict[Outcome, Outcome] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> "Dataplane":
+        return cls(load_scenario(path), **kwargs)
+
+    @classmethod
+    def for_nsg(cls, nsg: NetworkSecurityGroup, *, nic_ip: str = "10.0.0.4", address_space: str = "10.0.0.0/16",
+                public_ip: str | None = None, **kwargs) -> "Dataplane":
+        """One NSG on one NIC (`vm-nic`, in VNet `vnet`), for tests and quick experiments."""
+        net = ipaddress.ip_network(address_space)
+        nic: dict[str, Any] = {"name": "vm-nic", "subnet": "vnet/default", "private_ips": [nic_ip], "nsg": nsg.name}
+        if public_ip:
+            nic["public_ip"] = public_ip
+        doc = {"virtual_networks": [{"name": "vnet", "address_space": [str(net)],
+                                     "subnets": [{"name": "default", "prefix": str(net)}]}],
+               "network_interfaces": [nic]}
+        scenario = scenario_from_document(doc)
+        scenario.network_security_groups[nsg.name] = nsg
+        return cls(scenario, **kwargs)
+
+    # -- the API around packets ------------------------------------------------------------------
+
+    def check(self, flow: str | Flow) -> Decision:
+        """A stateless decision for a new flow, as `dataplane check --scenario` gives."""
+        return self.policy.decide(parse_flow(flow) if isinstance(flow, str) else flow)
+
+    def nsg(self, name: str) -> NetworkSecurityGroup:
+        try:
+            return self.scenario.network_security_groups[name]
+        except KeyError:
+            raise DataplaneError(f"no network security group named {name!r} in the scenario") from None
+
+    def add_rule(self, nsg: str, rule: SecurityRule | dict, now: float | None = None) -> SecurityRule:
+        group = self.nsg(nsg)
+        added = group.add_rule(rule)
+        self._changed(group, now)
+        return added
+
+    def replace_rule(self, nsg: str, rule: SecurityRule | dict, now: float | None = None) -> SecurityRule:
+        group = self.nsg(nsg)
+        replaced = group.replace_rule(rule)
+        self._changed(group, now)
+        return replaced
+
+    def remove_rule(self, nsg: str, name: str, now: float | None = None) -> SecurityRule:
+        group = self.nsg(nsg)
+        removed = group.remove_rule(name)
+        self._changed(group, now)
+        return removed
+
+    def replace_nsg(self, nsg: NetworkSecurityGroup, now: float | None = None) -> None:
+        """Deploy a new version of an NSG (same name), as `replay --update` does."""
+        self.nsg(nsg.name)
+        self.scenario.network_security_groups[nsg.name] = nsg
+        self._changed(nsg, now)
+
+    def _changed(self, nsg: NetworkSecurityGroup, now: float | None) -> None:
+        """Existing flows keep their verdict (reference §8) unless the NSG flushes connections."""
+        if not nsg.flush_connection:
+            return
+        when = now if now is not None else self._next_sweep
+        for nic in self.scenario.network_interfaces.values():
+            if nsg.name not in (nic.nsg, nic.subnet.nsg):
+                continue
+            table = self._tables[nic.name]
+            for record in table:
+                if not self.policy.decide_key(record.initiator).allowed:
+                    table.remove(record, "flushed", when)
+
+    def flows(self) -> Iterator[tuple[str, FlowRecord]]:
+        for name, table in self._tables.items():
+            for record in table:
+                yield name, record
+
+    def flow_counts(self) -> dict[str, int]:
+        return {name: len(table) for name, table in self._tables.items()}
+
+    def advance(self, now: float) -> None:
+        """Let the capture clock run to `now`: flows idle past their timeout end."""
+        for table in self._tables.values():
+            table.advance(now)
+        self._next_sweep = now + 1.0
+        if self._fragments:
+            for frag_key in [k for k, (t, _) in self._fragments.items() if t <= now]:
+                del self._fragments[frag_key]
+
+    def close(self, now: float) -> None:
+        """End of the capture: every live flow ends, so flow logs can close them out."""
+        self.advance(now)
+        for table in self._tables.values():
+            table.end_all("end-of-capture", now)
+
+    def _ended(self, nic: str) -> Callable[[FlowRecord, str, float], None]:
+        def ended(record: FlowRecord, why: str, when: float) -> None:
+            if why == "closed":
+                self.stats.flows_closed += 1
+            elif why == "expired":
+                self.stats.flows_expired += 1
+            elif why == "flushed":
+                self.stats.flows_flushed += 1
+            elif why == "end-of-capture":
+                self.stats.flows_open_at_end += 1
+            nat = record.nat
+            if nat is not None and nat.frontend is not None:
+                proto, version = record.initiator[0], record.initiator[1]
+                remote, rport = record.initiator[4], record.initiator[5]
+                self._snat.release(nat.frontend, proto, remote, rport, nat.port)
+                self._snat_reverse.pop((proto, version, nat.ip, nat.port, remote, rport), None)
+            if self.listener is not None and why != "refused":
+                self.listener.flow_ended(nic, record, why, when)
+        return ended
+
+    # -- one packet --------------------------------------------------------------------------------
+
+    def process(self, packet: bytes | Packet | Any, ts: float, linktype: int = 1) -> Verdict:
+        """Decide one packet (raw frame bytes, a decoded Packet, or a scapy packet) at time `ts`."""
+        if isinstance(packet, (bytes, bytearray, memoryview)):
+            p = decode_frame(bytes(packet), linktype)
+        elif isinstance(packet, Packet):
+            p = packet
+        else:
+            p = decode_scapy(packet)
+        self.stats.packets += 1
+        if ts >= self._next_sweep:
+            self.advance(ts)
+        if isinstance(p, Skip):
+            return self._skip(ts, p.reason, p.detail, None)
+        if p.fragmented and p.frag_offset > 0:
+            return self._later_fragment(p, ts)
+        verdict = self._packet(p, ts)
+        if p.fragmented:
+            self._fragments[(p.version, p.src, p.dst, p.proto, p.ip_id)] = (ts + self._fragment_timeout, verdict)
+        return verdict
+
+    def _skip(self, ts: float, reason: str, detail: str, p: Packet | None) -> Verdict:
+        skipped = self.stats.skipped
+        skipped[reason] = skipped.get(reason, 0) + 1
+        return Verdict(ts, "Skip", reason, None, None, None, None, None, p, None, detail)
+
+    def _later_fragment(self, p: Packet, ts: float) -> Verdict:
+        """A non-first fragment follows its first fragment; without one it is decided alone (README)."""
+        first = self._fragments.get((p.version, p.src, p.dst, p.proto, p.ip_id))
+        if first is None or first[0] <= ts:
+            return self._packet(p, ts, fragment_alone=True)
+        v = first[1]
+        if v.decision == ALLOW:
+            self.stats.allowed += 1
+        elif v.decision == DENY:
+            self.stats.denied += 1
+        else:
+            return self._skip(ts, v.reason, v.detail, p)
+        return Verdict(ts, v.decision, "fragment", v.direction, v.nic, v.nsg, v.rule, v.state, p, v.translated)
+
+    def _packet(self, p: Packet, ts: float, fragment_alone: bool = False) -> Verdict:
+        proto, version, src, dst = p.proto, p.version, p.src, p.dst
+        sport, dport = p.sport, p.dport
+        if p.icmp_type >= 0:
+            if p.inner is not None:
+                return self._icmp_error(p, ts)
+            if p.icmp_type in ECHO_TYPES.get(proto, ()):
+                sport = dport = p.icmp_id
+        key = (proto, version, src, sport, dst, dport)
+        legs = []  # (nic, key at the NIC, record or None, forward)
+        t = key
+        src_nic = self._nics_by_ip.get(src if version == 4 else src | V6)
+        if src_nic is not None:
+            record = self._tables[src_nic.name].get(_canonical(t), ts)
+            forward = record is not None and _is_initiator(t, record)
+            legs.append((src_nic, t, record, forward))
+            if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
+                t = (proto, version, record.nat.ip, record.nat.port, dst, dport)
+        dst_nic = self._nics_by_ip.get(dst if version == 4 else dst | V6)
+        if dst_nic is None:
+            back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3]))
+            if back is None and (src_nic is None or not self.policy.in_range(
+                    self.policy.virtual_network(src_nic.vnet), version, dst)):
+                inbound = self._translations.inbound(proto, version, t[2], t[3], dst, dport)
+                if inbound is not None and inbound.nic is not None:
+                    back = (inbound.nic, inbound.dst, inbound.dport)
+            if back is not None:
+                dst_nic, private, private_port = back
+                t = (proto, version, t[2], t[3], private, private_port)
+        if dst_nic is not None:
+            record = self._tables[dst_nic.name].get(_canonical(t), ts)
+            forward = record is not None and _is_initiator(t, record)
+            legs.append((dst_nic, t, record, forward))
+            if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
+                t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
+        if not legs and ip_key(version, dst) not in self._translations.frontends:
+            return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
+        if legs and all(leg[2] is not None for leg in legs):
+            return self._known(p, ts, legs, t if t != key else None)
+        return self._new(p, ts, key, fragment_alone)
+
+    def _known(self, p: Packet, ts: float, legs: list, translated: Key | None) -> Verdict:
+        """Every NIC on the path has a flow record: the packet passes without rule evaluation."""
+        state = None
+        for nic, _, record, forward in legs:
+            if forward:
+                record.packets_out += 1
+                record.bytes_out += p.length
+            else:
+                record.packets_in += 1
+                record.bytes_in += p.length
+            state = tcp_next(record.state, p.tcp_flags, forward) if p.proto == TCP else record.state
+            self._tables[nic.name].touch(record, state, ts)
+        self.stats.allowed += 1
+        nic, _, record, _ = legs[-1]
+        outcome = record.outcome
+        return Verdict(ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
+                       state.value, p, translated)
+
+    def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool) -> Verdict:
+        decision = self.policy.decide_key(key)
+        last = decision.evaluations[-1] if decision.evaluations else None
+        direction = last.direction if last else ("Inbound" if decision.destination_nic else "Outbound")
+        nic_name = last.nic if last else (decision.destination_nic or decision.source_nic)
+        translated = decision.translated if decision.translated != key else None
+        if not decision.allowed:
+            self.stats.denied += 1
+            return Verdict(ts, DENY, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
+                           translated, "", decision.evaluations)
+        if fragment_alone:
+            self.stats.allowed += 1
+            return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
+                           translated, "", decision.evaluations)
+        state: TcpState | Other = tcp_first_state(p.tcp_flags) if p.proto == TCP else Other.ACTIVE
+        created = []
+        scenario_nics = self.scenario.network_interfaces
+        for nic_name_, leg_key, nat in self._record_plan(decision, key):
+            nic = scenario_nics[nic_name_]
+            table = self._tables[nic.name]
+            existing = table.get(_canonical(leg_key), ts)
+            if existing is not None:
+                continue
+            if nat is not None and nat.frontend is not None:
+                port = self._snat.allocate(nat.frontend, key[0], key[4], key[5], key[3])
+                if port is None:
+                    return self._refuse(p, ts, created, "snat-exhausted")
+                nat = nat._replace(port=port)
+                self._snat_reverse[(key[0], key[1], nat.frontend, port, key[4], key[5])] = (nic, key[2], key[3])
+                translated = (key[0], key[1], nat.frontend, port, key[4], key[5])
+            record = table.add(_canonical(leg_key), leg_key, state, ts, self._outcome(decision, nic.name), nat)
+            if record is None:
+                self.stats.flows_refused += 1
+                return self._refuse(p, ts, created, "flow-limit", nic.name)
+            record.packets_out = 1
+            record.bytes_out = p.length
+            created.append((nic.name, table, record))
+        self.stats.flows_created += len(created)
+        if self.listener is not None:
+            for nic_name_, _, record in created:
+                self.listener.flow_started(nic_name_, record, ts)
+        self.stats.allowed += 1
+        return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, state.value, p,
+                       translated, "", decision.evaluations)
+
+    def _refuse(self, p: Packet, ts: float, created: list, reason: str, nic: str | None = None) -> Verdict:
+        for _, table, record in created:
+            table.remove(record, "refused", ts)
+        self.stats.denied += 1
+        return Verdict(ts, DENY, reason, None, nic, None, None, None, p)
+
+    def _record_plan(self, decision: Decision, key: Key) -> list[tuple[str, Key, Nat | None]]:
+        """Which NICs keep a record of a new flow, under which key, and how replies translate back."""
+        plan: list[tuple[str, Key, Nat | None]] = []
+        if decision.source_nic is not None:
+            nat = None
+            translated = decision.translated
+            if translated[2] != key[2]:
+                frontend = translated[2] if decision.snat_frontend is not None else None
+                nat = Nat("src", translated[2], translated[3], frontend)
+            plan.append((decision.source_nic, key, nat))
+        if decision.destination_nic is not None and decision.inbound_key is not None:
+            inbound = decision.inbound_key
+            nat = Nat("dst", key[4], key[5]) if (inbound[4], inbound[5]) != (key[4], key[5]) else None
+            plan.append((decision.destination_nic, inbound, nat))
+        return plan
+
+    def _outcome(self, decision: Decision, nic: str) -> Outcome:
+        """The NSG that logs the flow at this NIC: the last one that allowed it there (reference §6)."""
+        mine = [e for e in decision.evaluations if e.nic == nic]
+        if mine:
+            last = mine[-1]
+            rule = last.rule
+            default = rule in DEFAULT_RULE_NAMES
+            outcome = Outcome(last.nsg, rule, default, decision.reason, last.direction)
+        else:
+            direction = "Outbound" if nic == decision.source_nic else "Inbound"
+            outcome = Outcome(None, None, False, decision.reason, direction)
+        return self._outcomes.setdefault(outcome, outcome)
+
+    def _icmp_error(self, p: Packet, ts: float) -> Verdict:
+        """An ICMP error about a known flow passes as related to it; otherwise it is a packet of its own."""
+        inner = p.inner
+        inner_key = (inner.proto, inner.version, inner.src, inner.sport, inner.dst, inner.dport)
+        for ip in (p.src, p.dst):
+            nic = self._nics_by_ip.get(ip if p.version == 4 else ip | V6)
+            if nic is None:
+                continue
+            record = self._tables[nic.name].get(_canonical(inner_key), ts)
+            if record is not None:
+                self.stats.allowed += 1
+                outcome = record.outcome
+                return Verdict(ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
+                               "related", p)
+        key = (p.proto, p.version, p.src, 0, p.dst, 0)
+        return self._new(p, ts, key, fragment_alone=True)
+
+
+V6 = 1 << 128
+
+
+def _is_initiator(key: Key, record: FlowRecord) -> bool:
+    return key[2] == record.initiator[2] and key[3] == record.initiator[3]
+
+
+def _canonical(key: Key) -> Key:
+    """The direction-independent form of a 5-tuple: the lower endpoint first."""
+    proto, version, src, sport, dst, dport = key
+    if (src, sport) <= (dst, dport):
+        return key
+    return (proto, version, dst, dport, src, sport)
