@@ -86,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("--json", action="store_true")
     rules.set_defaults(run=cmd_rules)
 
+    replay_ = sub.add_parser("replay", help="replay captures through the stateful dataplane")
+    replay_.add_argument("scenario", metavar="SCENARIO")
+    replay_.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap, pcapng, optionally .gz")
+    for option, text in (("verdicts", "one JSON line per packet"), ("flow-log", "Azure NSG flow log v2 JSON"),
+                         ("vnet-flow-log", "Azure VNet flow log v4 JSON"), ("allowed", "capture of allowed packets"),
+                         ("denied", "capture of denied packets"),
+                         ("translated", "capture of allowed packets as they leave the NAT"),
+                         ("summary", "the summary as JSON")):
+        replay_.add_argument(f"--{option}", metavar="FILE", help=text)
+    replay_.add_argument("--update", action="append", default=[], metavar="TIME=NSG_FILE",
+                         help="deploy a new NSG version TIME seconds after the first packet (repeatable)")
+    replay_.set_defaults(run=cmd_replay)
     return parser
 
 
