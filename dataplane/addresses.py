@@ -11,6 +11,7 @@ Definitions where Azure publishes none (reference §4, listed in the README):
 from __future__ import annotations
 
 import gzip
+from bisect import bisect_right
 import json
 from functools import lru_cache
 from importlib import resources
@@ -171,6 +172,21 @@ class AddressResolver:
             raise RuleError(f"unknown service tag {name!r} (not built in, and not in {where})",
                             rule=rule, code="SecurityRuleInvalidAddressPrefix", field=field)
         return ipset_ranges(IPSet(prefixes))
+
+
+class RangeSet:
+    """Membership of integer addresses in a set of ranges by binary search, for the per-packet path."""
+
+    __slots__ = ("_starts", "_ends")
+
+    def __init__(self, ranges: Ranges):
+        self._starts = ([lo for lo, _ in ranges[0]], [lo for lo, _ in ranges[1]])
+        self._ends = ([hi for _, hi in ranges[0]], [hi for _, hi in ranges[1]])
+
+    def contains(self, version: int, ip: int) -> bool:
+        family = 0 if version == 4 else 1
+        i = bisect_right(self._starts[family], ip) - 1
+        return i >= 0 and ip <= self._ends[family][i]
 
 
 def is_in(ranges: Ranges, address: str) -> bool:

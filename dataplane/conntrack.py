@@ -34,11 +34,15 @@ class TcpState(enum.Enum):
     CLOSING = "closing"  # both sides sent FIN
     CLOSED = "closed"  # RST, or the last ACK after both FINs
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own __hash__ is Python code on the hot path
+
 
 class Other(enum.Enum):
     """States of flows without a handshake: UDP, ICMP and every other protocol."""
 
     ACTIVE = "active"
+
+    __hash__ = object.__hash__
 
 
 class TcpEvent(enum.Enum):
@@ -120,22 +124,31 @@ class Timeouts:
 
 
 class FlowRecord:
-    """One flow at one NIC. `initiator` is the packet key of the side that opened it."""
+    """One flow at one NIC, kept small: a NIC may hold 500,000 of them (reference §3).
 
-    __slots__ = ("key", "initiator", "state", "expires", "bucket", "first", "last", "outcome",
+    `key` is the direction-independent 5-tuple; `reversed` says whether the side that opened the
+    flow is its second endpoint, so `initiator` gives the 5-tuple as the first packet carried it.
+    """
+
+    __slots__ = ("key", "reversed", "state", "expires", "bucket", "outcome",
                  "packets_out", "bytes_out", "packets_in", "bytes_in", "nat")
 
-    def __init__(self, key, initiator, state, now: float, expires: float, outcome, nat=None):
+    def __init__(self, key, reversed_: bool, state, expires: float, outcome, nat=None):
         self.key = key
-        self.initiator = initiator
+        self.reversed = reversed_
         self.state = state
-        self.first = now
-        self.last = now
         self.expires = expires
         self.bucket = 0
         self.outcome = outcome
         self.packets_out = self.bytes_out = self.packets_in = self.bytes_in = 0
         self.nat = nat
+
+    @property
+    def initiator(self):
+        if not self.reversed:
+            return self.key
+        proto, version, a, a_port, b, b_port = self.key
+        return proto, version, b, b_port, a, a_port
 
     def __repr__(self) -> str:
         return f"FlowRecord({self.initiator}, {self.state}, expires={self.expires})"
@@ -178,7 +191,8 @@ class FlowTable:
             if len(self._flows) >= self.max_flows:
                 self.refused += 1
                 return None
-        record = FlowRecord(key, initiator, state, now, now + self.timeouts.of(key[0], state), outcome, nat)
+        record = FlowRecord(key, initiator is not key and initiator != key, state,
+                            now + self.timeouts.of(key[0], state), outcome, nat)
         old = self._flows.get(key)
         if old is not None:
             self._end(old, now)
@@ -188,9 +202,11 @@ class FlowTable:
 
     def touch(self, record: FlowRecord, state, now: float) -> None:
         record.state = state
-        record.last = now
-        record.expires = now + self.timeouts.of(record.key[0], state)
-        if record.expires < record.bucket - 1:
+        proto = record.key[0]
+        timeouts = self.timeouts
+        expires = record.expires = now + (timeouts.tcp[state] if proto == TCP else
+                                          timeouts.by_proto.get(proto, timeouts.other))
+        if expires < record.bucket - 1:
             self._schedule(record)
 
     def advance(self, now: float) -> None:

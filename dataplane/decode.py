@@ -33,7 +33,10 @@ IPV4_ADDRS = struct.Struct("!II")
 IPV6_HEAD = struct.Struct("!IHBB")  # version/class/label, payload length, next header, hop limit
 IPV6_ADDRS = struct.Struct("!QQQQ")
 PORTS = struct.Struct("!HH")
-ICMP_HEAD = struct.Struct("!BBHH")  # type, code, checksum, identifier
+# The common frame in one read: Ethernet type, IPv4 version/IHL, total length, id, flags/offset,
+# protocol, source, destination, and the first four transport bytes (the ports of TCP and UDP).
+ETH_IPV4_PORTS = struct.Struct("!12xHBxHHHxBxxIIHH")
+_new = tuple.__new__
 
 
 class Packet(NamedTuple):
@@ -64,6 +67,15 @@ class Skip(NamedTuple):
 def decode_frame(frame: bytes, linktype: int = LINKTYPE_ETHERNET) -> Packet | Skip:
     """Decode one captured frame of the given link type."""
     n = len(frame)
+    if linktype == LINKTYPE_ETHERNET and n >= 54:
+        ethertype, vihl, total, ip_id, frag, proto, src, dst, sport, dport = ETH_IPV4_PORTS.unpack_from(frame)
+        if ethertype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF and total >= 40 and n >= 14 + total:
+            if proto == 6:
+                return _new(Packet, (4, 6, src, dst, sport, dport, frame[47], -1, -1, 0, n, ip_id, 0, False, False,
+                                     (), None))
+            if proto == 17 and total >= 28:
+                return _new(Packet, (4, 17, src, dst, sport, dport, 0, -1, -1, 0, n, ip_id, 0, False, False,
+                                     (), None))
     if linktype == LINKTYPE_ETHERNET:
         if n < 14:
             return Skip("truncated", f"frame of {n} bytes, shorter than an Ethernet header")

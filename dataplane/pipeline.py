@@ -11,7 +11,7 @@ live flows until they idle out, unless the NSG has `flush_connection`.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
@@ -22,7 +22,7 @@ from .flows import Flow, parse_flow
 from .nat import SnatPorts, ip_key
 from .nsg import NetworkSecurityGroup
 from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy, key_to_flow
-from .rules import DEFAULT_RULE_NAMES, SecurityRule
+from .rules import DEFAULT_RULE_NAMES, Direction, SecurityRule
 from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
@@ -124,7 +124,10 @@ class Dataplane:
         self._nics_by_ip = self.policy.nics_by_ip
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
-        self._outcomes: dict[Outcome, Outcome] = {}
+        self._outcomes: dict[tuple, Outcome] = {}
+        self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
+                                    if self._translations.outbound(nic, 4, 0) is not None)
+        self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Dataplane":
@@ -135,7 +138,7 @@ class Dataplane:
                 public_ip: str | None = None, **kwargs) -> "Dataplane":
         """One NSG on one NIC (`vm-nic`, in VNet `vnet`), for tests and quick experiments."""
         net = ipaddress.ip_network(address_space)
-        nic: dict[str, Any] = {"name": "vm-nic", "subnet": "vnet/default", "private_ips": [nic_ip], "nsg": nsg.name}
+        nic: dict[str, Any] = {"name": "vm-nic", "subnet": "vnet/default", "private_ips": [nic_ip]}
         if public_ip:
             nic["public_ip"] = public_ip
         doc = {"virtual_networks": [{"name": "vnet", "address_space": [str(net)],
@@ -143,6 +146,7 @@ class Dataplane:
                "network_interfaces": [nic]}
         scenario = scenario_from_document(doc)
         scenario.network_security_groups[nsg.name] = nsg
+        scenario.network_interfaces["vm-nic"] = replace(scenario.network_interfaces["vm-nic"], nsg=nsg.name)
         return cls(scenario, **kwargs)
 
     # -- the API around packets ------------------------------------------------------------------
@@ -279,8 +283,7 @@ class Dataplane:
         return Verdict(ts, v.decision, "fragment", v.direction, v.nic, v.nsg, v.rule, v.state, p, v.translated)
 
     def _packet(self, p: Packet, ts: float, fragment_alone: bool = False) -> Verdict:
-        proto, version, src, dst = p.proto, p.version, p.src, p.dst
-        sport, dport = p.sport, p.dport
+        version, proto, src, dst, sport, dport = p[0], p[1], p[2], p[3], p[4], p[5]
         if p.icmp_type >= 0:
             if p.inner is not None:
                 return self._icmp_error(p, ts)
@@ -289,18 +292,17 @@ class Dataplane:
         key = (proto, version, src, sport, dst, dport)
         legs = []  # (nic, key at the NIC, record or None, forward)
         t = key
+        tables = self._tables
         src_nic = self._nics_by_ip.get(src if version == 4 else src | V6)
         if src_nic is not None:
-            record = self._tables[src_nic.name].get(_canonical(t), ts)
-            forward = record is not None and _is_initiator(t, record)
+            record, forward = _find(tables[src_nic.name], t, ts)
             legs.append((src_nic, t, record, forward))
             if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
                 t = (proto, version, record.nat.ip, record.nat.port, dst, dport)
         dst_nic = self._nics_by_ip.get(dst if version == 4 else dst | V6)
         if dst_nic is None:
-            back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3]))
-            if back is None and (src_nic is None or not self.policy.in_range(
-                    self.policy.virtual_network(src_nic.vnet), version, dst)):
+            back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3])) if self._snat_reverse else None
+            if back is None and (src_nic is None or not self.policy.virtual_network(src_nic.vnet).contains(version, dst)):
                 inbound = self._translations.inbound(proto, version, t[2], t[3], dst, dport)
                 if inbound is not None and inbound.nic is not None:
                     back = (inbound.nic, inbound.dst, inbound.dport)
@@ -308,34 +310,79 @@ class Dataplane:
                 dst_nic, private, private_port = back
                 t = (proto, version, t[2], t[3], private, private_port)
         if dst_nic is not None:
-            record = self._tables[dst_nic.name].get(_canonical(t), ts)
-            forward = record is not None and _is_initiator(t, record)
+            record, forward = _find(tables[dst_nic.name], t, ts)
             legs.append((dst_nic, t, record, forward))
             if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
                 t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
-        if not legs and ip_key(version, dst) not in self._translations.frontends:
-            return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
-        if legs and all(leg[2] is not None for leg in legs):
+        if not legs:
+            if ip_key(version, dst) not in self._translations.frontends:
+                return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
+        elif legs[0][2] is not None and legs[-1][2] is not None:
             return self._known(p, ts, legs, t if t != key else None)
+        elif len(legs) == 1 and t is key:
+            nic = legs[0][0]
+            if nic is not src_nic:
+                return self._new_at_nic(p, ts, key, nic, Direction.INBOUND, fragment_alone)
+            if nic.name not in self._snat_nics and ip_key(version, dst) not in self._translated_ips:
+                return self._new_at_nic(p, ts, key, nic, Direction.OUTBOUND, fragment_alone)
         return self._new(p, ts, key, fragment_alone)
 
     def _known(self, p: Packet, ts: float, legs: list, translated: Key | None) -> Verdict:
         """Every NIC on the path has a flow record: the packet passes without rule evaluation."""
+        length, flags, tcp = p[10], p[6], p[1] == TCP
+        tables = self._tables
         state = None
         for nic, _, record, forward in legs:
             if forward:
                 record.packets_out += 1
-                record.bytes_out += p.length
+                record.bytes_out += length
             else:
                 record.packets_in += 1
-                record.bytes_in += p.length
-            state = tcp_next(record.state, p.tcp_flags, forward) if p.proto == TCP else record.state
-            self._tables[nic.name].touch(record, state, ts)
+                record.bytes_in += length
+            state = record.state
+            if tcp:
+                move = _TCP_MOVES.get((state, flags, forward))
+                if move is None:
+                    move = _TCP_MOVES[(state, flags, forward)] = tcp_next(state, flags, forward)
+                state = move
+            tables[nic.name].touch(record, state, ts)
         self.stats.allowed += 1
         nic, _, record, _ = legs[-1]
         outcome = record.outcome
-        return Verdict(ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
-                       state.value, p, translated)
+        return _new_tuple(Verdict, (ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
+                                    state._value_, p, translated, "", ()))
+
+    def _new_at_nic(self, p: Packet, ts: float, key: Key, nic: NetworkInterface, direction: Direction,
+                    fragment_alone: bool) -> Verdict:
+        """The fast path of `_new` for the common flow: one NIC, nothing translated. It asks the
+        policy for that NIC's leg alone; `tests/test_pipeline_fast_path.py` proves it decides as
+        `Policy.decide_key` does."""
+        result = self.policy.leg(nic, direction, key)
+        where = direction.value
+        if result.access == DENY:
+            self.stats.denied += 1
+            return _new_tuple(Verdict, (ts, DENY, result.reason, where, nic.name, result.nsg, result.rule, None, p,
+                                        None, "", result.evaluations))
+        if fragment_alone:
+            self.stats.allowed += 1
+            return _new_tuple(Verdict, (ts, ALLOW, result.reason, where, nic.name, result.nsg, result.rule, None, p,
+                                        None, "", result.evaluations))
+        state: TcpState | Other = tcp_first_state(p[6]) if key[0] == TCP else Other.ACTIVE
+        proto, version, a, a_port, b, b_port = key
+        canonical = key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
+        table = self._tables[nic.name]
+        record = table.add(canonical, key, state, ts, self._outcome_of(result.nsg, result.rule, result.reason, where))
+        if record is None:
+            self.stats.flows_refused += 1
+            return self._refuse(p, ts, [], "flow-limit", nic.name)
+        record.packets_out = 1
+        record.bytes_out = p[10]
+        self.stats.flows_created += 1
+        if self.listener is not None:
+            self.listener.flow_started(nic.name, record, ts)
+        self.stats.allowed += 1
+        return _new_tuple(Verdict, (ts, ALLOW, result.reason, where, nic.name, result.nsg, result.rule,
+                                    state._value_, p, None, "", result.evaluations))
 
     def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool) -> Verdict:
         decision = self.policy.decide_key(key)
@@ -345,20 +392,19 @@ class Dataplane:
         translated = decision.translated if decision.translated != key else None
         if not decision.allowed:
             self.stats.denied += 1
-            return Verdict(ts, DENY, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
-                           translated, "", decision.evaluations)
+            return _new_tuple(Verdict, (ts, DENY, decision.reason, direction, nic_name, decision.nsg, decision.rule,
+                                        None, p, translated, "", decision.evaluations))
         if fragment_alone:
             self.stats.allowed += 1
             return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
                            translated, "", decision.evaluations)
         state: TcpState | Other = tcp_first_state(p.tcp_flags) if p.proto == TCP else Other.ACTIVE
         created = []
-        scenario_nics = self.scenario.network_interfaces
-        for nic_name_, leg_key, nat in self._record_plan(decision, key):
-            nic = scenario_nics[nic_name_]
+        for nic, leg_key, nat in self._record_plan(decision, key):
             table = self._tables[nic.name]
-            existing = table.get(_canonical(leg_key), ts)
-            if existing is not None:
+            proto, version, a, a_port, b, b_port = leg_key
+            canonical = leg_key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
+            if table.get(canonical, ts) is not None:
                 continue
             if nat is not None and nat.frontend is not None:
                 port = self._snat.allocate(nat.frontend, key[0], key[4], key[5], key[3])
@@ -367,20 +413,20 @@ class Dataplane:
                 nat = nat._replace(port=port)
                 self._snat_reverse[(key[0], key[1], nat.frontend, port, key[4], key[5])] = (nic, key[2], key[3])
                 translated = (key[0], key[1], nat.frontend, port, key[4], key[5])
-            record = table.add(_canonical(leg_key), leg_key, state, ts, self._outcome(decision, nic.name), nat)
+            record = table.add(canonical, leg_key, state, ts, self._outcome(decision, nic.name), nat)
             if record is None:
                 self.stats.flows_refused += 1
                 return self._refuse(p, ts, created, "flow-limit", nic.name)
             record.packets_out = 1
-            record.bytes_out = p.length
+            record.bytes_out = p[10]
             created.append((nic.name, table, record))
         self.stats.flows_created += len(created)
         if self.listener is not None:
             for nic_name_, _, record in created:
                 self.listener.flow_started(nic_name_, record, ts)
         self.stats.allowed += 1
-        return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, state.value, p,
-                       translated, "", decision.evaluations)
+        return _new_tuple(Verdict, (ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule,
+                                    state._value_, p, translated, "", decision.evaluations))
 
     def _refuse(self, p: Packet, ts: float, created: list, reason: str, nic: str | None = None) -> Verdict:
         for _, table, record in created:
@@ -388,34 +434,42 @@ class Dataplane:
         self.stats.denied += 1
         return Verdict(ts, DENY, reason, None, nic, None, None, None, p)
 
-    def _record_plan(self, decision: Decision, key: Key) -> list[tuple[str, Key, Nat | None]]:
+    def _record_plan(self, decision: Decision, key: Key) -> list[tuple[NetworkInterface, Key, Nat | None]]:
         """Which NICs keep a record of a new flow, under which key, and how replies translate back."""
-        plan: list[tuple[str, Key, Nat | None]] = []
+        plan: list[tuple[NetworkInterface, Key, Nat | None]] = []
+        nics = self.scenario.network_interfaces
         if decision.source_nic is not None:
             nat = None
             translated = decision.translated
             if translated[2] != key[2]:
                 frontend = translated[2] if decision.snat_frontend is not None else None
                 nat = Nat("src", translated[2], translated[3], frontend)
-            plan.append((decision.source_nic, key, nat))
+            plan.append((nics[decision.source_nic], key, nat))
         if decision.destination_nic is not None and decision.inbound_key is not None:
             inbound = decision.inbound_key
-            nat = Nat("dst", key[4], key[5]) if (inbound[4], inbound[5]) != (key[4], key[5]) else None
-            plan.append((decision.destination_nic, inbound, nat))
+            nat = Nat("dst", key[4], key[5]) if inbound[4] != key[4] or inbound[5] != key[5] else None
+            plan.append((nics[decision.destination_nic], inbound, nat))
         return plan
 
     def _outcome(self, decision: Decision, nic: str) -> Outcome:
         """The NSG that logs the flow at this NIC: the last one that allowed it there (reference §6)."""
-        mine = [e for e in decision.evaluations if e.nic == nic]
-        if mine:
-            last = mine[-1]
-            rule = last.rule
-            default = rule in DEFAULT_RULE_NAMES
-            outcome = Outcome(last.nsg, rule, default, decision.reason, last.direction)
-        else:
-            direction = "Outbound" if nic == decision.source_nic else "Inbound"
-            outcome = Outcome(None, None, False, decision.reason, direction)
-        return self._outcomes.setdefault(outcome, outcome)
+        direction = "Outbound" if nic == decision.source_nic else "Inbound"
+        if decision.reason != "rules":
+            return self._outcome_of(None, None, decision.reason, direction)
+        last = None
+        for evaluation in decision.evaluations:
+            if evaluation.nic == nic:
+                last = evaluation
+        if last is None:
+            return self._outcome_of(None, None, "no-nsg", direction)
+        return self._outcome_of(last.nsg, last.rule, decision.reason, last.direction)
+
+    def _outcome_of(self, nsg: str | None, rule: str | None, reason: str, direction: str) -> Outcome:
+        slot = (nsg, rule, reason, direction)
+        outcome = self._outcomes.get(slot)
+        if outcome is None:
+            outcome = self._outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
+        return outcome
 
     def _icmp_error(self, p: Packet, ts: float) -> Verdict:
         """An ICMP error about a known flow passes as related to it; otherwise it is a packet of its own."""
@@ -436,10 +490,23 @@ class Dataplane:
 
 
 V6 = 1 << 128
+_new_tuple = tuple.__new__
+_TCP_MOVES: dict[tuple, TcpState] = {}
+"""tcp_next memoised on (state, flags, direction): the flags byte has few values in practice."""
 
 
-def _is_initiator(key: Key, record: FlowRecord) -> bool:
-    return key[2] == record.initiator[2] and key[3] == record.initiator[3]
+def _find(table: FlowTable, key: Key, ts: float) -> tuple[FlowRecord | None, bool]:
+    """The record of a packet's flow at one NIC, and whether the packet travels as the flow began."""
+    proto, version, a, a_port, b, b_port = key
+    if a < b or (a == b and a_port <= b_port):
+        record = table.get(key, ts)
+        swapped = False
+    else:
+        record = table.get((proto, version, b, b_port, a, a_port), ts)
+        swapped = True
+    if record is None:
+        return None, False
+    return record, swapped == record.reversed
 
 
 def _canonical(key: Key) -> Key:

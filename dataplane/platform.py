@@ -17,6 +17,8 @@ from .addresses import HOST_IP, IMDS_IP, KMS_IPS
 HOST = int(ipaddress.IPv4Address(HOST_IP))
 IMDS = int(ipaddress.IPv4Address(IMDS_IP))
 KMS = frozenset(int(ipaddress.IPv4Address(ip)) for ip in KMS_IPS)
+PLATFORM_ADDRESSES = frozenset({HOST, IMDS, *KMS})
+"""The only remote addresses an exemption can concern: the cheap test that skips the rest."""
 AGENT_PORTS = (80, 32526)
 TCP, UDP = 6, 17
 

@@ -15,13 +15,13 @@ from typing import Any, NamedTuple
 
 from netaddr import IPRange
 
-from .addresses import Ranges, merge_ranges
+from .addresses import RangeSet, Ranges, merge_ranges
 from .classifier import Classifier
 from .errors import DataplaneError
 from .flows import Flow
-from .nat import Translations, ip_key
+from .nat import V6, Translations, ip_key
 from .nsg import NetworkSecurityGroup
-from .platform import ALWAYS, exemption, smtp_blocked
+from .platform import ALWAYS, PLATFORM_ADDRESSES, exemption, smtp_blocked
 from .rules import Access, Direction, SecurityRule, parse_prefix
 from .topology import NetworkInterface, Scenario, single_nsg_scenario
 
@@ -30,8 +30,7 @@ Key = tuple[int, int, int, int, int, int]
 """(protocol, version, src, sport, dst, dport) with integer addresses: what the hot path carries."""
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     """One NSG's verdict on the path, in Azure's evaluation order."""
 
     nsg: str
@@ -46,9 +45,11 @@ class Evaluation:
                 "rule": self.rule, "access": self.access}
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What happens to a new flow: the contract's `check --json` object, plus where it was recorded."""
+class Decision(NamedTuple):
+    """What happens to a new flow: the contract's `check --json` object, plus where it was recorded.
+
+    A named tuple rather than a dataclass: the dataplane builds one for every new flow.
+    """
 
     flow: Key
     decision: str
@@ -104,6 +105,18 @@ def key_to_flow(key: Key) -> Flow:
     return Flow(proto, make(src), sport, make(dst), dport)
 
 
+class LegResult(NamedTuple):
+    access: str
+    nsg: str | None
+    rule: str | None
+    reason: str
+    evaluations: tuple[Evaluation, ...]
+    rule_object: SecurityRule | None
+
+
+PLATFORM_ALLOW = LegResult(ALLOW, None, None, "platform", (), None)
+
+
 class _Leg(NamedTuple):
     nic: NetworkInterface
     direction: Direction
@@ -121,8 +134,10 @@ class Policy:
         self.nics_by_ip: dict[int, NetworkInterface] = {
             ip_key(ip.version, int(ip)): nic for nic in scenario.network_interfaces.values() for ip in nic.private_ips}
         self._classifiers: dict[tuple[str, Direction, str], tuple[NetworkSecurityGroup, int, Classifier]] = {}
-        self._vnet_space: dict[str, Ranges] = {}
-        self._internet: dict[str, Ranges] = {}
+        self._vnet_sets: dict[str, RangeSet] = {}
+        self._internet_sets: dict[str, RangeSet] = {}
+        self._chains: dict[tuple[str, Direction], tuple[tuple[NetworkSecurityGroup, str], ...]] = {}
+        self._leg_results: dict[tuple, LegResult] = {}
         self._resolvers: dict[str, Any] = {}
 
     @classmethod
@@ -164,20 +179,18 @@ class Policy:
         return self.decide_in_nsg(nsg, direction, flow), [
             NsgExplanation(nsg.name, None, None, direction.value, flow.key, rules, True)]
 
-    def in_range(self, ranges: Ranges, version: int, ip: int) -> bool:
-        return any(lo <= ip <= hi for lo, hi in ranges[0 if version == 4 else 1])
+    def virtual_network(self, vnet: str) -> RangeSet:
+        """What VirtualNetwork means in a VNet, for membership tests on the packet path."""
+        found = self._vnet_sets.get(vnet)
+        if found is None:
+            found = self._vnet_sets[vnet] = RangeSet(self.resolver(vnet).resolve("VirtualNetwork"))
+        return found
 
-    def internet(self, vnet: str) -> Ranges:
-        cached = self._internet.get(vnet)
-        if cached is None:
-            cached = self._internet[vnet] = self.resolver(vnet).resolve("Internet")
-        return cached
-
-    def virtual_network(self, vnet: str) -> Ranges:
-        cached = self._vnet_space.get(vnet)
-        if cached is None:
-            cached = self._vnet_space[vnet] = self.resolver(vnet).resolve("VirtualNetwork")
-        return cached
+    def internet(self, vnet: str) -> RangeSet:
+        found = self._internet_sets.get(vnet)
+        if found is None:
+            found = self._internet_sets[vnet] = RangeSet(self.resolver(vnet).resolve("Internet"))
+        return found
 
     def decide(self, flow: Flow) -> Decision:
         return self.decide_key(flow.key)
@@ -186,24 +199,26 @@ class Policy:
         legs, translated, snat, inbound_via = self._path(key)
         if inbound_via is not None and inbound_via.nic is None:
             return Decision(key, DENY, None, None, "no-lb-rule", (), key)
-        evaluations: list[Evaluation] = []
-        decided: tuple[str | None, str | None] = (None, None)
+        evaluations: tuple[Evaluation, ...] = ()
+        nsg = rule = None
         reason = "no-nsg"
         for leg in legs:
-            access, nsg, rule, leg_reason = self._leg(leg, evaluations)
-            if access == DENY:
-                return self._decision(key, DENY, nsg, rule, leg_reason, evaluations, translated, legs, snat)
-            if leg_reason == "platform":
-                reason, decided = "platform", (None, None)
-            elif nsg is not None and reason != "platform":
-                reason, decided = "rules", (nsg, rule)
-        return self._decision(key, ALLOW, decided[0], decided[1], reason, evaluations, translated, legs, snat)
+            result = self.leg(leg.nic, leg.direction, leg.key, leg.chain)
+            evaluations = evaluations + result.evaluations if evaluations else result.evaluations
+            if result.access == DENY:
+                return self._decision(key, DENY, result.nsg, result.rule, result.reason, evaluations, translated,
+                                      legs, snat)
+            if result.reason == "platform":
+                reason, nsg, rule = "platform", None, None
+            elif result.nsg is not None and reason != "platform":
+                reason, nsg, rule = "rules", result.nsg, result.rule
+        return self._decision(key, ALLOW, nsg, rule, reason, evaluations, translated, legs, snat)
 
     def _decision(self, key: Key, access: str, nsg: str | None, rule: str | None, reason: str,
-                  evaluations: list[Evaluation], translated: Key, legs: list[_Leg], snat: str | None) -> Decision:
-        out = next((leg for leg in legs if leg.direction == Direction.OUTBOUND), None)
-        inn = next((leg for leg in legs if leg.direction == Direction.INBOUND), None)
-        return Decision(key, access, nsg, rule, reason, tuple(evaluations), translated,
+                  evaluations: tuple[Evaluation, ...], translated: Key, legs: list[_Leg], snat: str | None) -> Decision:
+        out = legs[0] if legs and legs[0].direction is Direction.OUTBOUND else None
+        inn = legs[-1] if legs and legs[-1].direction is Direction.INBOUND else None
+        return Decision(key, access, nsg, rule, reason, evaluations, translated,
                         out.nic.name if out else None, inn.nic.name if inn else None,
                         inn.key if inn else None, snat)
 
@@ -216,20 +231,21 @@ class Policy:
         source_nic = self.nics_by_ip.get(ip_key(version, src))
         if source_nic is not None:
             legs.append(_Leg(source_nic, Direction.OUTBOUND, key, self._chain(source_nic, Direction.OUTBOUND)))
-            if not self.in_range(self.virtual_network(source_nic.vnet), version, dst) \
+            if not self.virtual_network(source_nic.vnet).contains(version, dst) \
                     and ip_key(version, dst) not in self.nics_by_ip:
                 out = self.translations.outbound(source_nic, version, src)
                 if out is not None:
                     src = out.src
                     snat = out.frontend
                     translated = (proto, version, src, sport, dst, dport)
-        inbound = self.translations.inbound(proto, version, src, sport, dst, dport)
+        dest_nic = self.nics_by_ip.get(dst if version == 4 else dst | V6)
+        inbound = None if dest_nic is not None else self.translations.inbound(proto, version, src, sport, dst, dport)
         if inbound is not None:
             if inbound.nic is None:
                 return legs, translated, snat, inbound
             dst, dport = inbound.dst, inbound.dport
             translated = (proto, version, src, sport, dst, dport)
-        dest_nic = self.nics_by_ip.get(ip_key(version, dst))
+            dest_nic = self.nics_by_ip.get(ip_key(version, dst))
         if dest_nic is not None:
             legs.append(_Leg(dest_nic, Direction.INBOUND, translated, self._chain(dest_nic, Direction.INBOUND)))
         if not legs:
@@ -239,38 +255,69 @@ class Policy:
         return legs, translated, snat, inbound
 
     def _chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple[NetworkSecurityGroup, str], ...]:
-        subnet_nsg = self.scenario.nsg(nic.subnet.nsg)
-        nic_nsg = self.scenario.nsg(nic.nsg)
-        levels = [(subnet_nsg, f"subnet {nic.subnet.key}"), (nic_nsg, f"nic {nic.name}")]
-        if direction == Direction.OUTBOUND:
-            levels.reverse()
-        return tuple((nsg, attachment) for nsg, attachment in levels if nsg is not None)
+        """The NSGs a packet meets at a NIC, in Azure's order. The cached chain is checked against
+        the scenario each time, so that a replaced NSG (`replay --update`) takes effect."""
+        chain = self._chains.get((nic.name, direction))
+        groups = self.scenario.network_security_groups
+        stale = chain is None
+        if not stale:
+            for group, _ in chain:
+                if groups[group.name] is not group:
+                    stale = True
+        if stale:
+            levels = [(nic.subnet.nsg, f"subnet {nic.subnet.key}"), (nic.nsg, f"nic {nic.name}")]
+            if direction == Direction.OUTBOUND:
+                levels.reverse()
+            chain = self._chains[(nic.name, direction)] = tuple((groups[n], a) for n, a in levels if n)
+        return chain
 
-    def _leg(self, leg: _Leg, evaluations: list[Evaluation]) -> tuple[str, str | None, str | None, str]:
-        """(access, deciding NSG, rule, reason) of one NIC's NSG chain with the platform around it."""
-        proto, version, src, sport, dst, dport = leg.key
-        outbound = leg.direction == Direction.OUTBOUND
+    def leg(self, nic: NetworkInterface, direction: Direction, key: Key,
+            chain: tuple[tuple[NetworkSecurityGroup, str], ...] | None = None) -> LegResult:
+        """One NIC's NSG chain with the platform around it, for the key as the NIC sees it.
+
+        The result depends only on which rule matched in each NSG, so it is built once per
+        combination and shared by every flow that combination decides.
+        """
+        if chain is None:
+            chain = self._chain(nic, direction)
+        proto, version, src, sport, dst, dport = key
+        outbound = direction is Direction.OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
-        exempt = exemption(outbound, proto, version, remote, remote_port, self.scenario.forced_tunneling)
+        exempt = exemption(outbound, proto, version, remote, remote_port, self.scenario.forced_tunneling) \
+            if remote in PLATFORM_ADDRESSES else None
         if exempt == ALWAYS:
-            return ALLOW, None, None, "platform"
-        access, nsg, rule = ALLOW, None, None
-        for group, attachment in leg.chain:
-            matched = self.evaluate_nsg(group, leg.direction, leg.key, leg.nic.vnet)
-            evaluations.append(Evaluation(group.name, attachment, leg.nic.name, leg.direction.value,
-                                          matched.name, matched.access.value))
-            access, nsg, rule = matched.access.value, group.name, matched
-            if matched.access == Access.DENY:
+            return PLATFORM_ALLOW
+        matched: list = [nic.name, direction]
+        for group, _ in chain:
+            classifier = self.classifier(group, direction, nic.vnet)
+            index = classifier.lookup(proto, version, src, sport, dst, dport)
+            matched += (classifier, index)
+            if classifier.rules[index].access is Access.DENY:
                 break
+        slot = tuple(matched)
+        result = self._leg_results.get(slot)
+        if result is None:
+            result = self._leg_results[slot] = self._leg_result(nic, direction, chain, matched[2:])
         if exempt is not None:
-            denies_tag = access == DENY and rule is not None and \
-                (rule.destination_address_prefix or "").lower() == exempt.lower()
+            denies_tag = result.access == DENY and result.rule_object is not None and \
+                (result.rule_object.destination_address_prefix or "").lower() == exempt.lower()
             if not denies_tag:
-                return ALLOW, None, None, "platform"
-        if access == ALLOW and smtp_blocked(outbound, proto, dport, self.in_range(self.internet(leg.nic.vnet), version, dst),
-                                            self.scenario.smtp_blocked):
-            return DENY, None, None, "platform"
-        return access, nsg, rule.name if rule is not None else None, "rules" if nsg else "no-nsg"
+                return PLATFORM_ALLOW._replace(evaluations=result.evaluations)
+        if dport == 25 and result.access == ALLOW and smtp_blocked(
+                outbound, proto, dport, self.internet(nic.vnet).contains(version, dst), self.scenario.smtp_blocked):
+            return LegResult(DENY, None, None, "platform", result.evaluations, None)
+        return result
+
+    def _leg_result(self, nic: NetworkInterface, direction: Direction,
+                    chain: tuple[tuple[NetworkSecurityGroup, str], ...], matched: list) -> LegResult:
+        evaluations = []
+        access, nsg, rule = ALLOW, None, None
+        for (group, attachment), classifier, index in zip(chain, matched[0::2], matched[1::2]):
+            rule = classifier.rules[index]
+            access, nsg = rule.access.value, group.name
+            evaluations.append(Evaluation(group.name, attachment, nic.name, direction.value, rule.name, access))
+        return LegResult(access, nsg, rule.name if rule is not None else None, "rules" if nsg else "no-nsg",
+                         tuple(evaluations), rule)
 
     def explain(self, flow: Flow) -> tuple[Decision, list[NsgExplanation]]:
         """The decision and, for each NSG on the path, every rule with the fields that matched."""

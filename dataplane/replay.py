@@ -306,6 +306,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         if verdict_lines:
             writers["verdicts"] = verdict_lines
         process = dataplane.process
+        captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         for frame, capture in merged(captures):
             ts = frame.ts
             if first_ts is None:
@@ -322,7 +323,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 verdict_lines.write(verdict.to_json(index))
             if flowlogs is not None:
                 flowlogs.verdict(verdict)
-            _write_frame(writers, outputs, frame, verdict)
+            if captures_out:
+                _write_frame(writers, outputs, frame, verdict)
             index += 1
             if progress is not None and index % 2048 == 0:
                 progress(sum(c.bytes_read for c in captures))
