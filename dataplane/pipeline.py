@@ -26,6 +26,9 @@ from .rules import DEFAULT_RULE_NAMES, Direction, SecurityRule
 from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+RECENT_FLOWS = 16384
+"""Packet keys of busy flows (three packets or more) remembered with their records, so that their
+next packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
 ECHO_TYPES = {ICMP: (8, 0), ICMPV6: (128, 129)}
 
 
@@ -125,6 +128,7 @@ class Dataplane:
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
+        self._recent: dict[Key, tuple[list, Key | None]] = {}
         self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
                                     if self._translations.outbound(nic, 4, 0) is not None)
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
@@ -256,8 +260,18 @@ class Dataplane:
             self.advance(ts)
         if isinstance(p, Skip):
             return self._skip(ts, p.reason, p.detail, None)
-        if p.fragmented and p.frag_offset > 0:
-            return self._later_fragment(p, ts)
+        if p.fragmented:
+            if p.frag_offset > 0:
+                return self._later_fragment(p, ts)
+        elif p[1] == TCP or p[1] == UDP:
+            recent = self._recent.get((p[1], p[0], p[2], p[4], p[3], p[5]))
+            if recent is not None:
+                for leg in recent[0]:
+                    record = leg[2]
+                    if not record.bucket or record.expires <= ts:
+                        break
+                else:
+                    return self._known(p, ts, recent[0], recent[1])
         verdict = self._packet(p, ts)
         if p.fragmented:
             self._fragments[(p.version, p.src, p.dst, p.proto, p.ip_id)] = (ts + self._fragment_timeout, verdict)
@@ -318,7 +332,13 @@ class Dataplane:
             if ip_key(version, dst) not in self._translations.frontends:
                 return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
         elif legs[0][2] is not None and legs[-1][2] is not None:
-            return self._known(p, ts, legs, t if t != key else None)
+            translated = t if t != key else None
+            busy = legs[-1][2]
+            if (proto == TCP or proto == UDP) and busy.packets_out + busy.packets_in >= 3:
+                if len(self._recent) >= RECENT_FLOWS:
+                    self._recent.clear()
+                self._recent[key] = (legs, translated)
+            return self._known(p, ts, legs, translated)
         elif len(legs) == 1 and t is key:
             nic = legs[0][0]
             if nic is not src_nic:
@@ -329,7 +349,8 @@ class Dataplane:
 
     def _known(self, p: Packet, ts: float, legs: list, translated: Key | None) -> Verdict:
         """Every NIC on the path has a flow record: the packet passes without rule evaluation."""
-        length, flags, tcp = p[10], p[6], p[1] == TCP
+        length, tcp = p[10], p[1] == TCP
+        moves = TCP_MOVES_BY_FLAGS[p[6]] if tcp else None
         tables = self._tables
         state = None
         for nic, _, record, forward in legs:
@@ -340,11 +361,8 @@ class Dataplane:
                 record.packets_in += 1
                 record.bytes_in += length
             state = record.state
-            if tcp:
-                move = _TCP_MOVES.get((state, flags, forward))
-                if move is None:
-                    move = _TCP_MOVES[(state, flags, forward)] = tcp_next(state, flags, forward)
-                state = move
+            if moves is not None:
+                state = moves[state][forward]
             tables[nic.name].touch(record, state, ts)
         self.stats.allowed += 1
         nic, _, record, _ = legs[-1]
@@ -491,8 +509,9 @@ class Dataplane:
 
 V6 = 1 << 128
 _new_tuple = tuple.__new__
-_TCP_MOVES: dict[tuple, TcpState] = {}
-"""tcp_next memoised on (state, flags, direction): the flags byte has few values in practice."""
+TCP_MOVES_BY_FLAGS = [{state: (tcp_next(state, flags, False), tcp_next(state, flags, True)) for state in TcpState}
+                      for flags in range(256)]
+"""`tcp_next` tabulated: [flags][state][from initiator] → next state, for the per-packet path."""
 
 
 def _find(table: FlowTable, key: Key, ts: float) -> tuple[FlowRecord | None, bool]:

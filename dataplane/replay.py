@@ -27,6 +27,7 @@ PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6)
               b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
+new_frame = tuple.__new__
 
 
 class Frame(NamedTuple):
@@ -62,7 +63,8 @@ class Capture:
         self._file.close()
         self._raw.close()
 
-    def _read(self, n: int, what: str) -> bytes:
+    def _read(self, n: int, what: str, record: int | None = None) -> bytes:
+        """n bytes, or an error naming the byte offset where the file breaks off."""
         try:
             data = self._file.read(n)
         except (OSError, EOFError, gzip.BadGzipFile) as e:
@@ -71,7 +73,8 @@ class Capture:
         if len(data) != n:
             if not data and what == "record header":
                 raise EOFError
-            raise CaptureError(f"truncated at byte {self.offset + len(data)}: {what} needs {n} bytes, "
+            where = f" at byte {record}" if record is not None else ""
+            raise CaptureError(f"truncated at byte {self.offset + len(data)}: {what}{where} needs {n} bytes, "
                                f"{len(data)} remain", file=self.path)
         self.offset += n
         return data
@@ -103,8 +106,8 @@ class Capture:
                 return
             if caplen > max(snaplen, 262144) * 4:
                 raise CaptureError(f"corrupt record at byte {start}: captured length {caplen}", file=self.path)
-            yield Frame(sec + frac * resolution, linktype, read(caplen, f"the frame of the record at byte {start}"),
-                        wirelen)
+            yield new_frame(Frame, (sec + frac * resolution, linktype, read(caplen, "the frame of the record", start),
+                                    wirelen))
 
     def _pcapng(self, magic: bytes) -> Iterator[Frame]:
         order = "<"

@@ -1,0 +1,17 @@
+"""Figures the benchmarks derive (rates and ratios measured in one run), printed together at the end."""
+
+from __future__ import annotations
+
+FIGURES: dict[str, str] = {}
+
+
+def rate(benchmark, name: str, count: int) -> float:
+    """Items per second from pytest-benchmark's mean time for `count` items, recorded under `name`."""
+    per_second = count / benchmark.stats.stats.mean
+    benchmark.extra_info[name] = round(per_second)
+    FIGURES[name] = f"{per_second:,.0f}/s"
+    return per_second
+
+
+def ratio(name: str, value: float, target: str) -> None:
+    FIGURES[name] = f"{value:.2f} (target {target})"

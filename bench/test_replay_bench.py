@@ -1,0 +1,72 @@
+"""Replay packets/s on a large capture against a baseline that only reads the frames and
+decodes the 5-tuple with struct, both through the replay's own reader, in the same run (issue 6)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from scapy.utils import RawPcapReader
+
+from dataplane.replay import Capture, replay
+from dataplane.topology import scenario_from_document
+
+import big_capture
+from figures import FIGURES, rate, ratio
+
+FIVE_TUPLE = struct.Struct("!12xH9xB2xIIHH")
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> tuple[str, int]:
+    if not big_capture.ECHO.is_file():
+        pytest.skip("../shared/data/pcaps not found: the shared data folder sits beside the repository in CI")
+    path = tmp_path_factory.mktemp("replay") / "echo-x5.pcap"
+    return str(path), big_capture.build(path)
+
+
+def test_baseline_read_and_decode_five_tuple(benchmark, capture):
+    path, count = capture
+
+    def run():
+        n = 0
+        unpack = FIVE_TUPLE.unpack_from
+        for frame in Capture(path).frames():
+            unpack(frame.data)
+            n += 1
+        return n
+
+    assert benchmark.pedantic(run, rounds=3, iterations=1) == count
+    rate(benchmark, "baseline: read + struct 5-tuple (replay's reader)", count)
+
+
+def test_baseline_with_scapy_raw_reader(benchmark, capture):
+    path, count = capture
+
+    def run():
+        n = 0
+        unpack = FIVE_TUPLE.unpack_from
+        for data, _ in RawPcapReader(path):
+            unpack(data)
+            n += 1
+        return n
+
+    assert benchmark.pedantic(run, rounds=3, iterations=1) == count
+    rate(benchmark, "baseline: read + struct 5-tuple (scapy RawPcapReader)", count)
+
+
+def test_replay_packets_per_second(benchmark, capture):
+    path, count = capture
+    scenario_doc = big_capture.scenario()
+
+    def run():
+        return replay(scenario_from_document(scenario_doc), [path])
+
+    summary = benchmark.pedantic(run, rounds=3, iterations=1)
+    assert summary.packets == summary.allowed == count
+    per_second = rate(benchmark, "replay (VM to VM, every packet through 2 NICs)", count)
+    for name in ("baseline: read + struct 5-tuple (replay's reader)",
+                 "baseline: read + struct 5-tuple (scapy RawPcapReader)"):
+        if name in FIGURES:
+            base = float(FIGURES[name][:-2].replace(",", ""))
+            ratio(f"replay / {name}", per_second / base, ">= 0.6")
