@@ -210,7 +210,7 @@ def _transport(frame: bytes, at: int, end: int, version: int, proto: int, src: i
         inner = None
         if icmp_type in ICMP_ECHO[proto] and end >= at + 6:
             icmp_id = U16.unpack_from(frame, at + 4)[0]
-        elif icmp_type in ICMP_ERRORS[proto] and not quoted and not fragmented:
+        elif icmp_type in ICMP_ERRORS[proto] and not quoted:
             quote = frame[at + 8:end]
             inner_packet = (_ipv4 if proto == 1 else _ipv6)(quote, 0, (), len(quote), True) if quote else None
             inner = inner_packet if isinstance(inner_packet, Packet) else None
