@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TextIO
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from .addresses import ServiceTags, bundled_service_tags
 from .errors import CaptureError, DataplaneError, ValidationErrors
+from .expectations import explanation_text, load_expectations
 from .flows import Flow, FlowSyntaxError, parse_flow, read_flows
 from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document, read_document
 from .policy import Decision, NsgExplanation, Policy, effective_rules
@@ -77,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="one JSON object per flow (JSON Lines)")
         if name == "check":
             p.add_argument("--expect", choices=["allow", "deny"], help="exit 1 when any decision differs")
+            p.add_argument("--expectations", metavar="FILE",
+                           help="a YAML/JSON list of {flow, expect, rule}: exit 1 with a report on any mismatch")
         p.add_argument("flow", nargs="*", metavar="FLOW", help="e.g. 'tcp 203.0.113.7:51000 > 10.0.1.4:80'")
         p.set_defaults(run=run)
 
@@ -204,6 +208,8 @@ class _Target:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.expectations:
+        return _check_expectations(args)
     target = _Target(args)
     out = sys.stdout
     bad = mismatched = 0
@@ -227,6 +233,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     if mismatched:
         print(f"{mismatched} flow{'s' if mismatched != 1 else ''} not decided {args.expect}", file=sys.stderr)
     return 2 if bad else 1 if mismatched else 0
+
+
+def _check_expectations(args: argparse.Namespace) -> int:
+    if args.flow or args.flows or args.expect:
+        raise UsageError("--expectations brings its own flows and decisions: no FLOW, --flows or --expect with it")
+    expectations = load_expectations(args.expectations)
+    target = _Target(args)
+    missed = 0
+    for expectation in expectations:
+        try:
+            decision = target.decide(expectation.flow)
+        except DataplaneError as e:
+            raise DataplaneError(f"{expectation.where}: {e.message}", file=args.expectations) from None
+        mismatch = expectation.mismatch(decision)
+        missed += mismatch is not None
+        if args.json:
+            sys.stdout.write(json.dumps({"expectation": expectation.where, "name": expectation.name,
+                                         "expected": {"decision": expectation.expect, "rule": expectation.rule},
+                                         "ok": mismatch is None, "mismatch": mismatch, **decision.to_json()}) + "\n")
+            continue
+        label = f"{expectation.where}" + (f" ({expectation.name})" if expectation.name else "")
+        if mismatch is None:
+            print(f"ok    {label}: {_decision_line(decision)}")
+        else:
+            print(f"FAIL  {label}: {expectation.flow}: {mismatch}")
+            print(textwrap.indent(explanation_text(*target.explain(expectation.flow)), "      "))
+    met = len(expectations) - missed
+    print(f"{len(expectations)} expectation{'s' if len(expectations) != 1 else ''}: {met} met, {missed} not met",
+          file=sys.stderr)
+    return 1 if missed else 0
 
 
 def _decision_line(decision: Decision) -> str:
