@@ -16,3 +16,13 @@ def shared_captures() -> list[str]:
         return [pytest.param("missing", marks=pytest.mark.skip(
             reason="../shared/data/pcaps not found: the shared data folder sits beside the repository in CI"))]
     return sorted(p.name for p in SHARED_PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+
+CLASSBENCH = SHARED_DATA / "classbench"
+SERVICE_TAGS = SHARED_DATA / "servicetags"
+
+
+def need(path: Path) -> Path:
+    """The shared file or folder, or a skip that says where it was looked for."""
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared data folder sits beside the repository in CI")
+    return path
