@@ -6,13 +6,17 @@ from __future__ import annotations
 import random
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from dataplane import Direction, NetworkSecurityGroup, Policy, SecurityRule, rule_from_azure
+from dataplane.addresses import AddressResolver
 from dataplane.classifier import Classifier
+from dataplane.rules import DEFAULT_RULES
 
 from figures import FIGURES, rate, ratio
+from reference import ReferenceEvaluator, classbench_rules, classbench_trace
 
 LOOKUPS = 20_000
 INBOUND = Direction.INBOUND
@@ -150,3 +154,47 @@ def test_memory_of_compiled_classifiers(benchmark):
     size = benchmark.pedantic(measure, args=(thousand, resolver), rounds=1, iterations=1)
     FIGURES["memory, compiled 1,000 rules"] = f"{size / 2**20:.1f} MiB"
     FIGURES["memory, compiled DASH density"] = f"{measure(dash_density_rules(), resolver) / 2**20:.1f} MiB"
+
+
+CLASSBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "classbench"
+
+
+def classbench(name: str):
+    if not (CLASSBENCH / name).is_file():
+        pytest.skip(f"{CLASSBENCH / name} not found: the shared data folder sits beside the repository")
+    rules, _ = classbench_rules(CLASSBENCH / name)
+    return rules + [r for r in DEFAULT_RULES if r.direction == INBOUND]
+
+
+@pytest.mark.parametrize("name", ["acl1_1k", "fw1_1k", "ipc1_1k"])
+@pytest.mark.parametrize("evaluator", ["compiled", "reference"])
+def test_classbench_trace(benchmark, name, evaluator):
+    rules = classbench(name)
+    trace = [(h.proto, 4, h.src, h.sport, h.dst, h.dport) for h in classbench_trace(CLASSBENCH / f"{name}_trace")]
+    if evaluator == "compiled":
+        lookup = Classifier(rules, AddressResolver(["10.0.0.0/16"])).lookup
+    else:
+        lookup = ReferenceEvaluator(rules).first_match
+        trace = trace[::10]
+
+    def run():
+        for key in trace:
+            lookup(*key)
+
+    benchmark.pedantic(run, rounds=3 if evaluator == "compiled" else 1, iterations=1)
+    rate(benchmark, f"{name} trace, {evaluator}", len(trace))
+    ratio(f"{name}: compiled / reference", f"{name} trace, compiled", f"{name} trace, reference", ">= 30")
+
+
+@pytest.mark.parametrize("name", ["acl1_10k", "fw1_10k"])
+def test_classbench_10k_compile_and_lookups(benchmark, name):
+    """No Azure limit applies to the classifier itself: 10k rules compile and look up as 1k do."""
+    rules = classbench(name)
+    classifier = benchmark.pedantic(Classifier, args=(rules, AddressResolver(["10.0.0.0/16"])), rounds=1,
+                                    iterations=1)
+    FIGURES[f"compile, {name}"] = f"{benchmark.stats.stats.mean:.2f} s"
+    keys = keys_hitting(classifier, seed=9)
+    start = time.perf_counter()
+    for key in keys:
+        classifier.lookup(*key)
+    FIGURES[f"lookups, {name}"] = f"{LOOKUPS / (time.perf_counter() - start):,.0f}/s"
