@@ -188,6 +188,7 @@ class FlowTable:
         """A new record, or None when the table is full (the caller refuses the flow)."""
         if len(self._flows) >= self.max_flows:
             self.advance(now)
+            self._end_due_this_second(now)
             if len(self._flows) >= self.max_flows:
                 self.refused += 1
                 return None
@@ -221,6 +222,14 @@ class FlowTable:
                     self._end(record, now)
                 else:
                     self._schedule(record)
+
+    def _end_due_this_second(self, now: float) -> None:
+        """`advance` works in whole seconds; a full table also frees the records of the current second
+        whose deadline has passed."""
+        bucket = math.ceil(now)
+        for record in self._wheel.get(bucket, ()):
+            if record.bucket == bucket and record.expires <= now and self._flows.get(record.key) is record:
+                self._end(record, now)
 
     def remove(self, record: FlowRecord, why: str, now: float) -> None:
         if self._flows.get(record.key) is record:
