@@ -368,7 +368,8 @@ def _load_nics(ld: _Loader, value: Any, vnets: dict[str, VirtualNetwork], subnet
             ld.error(f"{path}.subnet", f"subnet {spec.get('subnet')!r} is not defined (write it as VNET/SUBNET)")
             continue
         ips = []
-        for j, raw_ip in enumerate(ld.items(spec.get("private_ips"), f"{path}.private_ips")):
+        given = ld.items(spec.get("private_ips"), f"{path}.private_ips")
+        for j, raw_ip in enumerate(given):
             ip = ld.ip(raw_ip, f"{path}.private_ips[{j}]")
             if ip is None:
                 continue
@@ -382,7 +383,7 @@ def _load_nics(ld: _Loader, value: Any, vnets: dict[str, VirtualNetwork], subnet
             else:
                 owners[ip] = name
                 ips.append(ip)
-        if not ips:
+        if not given:
             ld.error(f"{path}.private_ips", "a network interface needs at least one private IP address")
         public = ld.ip(spec["public_ip"], f"{path}.public_ip") if spec.get("public_ip") is not None else None
         if public is not None:
