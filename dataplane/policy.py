@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from netaddr import IPRange
+from netaddr import IPAddress, IPRange
 
 from .addresses import RangeSet, Ranges, merge_ranges
 from .classifier import Classifier
@@ -345,7 +345,7 @@ def _cidrs(ranges: Ranges) -> list[str]:
     out = []
     for version, spans in ((4, ranges[0]), (6, ranges[1])):
         for lo, hi in spans:
-            out.extend(str(c) for c in IPRange(lo, hi, version=version).cidrs())
+            out.extend(str(c) for c in IPRange(IPAddress(lo, version), IPAddress(hi, version)).cidrs())
     return out
 
 
