@@ -96,14 +96,17 @@ class FlowLogs:
         if verdict.decision != "Deny" or verdict.nsg is None or verdict.packet is None:
             return
         p = verdict.packet
-        key = (verdict.nsg, verdict.rule, verdict.nic, p.proto, p.version, p.src, p.sport, p.dst, p.dport,
-               verdict.direction)
+        inbound = verdict.direction == "Inbound"
+        # inbound NSGs saw the packet after DNAT, outbound ones before SNAT
+        proto, version, src, sport, dst, dport = verdict.translated if inbound and verdict.translated else \
+            (p.proto, p.version, p.src, p.sport, p.dst, p.dport)
+        key = (verdict.nsg, verdict.rule, verdict.nic, proto, version, src, sport, dst, dport, verdict.direction)
         if key in self._denied:
             return
         self._denied[key] = verdict.ts
         self._tuples.append(_Tuple(verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES),
-                                   verdict.nic, p.proto, p.version, p.src, p.sport, p.dst, p.dport,
-                                   "I" if verdict.direction == "Inbound" else "O", "D", None))
+                                   verdict.nic, proto, version, src, sport, dst, dport, "I" if inbound else "O", "D",
+                                   None))
 
     def tick(self, ts: float) -> None:
         """Close every minute that ended before ts: C tuples for active flows, then the records."""
@@ -176,7 +179,7 @@ def _nsg_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
         by_nsg.setdefault(t.nsg, {}).setdefault(t.rule, {}).setdefault(mac_of(t.nic), []).append(nsg_tuple(t))
     return [{
         "time": iso(minute), "systemId": str(uuid.uuid5(uuid.NAMESPACE_URL, nsg)),
-        "macAddress": None, "category": "NetworkSecurityGroupFlowEvent", "resourceId": nsg_resource_id(nsg),
+        "category": "NetworkSecurityGroupFlowEvent", "resourceId": nsg_resource_id(nsg),
         "operationName": "NetworkSecurityGroupFlowEvents",
         "properties": {"Version": 2, "flows": [
             {"rule": rule, "flows": [{"mac": mac, "flowTuples": tuples_} for mac, tuples_ in macs.items()]}
