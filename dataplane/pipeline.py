@@ -268,7 +268,7 @@ class Dataplane:
             if recent is not None:
                 for leg in recent[0]:
                     record = leg[2]
-                    if not record.bucket or record.expires <= ts:
+                    if not record.bucket or record.expires <= ts or record.state is CLOSED:
                         break
                 else:
                     return self._known(p, ts, recent[0], recent[1])
@@ -328,6 +328,8 @@ class Dataplane:
             legs.append((dst_nic, t, record, forward))
             if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
                 t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
+        if proto == TCP and p[6] & SYN_ACK == SYN:
+            self._end_closed(legs, ts)
         if not legs:
             if ip_key(version, dst) not in self._translations.frontends:
                 return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
@@ -346,6 +348,13 @@ class Dataplane:
             if nic.name not in self._snat_nics and ip_key(version, dst) not in self._translated_ips:
                 return self._new_at_nic(p, ts, key, nic, Direction.OUTBOUND, fragment_alone)
         return self._new(p, ts, key, fragment_alone)
+
+    def _end_closed(self, legs: list, ts: float) -> None:
+        """A SYN on the 5-tuple of a closed connection opens a new one, decided by the rules again."""
+        for i, (nic, leg_key, record, forward) in enumerate(legs):
+            if record is not None and record.state is TcpState.CLOSED:
+                self._tables[nic.name].remove(record, "closed", ts)
+                legs[i] = (nic, leg_key, None, forward)
 
     def _known(self, p: Packet, ts: float, legs: list, translated: Key | None) -> Verdict:
         """Every NIC on the path has a flow record: the packet passes without rule evaluation."""
@@ -508,6 +517,8 @@ class Dataplane:
 
 
 V6 = 1 << 128
+SYN, SYN_ACK = 0x02, 0x12
+CLOSED = TcpState.CLOSED
 _new_tuple = tuple.__new__
 TCP_MOVES_BY_FLAGS = [{state: (tcp_next(state, flags, False), tcp_next(state, flags, True)) for state in TcpState}
                       for flags in range(256)]

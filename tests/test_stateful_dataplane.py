@@ -128,6 +128,18 @@ def test_a_closed_tcp_flow_ends_after_the_closed_timeout() -> None:
     assert dp.stats.flows_closed == 1
 
 
+def test_a_syn_on_the_five_tuple_of_a_closed_connection_opens_a_new_flow_decided_by_the_rules() -> None:
+    dp = dataplane()
+    handshake(dp, CLIENT, 50000, "10.1.1.4", 22)
+    dp.process(tcp(CLIENT, 50000, "10.1.1.4", 22, "FA"), 1.0)
+    dp.process(tcp("10.1.1.4", 22, CLIENT, 50000, "FA"), 1.1)
+    dp.process(tcp(CLIENT, 50000, "10.1.1.4", 22, "A"), 1.2)
+    dp.remove_rule("nsg-vm", "AllowSsh", now=1.3)
+    again = dp.process(tcp(CLIENT, 50000, "10.1.1.4", 22, "S"), 1.4)
+    assert (again.decision, again.rule) == ("Deny", "DenyAllInBound")
+    assert dp.stats.flows_closed == 1
+
+
 def test_a_tcp_packet_of_an_unknown_flow_without_syn_is_evaluated_as_new() -> None:
     dp = dataplane()
     picked_up = dp.process(tcp(CLIENT, 50000, "10.1.1.4", 22, "A"), 0)
