@@ -328,7 +328,7 @@ class Dataplane:
             legs.append((dst_nic, t, record, forward))
             if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
                 t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
-        if proto == TCP and p[6] & SYN_ACK == SYN:
+        if p[6] & SYN_ACK == SYN and legs and (legs[0][2] is not None or legs[-1][2] is not None):
             self._end_closed(legs, ts)
         if not legs:
             if ip_key(version, dst) not in self._translations.frontends:
