@@ -2,7 +2,7 @@
 
 The readers are lean struct-based ones rather than scapy's, for two reasons a benchmark and a test
 show: they know the byte offset of every record, so a truncated or corrupt capture is reported
-where it breaks, and they are faster. `tests/test_replay.py` checks that they yield exactly the
+where it breaks, and they are faster. `tests/test_capture_readers.py` checks that they yield exactly the
 frames and timestamps scapy's readers yield on every shared capture.
 """
 
