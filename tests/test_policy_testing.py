@@ -150,13 +150,19 @@ def test_check_expectations_exits_0_when_every_expectation_is_met(capsys: pytest
     assert "8 expectations: 8 met, 0 not met" in captured.err
 
 
-def test_check_expectations_exits_1_and_explains_each_mismatch(project: pytest.Pytester,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def check_expectations(project: pytest.Pytester, capsys: pytest.CaptureFixture, text: str) -> tuple[int, str, str]:
     path = project.path / "expectations.yaml"
-    path.write_text("- {flow: 'tcp 198.51.100.23:50124 > 52.170.10.20:22', expect: allow, name: ssh is open}\n"
-                    "- {flow: 'tcp 198.51.100.23:50125 > 52.170.10.20:443', expect: allow, rule: WrongRule}\n")
+    path.write_text(text)
     status = main(["check", "--scenario", str(project.path / "scenario.yaml"), "--expectations", str(path)])
     out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_check_expectations_exits_1_and_explains_each_mismatch(project: pytest.Pytester,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    status, out, err = check_expectations(
+        project, capsys, "- {flow: 'tcp 198.51.100.23:50124 > 52.170.10.20:22', expect: allow, name: ssh is open}\n"
+                         "- {flow: 'tcp 198.51.100.23:50125 > 52.170.10.20:443', expect: allow, rule: WrongRule}\n")
     assert status == 1
     assert "FAIL  expectation 1 (ssh is open): tcp 198.51.100.23:50124 > 52.170.10.20:22: expected Allow, " \
            "got Deny by nsg-frontend/DenyAllInBound" in out
@@ -167,13 +173,10 @@ def test_check_expectations_exits_1_and_explains_each_mismatch(project: pytest.P
 
 def test_check_expectations_rejects_a_bad_file_naming_the_line_and_key(project: pytest.Pytester,
                                                                        capsys: pytest.CaptureFixture) -> None:
-    path = project.path / "bad.yaml"
-    path.write_text("- {flow: 'tcp 10.20.1.4:1 > 10.20.2.4:8443', expect: allow}\n"
-                    "- {flow: 'tcp 10.20.1.4:1 > 10.20.2.4:8443', expected: allow}\n")
-    status = main(["check", "--scenario", str(project.path / "scenario.yaml"), "--expectations", str(path)])
-    err = capsys.readouterr().err
+    status, _, err = check_expectations(project, capsys, "- {flow: 'tcp 10.20.1.4:1 > 10.20.2.4:8443', expect: allow}\n"
+                                                         "- {flow: 'tcp 10.20.1.4:1 > 10.20.2.4:8443', expected: allow}\n")
     assert status == 2
-    assert f"{path}: expectation 2.expected: unknown key 'expected'" in err
+    assert f"{project.path / 'expectations.yaml'}: expectation 2.expected: unknown key 'expected'" in err
     assert "Traceback" not in err
 
 
