@@ -498,15 +498,32 @@ class Dataplane:
             outcome = self._outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
         return outcome
 
+    def _untranslated(self, quoted: Key) -> tuple[NetworkInterface | None, Key]:
+        """The NIC and private 5-tuple behind a quoted packet that left through SNAT (a public IP or a
+        load-balancer frontend), so that an ICMP error sent to the public side finds its flow."""
+        proto, version, src, sport, dst, dport = quoted
+        back = self._snat_reverse.get((proto, version, src, sport, dst, dport))
+        if back is not None:
+            nic, private, private_port = back
+            return nic, (proto, version, private, private_port, dst, dport)
+        nic = self._translations.public.get(ip_key(version, src))
+        private = self._translations.private_v4.get(nic.name) if nic is not None else None
+        if private is None:
+            return None, quoted
+        return nic, (proto, version, private, sport, dst, dport)
+
     def _icmp_error(self, p: Packet, ts: float) -> Verdict:
         """An ICMP error about a known flow passes as related to it; otherwise it is a packet of its own."""
         inner = p.inner
         inner_key = (inner.proto, inner.version, inner.src, inner.sport, inner.dst, inner.dport)
         for ip in (p.src, p.dst):
             nic = self._nics_by_ip.get(ip if p.version == 4 else ip | V6)
+            key = inner_key
             if nic is None:
-                continue
-            record = self._tables[nic.name].get(_canonical(inner_key), ts)
+                nic, key = self._untranslated(inner_key)
+                if nic is None:
+                    continue
+            record = self._tables[nic.name].get(_canonical(key), ts)
             if record is not None:
                 self.stats.allowed += 1
                 outcome = record.outcome

@@ -6,7 +6,7 @@ import copy
 import time
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
@@ -169,6 +169,15 @@ def test_an_icmp_error_about_a_live_udp_flow_passes_as_related() -> None:
     assert dp.process(udp("10.1.1.4", 40000, "8.8.8.8", 53), 0).rule == "AllowDnsOut"
     error = Ether() / IP(src="8.8.8.8", dst="10.1.1.4") / ICMP(type=3, code=3) / \
         IPerror(src="10.1.1.4", dst="8.8.8.8") / UDPerror(sport=40000, dport=53)
+    verdict = dp.process(error, 0.1)
+    assert (verdict.decision, verdict.state) == ("Allow", "related")
+
+
+def test_an_icmp_error_sent_to_the_public_ip_about_a_translated_flow_passes_as_related() -> None:
+    dp = dataplane()
+    assert dp.process(tcp("10.1.1.5", 40000, REMOTE, 443), 0).decision == "Allow"
+    error = Ether() / IP(src="198.51.100.1", dst="20.1.1.5") / ICMP(type=3, code=4) / \
+        IPerror(src="20.1.1.5", dst=REMOTE, proto=6) / TCPerror(sport=40000, dport=443)
     verdict = dp.process(error, 0.1)
     assert (verdict.decision, verdict.state) == ("Allow", "related")
 
