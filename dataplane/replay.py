@@ -209,8 +209,8 @@ class PcapWriter:
         self.count = 0
 
     def write(self, ts: float, data: bytes, wirelen: int) -> None:
-        sec = int(ts)
-        self._pending.append(struct.pack("<IIII", sec, int(round((ts - sec) * 1e6)) % 1000000, len(data), wirelen))
+        sec, usec = divmod(round(ts * 1e6), 1000000)
+        self._pending.append(struct.pack("<IIII", sec, usec, len(data), wirelen))
         self._pending.append(data)
         self.count += 1
         if len(self._pending) >= 8192:

@@ -119,3 +119,11 @@ def test_pcapng_reader_agrees_with_scapy_on_a_pcapng_written_by_scapy(tmp_path: 
     assert [d for _, d in ours] == [d for _, d in expected]
     assert [t for t, _ in ours] == pytest.approx([t for t, _ in expected], abs=1e-6)
 
+
+
+def test_the_writer_rounds_a_time_just_below_a_second_up_to_the_next_second(tmp_path: Path) -> None:
+    path = tmp_path / "edge.pcap"
+    writer = PcapWriter(str(path), 1)
+    writer.write(9.9999997, b"\x00" * 60, 60)
+    writer.close()
+    assert [f.ts for f in Capture(path).frames()] == [10.0]
