@@ -499,8 +499,9 @@ class Dataplane:
         return outcome
 
     def _untranslated(self, quoted: Key) -> tuple[NetworkInterface | None, Key]:
-        """The NIC and private 5-tuple behind a quoted packet that left through SNAT (a public IP or a
-        load-balancer frontend), so that an ICMP error sent to the public side finds its flow."""
+        """The NIC and private 5-tuple behind a quoted packet that left through a translation (a public
+        IP, an SNAT frontend, or a load-balancer frontend replying), so that an ICMP error sent to the
+        public side finds its flow."""
         proto, version, src, sport, dst, dport = quoted
         back = self._snat_reverse.get((proto, version, src, sport, dst, dport))
         if back is not None:
@@ -508,9 +509,12 @@ class Dataplane:
             return nic, (proto, version, private, private_port, dst, dport)
         nic = self._translations.public.get(ip_key(version, src))
         private = self._translations.private_v4.get(nic.name) if nic is not None else None
-        if private is None:
-            return None, quoted
-        return nic, (proto, version, private, sport, dst, dport)
+        if private is not None:
+            return nic, (proto, version, private, sport, dst, dport)
+        balanced = self._translations.inbound(proto, version, dst, dport, src, sport)
+        if balanced is not None and balanced.nic is not None:
+            return balanced.nic, (proto, version, balanced.dst, balanced.dport, dst, dport)
+        return None, quoted
 
     def _icmp_error(self, p: Packet, ts: float) -> Verdict:
         """An ICMP error about a known flow passes as related to it; otherwise it is a packet of its own."""

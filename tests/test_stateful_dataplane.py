@@ -182,6 +182,16 @@ def test_an_icmp_error_sent_to_the_public_ip_about_a_translated_flow_passes_as_r
     assert (verdict.decision, verdict.state) == ("Allow", "related")
 
 
+def test_an_icmp_error_about_the_reply_of_a_load_balanced_flow_passes_as_related() -> None:
+    dp = dataplane()
+    syn = dp.process(tcp(CLIENT, 50000, "20.1.1.100", 80), 0)
+    assert syn.decision == "Allow"
+    error = Ether() / IP(src="198.51.100.1", dst="20.1.1.100") / ICMP(type=3, code=1) / \
+        IPerror(src="20.1.1.100", dst=CLIENT, proto=6) / TCPerror(sport=80, dport=50000)
+    verdict = dp.process(error, 0.1)
+    assert (verdict.decision, verdict.state, verdict.nic) == ("Allow", "related", syn.nic)
+
+
 def test_an_icmp_error_about_no_known_flow_is_decided_by_the_rules() -> None:
     dp = dataplane()
     error = Ether() / IP(src="8.8.8.8", dst="10.1.1.4") / ICMP(type=3, code=3) / \
