@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Callable, Iterator, TextIO, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -30,6 +30,7 @@ from .topology import Scenario, load_scenario, scenario_from_document
 if TYPE_CHECKING:
     from .replay import Outputs, Summary, Update
 
+T = TypeVar("T")
 SCENARIO_KEYS = {"virtual_networks", "network_interfaces", "load_balancers", "network_security_groups"}
 
 
@@ -164,6 +165,21 @@ def _flows(args: argparse.Namespace) -> Iterator[tuple[str, Flow | FlowSyntaxErr
             yield f"{name}:{number}", flow
 
 
+def _answers(args: argparse.Namespace, answer: Callable[[Flow], T], bad: list[str]) -> Iterator[T]:
+    """The answer for each flow given; a flow that cannot be answered is reported, counted in `bad`,
+    and the others are still answered."""
+    for where, flow in _flows(args):
+        try:
+            if isinstance(flow, FlowSyntaxError):
+                raise flow
+            result = answer(flow)
+        except DataplaneError as e:
+            print(f"error: {where}: {e}", file=sys.stderr)
+            bad.append(where)
+            continue
+        yield result
+
+
 class _Target:
     """What `check` and `explain` decide against: one NSG in one direction, or a scenario."""
 
@@ -212,18 +228,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _check_expectations(args)
     target = _Target(args)
     out = sys.stdout
-    bad = mismatched = 0
-    for where, flow in _flows(args):
-        if isinstance(flow, FlowSyntaxError):
-            print(f"error: {where}: {flow}", file=sys.stderr)
-            bad += 1
-            continue
-        try:
-            decision = target.decide(flow)
-        except DataplaneError as e:
-            print(f"error: {where}: {e}", file=sys.stderr)
-            bad += 1
-            continue
+    bad: list[str] = []
+    mismatched = 0
+    for decision in _answers(args, target.decide, bad):
         if args.expect and decision.decision.lower() != args.expect:
             mismatched += 1
         if args.json:
@@ -276,18 +283,8 @@ def _decision_line(decision: Decision) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     target = _Target(args)
-    bad = 0
-    for where, flow in _flows(args):
-        if isinstance(flow, FlowSyntaxError):
-            print(f"error: {where}: {flow}", file=sys.stderr)
-            bad += 1
-            continue
-        try:
-            decision, nsgs = target.explain(flow)
-        except DataplaneError as e:
-            print(f"error: {where}: {e}", file=sys.stderr)
-            bad += 1
-            continue
+    bad: list[str] = []
+    for decision, nsgs in _answers(args, target.explain, bad):
         if args.json:
             sys.stdout.write(json.dumps(_explanation_json(decision, nsgs)) + "\n")
         else:
