@@ -28,34 +28,29 @@ def capture(tmp_path_factory) -> tuple[str, int]:
     return str(path), big_capture.build(path)
 
 
-def test_baseline_read_and_decode_five_tuple(benchmark, capture):
+def frames_of_our_reader(path: str):
+    return (frame.data for frame in Capture(path).frames())
+
+
+def frames_of_scapy_raw_reader(path: str):
+    return (data for data, _ in RawPcapReader(path))
+
+
+@pytest.mark.parametrize("frames, name", [(frames_of_our_reader, BASELINE_OURS),
+                                          (frames_of_scapy_raw_reader, BASELINE_SCAPY)], ids=["ours", "scapy"])
+def test_baseline_read_and_decode_five_tuple(benchmark, capture, frames, name):
     path, count = capture
 
     def run():
         n = 0
         unpack = FIVE_TUPLE.unpack_from
-        for frame in Capture(path).frames():
-            unpack(frame.data)
-            n += 1
-        return n
-
-    assert benchmark.pedantic(run, rounds=3, iterations=1) == count
-    rate(benchmark, BASELINE_OURS, count)
-
-
-def test_baseline_with_scapy_raw_reader(benchmark, capture):
-    path, count = capture
-
-    def run():
-        n = 0
-        unpack = FIVE_TUPLE.unpack_from
-        for data, _ in RawPcapReader(path):
+        for data in frames(path):
             unpack(data)
             n += 1
         return n
 
     assert benchmark.pedantic(run, rounds=3, iterations=1) == count
-    rate(benchmark, BASELINE_SCAPY, count)
+    rate(benchmark, name, count)
 
 
 def test_replay_packets_per_second(benchmark, capture):
