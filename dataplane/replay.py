@@ -380,9 +380,13 @@ def translate_frame(data: bytes, linktype: int, key: tuple) -> bytes:
     """
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether
 
-    packet = Ether(data) if linktype == 1 else (IP(data) if data[:1] and data[0] >> 4 == 4 else IPv6(data))
+    link_layers = {1: Ether, 113: CookedLinux, 276: CookedLinuxV2}
+    if linktype in link_layers:
+        packet = link_layers[linktype](data)
+    else:
+        packet = IP(data) if data[:1] and data[0] >> 4 == 4 else IPv6(data)
     flow = key_to_flow(key)
     ip = packet.getlayer(IP) or packet.getlayer(IPv6)
     if ip is None:

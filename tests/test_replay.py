@@ -196,3 +196,20 @@ def test_every_shared_capture_replays_with_every_packet_accounted_for(name, tmp_
     assert data["packets"] > 0
     assert data["allowed"] + data["denied"] + sum(data["skipped"].values()) == data["packets"]
     assert data["allowed"] > 0
+
+
+@pytest.mark.parametrize("linktype", [101, 113], ids=["raw-ip", "linux-cooked"])
+def test_raw_ip_and_linux_cooked_captures_replay_and_translate(linktype, tmp_path, capsys) -> None:
+    from scapy.layers.l2 import CookedLinux
+
+    packets = [IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP(sport=53000, dport=22, flags="S"),
+               IP(src=JUMP, dst=OFFICE) / TCP(sport=22, dport=53000, flags="SA")]
+    if linktype == 113:
+        packets = [CookedLinux(proto=0x0800) / p for p in packets]
+    for i, p in enumerate(packets):
+        p.time = T0 + i
+    capture, translated, summary = tmp_path / "in.pcap", tmp_path / "out.pcap", tmp_path / "s.json"
+    wrpcap(str(capture), packets, linktype=linktype)
+    assert replay(capsys, SCENARIO, capture, "--translated", translated, "--summary", summary)[0] == 0
+    assert json.loads(summary.read_text())["allowed"] == 2
+    assert [(p[IP].src, p[IP].dst) for p in rdpcap(str(translated))] == [(OFFICE, JUMP), (JUMP_PUBLIC, OFFICE)]
