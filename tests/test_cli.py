@@ -146,3 +146,13 @@ def test_rules_shows_the_effective_rules_with_asgs_and_tags_expanded(capsys) -> 
 def test_rules_for_an_unknown_nic_is_an_error(capsys) -> None:
     status, _, err = run(capsys, "rules", "--scenario", HIW, "--nic", "nic9")
     assert status == 2 and "nic9" in err
+
+
+def test_check_nsg_uses_the_given_service_tags_file(tmp_path, capsys) -> None:
+    tags = tmp_path / "tags.json"
+    tags.write_text(json.dumps({"changeNumber": 1, "values": [
+        {"name": "Storage", "properties": {"addressPrefixes": ["192.0.2.0/24"]}}]}))
+    flow = "tcp 10.0.0.4:5 > 192.0.2.9:443"
+    status, out, _ = run(capsys, "check", "--nsg", NSG, "--direction", "outbound", "--address-space", "10.0.0.0/16",
+                         "--service-tags", str(tags), flow)
+    assert status == 0 and "nsg-app/DenyStorageOut" in out
