@@ -25,13 +25,12 @@ from .flows import Flow, FlowSyntaxError, parse_flow, read_flows
 from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document, read_document
 from .policy import Decision, NsgExplanation, Policy, effective_rules
 from .rules import Direction
-from .topology import Scenario, load_scenario, scenario_from_document
+from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
 
 if TYPE_CHECKING:
     from .replay import Outputs, Summary, Update
 
 T = TypeVar("T")
-SCENARIO_KEYS = {"virtual_networks", "network_interfaces", "load_balancers", "network_security_groups"}
 
 
 class UsageError(DataplaneError):

@@ -27,7 +27,7 @@ SUBSCRIPTION_TYPES = {
 DEFAULT_SUBSCRIPTION = "pay-as-you-go"
 DEFAULT_MAX_FLOWS = 500_000
 
-_TOP_KEYS = {"virtual_networks", "network_interfaces", "load_balancers", "network_security_groups",
+SCENARIO_KEYS = {"virtual_networks", "network_interfaces", "load_balancers", "network_security_groups",
              "service_tags_file", "subscription_type", "forced_tunneling", "timeouts", "max_flows_per_nic"}
 _VNET_KEYS = {"name", "address_space", "peerings", "flow_timeout_minutes", "subnets"}
 _SUBNET_KEYS = {"name", "prefix", "nsg"}
@@ -209,7 +209,7 @@ def load_scenario(path: str | Path) -> Scenario:
 def scenario_from_document(doc: Any, *, file: str | None = None) -> Scenario:
     """Build and validate a scenario; raises ValidationErrors holding every problem found."""
     ld = _Loader(doc, file)
-    top = ld.mapping(doc, "", _TOP_KEYS)
+    top = ld.mapping(doc, "", SCENARIO_KEYS)
 
     nsgs = _load_nsgs(ld, top.get("network_security_groups"))
     vnets, subnets = _load_vnets(ld, top.get("virtual_networks"), nsgs)
