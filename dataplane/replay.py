@@ -203,7 +203,7 @@ class PcapWriter:
 
     def __init__(self, path: str, linktype: int):
         self.path = path
-        self._file = open(path, "wb")
+        self._file = _open_output(path, "wb")
         self._file.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
         self._pending: list[bytes] = []
         self.count = 0
@@ -227,7 +227,7 @@ class PcapWriter:
 
 class LinesWriter:
     def __init__(self, path: str):
-        self._file = open(path, "w", encoding="utf-8")
+        self._file = _open_output(path, "w")
         self._pending: list[str] = []
 
     def write(self, obj: Any) -> None:
@@ -416,7 +416,14 @@ def _fill_summary(summary: Summary, dataplane: Dataplane, hits: dict, scenario: 
                      "open_at_end": stats.flows_open_at_end}
 
 
+def _open_output(path: str, mode: str) -> Any:
+    try:
+        return open(path, mode, encoding=None if "b" in mode else "utf-8")
+    except OSError as e:
+        raise DataplaneError(f"cannot write: {e.strerror}", file=path) from None
+
+
 def _write_json(path: str, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    with _open_output(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")

@@ -213,3 +213,9 @@ def test_raw_ip_and_linux_cooked_captures_replay_and_translate(linktype, tmp_pat
     assert replay(capsys, SCENARIO, capture, "--translated", translated, "--summary", summary)[0] == 0
     assert json.loads(summary.read_text())["allowed"] == 2
     assert [(p[IP].src, p[IP].dst) for p in rdpcap(str(translated))] == [(OFFICE, JUMP), (JUMP_PUBLIC, OFFICE)]
+
+
+def test_an_output_that_cannot_be_written_is_an_error_naming_it(tmp_path, capsys) -> None:
+    target = tmp_path / "missing-dir" / "v.jsonl"
+    status, _, err = replay(capsys, SCENARIO, DEMO / "web.pcap", "--verdicts", target)
+    assert status == 2 and f"error: {target}: cannot write" in err and "Traceback" not in err
