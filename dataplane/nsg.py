@@ -220,10 +220,13 @@ class _Template:
         if value.startswith("[["):
             return value[1:]
         m = _EXPR.match(value)
-        if not m or depth > 16:
+        if not m:
             raise DataplaneError(
                 f"template expression {value!r} is not supported: only [parameters('x')] and [variables('x')]",
                 file=self.file, field=where)
+        if depth > 16:
+            raise DataplaneError(f"template expression {value!r} refers back to itself through parameters or "
+                                 "variables", file=self.file, field=where)
         kind, name = m.groups()
         if kind == "parameters":
             spec = self.parameters.get(name)

@@ -72,7 +72,10 @@ def parse_port_range(text: str) -> tuple[int, int] | None:
 
 @lru_cache(maxsize=65536)
 def parse_prefix(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    """An IP or CIDR as Azure accepts it; host bits are masked off (10.0.0.7/24 → 10.0.0.0/24)."""
+    """An IP or CIDR as Azure accepts it; host bits are masked off (10.0.0.7/24 → 10.0.0.0/24).
+    An IPv6 zone (`fe80::1%eth0`), which `ipaddress` reads, is not an address Azure takes."""
+    if "%" in text:
+        return None
     if "/" in text:
         addr, _, length = text.partition("/")
         if not length.isdigit():
@@ -256,8 +259,6 @@ def rule_from_azure(data: Any, *, classic: bool = False) -> SecurityRule:
             _port_str(merged, f"{side}PortRange", p),
             tuple(str(v) if isinstance(v, int) else v for v in _str_list(merged, f"{side}PortRanges", p, ints=True)),
         )
-    if p.items:
-        raise ValidationErrors(p.items)
     rule = SecurityRule(
         name=name, priority=priority, direction=direction, access=access, protocol=protocol,
         source_address_prefix=sides["source"][0], source_address_prefixes=sides["source"][1],
@@ -269,10 +270,20 @@ def rule_from_azure(data: Any, *, classic: bool = False) -> SecurityRule:
         destination_port_range=sides["destination"][3], destination_port_ranges=sides["destination"][4],
         description=description,
     )
-    problems = validate_rule(rule, classic=classic)
+    reported = {_topic(e.field) for e in p.items}
+    problems = p.items + [e for e in validate_rule(rule, classic=classic) if _topic(e.field) not in reported]
     if problems:
         raise ValidationErrors(problems)
     return rule
+
+
+def _topic(field_: str | None) -> str | None:
+    """What a field is about (one side's addresses or ports, or the field itself), so a value that could
+    not be read is not reported a second time by validation, and every other problem still is."""
+    for side in ("source", "destination"):
+        if field_ and field_.startswith(side):
+            return side + ("Port" if "Port" in field_ else "Address")
+    return field_
 
 
 def validate_rule(rule: SecurityRule, *, classic: bool = False) -> list[RuleError]:
