@@ -207,7 +207,7 @@ class FlowTable:
         timeouts = self.timeouts
         expires = record.expires = now + (timeouts.tcp[state] if proto == TCP else
                                           timeouts.by_proto.get(proto, timeouts.other))
-        if expires < record.bucket - 1:
+        if expires <= record.bucket - 1:  # due in an earlier second than its bucket
             self._schedule(record)
 
     def advance(self, now: float) -> None:

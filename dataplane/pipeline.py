@@ -533,6 +533,11 @@ class Dataplane:
                 outcome = record.outcome
                 return Verdict(ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
                                "related", p)
+        nics = self._nics_by_ip
+        offset = 0 if p.version == 4 else V6
+        if p.src + offset not in nics and p.dst + offset not in nics and \
+                ip_key(p.version, p.dst) not in self._translations.frontends:
+            return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
         key = (p.proto, p.version, p.src, 0, p.dst, 0)
         return self._new(p, ts, key, fragment_alone=True)
 
