@@ -17,7 +17,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 from .addresses import AddressResolver, Ranges, merge_ranges
 from .errors import RuleError, ValidationErrors
-from .rules import SecurityRule
+from .rules import Access, SecurityRule
 
 TCP, UDP, ICMP, ICMPV6, ESP, AH = 6, 17, 1, 58, 50, 51
 PROTOCOL_NUMBERS = {"Tcp": (TCP,), "Udp": (UDP,), "Icmp": (ICMP, ICMPV6), "Esp": (ESP,), "Ah": (AH,)}
@@ -72,8 +72,10 @@ def _port_table(spans: list[tuple[int, tuple[tuple[int, int], ...]]]) -> list[in
 class Classifier:
     """First-match lookup for one NSG direction, compiled against one resolver (one VNet's view)."""
 
-    def __init__(self, rules: Sequence[SecurityRule], resolver: AddressResolver):
+    def __init__(self, rules: Sequence[SecurityRule], resolver: AddressResolver, version: int = 0):
         self.rules = list(rules)
+        self.version = version  # of the NSG the rules came from
+        self.denies = [rule.access is Access.DENY for rule in self.rules]
         problems: list[RuleError] = []
         src: list[Ranges] = []
         dst: list[Ranges] = []

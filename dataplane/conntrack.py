@@ -128,6 +128,8 @@ class FlowRecord:
 
     `key` is the direction-independent 5-tuple; `reversed` says whether the side that opened the
     flow is its second endpoint, so `initiator` gives the 5-tuple as the first packet carried it.
+    When the C extension is built, `_fastpath.Record` replaces this class: the same fields,
+    inline, and outside the garbage collector's reach.
     """
 
     __slots__ = ("key", "reversed", "state", "expires", "bucket", "outcome",
@@ -154,6 +156,13 @@ class FlowRecord:
         return f"FlowRecord({self.initiator}, {self.state}, expires={self.expires})"
 
 
+PureFlowRecord = FlowRecord
+try:
+    from ._fastpath import Record as FlowRecord  # type: ignore[assignment]  # noqa: F811
+except ImportError:  # installed without a C compiler
+    pass
+
+
 EndListener = Callable[[FlowRecord, str, float], None]
 """Called with (record, why, time): why is 'expired', 'closed', 'flushed' or 'end-of-capture'."""
 
@@ -161,8 +170,10 @@ EndListener = Callable[[FlowRecord, str, float], None]
 class FlowTable:
     """The flow records of one NIC, bounded by `max_flows`."""
 
-    def __init__(self, timeouts: Timeouts, max_flows: int, on_end: EndListener | None = None):
+    def __init__(self, timeouts: Timeouts, max_flows: int, on_end: EndListener | None = None,
+                 record_type: type = FlowRecord):
         self.timeouts = timeouts
+        self.record_type = record_type
         self.max_flows = max_flows
         self.on_end = on_end
         self._flows: dict = {}
@@ -192,7 +203,7 @@ class FlowTable:
             if len(self._flows) >= self.max_flows:
                 self.refused += 1
                 return None
-        record = FlowRecord(key, initiator is not key and initiator != key, state,
+        record = self.record_type(key, initiator is not key and initiator != key, state,
                             now + self.timeouts.of(key[0], state), outcome, nat)
         old = self._flows.get(key)
         if old is not None:

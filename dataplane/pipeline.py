@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
-from .conntrack import (FlowRecord, FlowTable, Other, TcpState, Timeouts, tcp_first_state, tcp_next)
+from .conntrack import (FlowRecord, FlowTable, Other, PureFlowRecord, TcpState, Timeouts, tcp_first_state,
+                        tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
 from .flows import Flow, parse_flow
@@ -26,7 +27,7 @@ from .rules import DEFAULT_RULE_NAMES, Direction, SecurityRule
 from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-RECENT_FLOWS = 16384
+RECENT_FLOWS = 32768
 """Packet keys of busy flows (three packets or more) remembered with their records, so that their
 next packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
 ECHO_TYPES = {ICMP: (8, 0), ICMPV6: (128, 129)}
@@ -108,13 +109,24 @@ class FlowListener(Protocol):
         """why is 'expired', 'closed', 'flushed' or 'end-of-capture'."""
 
 
-class Dataplane:
-    """Packets and timestamps in, verdicts out, with flow records per NIC."""
+try:
+    from ._fastpath import FastPath
+except ImportError:  # installed without a C compiler
+    FastPath = None
 
-    def __init__(self, scenario: Scenario, *, listener: FlowListener | None = None):
+
+class Dataplane:
+    """Packets and timestamps in, verdicts out, with flow records per NIC.
+
+    `accelerated=False` keeps every packet on the Python path even where the C extension is
+    built: the tests compare the two.
+    """
+
+    def __init__(self, scenario: Scenario, *, listener: FlowListener | None = None, accelerated: bool = True):
+        fast = accelerated and FastPath is not None
         self.scenario = scenario
         self.policy = Policy(scenario)
-        self.stats = Statistics()
+        self._stats = Statistics()
         self.listener = listener
         self._snat = SnatPorts()
         self._snat_reverse: dict[tuple, tuple[NetworkInterface, int, int]] = {}
@@ -122,16 +134,34 @@ class Dataplane:
         self._tables: dict[str, FlowTable] = {}
         for nic in scenario.network_interfaces.values():
             timeouts = Timeouts(scenario.timeouts, scenario.virtual_networks[nic.vnet].flow_timeout_minutes)
-            self._tables[nic.name] = FlowTable(timeouts, scenario.max_flows_per_nic, self._ended(nic.name))
+            self._tables[nic.name] = FlowTable(timeouts, scenario.max_flows_per_nic, self._ended(nic.name),
+                                               FlowRecord if fast else PureFlowRecord)
         self._fragment_timeout = Timeouts(scenario.timeouts).values["fragment"]
         self._nics_by_ip = self.policy.nics_by_ip
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
-        self._recent: dict[Key, tuple[list, Key | None]] = {}
+        self._recent: dict[Key, tuple[list, Key | None, tuple, tuple]] = {}
+        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict) if fast else None
+        self._fast_process = self._fast.process if fast else None
+        self.passes: Callable[[bytes, float], bool | Packet | None] | None = self._fast.passes if fast else None
+        """For callers that need no Verdict for the packets of established flows (a replay without
+        per-packet outputs), where the C extension is built: `passes(frame, ts)` is True when an
+        Ethernet frame passed as part of a recent flow (counted in `stats`), else the decoded Packet
+        or None, to hand to `process`."""
         self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
                                     if self._translations.outbound(nic, 4, 0) is not None)
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
+
+    @property
+    def stats(self) -> Statistics:
+        """The counters, with the packets the C fast path decided folded in."""
+        fast = self._fast
+        if fast is not None and fast.packets:
+            self._stats.packets += fast.packets
+            self._stats.allowed += fast.packets
+            fast.packets = 0
+        return self._stats
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Dataplane":
@@ -215,6 +245,8 @@ class Dataplane:
         for table in self._tables.values():
             table.advance(now)
         self._next_sweep = now + 1.0
+        if self._fast is not None:
+            self._fast.next_sweep = self._next_sweep
         if self._fragments:
             for frag_key in [k for k, (t, _) in self._fragments.items() if t <= now]:
                 del self._fragments[frag_key]
@@ -228,13 +260,13 @@ class Dataplane:
     def _ended(self, nic: str) -> Callable[[FlowRecord, str, float], None]:
         def ended(record: FlowRecord, why: str, when: float) -> None:
             if why == "closed":
-                self.stats.flows_closed += 1
+                self._stats.flows_closed += 1
             elif why == "expired":
-                self.stats.flows_expired += 1
+                self._stats.flows_expired += 1
             elif why == "flushed":
-                self.stats.flows_flushed += 1
+                self._stats.flows_flushed += 1
             elif why == "end-of-capture":
-                self.stats.flows_open_at_end += 1
+                self._stats.flows_open_at_end += 1
             nat = record.nat
             if nat is not None and nat.frontend is not None:
                 proto, version = record.initiator[0], record.initiator[1]
@@ -249,13 +281,23 @@ class Dataplane:
 
     def process(self, packet: bytes | Packet | Any, ts: float, linktype: int = 1) -> Verdict:
         """Decide one packet (raw frame bytes, a decoded Packet, or a scapy packet) at time `ts`."""
-        if isinstance(packet, (bytes, bytearray, memoryview)):
+        if linktype == 1 and self._fast_process is not None and type(packet) is bytes:
+            p = self._fast_process(packet, ts)
+            if type(p) is Verdict:
+                return p
+            if p is not None:  # the common frame (never a fragment), of no recent flow
+                self._stats.packets += 1
+                if ts >= self._next_sweep:
+                    self.advance(ts)
+                return self._packet(p, ts)
+            p = decode_frame(packet, linktype)
+        elif isinstance(packet, (bytes, bytearray, memoryview)):
             p = decode_frame(bytes(packet), linktype)
         elif isinstance(packet, Packet):
             p = packet
         else:
             p = decode_scapy(packet)
-        self.stats.packets += 1
+        self._stats.packets += 1
         if ts >= self._next_sweep:
             self.advance(ts)
         if isinstance(p, Skip):
@@ -278,7 +320,7 @@ class Dataplane:
         return verdict
 
     def _skip(self, ts: float, reason: str, detail: str, p: Packet | None) -> Verdict:
-        skipped = self.stats.skipped
+        skipped = self._stats.skipped
         skipped[reason] = skipped.get(reason, 0) + 1
         return Verdict(ts, "Skip", reason, None, None, None, None, None, p, None, detail)
 
@@ -289,9 +331,9 @@ class Dataplane:
             return self._packet(p, ts, fragment_alone=True)
         v = first[1]
         if v.decision == ALLOW:
-            self.stats.allowed += 1
+            self._stats.allowed += 1
         elif v.decision == DENY:
-            self.stats.denied += 1
+            self._stats.denied += 1
         else:
             return self._skip(ts, v.reason, v.detail, p)
         return Verdict(ts, v.decision, "fragment", v.direction, v.nic, v.nsg, v.rule, v.state, p, v.translated)
@@ -335,11 +377,8 @@ class Dataplane:
                 return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
         elif legs[0][2] is not None and legs[-1][2] is not None:
             translated = t if t != key else None
-            busy = legs[-1][2]
-            if (proto == TCP or proto == UDP) and busy.packets_out + busy.packets_in >= 3:
-                if len(self._recent) >= RECENT_FLOWS:
-                    self._recent.clear()
-                self._recent[key] = (legs, translated)
+            if proto == TCP or proto == UDP:
+                self._remember(key, legs, translated)
             return self._known(p, ts, legs, translated)
         elif len(legs) == 1 and t is key:
             nic = legs[0][0]
@@ -348,6 +387,37 @@ class Dataplane:
             if nic.name not in self._snat_nics and ip_key(version, dst) not in self._translated_ips:
                 return self._new_at_nic(p, ts, key, nic, Direction.OUTBOUND, fragment_alone)
         return self._new(p, ts, key, fragment_alone)
+
+    def _remember(self, key: Key, legs: list, translated: Key | None) -> None:
+        """A flow with a second packet is likely to have many: its next packets, both ways when
+        nothing is translated, skip the path search (and take the C fast path when built)."""
+        recent = self._recent
+        if len(recent) >= RECENT_FLOWS:
+            recent.clear()
+        recent[key] = self._recent_entry(legs, translated)
+        if translated is None and all(record.nat is None for _, _, record, _ in legs):
+            proto, version, a, a_port, b, b_port = key
+            back = [(nic, (proto, version, b, b_port, a, a_port), record, not forward)
+                    for nic, _, record, forward in reversed(legs)]
+            recent[(proto, version, b, b_port, a, a_port)] = self._recent_entry(back, None)
+
+    def _recent_entry(self, legs: list, translated: Key | None) -> tuple:
+        """(legs, translated, plan, head): head is what a Verdict says of the flow (`_known`)."""
+        nic, _, record, _ = legs[-1]
+        outcome = record.outcome
+        return legs, translated, self._plan(legs), (outcome.direction, nic.name, outcome.nsg, outcome.rule)
+
+    def _plan(self, legs: list) -> tuple:
+        """What the C fast path needs of each leg: (record, forward, timeouts by TCP state or the
+        flow's timeout, table)."""
+        plan = []
+        for nic, _, record, forward in legs:
+            table = self._tables[nic.name]
+            proto = record.key[0]
+            timeouts = table.timeouts
+            plan.append((record, forward, timeouts.tcp if proto == TCP else timeouts.by_proto.get(proto, timeouts.other),
+                         table))
+        return tuple(plan)
 
     def _end_closed(self, legs: list, ts: float) -> None:
         """A SYN on the 5-tuple of a closed connection opens a new one, decided by the rules again."""
@@ -373,7 +443,7 @@ class Dataplane:
             if moves is not None:
                 state = moves[state][forward]
             tables[nic.name].touch(record, state, ts)
-        self.stats.allowed += 1
+        self._stats.allowed += 1
         nic, _, record, _ = legs[-1]
         outcome = record.outcome
         return _new_tuple(Verdict, (ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
@@ -385,29 +455,29 @@ class Dataplane:
         policy for that NIC's leg alone; `tests/test_pipeline_fast_path.py` proves it decides as
         `Policy.decide_key` does."""
         result = self.policy.leg(nic, direction, key)
-        where = direction.value
+        where = DIRECTION_NAMES[direction]
         if result.access == DENY:
-            self.stats.denied += 1
+            self._stats.denied += 1
             return _new_tuple(Verdict, (ts, DENY, result.reason, where, nic.name, result.nsg, result.rule, None, p,
                                         None, "", result.evaluations))
         if fragment_alone:
-            self.stats.allowed += 1
+            self._stats.allowed += 1
             return _new_tuple(Verdict, (ts, ALLOW, result.reason, where, nic.name, result.nsg, result.rule, None, p,
                                         None, "", result.evaluations))
-        state: TcpState | Other = tcp_first_state(p[6]) if key[0] == TCP else Other.ACTIVE
+        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         proto, version, a, a_port, b, b_port = key
         canonical = key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
         table = self._tables[nic.name]
         record = table.add(canonical, key, state, ts, self._outcome_of(result.nsg, result.rule, result.reason, where))
         if record is None:
-            self.stats.flows_refused += 1
+            self._stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
         record.packets_out = 1
         record.bytes_out = p[10]
-        self.stats.flows_created += 1
+        self._stats.flows_created += 1
         if self.listener is not None:
             self.listener.flow_started(nic.name, record, ts)
-        self.stats.allowed += 1
+        self._stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, result.reason, where, nic.name, result.nsg, result.rule,
                                     state._value_, p, None, "", result.evaluations))
 
@@ -418,11 +488,11 @@ class Dataplane:
         nic_name = last.nic if last else (decision.destination_nic or decision.source_nic)
         translated = decision.translated if decision.translated != key else None
         if not decision.allowed:
-            self.stats.denied += 1
+            self._stats.denied += 1
             return _new_tuple(Verdict, (ts, DENY, decision.reason, direction, nic_name, decision.nsg, decision.rule,
                                         None, p, translated, "", decision.evaluations))
         if fragment_alone:
-            self.stats.allowed += 1
+            self._stats.allowed += 1
             return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
                            translated, "", decision.evaluations)
         state: TcpState | Other = tcp_first_state(p.tcp_flags) if p.proto == TCP else Other.ACTIVE
@@ -442,23 +512,23 @@ class Dataplane:
                 translated = (key[0], key[1], nat.frontend, port, key[4], key[5])
             record = table.add(canonical, leg_key, state, ts, self._outcome(decision, nic.name), nat)
             if record is None:
-                self.stats.flows_refused += 1
+                self._stats.flows_refused += 1
                 return self._refuse(p, ts, created, "flow-limit", nic.name)
             record.packets_out = 1
             record.bytes_out = p[10]
             created.append((nic.name, table, record))
-        self.stats.flows_created += len(created)
+        self._stats.flows_created += len(created)
         if self.listener is not None:
             for nic_name_, _, record in created:
                 self.listener.flow_started(nic_name_, record, ts)
-        self.stats.allowed += 1
+        self._stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule,
                                     state._value_, p, translated, "", decision.evaluations))
 
     def _refuse(self, p: Packet, ts: float, created: list, reason: str, nic: str | None = None) -> Verdict:
         for _, table, record in created:
             table.remove(record, "refused", ts)
-        self.stats.denied += 1
+        self._stats.denied += 1
         return Verdict(ts, DENY, reason, None, nic, None, None, None, p)
 
     def _record_plan(self, decision: Decision, key: Key) -> list[tuple[NetworkInterface, Key, Nat | None]]:
@@ -529,7 +599,7 @@ class Dataplane:
                     continue
             record = self._tables[nic.name].get(_canonical(key), ts)
             if record is not None:
-                self.stats.allowed += 1
+                self._stats.allowed += 1
                 outcome = record.outcome
                 return Verdict(ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
                                "related", p)
@@ -549,6 +619,8 @@ _new_tuple = tuple.__new__
 TCP_MOVES_BY_FLAGS = [{state: (tcp_next(state, flags, False), tcp_next(state, flags, True)) for state in TcpState}
                       for flags in range(256)]
 """`tcp_next` tabulated: [flags][state][from initiator] → next state, for the per-packet path."""
+TCP_FIRST_STATES = [tcp_first_state(flags) for flags in range(256)]
+DIRECTION_NAMES = {direction: direction.value for direction in Direction}
 
 
 def _find(table: FlowTable, key: Key, ts: float) -> tuple[FlowRecord | None, bool]:

@@ -138,6 +138,7 @@ class Policy:
         self._internet_sets: dict[str, RangeSet] = {}
         self._chains: dict[tuple[str, Direction], tuple[tuple[NetworkSecurityGroup, str], ...]] = {}
         self._leg_results: dict[tuple, LegResult] = {}
+        self._chain_classifiers: dict[tuple[str, Direction], tuple[tuple, list[Classifier]]] = {}
         self._resolvers: dict[str, Any] = {}
 
     @classmethod
@@ -157,7 +158,7 @@ class Policy:
         if cached is not None and cached[0] is nsg and cached[1] == nsg.version:
             return cached[2]
         try:
-            compiled = Classifier(nsg.rules_in_order(direction), self.resolver(vnet))
+            compiled = Classifier(nsg.rules_in_order(direction), self.resolver(vnet), nsg.version)
         except DataplaneError as e:
             raise e.located(file=nsg.file, nsg=nsg.name) from None
         self._classifiers[slot] = (nsg, nsg.version, compiled)
@@ -288,11 +289,10 @@ class Policy:
         if exempt == ALWAYS:
             return PLATFORM_ALLOW
         matched: list = [nic.name, direction]
-        for group, _ in chain:
-            classifier = self.classifier(group, direction, nic.vnet)
+        for classifier in self._classifiers_of(nic, direction, chain):
             index = classifier.lookup(proto, version, src, sport, dst, dport)
             matched += (classifier, index)
-            if classifier.rules[index].access is Access.DENY:
+            if classifier.denies[index]:
                 break
         slot = tuple(matched)
         result = self._leg_results.get(slot)
@@ -307,6 +307,20 @@ class Policy:
                 outbound, proto, dport, self.internet(nic.vnet).contains(version, dst), self.scenario.smtp_blocked):
             return LegResult(DENY, None, None, "platform", result.evaluations, None)
         return result
+
+    def _classifiers_of(self, nic: NetworkInterface, direction: Direction,
+                        chain: tuple[tuple[NetworkSecurityGroup, str], ...]) -> list[Classifier]:
+        """The compiled classifiers of a NIC's chain; rebuilt when the chain or one of its NSGs changed."""
+        cached = self._chain_classifiers.get((nic.name, direction))
+        if cached is not None and cached[0] is chain:
+            for (group, _), classifier in zip(chain, cached[1]):
+                if classifier.version != group.version:
+                    break
+            else:
+                return cached[1]
+        compiled = [self.classifier(group, direction, nic.vnet) for group, _ in chain]
+        self._chain_classifiers[(nic.name, direction)] = (chain, compiled)
+        return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
                     chain: tuple[tuple[NetworkSecurityGroup, str], ...], matched: list) -> LegResult:

@@ -167,14 +167,11 @@ def _tsresol(options: bytes, order: str) -> float:
     return 1e-6
 
 
-def merged(captures: list[Capture]) -> Iterator[tuple[Frame, Capture]]:
+def merged(captures: list[Capture]) -> Iterator[Frame]:
     """Frames of several captures in timestamp order."""
     if len(captures) == 1:
-        for frame in captures[0].frames():
-            yield frame, captures[0]
-        return
-    streams = [((f, c) for f in c.frames()) for c in captures]
-    yield from heapq.merge(*streams, key=lambda item: item[0].ts)
+        return captures[0].frames()
+    return heapq.merge(*(c.frames() for c in captures), key=lambda frame: frame.ts)
 
 
 class Update(NamedTuple):
@@ -310,27 +307,37 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             writers["verdicts"] = verdict_lines
         process = dataplane.process
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
-        for frame, capture in merged(captures):
-            ts = frame.ts
+        per_packet = verdict_lines is not None or flowlogs is not None or captures_out
+        passes = dataplane.passes if not per_packet else None
+        for frame in merged(captures):
+            if progress is not None and not index & 2047:
+                progress(sum(c.bytes_read for c in captures))
+            index += 1
+            ts, linktype, data, _ = frame
             if first_ts is None:
                 first_ts = ts
             last_ts = ts
             while pending and ts - first_ts >= pending[0].at:
                 update = pending.pop(0)
                 dataplane.replace_nsg(update.nsg, first_ts + update.at)
-            verdict = process(frame.data, ts, frame.linktype)
-            for evaluation in verdict.evaluations:
-                slot = (evaluation.nsg, evaluation.rule)
-                hits[slot] = hits.get(slot, 0) + 1
-            if verdict_lines is not None:
-                verdict_lines.write(verdict.to_json(index))
-            if flowlogs is not None:
-                flowlogs.verdict(verdict)
-            if captures_out:
-                _write_frame(writers, outputs, frame, verdict)
-            index += 1
-            if progress is not None and index % 2048 == 0:
-                progress(sum(c.bytes_read for c in captures))
+            if passes is not None and linktype == 1:
+                passed = passes(data, ts)
+                if passed is True:
+                    continue
+                verdict = process(data if passed is None else passed, ts, linktype)
+            else:
+                verdict = process(data, ts, linktype)
+            if verdict.evaluations:
+                for evaluation in verdict.evaluations:
+                    slot = (evaluation.nsg, evaluation.rule)
+                    hits[slot] = hits.get(slot, 0) + 1
+            if per_packet:
+                if verdict_lines is not None:
+                    verdict_lines.write(verdict.to_json(index - 1))
+                if flowlogs is not None:
+                    flowlogs.verdict(verdict)
+                if captures_out:
+                    _write_frame(writers, outputs, frame, verdict)
     except CaptureError as e:
         summary.error = str(e)
         e.summary = summary  # type: ignore[attr-defined]

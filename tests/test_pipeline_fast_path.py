@@ -1,21 +1,36 @@
 """The dataplane's fast paths decide as its plain paths do.
 
 `Dataplane.process` takes shortcuts: a new flow that touches one NIC untranslated asks the policy
-for that NIC alone (`_new_at_nic`), and busy flows skip the NIC lookups (`_recent`). Here a
-dataplane with the shortcuts and one without them see the same random packets and must agree on
-every verdict; and every new flow's verdict agrees with `Policy.decide_key`, the stateless answer.
+for that NIC alone (`_new_at_nic`), busy flows skip the NIC lookups (`_recent`), and where the C
+extension is built, the packets of busy flows pass in C (`_fastpath.c`) and flow records live in C.
+Here a dataplane with the shortcuts and one without them see the same random packets and must agree
+on every verdict, every record and every counter; and every new flow's verdict agrees with
+`Policy.decide_key`, the stateless answer.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
+import os
+import struct
+from pathlib import Path
+
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane import Dataplane, scenario_from_document
-from dataplane.decode import Packet
+from dataplane import Dataplane, load_scenario, scenario_from_document
+from dataplane.conntrack import FlowRecord, PureFlowRecord, TcpState
+from dataplane.decode import Packet, decode_frame
+from dataplane.pipeline import FastPath
 from dataplane.policy import Policy
+from dataplane.replay import Capture, Outputs, replay
+
+from datafiles import SHARED_PCAPS, shared_captures
+
+needs_c = pytest.mark.skipif(FastPath is None, reason="the C extension was not built (no compiler at install)")
 
 ASG = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/applicationSecurityGroups/"
 
@@ -69,7 +84,8 @@ packets = st.builds(
 
 
 def plain(dp: Dataplane) -> Dataplane:
-    """The same dataplane without its shortcuts: every new flow through `_new`, no recent-flow cache."""
+    """The same dataplane without its shortcuts: every new flow through `_new`, no recent-flow cache.
+    Build it with `accelerated=False` to keep the C path out too."""
     dp._new_at_nic = lambda p, ts, key, nic, direction, fragment_alone: dp._new(p, ts, key, fragment_alone)
     process = dp.process
 
@@ -86,6 +102,25 @@ def fields(verdict) -> tuple:
             verdict.state, verdict.translated)
 
 
+def frame(packet: Packet, payload: int = 0) -> bytes:
+    """The Ethernet frame of a decoded IPv4 packet (checksums left zero: nothing here reads them)."""
+    proto = packet.proto
+    if proto == 6:
+        l4 = struct.pack("!HHIIBBHHH", packet.sport, packet.dport, 0, 0, 0x50, packet.tcp_flags, 1024, 0, 0)
+    elif proto == 17:
+        l4 = struct.pack("!HHHH", packet.sport, packet.dport, 8 + payload, 0)
+    else:
+        l4 = struct.pack("!BBHHH", packet.icmp_type, packet.icmp_code, 0, packet.icmp_id, 1)
+    l4 += bytes(payload)
+    ip = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(l4), packet.ip_id, 0, 64, proto, 0, packet.src, packet.dst)
+    return b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + l4
+
+
+def records(dp: Dataplane) -> list[tuple]:
+    return sorted((nic, r.key, r.initiator, r.state, r.expires, r.bucket, r.outcome, r.packets_out, r.bytes_out,
+                   r.packets_in, r.bytes_in, r.nat) for nic, r in dp.flows())
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(packets, st.floats(0, 150)), min_size=1, max_size=60))
 def test_the_fast_paths_give_the_verdicts_of_the_plain_paths(sequence) -> None:
@@ -95,6 +130,125 @@ def test_the_fast_paths_give_the_verdicts_of_the_plain_paths(sequence) -> None:
     for packet, dt in sequence:
         now += dt
         assert fields(fast.process(packet, now)) == fields(slow.process(packet, now)), packet
+
+
+# A few conversations, packets both ways, mostly short gaps: flows get busy (the C path's case), some
+# close, some idle out.
+conversations = st.lists(st.tuples(st.sampled_from([6, 6, 17]), st.sampled_from([HOSTS[2], HOSTS[6], HOSTS[7]]),
+                                   st.sampled_from([HOSTS[0], HOSTS[1], HOSTS[2]]), st.sampled_from([1433, 8080])),
+                         min_size=1, max_size=3)
+steps = st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.sampled_from([0x02, 0x12, 0x10, 0x10, 0x18, 0x11, 0x04]),
+                           st.sampled_from([0.0, 0.001, 0.01, 0.2, 0.9, 9.0, 125.0, 250.0]), st.integers(0, 1400)),
+                 min_size=1, max_size=60)
+
+
+@needs_c
+@settings(max_examples=120, deadline=None)
+@given(conversations, steps)
+def test_the_c_path_leaves_the_verdicts_records_and_counters_of_the_python_path(flows, sequence) -> None:
+    """Frames in, as a capture gives them: the C path decodes them and passes the packets of busy flows."""
+    fast = Dataplane(scenario_from_document(SCENARIO))
+    slow = Dataplane(scenario_from_document(SCENARIO), accelerated=False)
+    now = 0.0
+    for which, reply, flags, dt, payload in sequence:
+        proto, client, server, port = flows[which % len(flows)]
+        src, dst, sport, dport = (server, client, port, 40000) if reply else (client, server, 40000, port)
+        packet = Packet(4, proto, src, dst, sport, dport, flags if proto == 6 else 0, -1, -1, 0, 0, 0, 0, False,
+                        False, (), None)
+        now += dt
+        data = frame(packet, payload)
+        assert fast.process(data, now) == slow.process(data, now), packet
+    assert records(fast) == records(slow)
+    assert fast.stats == slow.stats
+
+
+@needs_c
+def test_a_connection_passes_in_c_from_the_packet_after_the_reply() -> None:
+    """Both directions of a busy untranslated flow are remembered once the reply is seen."""
+    dp = Dataplane(scenario_from_document(SCENARIO))
+    client, web = HOSTS[6], HOSTS[0]
+    syn = Packet(4, 6, client, web, 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+    syn_ack = syn._replace(src=web, dst=client, sport=8080, dport=40000, tcp_flags=0x12)
+    ack, data = syn._replace(tcp_flags=0x10), syn_ack._replace(tcp_flags=0x18)
+    for i, p in enumerate([syn, syn_ack] + [ack, data] * 10):
+        assert dp.process(frame(p), i * 0.01).reason == ("rules" if i == 0 else "flow")
+    assert dp._fast.packets == 20
+    assert (dp.stats.packets, dp.stats.allowed) == (22, 22), "the C path's packets are folded into the counters"
+
+
+@needs_c
+def test_flow_records_in_c_behave_as_the_python_records() -> None:
+    key = (6, 4, 20, 443, 10, 50000)
+    records = [cls(key, True, TcpState.ESTABLISHED, 12.5, "outcome", None) for cls in (FlowRecord, PureFlowRecord)]
+    for record in records:
+        record.bucket = 13
+        record.packets_out += 2
+        record.bytes_in += 1500
+        record.state = TcpState.FIN_INITIATOR
+    c, python = records
+    for name in ("key", "reversed", "state", "expires", "bucket", "outcome", "packets_out", "bytes_out",
+                 "packets_in", "bytes_in", "nat", "initiator"):
+        assert getattr(c, name) == getattr(python, name), name
+    assert c.initiator == (6, 4, 10, 50000, 20, 443)
+    assert repr(c) == repr(python)
+
+
+@needs_c
+def test_flow_records_in_c_are_invisible_to_the_garbage_collector() -> None:
+    """Half a million live flows must not make every collection walk half a million objects."""
+    assert not gc.is_tracked(FlowRecord((6, 4, 1, 2, 3, 4), False, TcpState.SYN_SENT, 1.0, None))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "pcaps" / "demo"
+DEMO_CAPTURES = sorted(p.name for p in DEMO.glob("*.pcap"))
+
+
+def capture_and_scenario(name: str) -> tuple[Path, Path]:
+    if name in DEMO_CAPTURES:
+        return DEMO / name, DEMO / "scenario.yaml"
+    return SHARED_PCAPS / name, ROOT / "tests" / "fixtures" / "shared-captures" / "scenario.yaml"
+
+
+@needs_c
+@pytest.mark.parametrize("name", DEMO_CAPTURES + shared_captures(), ids=str)
+def test_every_capture_is_decided_alike_by_the_c_and_the_python_path(name) -> None:
+    capture, scenario = capture_and_scenario(name)
+    fast = Dataplane(load_scenario(scenario))
+    slow = Dataplane(load_scenario(scenario), accelerated=False)
+    for ts, linktype, data, _ in Capture(str(capture)).frames():
+        assert fast.process(data, ts, linktype) == slow.process(data, ts, linktype), ts
+    assert records(fast) == records(slow)
+    assert fast.stats == slow.stats
+
+
+@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+def test_a_replay_without_per_packet_outputs_counts_what_one_with_them_counts(name, tmp_path) -> None:
+    """Without outputs the replay lets the C path pass busy flows' packets without building verdicts."""
+    capture, scenario = capture_and_scenario(name)
+    bare = replay(load_scenario(scenario), [str(capture)])
+    full = replay(load_scenario(scenario), [str(capture)], Outputs(verdicts=str(tmp_path / "v.jsonl")))
+    assert bare.to_json() == full.to_json()
+
+
+def test_the_c_extension_is_built_where_ci_asks_for_it() -> None:
+    if os.environ.get("DATAPLANE_REQUIRE_C") != "1":
+        pytest.skip("DATAPLANE_REQUIRE_C=1 is set by .ci/run, where a compiler is known to be present")
+    assert FastPath is not None, "pip install built the package without dataplane/_fastpath.c"
+
+
+@needs_c
+def test_the_c_decoder_gives_the_packets_of_the_python_decoder() -> None:
+    dp = Dataplane(scenario_from_document(SCENARIO))
+    for proto, flags, payload in itertools.product((6, 17), (0x02, 0x10, 0x19), (0, 1, 700)):
+        p = Packet(4, proto, HOSTS[6], HOSTS[7], 1234, 80, flags if proto == 6 else 0, -1, -1, 0, 0, 77, 0, False,
+                   False, (), None)
+        data = frame(p, payload)
+        decoded = dp._fast.process(data, 0.0)
+        if len(data) >= 54:  # shorter frames go to the Python decoder, as decode_frame's own fast path does
+            assert decoded == decode_frame(data)
+        else:
+            assert decoded is None
 
 
 def test_every_new_flow_is_decided_as_policy_decide_key_decides_it() -> None:

@@ -1,0 +1,434 @@
+/* The per-packet hot path in C, measured necessary by bench/ (issues 5 and 6).
+
+   Record: conntrack.FlowRecord with its fields inline, and not tracked by the cyclic garbage
+   collector (a record never refers back to anything that refers to it), so half a million live
+   flows cost the collector nothing.
+
+   FastPath.process(frame, ts): the common frame (Ethernet, IPv4 without options or fragments,
+   TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code;
+   anything else comes back decoded (a Packet) or as None (the Python decoder's case).
+   tests/test_fastpath.py proves both paths decide every packet alike. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *key;
+    PyObject *state;
+    PyObject *outcome;
+    PyObject *nat;
+    double expires;
+    long long bucket;
+    long long packets_out, bytes_out, packets_in, bytes_in;
+    char reversed;
+} Record;
+
+static int
+Record_init(Record *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"key", "reversed_", "state", "expires", "outcome", "nat", NULL};
+    PyObject *key, *state, *outcome, *nat = Py_None;
+    int reversed;
+    double expires;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OpOdO|O", names, &key, &reversed, &state, &expires,
+                                     &outcome, &nat))
+        return -1;
+    Py_INCREF(key); Py_XSETREF(self->key, key);
+    Py_INCREF(state); Py_XSETREF(self->state, state);
+    Py_INCREF(outcome); Py_XSETREF(self->outcome, outcome);
+    Py_INCREF(nat); Py_XSETREF(self->nat, nat);
+    self->reversed = (char)reversed;
+    self->expires = expires;
+    self->bucket = 0;
+    self->packets_out = self->bytes_out = self->packets_in = self->bytes_in = 0;
+    return 0;
+}
+
+static void
+Record_dealloc(Record *self)
+{
+    Py_XDECREF(self->key);
+    Py_XDECREF(self->state);
+    Py_XDECREF(self->outcome);
+    Py_XDECREF(self->nat);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Record_initiator(Record *self, void *closure)
+{
+    if (!self->reversed || self->key == NULL || !PyTuple_Check(self->key) || PyTuple_GET_SIZE(self->key) != 6) {
+        Py_XINCREF(self->key);
+        return self->key ? self->key : Py_NewRef(Py_None);
+    }
+    PyObject *k = self->key;
+    return PyTuple_Pack(6, PyTuple_GET_ITEM(k, 0), PyTuple_GET_ITEM(k, 1), PyTuple_GET_ITEM(k, 4),
+                        PyTuple_GET_ITEM(k, 5), PyTuple_GET_ITEM(k, 2), PyTuple_GET_ITEM(k, 3));
+}
+
+static PyObject *
+Record_repr(Record *self)
+{
+    PyObject *initiator = Record_initiator(self, NULL);
+    PyObject *expires = PyFloat_FromDouble(self->expires);
+    PyObject *text = NULL;
+    if (initiator != NULL && expires != NULL)
+        text = PyUnicode_FromFormat("FlowRecord(%R, %S, expires=%R)", initiator, self->state ? self->state : Py_None,
+                                    expires);
+    Py_XDECREF(initiator);
+    Py_XDECREF(expires);
+    return text;
+}
+
+static PyGetSetDef Record_getset[] = {
+    {"initiator", (getter)Record_initiator, NULL, "the 5-tuple as the flow's first packet carried it", NULL},
+    {NULL},
+};
+
+static PyMemberDef Record_members[] = {
+    {"key", T_OBJECT, offsetof(Record, key), 0, NULL},
+    {"state", T_OBJECT, offsetof(Record, state), 0, NULL},
+    {"outcome", T_OBJECT, offsetof(Record, outcome), 0, NULL},
+    {"nat", T_OBJECT, offsetof(Record, nat), 0, NULL},
+    {"expires", T_DOUBLE, offsetof(Record, expires), 0, NULL},
+    {"bucket", T_LONGLONG, offsetof(Record, bucket), 0, NULL},
+    {"packets_out", T_LONGLONG, offsetof(Record, packets_out), 0, NULL},
+    {"bytes_out", T_LONGLONG, offsetof(Record, bytes_out), 0, NULL},
+    {"packets_in", T_LONGLONG, offsetof(Record, packets_in), 0, NULL},
+    {"bytes_in", T_LONGLONG, offsetof(Record, bytes_in), 0, NULL},
+    {"reversed", T_BOOL, offsetof(Record, reversed), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane.conntrack.FlowRecord",
+    .tp_basicsize = sizeof(Record),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One flow at one NIC (conntrack.FlowRecord), its fields inline and invisible to the cyclic GC.",
+    .tp_repr = (reprfunc)Record_repr,
+    .tp_getset = Record_getset,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Record_init,
+    .tp_dealloc = (destructor)Record_dealloc,
+    .tp_members = Record_members,
+};
+
+/* -- FastPath ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *recent;      /* dict: key → (legs, translated, plan, head) */
+    PyObject *moves;       /* list of 256 dicts: state → (next when the responder sent, when the initiator sent) */
+    PyObject *closed;      /* TcpState.CLOSED */
+    PyObject *packet_type; /* decode.Packet */
+    PyObject *verdict_type;/* pipeline.Verdict */
+    long long packets;     /* packets decided here (every one allowed): Dataplane.stats folds them in */
+    double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
+} FastPath;
+
+static PyObject *s_value, *s_schedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple;
+static PyObject *small[8];
+
+static int
+FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", NULL};
+    PyObject *recent, *moves, *closed, *packet_type, *verdict_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!", names, &PyDict_Type, &recent, &PyList_Type, &moves,
+                                     &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type))
+        return -1;
+    if (PyList_GET_SIZE(moves) != 256) {
+        PyErr_SetString(PyExc_ValueError, "moves must have one entry per TCP flags byte");
+        return -1;
+    }
+    Py_INCREF(recent); Py_XSETREF(self->recent, recent);
+    Py_INCREF(moves); Py_XSETREF(self->moves, moves);
+    Py_INCREF(closed); Py_XSETREF(self->closed, closed);
+    Py_INCREF(packet_type); Py_XSETREF(self->packet_type, packet_type);
+    Py_INCREF(verdict_type); Py_XSETREF(self->verdict_type, verdict_type);
+    self->packets = 0;
+    self->next_sweep = -Py_HUGE_VAL;
+    return 0;
+}
+
+static void
+FastPath_dealloc(FastPath *self)
+{
+    Py_XDECREF(self->recent);
+    Py_XDECREF(self->moves);
+    Py_XDECREF(self->closed);
+    Py_XDECREF(self->packet_type);
+    Py_XDECREF(self->verdict_type);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+new_tuple_of(PyObject *type, Py_ssize_t n)
+{
+    return ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, n);
+}
+
+static inline unsigned
+be16(const unsigned char *b) { return ((unsigned)b[0] << 8) | b[1]; }
+
+static inline unsigned long
+be32(const unsigned char *b)
+{
+    return ((unsigned long)b[0] << 24) | ((unsigned long)b[1] << 16) | ((unsigned long)b[2] << 8) | b[3];
+}
+
+/* The common frame, or 0: Ethernet, IPv4 without options or fragments, TCP or UDP, as decode.py's fast path. */
+typedef struct {
+    Py_ssize_t length;
+    unsigned long src, dst;
+    unsigned sport, dport, ip_id;
+    int proto, flags;
+} Common;
+
+static int
+parse(PyObject *frame, Common *c)
+{
+    if (!PyBytes_CheckExact(frame))
+        return 0;
+    Py_ssize_t n = PyBytes_GET_SIZE(frame);
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(frame);
+    if (n < 54 || be16(b + 12) != 0x0800 || b[14] != 0x45 || (be16(b + 20) & 0x3FFF))
+        return 0;
+    unsigned total = be16(b + 16);
+    int proto = b[23];
+    if (total < 40 || n < 14 + (Py_ssize_t)total || !(proto == 6 || (proto == 17 && total >= 28)))
+        return 0;
+    c->length = n;
+    c->proto = proto;
+    c->flags = proto == 6 ? b[47] : 0;
+    c->src = be32(b + 26);
+    c->dst = be32(b + 30);
+    c->sport = be16(b + 34);
+    c->dport = be16(b + 36);
+    c->ip_id = be16(b + 18);
+    return 1;
+}
+
+/* decode.Packet of the common frame, as decode_frame gives it. */
+static PyObject *
+make_packet(FastPath *self, const Common *c)
+{
+    PyObject *packet = new_tuple_of(self->packet_type, 17);
+    if (packet == NULL)
+        return NULL;
+    PyObject *made[7] = {PyLong_FromLong(c->proto), PyLong_FromUnsignedLong(c->src), PyLong_FromUnsignedLong(c->dst),
+                         PyLong_FromUnsignedLong(c->sport), PyLong_FromUnsignedLong(c->dport),
+                         PyLong_FromLong(c->flags), PyLong_FromLong(-1)};
+    PyObject *more[2] = {PyLong_FromSsize_t(c->length), PyLong_FromUnsignedLong(c->ip_id)};
+    /* the tuple owns each new reference (a NULL item makes the whole tuple fail below) */
+    for (int i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(packet, i + 1, made[i]);
+    PyTuple_SET_ITEM(packet, 0, Py_NewRef(small[4]));
+    PyTuple_SET_ITEM(packet, 7, made[6]);
+    PyTuple_SET_ITEM(packet, 8, Py_XNewRef(made[6]));
+    PyTuple_SET_ITEM(packet, 9, Py_NewRef(small[0]));
+    PyTuple_SET_ITEM(packet, 10, more[0]);
+    PyTuple_SET_ITEM(packet, 11, more[1]);
+    PyTuple_SET_ITEM(packet, 12, Py_NewRef(small[0]));
+    PyTuple_SET_ITEM(packet, 13, Py_NewRef(Py_False));
+    PyTuple_SET_ITEM(packet, 14, Py_NewRef(Py_False));
+    PyTuple_SET_ITEM(packet, 15, Py_NewRef(s_empty_tuple));
+    PyTuple_SET_ITEM(packet, 16, Py_NewRef(Py_None));
+    for (int i = 0; i < 17; i++) {
+        if (PyTuple_GET_ITEM(packet, i) == NULL) {
+            Py_DECREF(packet);
+            return NULL;
+        }
+    }
+    return packet;
+}
+
+/* Every leg of the plan must hold a live record: else the Python path decides (it ends dead records). */
+static int
+plan_is_live(PyObject *plan, double ts, PyObject *closed)
+{
+    Py_ssize_t legs = PyTuple_GET_SIZE(plan);
+    for (Py_ssize_t i = 0; i < legs; i++) {
+        Record *r = (Record *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(plan, i), 0);
+        if (!r->bucket || r->expires <= ts || r->state == closed)
+            return 0;
+    }
+    return 1;
+}
+
+/* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry and the last
+   leg's new state (borrowed), 0 when the Python path must decide, -1 on error. */
+static int
+pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, PyObject **state_out)
+{
+    if (ts >= self->next_sweep)
+        return 0;
+    PyObject *key = Py_BuildValue("(iikIkI)", c->proto, 4, c->src, c->sport, c->dst, c->dport);
+    if (key == NULL)
+        return -1;
+    PyObject *entry = PyDict_GetItemWithError(self->recent, key);
+    Py_DECREF(key);
+    if (entry == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *plan = PyTuple_GET_ITEM(entry, 2);
+    if (!plan_is_live(plan, ts, self->closed))
+        return 0;
+    PyObject *by_state = c->proto == 6 ? PyList_GET_ITEM(self->moves, c->flags) : NULL;
+    PyObject *state = NULL;
+    Py_ssize_t legs = PyTuple_GET_SIZE(plan);
+    for (Py_ssize_t i = 0; i < legs; i++) {
+        /* (record, forward, timeouts: the TCP dict of state → seconds, or the seconds of the flow, table) */
+        PyObject *leg = PyTuple_GET_ITEM(plan, i);
+        Record *r = (Record *)PyTuple_GET_ITEM(leg, 0);
+        int forward = PyTuple_GET_ITEM(leg, 1) == Py_True;
+        PyObject *timeouts = PyTuple_GET_ITEM(leg, 2);
+        if (forward) {
+            r->packets_out += 1;
+            r->bytes_out += c->length;
+        } else {
+            r->packets_in += 1;
+            r->bytes_in += c->length;
+        }
+        state = r->state;
+        double timeout;
+        if (by_state != NULL) {
+            PyObject *next = PyDict_GetItemWithError(by_state, state);
+            PyObject *seconds = next ? PyDict_GetItemWithError(timeouts, PyTuple_GET_ITEM(next, forward)) : NULL;
+            if (seconds == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "a TCP state without moves or timeout");
+                return -1;
+            }
+            state = PyTuple_GET_ITEM(next, forward);
+            Py_SETREF(r->state, Py_NewRef(state));
+            timeout = PyFloat_AsDouble(seconds);
+        } else {
+            timeout = PyFloat_AsDouble(timeouts);
+        }
+        double expires = r->expires = ts + timeout;
+        if (expires <= (double)(r->bucket - 1)) {
+            PyObject *done = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(leg, 3), s_schedule, (PyObject *)r);
+            if (done == NULL)
+                return -1;
+            Py_DECREF(done);
+        }
+    }
+    self->packets += 1;
+    *entry_out = entry;
+    *state_out = state;
+    return 1;
+}
+
+static PyObject *
+FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Common c;
+    PyObject *entry, *state;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "process(frame, ts)");
+        return NULL;
+    }
+    double ts = PyFloat_AsDouble(args[1]);
+    if (ts == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!parse(args[0], &c))
+        Py_RETURN_NONE;
+    int passed = pass_recent(self, &c, ts, &entry, &state);
+    if (passed < 0)
+        return NULL;
+    PyObject *packet = make_packet(self, &c);
+    if (passed == 0 || packet == NULL)
+        return packet;
+    /* head: (direction, nic, nsg, rule) of the flow's last leg */
+    PyObject *head = PyTuple_GET_ITEM(entry, 3);
+    PyObject *state_value = PyObject_GetAttr(state, s_value);
+    PyObject *verdict = new_tuple_of(self->verdict_type, 12);
+    if (state_value == NULL || verdict == NULL) {
+        Py_XDECREF(state_value); Py_XDECREF(verdict); Py_DECREF(packet);
+        return NULL;
+    }
+    PyObject *fields[12] = {args[1], s_allow, s_flow, PyTuple_GET_ITEM(head, 0), PyTuple_GET_ITEM(head, 1),
+                            PyTuple_GET_ITEM(head, 2), PyTuple_GET_ITEM(head, 3), state_value, packet,
+                            PyTuple_GET_ITEM(entry, 1), s_empty, s_empty_tuple};
+    for (int i = 0; i < 12; i++)
+        PyTuple_SET_ITEM(verdict, i, (i == 7 || i == 8) ? fields[i] : Py_NewRef(fields[i]));
+    return verdict;
+}
+
+static PyObject *
+FastPath_passes(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Common c;
+    PyObject *entry, *state;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "passes(frame, ts)");
+        return NULL;
+    }
+    double ts = PyFloat_AsDouble(args[1]);
+    if (ts == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!parse(args[0], &c))
+        Py_RETURN_NONE;
+    int passed = pass_recent(self, &c, ts, &entry, &state);
+    if (passed < 0)
+        return NULL;
+    if (passed)
+        Py_RETURN_TRUE;
+    return make_packet(self, &c);
+}
+
+static PyMethodDef FastPath_methods[] = {
+    {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
+     "process(frame, ts) -> Verdict of a recent flow, else the decoded Packet, else None"},
+    {"passes", (PyCFunction)(void (*)(void))FastPath_passes, METH_FASTCALL,
+     "passes(frame, ts) -> True when it passed as part of a recent flow, else the decoded Packet, else None"},
+    {NULL},
+};
+
+static PyMemberDef FastPath_members[] = {
+    {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
+    {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane._fastpath.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The recent-flow path of Dataplane.process, in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastPath_init,
+    .tp_dealloc = (destructor)FastPath_dealloc,
+    .tp_methods = FastPath_methods,
+    .tp_members = FastPath_members,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, NULL};
+
+PyMODINIT_FUNC
+PyInit__fastpath(void)
+{
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&FastPathType) < 0)
+        return NULL;
+    s_value = PyUnicode_InternFromString("_value_");
+    s_schedule = PyUnicode_InternFromString("_schedule");
+    s_allow = PyUnicode_InternFromString("Allow");
+    s_flow = PyUnicode_InternFromString("flow");
+    s_empty = PyUnicode_InternFromString("");
+    s_empty_tuple = PyTuple_New(0);
+    for (int i = 0; i < 8; i++)
+        small[i] = PyLong_FromLong(i);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&RecordType);
+    Py_INCREF(&FastPathType);
+    if (PyModule_AddObject(m, "Record", (PyObject *)&RecordType) < 0 ||
+        PyModule_AddObject(m, "FastPath", (PyObject *)&FastPathType) < 0)
+        return NULL;
+    return m;
+}
