@@ -5,8 +5,9 @@
    flows cost the collector nothing.
 
    FastPath.process(frame, ts): the common frame (Ethernet, IPv4 without options or fragments,
-   TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code;
-   anything else comes back decoded (a Packet) or as None (the Python decoder's case).
+   TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code; the
+   first packet of a flow from outside to a NIC goes straight to Dataplane._new_inbound; anything
+   else comes back decoded (a Packet) or as None (the Python decoder's case).
    tests/test_fastpath.py proves both paths decide every packet alike. */
 
 #define PY_SSIZE_T_CLEAN
@@ -125,6 +126,8 @@ typedef struct {
     PyObject *closed;      /* TcpState.CLOSED */
     PyObject *packet_type; /* decode.Packet */
     PyObject *verdict_type;/* pipeline.Verdict */
+    PyObject *nics;        /* dict: IPv4 address → (NIC, its table's dict of records) */
+    PyObject *new_inbound; /* Dataplane._new_inbound(packet, ts, key, nic) */
     long long packets;     /* packets decided here (every one allowed): Dataplane.stats folds them in */
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
 } FastPath;
@@ -135,10 +138,11 @@ static PyObject *small[8];
 static int
 FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", NULL};
-    PyObject *recent, *moves, *closed, *packet_type, *verdict_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!", names, &PyDict_Type, &recent, &PyList_Type, &moves,
-                                     &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type))
+    static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", "nics", "new_inbound", NULL};
+    PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_inbound;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!O", names, &PyDict_Type, &recent, &PyList_Type, &moves,
+                                     &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type, &PyDict_Type,
+                                     &nics, &new_inbound))
         return -1;
     if (PyList_GET_SIZE(moves) != 256) {
         PyErr_SetString(PyExc_ValueError, "moves must have one entry per TCP flags byte");
@@ -149,6 +153,8 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(closed); Py_XSETREF(self->closed, closed);
     Py_INCREF(packet_type); Py_XSETREF(self->packet_type, packet_type);
     Py_INCREF(verdict_type); Py_XSETREF(self->verdict_type, verdict_type);
+    Py_INCREF(nics); Py_XSETREF(self->nics, nics);
+    Py_INCREF(new_inbound); Py_XSETREF(self->new_inbound, new_inbound);
     self->packets = 0;
     self->next_sweep = -Py_HUGE_VAL;
     return 0;
@@ -162,6 +168,8 @@ FastPath_dealloc(FastPath *self)
     Py_XDECREF(self->closed);
     Py_XDECREF(self->packet_type);
     Py_XDECREF(self->verdict_type);
+    Py_XDECREF(self->nics);
+    Py_XDECREF(self->new_inbound);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -259,18 +267,62 @@ plan_is_live(PyObject *plan, double ts, PyObject *closed)
     return 1;
 }
 
+/* The 5-tuple of a common frame as the dataplane keys it: (proto, 4, src, sport, dst, dport), or the
+   direction-independent form (the lower endpoint first). */
+static PyObject *
+make_key(const Common *c, int canonical)
+{
+    int swap = canonical && (c->src > c->dst || (c->src == c->dst && c->sport > c->dport));
+    PyObject *key = PyTuple_New(6);
+    if (key == NULL)
+        return NULL;
+    PyTuple_SET_ITEM(key, 0, PyLong_FromLong(c->proto));
+    PyTuple_SET_ITEM(key, 1, Py_NewRef(small[4]));
+    PyTuple_SET_ITEM(key, 2, PyLong_FromUnsignedLong(swap ? c->dst : c->src));
+    PyTuple_SET_ITEM(key, 3, PyLong_FromUnsignedLong(swap ? c->dport : c->sport));
+    PyTuple_SET_ITEM(key, 4, PyLong_FromUnsignedLong(swap ? c->src : c->dst));
+    PyTuple_SET_ITEM(key, 5, PyLong_FromUnsignedLong(swap ? c->sport : c->dport));
+    for (int i = 0; i < 6; i++) {
+        if (PyTuple_GET_ITEM(key, i) == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+    }
+    return key;
+}
+
+/* The NIC of a new flow from outside the scenario to one of its NICs, when its destination's table holds
+   no record of it (a dead one included: the Python path ends those): that is Dataplane._new_inbound's
+   case. Borrowed reference, or NULL (with an exception set on error). */
+static PyObject *
+new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
+{
+    PyObject *src = PyLong_FromUnsignedLong(c->src), *dst = PyLong_FromUnsignedLong(c->dst);
+    PyObject *at_src = NULL, *at_dst = NULL;
+    if (src != NULL && dst != NULL) {
+        at_src = PyDict_GetItemWithError(self->nics, src);
+        if (at_src == NULL && !PyErr_Occurred())
+            at_dst = PyDict_GetItemWithError(self->nics, dst);
+    }
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    if (at_dst == NULL)
+        return NULL;
+    int swap = c->src > c->dst || (c->src == c->dst && c->sport > c->dport);
+    PyObject *canonical = swap ? make_key(c, 1) : Py_NewRef(key);
+    if (canonical == NULL)
+        return NULL;
+    PyObject *record = PyDict_GetItemWithError(PyTuple_GET_ITEM(at_dst, 1), canonical);
+    Py_DECREF(canonical);
+    return record == NULL ? PyTuple_GET_ITEM(at_dst, 0) : NULL;
+}
+
 /* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry and the last
    leg's new state (borrowed), 0 when the Python path must decide, -1 on error. */
 static int
-pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, PyObject **state_out)
+pass_recent(FastPath *self, const Common *c, PyObject *key, double ts, PyObject **entry_out, PyObject **state_out)
 {
-    if (ts >= self->next_sweep)
-        return 0;
-    PyObject *key = Py_BuildValue("(iikIkI)", c->proto, 4, c->src, c->sport, c->dst, c->dport);
-    if (key == NULL)
-        return -1;
     PyObject *entry = PyDict_GetItemWithError(self->recent, key);
-    Py_DECREF(key);
     if (entry == NULL)
         return PyErr_Occurred() ? -1 : 0;
     PyObject *plan = PyTuple_GET_ITEM(entry, 2);
@@ -336,12 +388,25 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (!parse(args[0], &c))
         Py_RETURN_NONE;
-    int passed = pass_recent(self, &c, ts, &entry, &state);
-    if (passed < 0)
+    if (ts >= self->next_sweep)  /* the Python path sweeps the tables first */
+        return make_packet(self, &c);
+    PyObject *key = make_key(&c, 0);
+    if (key == NULL)
         return NULL;
-    PyObject *packet = make_packet(self, &c);
-    if (passed == 0 || packet == NULL)
-        return packet;
+    int passed = pass_recent(self, &c, key, ts, &entry, &state);
+    PyObject *nic = passed == 0 ? new_inbound_nic(self, &c, key) : NULL;
+    PyObject *packet = passed >= 0 && !PyErr_Occurred() ? make_packet(self, &c) : NULL;
+    if (packet == NULL || passed == 0) {
+        PyObject *result = packet;
+        if (packet != NULL && nic != NULL) {
+            PyObject *call[4] = {packet, args[1], key, nic};
+            result = PyObject_Vectorcall(self->new_inbound, call, 4, NULL);
+            Py_DECREF(packet);
+        }
+        Py_DECREF(key);
+        return result;
+    }
+    Py_DECREF(key);
     /* head: (direction, nic, nsg, rule) of the flow's last leg */
     PyObject *head = PyTuple_GET_ITEM(entry, 3);
     PyObject *state_value = PyObject_GetAttr(state, s_value);
@@ -372,7 +437,13 @@ FastPath_passes(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (!parse(args[0], &c))
         Py_RETURN_NONE;
-    int passed = pass_recent(self, &c, ts, &entry, &state);
+    if (ts >= self->next_sweep)
+        return make_packet(self, &c);
+    PyObject *key = make_key(&c, 0);
+    if (key == NULL)
+        return NULL;
+    int passed = pass_recent(self, &c, key, ts, &entry, &state);
+    Py_DECREF(key);
     if (passed < 0)
         return NULL;
     if (passed)
@@ -382,7 +453,8 @@ FastPath_passes(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef FastPath_methods[] = {
     {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
-     "process(frame, ts) -> Verdict of a recent flow, else the decoded Packet, else None"},
+     "process(frame, ts) -> the Verdict of a recent flow or of a new inbound flow, else the decoded Packet, "
+     "else None"},
     {"passes", (PyCFunction)(void (*)(void))FastPath_passes, METH_FASTCALL,
      "passes(frame, ts) -> True when it passed as part of a recent flow, else the decoded Packet, else None"},
     {NULL},

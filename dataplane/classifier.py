@@ -90,6 +90,8 @@ class Classifier:
         bits = range(len(self.rules))
         self._src = (_sweep(zip(bits, (r[0] for r in src)), 2**32 - 1), _sweep(zip(bits, (r[1] for r in src)), 2**128 - 1))
         self._dst = (_sweep(zip(bits, (r[0] for r in dst)), 2**32 - 1), _sweep(zip(bits, (r[1] for r in dst)), 2**128 - 1))
+        self._v4 = (*self._src[0], *self._dst[0])  # flat, for the per-packet lookup
+        self._v6 = (*self._src[1], *self._dst[1])
         sports = [merge_ranges(r.source_ports) for r in self.rules]
         dports = [merge_ranges(r.destination_ports) for r in self.rules]
         self._sport = _port_table(list(zip(bits, sports)))
@@ -105,11 +107,10 @@ class Classifier:
 
     def lookup(self, proto: int, version: int, src: int, sport: int, dst: int, dport: int) -> int:
         """Index in `rules` of the first matching rule, or -1."""
-        v = 0 if version == 4 else 1
-        s, d = self._src[v], self._dst[v]
+        src_starts, src_sets, dst_starts, dst_sets = self._v4 if version == 4 else self._v6
         m = (self._proto.get(proto, self._any_proto)
-             & s.sets[bisect_right(s.starts, src) - 1]
-             & d.sets[bisect_right(d.starts, dst) - 1])
+             & src_sets[bisect_right(src_starts, src) - 1]
+             & dst_sets[bisect_right(dst_starts, dst) - 1])
         if proto == TCP or proto == UDP:
             m &= self._sport[sport] & self._dport[dport]
         else:

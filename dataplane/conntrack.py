@@ -203,8 +203,10 @@ class FlowTable:
             if len(self._flows) >= self.max_flows:
                 self.refused += 1
                 return None
-        record = self.record_type(key, initiator is not key and initiator != key, state,
-                            now + self.timeouts.of(key[0], state), outcome, nat)
+        timeouts = self.timeouts
+        proto = key[0]
+        record = self.record_type(key, initiator is not key and initiator != key, state, now + (
+            timeouts.tcp[state] if proto == TCP else timeouts.by_proto.get(proto, timeouts.other)), outcome, nat)
         old = self._flows.get(key)
         if old is not None:
             self._end(old, now)

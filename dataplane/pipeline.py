@@ -142,7 +142,9 @@ class Dataplane:
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
         self._recent: dict[Key, tuple[list, Key | None, tuple, tuple]] = {}
-        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict) if fast else None
+        nics_v4 = {ip: (nic, self._tables[nic.name]._flows) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
+        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
+                              self._new_inbound) if fast else None
         self._fast_process = self._fast.process if fast else None
         self.passes: Callable[[bytes, float], bool | Packet | None] | None = self._fast.passes if fast else None
         """For callers that need no Verdict for the packets of established flows (a replay without
@@ -340,7 +342,7 @@ class Dataplane:
 
     def _packet(self, p: Packet, ts: float, fragment_alone: bool = False) -> Verdict:
         version, proto, src, dst, sport, dport = p[0], p[1], p[2], p[3], p[4], p[5]
-        if p.icmp_type >= 0:
+        if p[7] >= 0:  # ICMP
             if p.inner is not None:
                 return self._icmp_error(p, ts)
             if p.icmp_type in ECHO_TYPES.get(proto, ()):
@@ -449,37 +451,42 @@ class Dataplane:
         return _new_tuple(Verdict, (ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
                                     state._value_, p, translated, "", ()))
 
+    def _new_inbound(self, p: Packet, ts: float, key: Key, nic: NetworkInterface) -> Verdict:
+        """The C path's shortcut for the first packet of a flow from outside the scenario to a NIC:
+        where `_packet` would end up."""
+        self._stats.packets += 1
+        return self._new_at_nic(p, ts, key, nic, Direction.INBOUND, False)
+
     def _new_at_nic(self, p: Packet, ts: float, key: Key, nic: NetworkInterface, direction: Direction,
                     fragment_alone: bool) -> Verdict:
         """The fast path of `_new` for the common flow: one NIC, nothing translated. It asks the
         policy for that NIC's leg alone; `tests/test_pipeline_fast_path.py` proves it decides as
         `Policy.decide_key` does."""
-        result = self.policy.leg(nic, direction, key)
+        access, nsg, rule, reason, evaluations, _ = self.policy.leg(nic, direction, key)
         where = DIRECTION_NAMES[direction]
-        if result.access == DENY:
-            self._stats.denied += 1
-            return _new_tuple(Verdict, (ts, DENY, result.reason, where, nic.name, result.nsg, result.rule, None, p,
-                                        None, "", result.evaluations))
+        stats = self._stats
+        if access == DENY:
+            stats.denied += 1
+            return _new_tuple(Verdict, (ts, DENY, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
         if fragment_alone:
-            self._stats.allowed += 1
-            return _new_tuple(Verdict, (ts, ALLOW, result.reason, where, nic.name, result.nsg, result.rule, None, p,
-                                        None, "", result.evaluations))
-        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
+            stats.allowed += 1
+            return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
         proto, version, a, a_port, b, b_port = key
+        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if proto == TCP else Other.ACTIVE
         canonical = key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
-        table = self._tables[nic.name]
-        record = table.add(canonical, key, state, ts, self._outcome_of(result.nsg, result.rule, result.reason, where))
+        outcome = self._outcomes.get((nsg, rule, reason, where)) or self._outcome_of(nsg, rule, reason, where)
+        record = self._tables[nic.name].add(canonical, key, state, ts, outcome)
         if record is None:
-            self._stats.flows_refused += 1
+            stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
         record.packets_out = 1
         record.bytes_out = p[10]
-        self._stats.flows_created += 1
+        stats.flows_created += 1
         if self.listener is not None:
             self.listener.flow_started(nic.name, record, ts)
-        self._stats.allowed += 1
-        return _new_tuple(Verdict, (ts, ALLOW, result.reason, where, nic.name, result.nsg, result.rule,
-                                    state._value_, p, None, "", result.evaluations))
+        stats.allowed += 1
+        return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
+                                    evaluations))
 
     def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool) -> Verdict:
         decision = self.policy.decide_key(key)

@@ -115,6 +115,7 @@ class LegResult(NamedTuple):
 
 
 PLATFORM_ALLOW = LegResult(ALLOW, None, None, "platform", (), None)
+OUTBOUND = Direction.OUTBOUND
 
 
 class _Leg(NamedTuple):
@@ -280,16 +281,18 @@ class Policy:
         combination and shared by every flow that combination decides.
         """
         if chain is None:
-            chain = self._chain(nic, direction)
+            chain, classifiers = self._compiled_chain(nic, direction)
+        else:
+            classifiers = self._classifiers_of(nic, direction, chain)
         proto, version, src, sport, dst, dport = key
-        outbound = direction is Direction.OUTBOUND
+        outbound = direction is OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
         exempt = exemption(outbound, proto, version, remote, remote_port, self.scenario.forced_tunneling) \
             if remote in PLATFORM_ADDRESSES else None
         if exempt == ALWAYS:
             return PLATFORM_ALLOW
         matched: list = [nic.name, direction]
-        for classifier in self._classifiers_of(nic, direction, chain):
+        for classifier in classifiers:
             index = classifier.lookup(proto, version, src, sport, dst, dport)
             matched += (classifier, index)
             if classifier.denies[index]:
@@ -307,6 +310,20 @@ class Policy:
                 outbound, proto, dport, self.internet(nic.vnet).contains(version, dst), self.scenario.smtp_blocked):
             return LegResult(DENY, None, None, "platform", result.evaluations, None)
         return result
+
+    def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple, list[Classifier]]:
+        """`_chain` and `_classifiers_of` in one lookup, for the per-packet path: valid while every
+        NSG of the chain is still the scenario's and unchanged."""
+        cached = self._chain_classifiers.get((nic.name, direction))
+        if cached is not None:
+            groups = self.scenario.network_security_groups
+            for (group, _), classifier in zip(cached[0], cached[1]):
+                if groups[group.name] is not group or classifier.version != group.version:
+                    break
+            else:
+                return cached
+        chain = self._chain(nic, direction)
+        return chain, self._classifiers_of(nic, direction, chain)
 
     def _classifiers_of(self, nic: NetworkInterface, direction: Direction,
                         chain: tuple[tuple[NetworkSecurityGroup, str], ...]) -> list[Classifier]:
