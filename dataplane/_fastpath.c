@@ -6,7 +6,7 @@
 
    FastPath.process(frame, ts): the common frame (Ethernet, IPv4 without options or fragments,
    TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code; the
-   first packet of a flow from outside to a NIC goes straight to Dataplane._new_inbound; anything
+   first packet of a flow from outside to a NIC goes straight to Dataplane._new_at_nic; anything
    else comes back decoded (a Packet) or as None (the Python decoder's case).
    tests/test_fastpath.py proves both paths decide every packet alike. */
 
@@ -127,8 +127,10 @@ typedef struct {
     PyObject *packet_type; /* decode.Packet */
     PyObject *verdict_type;/* pipeline.Verdict */
     PyObject *nics;        /* dict: IPv4 address → (NIC, its table's dict of records) */
-    PyObject *new_inbound; /* Dataplane._new_inbound(packet, ts, key, nic) */
-    long long packets;     /* packets decided here (every one allowed): Dataplane.stats folds them in */
+    PyObject *new_at_nic;  /* Dataplane._new_at_nic(packet, ts, key, nic, Direction.INBOUND, False) */
+    PyObject *inbound;     /* Direction.INBOUND */
+    long long packets;     /* packets taken here: Dataplane.stats folds them in */
+    long long allowed;     /* of which passed here as packets of recent flows */
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
 } FastPath;
 
@@ -138,11 +140,12 @@ static PyObject *small[8];
 static int
 FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", "nics", "new_inbound", NULL};
-    PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_inbound;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!O", names, &PyDict_Type, &recent, &PyList_Type, &moves,
-                                     &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type, &PyDict_Type,
-                                     &nics, &new_inbound))
+    static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", "nics", "new_at_nic",
+                            "inbound", NULL};
+    PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_at_nic, *inbound;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OO", names, &PyDict_Type, &recent, &PyList_Type,
+                                     &moves, &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type,
+                                     &PyDict_Type, &nics, &new_at_nic, &inbound))
         return -1;
     if (PyList_GET_SIZE(moves) != 256) {
         PyErr_SetString(PyExc_ValueError, "moves must have one entry per TCP flags byte");
@@ -154,8 +157,9 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(packet_type); Py_XSETREF(self->packet_type, packet_type);
     Py_INCREF(verdict_type); Py_XSETREF(self->verdict_type, verdict_type);
     Py_INCREF(nics); Py_XSETREF(self->nics, nics);
-    Py_INCREF(new_inbound); Py_XSETREF(self->new_inbound, new_inbound);
-    self->packets = 0;
+    Py_INCREF(new_at_nic); Py_XSETREF(self->new_at_nic, new_at_nic);
+    Py_INCREF(inbound); Py_XSETREF(self->inbound, inbound);
+    self->packets = self->allowed = 0;
     self->next_sweep = -Py_HUGE_VAL;
     return 0;
 }
@@ -169,7 +173,8 @@ FastPath_dealloc(FastPath *self)
     Py_XDECREF(self->packet_type);
     Py_XDECREF(self->verdict_type);
     Py_XDECREF(self->nics);
-    Py_XDECREF(self->new_inbound);
+    Py_XDECREF(self->new_at_nic);
+    Py_XDECREF(self->inbound);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -292,8 +297,8 @@ make_key(const Common *c, int canonical)
 }
 
 /* The NIC of a new flow from outside the scenario to one of its NICs, when its destination's table holds
-   no record of it (a dead one included: the Python path ends those): that is Dataplane._new_inbound's
-   case. Borrowed reference, or NULL (with an exception set on error). */
+   no record of it (a dead one included: the Python path ends those): where Dataplane._packet would
+   call _new_at_nic. Borrowed reference, or NULL (with an exception set on error). */
 static PyObject *
 new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
 {
@@ -369,6 +374,7 @@ pass_recent(FastPath *self, const Common *c, PyObject *key, double ts, PyObject 
         }
     }
     self->packets += 1;
+    self->allowed += 1;
     *entry_out = entry;
     *state_out = state;
     return 1;
@@ -399,8 +405,9 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     if (packet == NULL || passed == 0) {
         PyObject *result = packet;
         if (packet != NULL && nic != NULL) {
-            PyObject *call[4] = {packet, args[1], key, nic};
-            result = PyObject_Vectorcall(self->new_inbound, call, 4, NULL);
+            PyObject *call[6] = {packet, args[1], key, nic, self->inbound, Py_False};
+            self->packets += 1;
+            result = PyObject_Vectorcall(self->new_at_nic, call, 6, NULL);
             Py_DECREF(packet);
         }
         Py_DECREF(key);
@@ -463,6 +470,7 @@ static PyMethodDef FastPath_methods[] = {
 static PyMemberDef FastPath_members[] = {
     {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
     {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
+    {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
     {NULL},
 };
 

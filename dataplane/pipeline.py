@@ -144,7 +144,7 @@ class Dataplane:
         self._recent: dict[Key, tuple[list, Key | None, tuple, tuple]] = {}
         nics_v4 = {ip: (nic, self._tables[nic.name]._flows) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
         self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
-                              self._new_inbound) if fast else None
+                              self._new_at_nic, Direction.INBOUND) if fast else None
         self._fast_process = self._fast.process if fast else None
         self.passes: Callable[[bytes, float], bool | Packet | None] | None = self._fast.passes if fast else None
         """For callers that need no Verdict for the packets of established flows (a replay without
@@ -161,8 +161,8 @@ class Dataplane:
         fast = self._fast
         if fast is not None and fast.packets:
             self._stats.packets += fast.packets
-            self._stats.allowed += fast.packets
-            fast.packets = 0
+            self._stats.allowed += fast.allowed
+            fast.packets = fast.allowed = 0
         return self._stats
 
     @classmethod
@@ -450,12 +450,6 @@ class Dataplane:
         outcome = record.outcome
         return _new_tuple(Verdict, (ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
                                     state._value_, p, translated, "", ()))
-
-    def _new_inbound(self, p: Packet, ts: float, key: Key, nic: NetworkInterface) -> Verdict:
-        """The C path's shortcut for the first packet of a flow from outside the scenario to a NIC:
-        where `_packet` would end up."""
-        self._stats.packets += 1
-        return self._new_at_nic(p, ts, key, nic, Direction.INBOUND, False)
 
     def _new_at_nic(self, p: Packet, ts: float, key: Key, nic: NetworkInterface, direction: Direction,
                     fragment_alone: bool) -> Verdict:

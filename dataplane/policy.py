@@ -115,6 +115,15 @@ class LegResult(NamedTuple):
 
 
 PLATFORM_ALLOW = LegResult(ALLOW, None, None, "platform", (), None)
+
+
+class _CompiledChain(NamedTuple):
+    chain: tuple[tuple[NetworkSecurityGroup, str], ...]
+    classifiers: list[Classifier]
+    results: dict[int | tuple[int, ...], LegResult]
+    """The leg result of each combination of matched rules (an index for a one-NSG chain): shared by
+    every flow that combination decides."""
+
 OUTBOUND = Direction.OUTBOUND
 
 
@@ -138,8 +147,7 @@ class Policy:
         self._vnet_sets: dict[str, RangeSet] = {}
         self._internet_sets: dict[str, RangeSet] = {}
         self._chains: dict[tuple[str, Direction], tuple[tuple[NetworkSecurityGroup, str], ...]] = {}
-        self._leg_results: dict[tuple, LegResult] = {}
-        self._chain_classifiers: dict[tuple[str, Direction], tuple[tuple, list[Classifier]]] = {}
+        self._compiled_chains: dict[tuple[str, Direction], _CompiledChain] = {}
         self._resolvers: dict[str, Any] = {}
 
     @classmethod
@@ -280,10 +288,7 @@ class Policy:
         The result depends only on which rule matched in each NSG, so it is built once per
         combination and shared by every flow that combination decides.
         """
-        if chain is None:
-            chain, classifiers = self._compiled_chain(nic, direction)
-        else:
-            classifiers = self._classifiers_of(nic, direction, chain)
+        chain, classifiers, results = self._compiled_chain(nic, direction, chain)
         proto, version, src, sport, dst, dport = key
         outbound = direction is OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
@@ -291,16 +296,19 @@ class Policy:
             if remote in PLATFORM_ADDRESSES else None
         if exempt == ALWAYS:
             return PLATFORM_ALLOW
-        matched: list = [nic.name, direction]
-        for classifier in classifiers:
-            index = classifier.lookup(proto, version, src, sport, dst, dport)
-            matched += (classifier, index)
-            if classifier.denies[index]:
-                break
-        slot = tuple(matched)
-        result = self._leg_results.get(slot)
+        if len(classifiers) == 1:
+            slot: int | tuple[int, ...] = classifiers[0].lookup(proto, version, src, sport, dst, dport)
+        else:
+            slot = ()
+            for classifier in classifiers:
+                index = classifier.lookup(proto, version, src, sport, dst, dport)
+                slot += (index,)
+                if classifier.denies[index]:
+                    break
+        result = results.get(slot)
         if result is None:
-            result = self._leg_results[slot] = self._leg_result(nic, direction, chain, matched[2:])
+            result = results[slot] = self._leg_result(nic, direction, chain, classifiers,
+                                                      (slot,) if isinstance(slot, int) else slot)
         if exempt is not None:
             denies_tag = result.access == DENY and result.rule_object is not None and \
                 (result.rule_object.destination_address_prefix or "").lower() == exempt.lower()
@@ -311,39 +319,30 @@ class Policy:
             return LegResult(DENY, None, None, "platform", result.evaluations, None)
         return result
 
-    def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple, list[Classifier]]:
-        """`_chain` and `_classifiers_of` in one lookup, for the per-packet path: valid while every
-        NSG of the chain is still the scenario's and unchanged."""
-        cached = self._chain_classifiers.get((nic.name, direction))
-        if cached is not None:
+    def _compiled_chain(self, nic: NetworkInterface, direction: Direction,
+                        chain: tuple[tuple[NetworkSecurityGroup, str], ...] | None) -> _CompiledChain:
+        """A NIC's chain (the one given, or `_chain`'s) with its classifiers and the leg results met so
+        far; compiled again when one of its NSGs was replaced or changed."""
+        cached = self._compiled_chains.get((nic.name, direction))
+        if cached is not None and (chain is None or cached.chain is chain):
             groups = self.scenario.network_security_groups
-            for (group, _), classifier in zip(cached[0], cached[1]):
+            for (group, _), classifier in zip(cached.chain, cached.classifiers):
                 if groups[group.name] is not group or classifier.version != group.version:
                     break
             else:
                 return cached
-        chain = self._chain(nic, direction)
-        return chain, self._classifiers_of(nic, direction, chain)
-
-    def _classifiers_of(self, nic: NetworkInterface, direction: Direction,
-                        chain: tuple[tuple[NetworkSecurityGroup, str], ...]) -> list[Classifier]:
-        """The compiled classifiers of a NIC's chain; rebuilt when the chain or one of its NSGs changed."""
-        cached = self._chain_classifiers.get((nic.name, direction))
-        if cached is not None and cached[0] is chain:
-            for (group, _), classifier in zip(chain, cached[1]):
-                if classifier.version != group.version:
-                    break
-            else:
-                return cached[1]
-        compiled = [self.classifier(group, direction, nic.vnet) for group, _ in chain]
-        self._chain_classifiers[(nic.name, direction)] = (chain, compiled)
+        if chain is None:
+            chain = self._chain(nic, direction)
+        compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
+            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {})
         return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
-                    chain: tuple[tuple[NetworkSecurityGroup, str], ...], matched: list) -> LegResult:
+                    chain: tuple[tuple[NetworkSecurityGroup, str], ...], classifiers: list[Classifier],
+                    indexes: tuple[int, ...]) -> LegResult:
         evaluations = []
         access, nsg, rule = ALLOW, None, None
-        for (group, attachment), classifier, index in zip(chain, matched[0::2], matched[1::2]):
+        for (group, attachment), classifier, index in zip(chain, classifiers, indexes):
             rule = classifier.rules[index]
             access, nsg = rule.access.value, group.name
             evaluations.append(Evaluation(group.name, attachment, nic.name, direction.value, rule.name, access))
