@@ -8,6 +8,8 @@
    TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code; the
    first packet of a flow from outside to a NIC goes straight to Dataplane._new_at_nic; anything
    else comes back decoded (a Packet) or as None (the Python decoder's case).
+   FastPath.pass_frames(frames, until, limit): the replay's loop, when it writes nothing per packet:
+   the frames of recent flows pass in C, and the first other frame goes back to Dataplane.process.
    tests/test_fastpath.py proves both paths decide every packet alike. */
 
 #define PY_SSIZE_T_CLEAN
@@ -431,39 +433,66 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-FastPath_passes(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Common c;
-    PyObject *entry, *state;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "passes(frame, ts)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "pass_frames(frames, until, limit)");
         return NULL;
     }
-    double ts = PyFloat_AsDouble(args[1]);
-    if (ts == -1.0 && PyErr_Occurred())
+    PyObject *frames = args[0];
+    double until = PyFloat_AsDouble(args[1]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
         return NULL;
-    if (!parse(args[0], &c))
-        Py_RETURN_NONE;
-    if (ts >= self->next_sweep)
-        return make_packet(self, &c);
-    PyObject *key = make_key(&c, 0);
-    if (key == NULL)
-        return NULL;
-    int passed = pass_recent(self, &c, key, ts, &entry, &state);
-    Py_DECREF(key);
-    if (passed < 0)
-        return NULL;
-    if (passed)
-        Py_RETURN_TRUE;
-    return make_packet(self, &c);
+    Py_ssize_t passed = 0;
+    double last = 0.0;
+    PyObject *frame = NULL, *entry, *state;
+    while (passed < limit) {
+        frame = PyIter_Next(frames);
+        if (frame == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) < 3) {
+            Py_DECREF(frame);
+            PyErr_SetString(PyExc_TypeError, "frames must yield (ts, linktype, data, ...) tuples");
+            return NULL;
+        }
+        double ts = PyFloat_AsDouble(PyTuple_GET_ITEM(frame, 0));
+        if (ts == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+        Common c;
+        if (ts < until && ts < self->next_sweep && PyLong_CheckExact(PyTuple_GET_ITEM(frame, 1)) &&
+                PyLong_AsLong(PyTuple_GET_ITEM(frame, 1)) == 1 && parse(PyTuple_GET_ITEM(frame, 2), &c)) {
+            PyObject *key = make_key(&c, 0);
+            int done = key == NULL ? -1 : pass_recent(self, &c, key, ts, &entry, &state);
+            Py_XDECREF(key);
+            if (done < 0) {
+                Py_DECREF(frame);
+                return NULL;
+            }
+            if (done) {
+                passed += 1;
+                last = ts;
+                Py_CLEAR(frame);
+                continue;
+            }
+        }
+        break;
+    }
+    return Py_BuildValue("(nNN)", passed, passed ? PyFloat_FromDouble(last) : Py_NewRef(Py_None),
+                         frame != NULL ? frame : Py_NewRef(Py_None));
 }
 
 static PyMethodDef FastPath_methods[] = {
     {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
      "process(frame, ts) -> the Verdict of a recent flow or of a new inbound flow, else the decoded Packet, "
      "else None"},
-    {"passes", (PyCFunction)(void (*)(void))FastPath_passes, METH_FASTCALL,
-     "passes(frame, ts) -> True when it passed as part of a recent flow, else the decoded Packet, else None"},
+    {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
+     "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process or None)"},
     {NULL},
 };
 

@@ -146,11 +146,14 @@ class Dataplane:
         self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
                               self._new_at_nic, Direction.INBOUND) if fast else None
         self._fast_process = self._fast.process if fast else None
-        self.passes: Callable[[bytes, float], bool | Packet | None] | None = self._fast.passes if fast else None
-        """For callers that need no Verdict for the packets of established flows (a replay without
-        per-packet outputs), where the C extension is built: `passes(frame, ts)` is True when an
-        Ethernet frame passed as part of a recent flow (counted in `stats`), else the decoded Packet
-        or None, to hand to `process`."""
+        self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
+            self._fast.pass_frames if fast else None
+        """Where the C extension is built, for callers that need no Verdict for the packets of busy
+        flows (a replay without per-packet outputs): `pass_frames(frames, until, limit)` takes
+        (ts, linktype, data, ...) frames from the iterator and passes those of recent flows (counted
+        in `stats`), stopping before a frame at or after `until` or one it cannot pass, or after
+        `limit` passed. It returns how many passed, the last one's time, and the frame it stopped at
+        (None at the end of the frames or the limit), which the caller hands to `process`."""
         self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
                                     if self._translations.outbound(nic, 4, 0) is not None)
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,10 @@ def _tsresol(options: bytes, order: str) -> float:
     return 1e-6
 
 
+PASS_BATCH = 4096
+"""Frames the C path may pass between two looks at the progress bar."""
+
+
 def merged(captures: list[Capture]) -> Iterator[Frame]:
     """Frames of several captures in timestamp order."""
     if len(captures) == 1:
@@ -308,25 +313,36 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         process = dataplane.process
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out
-        passes = dataplane.passes if not per_packet else None
-        for frame in merged(captures):
-            if progress is not None and not index & 2047:
+        pass_frames = dataplane.pass_frames if not per_packet else None
+        frames = merged(captures)
+        shown = 0
+        while True:
+            if progress is not None and index >= shown + 2048:
                 progress(sum(c.bytes_read for c in captures))
+                shown = index
+            if pass_frames is not None:
+                until = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
+                passed, last, frame = pass_frames(frames, until, PASS_BATCH)
+                if passed:
+                    index += passed
+                    last_ts = last
+                if frame is None:
+                    if passed < PASS_BATCH:
+                        break
+                    continue
+            else:
+                frame = next(frames, None)
+                if frame is None:
+                    break
             index += 1
             ts, linktype, data, _ = frame
             if first_ts is None:
                 first_ts = ts
             last_ts = ts
-            while pending and ts - first_ts >= pending[0].at:
+            while pending and ts >= first_ts + pending[0].at:
                 update = pending.pop(0)
                 dataplane.replace_nsg(update.nsg, first_ts + update.at)
-            if passes is not None and linktype == 1:
-                passed = passes(data, ts)
-                if passed is True:
-                    continue
-                verdict = process(data if passed is None else passed, ts, linktype)
-            else:
-                verdict = process(data, ts, linktype)
+            verdict = process(data, ts, linktype)
             if verdict.evaluations:
                 for evaluation in verdict.evaluations:
                     slot = (evaluation.nsg, evaluation.rule)

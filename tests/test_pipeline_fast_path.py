@@ -26,7 +26,7 @@ from dataplane.conntrack import FlowRecord, PureFlowRecord, TcpState
 from dataplane.decode import Packet, decode_frame
 from dataplane.pipeline import FastPath
 from dataplane.policy import Policy
-from dataplane.replay import Capture, Outputs, replay
+from dataplane.replay import Capture, Outputs, Update, replay
 
 from datafiles import SHARED_PCAPS, shared_captures
 
@@ -222,12 +222,20 @@ def test_every_capture_is_decided_alike_by_the_c_and_the_python_path(name) -> No
     assert fast.stats == slow.stats
 
 
-@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+REPLAYS = {name: ([name], []) for name in DEMO_CAPTURES} | {
+    "all demo captures merged": (DEMO_CAPTURES, []),
+    "rule removal with an update at 120 s": (["rule-removal.pcap"], [f"120={DEMO / 'nsg-jump-locked.json'}"])}
+
+
+@pytest.mark.parametrize("name", REPLAYS, ids=str)
 def test_a_replay_without_per_packet_outputs_counts_what_one_with_them_counts(name, tmp_path) -> None:
-    """Without outputs the replay lets the C path pass busy flows' packets without building verdicts."""
-    capture, scenario = capture_and_scenario(name)
-    bare = replay(load_scenario(scenario), [str(capture)])
-    full = replay(load_scenario(scenario), [str(capture)], Outputs(verdicts=str(tmp_path / "v.jsonl")))
+    """Without outputs the replay lets the C path pass busy flows' packets in batches, stopping for
+    updates and for every other packet."""
+    names, updates = REPLAYS[name]
+    captures = [str(DEMO / n) for n in names]
+    bare = replay(load_scenario(DEMO / "scenario.yaml"), captures, updates=[Update.parse(u) for u in updates])
+    full = replay(load_scenario(DEMO / "scenario.yaml"), captures, Outputs(verdicts=str(tmp_path / "v.jsonl")),
+                  updates=[Update.parse(u) for u in updates])
     assert bare.to_json() == full.to_json()
 
 
