@@ -6,8 +6,11 @@ each benchmark records its rate in `figures.FIGURES` and the ratios are printed 
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
+
+import pytest
 
 from figures import FIGURES
 
@@ -21,3 +24,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
     width = max(len(name) for name in FIGURES)
     for name, value in FIGURES.items():
         terminalreporter.write_line(f"{name:<{width}}  {value}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collected_between_modules():
+    """Each module's benchmarks start without the garbage of the modules before it."""
+    gc.collect()
+    yield

@@ -148,7 +148,7 @@ class AddressResolver:
         if item == "*":
             ranges: Ranges = (((0, 2**32 - 1),), ((0, 2**128 - 1),))
         elif net is not None:
-            span = (int(net.network_address), int(net.broadcast_address))
+            span = (net.first, net.last)
             ranges = ((span,), ()) if net.version == 4 else ((), (span,))
         else:
             ranges = self._tag(item, rule, field)
