@@ -49,6 +49,53 @@ Record_init(Record *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* Record(key, reversed_, state, expires, outcome[, nat]) without parsing arguments: FlowTable.add
+   makes one per new flow. */
+static PyObject *
+Record_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs < 5 || nargs > 6) {
+        PyObject *tuple = PyTuple_New(nargs);
+        if (tuple == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+        PyObject *kwargs = NULL;
+        if (kwnames != NULL) {
+            kwargs = PyDict_New();
+            for (Py_ssize_t i = 0; kwargs != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+                if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                    Py_CLEAR(kwargs);
+            }
+            if (kwargs == NULL) {
+                Py_DECREF(tuple);
+                return NULL;
+            }
+        }
+        PyObject *self = PyType_GenericNew((PyTypeObject *)type, tuple, kwargs);
+        if (self != NULL && Record_init((Record *)self, tuple, kwargs) < 0)
+            Py_CLEAR(self);
+        Py_DECREF(tuple);
+        Py_XDECREF(kwargs);
+        return self;
+    }
+    double expires = PyFloat_AsDouble(args[3]);
+    int reversed = PyObject_IsTrue(args[1]);
+    if ((expires == -1.0 && PyErr_Occurred()) || reversed < 0)
+        return NULL;
+    Record *self = (Record *)((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    if (self == NULL)
+        return NULL;
+    self->key = Py_NewRef(args[0]);
+    self->reversed = (char)reversed;
+    self->state = Py_NewRef(args[2]);
+    self->expires = expires;
+    self->outcome = Py_NewRef(args[4]);
+    self->nat = Py_NewRef(nargs == 6 ? args[5] : Py_None);
+    return (PyObject *)self;
+}
+
 static void
 Record_dealloc(Record *self)
 {
@@ -521,6 +568,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
+    RecordType.tp_vectorcall = Record_vectorcall;
     if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&FastPathType) < 0)
         return NULL;
     s_value = PyUnicode_InternFromString("_value_");

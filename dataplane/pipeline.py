@@ -222,6 +222,7 @@ class Dataplane:
         """Deploy a new version of an NSG (same name), as `replay --update` does."""
         self.nsg(nsg.name)
         self.scenario.network_security_groups[nsg.name] = nsg
+        NetworkSecurityGroup.generation += 1
         self._changed(nsg, now)
 
     def _changed(self, nsg: NetworkSecurityGroup, now: float | None) -> None:

@@ -118,11 +118,14 @@ PLATFORM_ALLOW = LegResult(ALLOW, None, None, "platform", (), None)
 
 
 class _CompiledChain(NamedTuple):
+    """A NIC's chain compiled; `results` holds the leg result of each combination of matched rules
+    (an index for a one-NSG chain), shared by every flow that combination decides."""
+
     chain: tuple[tuple[NetworkSecurityGroup, str], ...]
     classifiers: list[Classifier]
     results: dict[int | tuple[int, ...], LegResult]
-    """The leg result of each combination of matched rules (an index for a one-NSG chain): shared by
-    every flow that combination decides."""
+    generation: int
+
 
 OUTBOUND = Direction.OUTBOUND
 
@@ -288,7 +291,7 @@ class Policy:
         The result depends only on which rule matched in each NSG, so it is built once per
         combination and shared by every flow that combination decides.
         """
-        chain, classifiers, results = self._compiled_chain(nic, direction, chain)
+        chain, classifiers, results, _ = self._compiled_chain(nic, direction, chain)
         proto, version, src, sport, dst, dport = key
         outbound = direction is OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
@@ -322,19 +325,25 @@ class Policy:
     def _compiled_chain(self, nic: NetworkInterface, direction: Direction,
                         chain: tuple[tuple[NetworkSecurityGroup, str], ...] | None) -> _CompiledChain:
         """A NIC's chain (the one given, or `_chain`'s) with its classifiers and the leg results met so
-        far; compiled again when one of its NSGs was replaced or changed."""
+        far; compiled again when one of its NSGs was replaced or changed. While no NSG anywhere
+        changed (`NetworkSecurityGroup.generation`), the cached one is taken without looking."""
         cached = self._compiled_chains.get((nic.name, direction))
         if cached is not None and (chain is None or cached.chain is chain):
+            generation = NetworkSecurityGroup.generation
+            if cached.generation == generation:
+                return cached
             groups = self.scenario.network_security_groups
             for (group, _), classifier in zip(cached.chain, cached.classifiers):
                 if groups[group.name] is not group or classifier.version != group.version:
                     break
             else:
+                cached = self._compiled_chains[(nic.name, direction)] = cached._replace(generation=generation)
                 return cached
         if chain is None:
             chain = self._chain(nic, direction)
         compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
-            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {})
+            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {},
+            NetworkSecurityGroup.generation)
         return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane import Dataplane, load_scenario, scenario_from_document
+from dataplane import Dataplane, NetworkSecurityGroup, load_scenario, scenario_from_document
 from dataplane.conntrack import FlowRecord, PureFlowRecord, TcpState
 from dataplane.decode import Packet, decode_frame
 from dataplane.pipeline import FastPath
@@ -272,3 +272,21 @@ def test_every_new_flow_is_decided_as_policy_decide_key_decides_it() -> None:
         decision = policy.decide_key((proto, 4, src, 40000, dst, dport))
         assert (verdict.decision, verdict.nsg, verdict.rule, verdict.reason) == \
             (decision.decision, decision.nsg, decision.rule, decision.reason), (proto, src, dst, dport)
+
+
+def test_a_rule_added_to_the_nsg_object_itself_decides_the_next_new_flow() -> None:
+    """The per-packet path caches each NIC's compiled chain; any NSG change must reach it."""
+    dp = Dataplane(scenario_from_document(SCENARIO))
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+    assert dp.process(frame(syn), 0.0).rule == "AllowHttpNic"
+    dp.nsg("nsg-web").replace_rule(rule("AllowHttpNic", 200, "Inbound", "Allow", "Tcp", "8080"))
+    dp.nsg("nsg-web").add_rule(rule("DenyHttp", 150, "Inbound", "Deny", "Tcp", "8080"))
+    assert dp.process(frame(syn._replace(sport=40001)), 1.0).rule == "DenyHttp"
+
+
+def test_an_nsg_deployed_in_place_of_another_decides_the_next_new_flow() -> None:
+    dp = Dataplane(scenario_from_document(SCENARIO))
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+    assert dp.process(frame(syn), 0.0).rule == "AllowHttpNic"
+    dp.replace_nsg(NetworkSecurityGroup("nsg-web"), now=1.0)
+    assert dp.process(frame(syn._replace(sport=40001)), 1.0).rule == "DenyAllInBound"
