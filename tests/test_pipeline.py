@@ -489,7 +489,8 @@ def test_outbound_snat_never_gives_two_live_flows_the_same_frontend_port(flows) 
 
 def test_a_snat_port_is_given_back_when_its_flow_ends() -> None:
     dp = dataplane()
-    """The frontend keeps a client's source port when it is free (README), so the port is seen to come back."""
+    """The frontend keeps a client's source port when it is free (README), so the port is seen to come
+    back; the closed flow's deadline is 10.1 s, and the table notices within the next second."""
     dp = dataplane()
     assert dp.process(tcp(APP2, 41000, REMOTE, 443), 0).translated[3] == 41000
     assert dp.process(tcp(APP3, 41000, REMOTE, 80), 0).translated[3] == 41000, "another remote end: no collision"
