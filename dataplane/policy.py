@@ -22,7 +22,7 @@ from .flows import Flow
 from .nat import V6, Translations, ip_key
 from .nsg import NetworkSecurityGroup
 from .platform import ALWAYS, PLATFORM_ADDRESSES, exemption, smtp_blocked
-from .rules import Access, Direction, SecurityRule, parse_prefix
+from .rules import Direction, SecurityRule, parse_prefix
 from .topology import NetworkInterface, Scenario, single_nsg_scenario
 
 ALLOW, DENY = "Allow", "Deny"

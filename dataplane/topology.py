@@ -290,7 +290,7 @@ def _nsg_from_spec(ld: _Loader, spec: dict, name: str, path: str) -> NetworkSecu
                                     classic=classic or loaded.classic, file=str(nsg_file))
     problems: list[DataplaneError] = []
     rules = []
-    for j, raw_rule in enumerate(ld.items(spec.get("security_rules"), f"{path}.security_rules")):
+    for raw_rule in ld.items(spec.get("security_rules"), f"{path}.security_rules"):
         try:
             rules.append(rule_from_azure(raw_rule, classic=classic))
         except ValidationErrors as e:
