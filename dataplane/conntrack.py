@@ -184,6 +184,12 @@ class FlowTable:
     def __len__(self) -> int:
         return len(self._flows)
 
+    @property
+    def by_key(self) -> dict:
+        """The records by direction-independent key, live: the C fast path looks flows up in it and
+        leaves every change to this class."""
+        return self._flows
+
     def __iter__(self) -> Iterator[FlowRecord]:
         return iter(list(self._flows.values()))
 

@@ -28,8 +28,8 @@ from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 RECENT_FLOWS = 32768
-"""Packet keys of busy flows (three packets or more) remembered with their records, so that their
-next packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
+"""Packet keys of flows past their first packet, remembered with their records, so that their next
+packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
 ECHO_TYPES = {ICMP: (8, 0), ICMPV6: (128, 129)}
 
 
@@ -142,7 +142,7 @@ class Dataplane:
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
         self._recent: dict[Key, tuple[list, Key | None, tuple, tuple]] = {}
-        nics_v4 = {ip: (nic, self._tables[nic.name]._flows) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
+        nics_v4 = {ip: (nic, self._tables[nic.name].by_key) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
         self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
                               self._new_at_nic, Direction.INBOUND) if fast else None
         self._fast_process = self._fast.process if fast else None
@@ -421,8 +421,8 @@ class Dataplane:
             table = self._tables[nic.name]
             proto = record.key[0]
             timeouts = table.timeouts
-            plan.append((record, forward, timeouts.tcp if proto == TCP else timeouts.by_proto.get(proto, timeouts.other),
-                         table))
+            timeout = timeouts.tcp if proto == TCP else timeouts.by_proto.get(proto, timeouts.other)
+            plan.append((record, forward, timeout, table))
         return tuple(plan)
 
     def _end_closed(self, legs: list, ts: float) -> None:
