@@ -10,7 +10,7 @@
    else comes back decoded (a Packet) or as None (the Python decoder's case).
    FastPath.pass_frames(frames, until, limit): the replay's loop, when it writes nothing per packet:
    the frames of recent flows pass in C, and the first other frame goes back to Dataplane.process.
-   tests/test_fastpath.py proves both paths decide every packet alike. */
+   tests/test_pipeline_fast_path.py proves both paths decide every packet alike. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
