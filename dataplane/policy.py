@@ -149,7 +149,6 @@ class Policy:
         self._classifiers: dict[tuple[str, Direction, str], tuple[NetworkSecurityGroup, int, Classifier]] = {}
         self._vnet_sets: dict[str, RangeSet] = {}
         self._internet_sets: dict[str, RangeSet] = {}
-        self._chains: dict[tuple[str, Direction], tuple[tuple[NetworkSecurityGroup, str], ...]] = {}
         self._compiled_chains: dict[tuple[str, Direction], _CompiledChain] = {}
         self._resolvers: dict[str, Any] = {}
 
@@ -216,7 +215,7 @@ class Policy:
         nsg = rule = None
         reason = "no-nsg"
         for leg in legs:
-            result = self.leg(leg.nic, leg.direction, leg.key, leg.chain)
+            result = self.leg(leg.nic, leg.direction, leg.key)
             evaluations = evaluations + result.evaluations if evaluations else result.evaluations
             if result.access == DENY:
                 return self._decision(key, DENY, result.nsg, result.rule, result.reason, evaluations, translated,
@@ -268,30 +267,16 @@ class Policy:
         return legs, translated, snat, inbound
 
     def _chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple[NetworkSecurityGroup, str], ...]:
-        """The NSGs a packet meets at a NIC, in Azure's order. The cached chain is checked against
-        the scenario each time, so that a replaced NSG (`replay --update`) takes effect."""
-        chain = self._chains.get((nic.name, direction))
-        groups = self.scenario.network_security_groups
-        stale = chain is None
-        if not stale:
-            for group, _ in chain:
-                if groups[group.name] is not group:
-                    stale = True
-        if stale:
-            levels = [(nic.subnet.nsg, f"subnet {nic.subnet.key}"), (nic.nsg, f"nic {nic.name}")]
-            if direction == Direction.OUTBOUND:
-                levels.reverse()
-            chain = self._chains[(nic.name, direction)] = tuple((groups[n], a) for n, a in levels if n)
-        return chain
+        """The NSGs a packet meets at a NIC, in Azure's order, with the attachment of each."""
+        return self._compiled_chain(nic, direction).chain
 
-    def leg(self, nic: NetworkInterface, direction: Direction, key: Key,
-            chain: tuple[tuple[NetworkSecurityGroup, str], ...] | None = None) -> LegResult:
+    def leg(self, nic: NetworkInterface, direction: Direction, key: Key) -> LegResult:
         """One NIC's NSG chain with the platform around it, for the key as the NIC sees it.
 
         The result depends only on which rule matched in each NSG, so it is built once per
         combination and shared by every flow that combination decides.
         """
-        chain, classifiers, results, _ = self._compiled_chain(nic, direction, chain)
+        chain, classifiers, results, _ = self._compiled_chain(nic, direction)
         proto, version, src, sport, dst, dport = key
         outbound = direction is OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
@@ -322,14 +307,13 @@ class Policy:
             return LegResult(DENY, None, None, "platform", result.evaluations, None)
         return result
 
-    def _compiled_chain(self, nic: NetworkInterface, direction: Direction,
-                        chain: tuple[tuple[NetworkSecurityGroup, str], ...] | None) -> _CompiledChain:
-        """A NIC's chain (the one given, or `_chain`'s) with its classifiers and the leg results met so
-        far; compiled again when one of its NSGs was replaced or changed. While no NSG anywhere
-        changed (`NetworkSecurityGroup.generation`), the cached one is taken without looking."""
+    def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> _CompiledChain:
+        """A NIC's chain with its classifiers and the leg results met so far; built again when one of
+        its NSGs was replaced (`replay --update`) or changed. While no NSG anywhere changed
+        (`NetworkSecurityGroup.generation`), the cached one is taken without looking."""
         cached = self._compiled_chains.get((nic.name, direction))
-        if cached is not None and (chain is None or cached.chain is chain):
-            generation = NetworkSecurityGroup.generation
+        generation = NetworkSecurityGroup.generation
+        if cached is not None:
             if cached.generation == generation:
                 return cached
             groups = self.scenario.network_security_groups
@@ -339,11 +323,13 @@ class Policy:
             else:
                 cached = self._compiled_chains[(nic.name, direction)] = cached._replace(generation=generation)
                 return cached
-        if chain is None:
-            chain = self._chain(nic, direction)
+        groups = self.scenario.network_security_groups
+        levels = [(nic.subnet.nsg, f"subnet {nic.subnet.key}"), (nic.nsg, f"nic {nic.name}")]
+        if direction == Direction.OUTBOUND:
+            levels.reverse()
+        chain = tuple((groups[n], a) for n, a in levels if n)
         compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
-            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {},
-            NetworkSecurityGroup.generation)
+            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {}, generation)
         return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
