@@ -117,6 +117,10 @@ class Timeouts:
         self.by_proto = {UDP: values["udp"], ICMP: values["icmp"], ICMPV6: values["icmp"]}
         self.other = values["other"]
 
+    def of_protocol(self, proto: int) -> dict[TcpState, float] | float:
+        """TCP's timeouts by state, or the one timeout of a protocol without states."""
+        return self.tcp if proto == TCP else self.by_proto.get(proto, self.other)
+
     def of(self, proto: int, state: TcpState | Other) -> float:
         if proto == TCP:
             return self.tcp[state]  # type: ignore[index]
@@ -209,10 +213,8 @@ class FlowTable:
             if len(self._flows) >= self.max_flows:
                 self.refused += 1
                 return None
-        timeouts = self.timeouts
-        proto = key[0]
-        record = self.record_type(key, initiator is not key and initiator != key, state, now + (
-            timeouts.tcp[state] if proto == TCP else timeouts.by_proto.get(proto, timeouts.other)), outcome, nat)
+        record = self.record_type(key, initiator is not key and initiator != key, state,
+                                  now + self.timeouts.of(key[0], state), outcome, nat)
         old = self._flows.get(key)
         if old is not None:
             self._end(old, now)

@@ -419,10 +419,7 @@ class Dataplane:
         plan = []
         for nic, _, record, forward in legs:
             table = self._tables[nic.name]
-            proto = record.key[0]
-            timeouts = table.timeouts
-            timeout = timeouts.tcp if proto == TCP else timeouts.by_proto.get(proto, timeouts.other)
-            plan.append((record, forward, timeout, table))
+            plan.append((record, forward, table.timeouts.of_protocol(record.key[0]), table))
         return tuple(plan)
 
     def _end_closed(self, legs: list, ts: float) -> None:
