@@ -323,10 +323,16 @@ plan_is_live(PyObject *plan, double ts, PyObject *closed)
 
 /* The 5-tuple of a common frame as the dataplane keys it: (proto, 4, src, sport, dst, dport), or the
    direction-independent form (the lower endpoint first). */
+static inline int
+second_endpoint_lower(const Common *c)
+{
+    return c->src > c->dst || (c->src == c->dst && c->sport > c->dport);
+}
+
 static PyObject *
 make_key(const Common *c, int canonical)
 {
-    int swap = canonical && (c->src > c->dst || (c->src == c->dst && c->sport > c->dport));
+    int swap = canonical && second_endpoint_lower(c);
     PyObject *key = PyTuple_New(6);
     if (key == NULL)
         return NULL;
@@ -362,8 +368,7 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
     Py_XDECREF(dst);
     if (at_dst == NULL)
         return NULL;
-    int swap = c->src > c->dst || (c->src == c->dst && c->sport > c->dport);
-    PyObject *canonical = swap ? make_key(c, 1) : Py_NewRef(key);
+    PyObject *canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
     if (canonical == NULL)
         return NULL;
     PyObject *record = PyDict_GetItemWithError(PyTuple_GET_ITEM(at_dst, 1), canonical);

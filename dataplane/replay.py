@@ -343,10 +343,9 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 update = pending.pop(0)
                 dataplane.replace_nsg(update.nsg, first_ts + update.at)
             verdict = process(data, ts, linktype)
-            if verdict.evaluations:
-                for evaluation in verdict.evaluations:
-                    slot = (evaluation.nsg, evaluation.rule)
-                    hits[slot] = hits.get(slot, 0) + 1
+            for evaluation in verdict.evaluations:
+                slot = (evaluation.nsg, evaluation.rule)
+                hits[slot] = hits.get(slot, 0) + 1
             if per_packet:
                 if verdict_lines is not None:
                     verdict_lines.write(verdict.to_json(index - 1))
