@@ -426,13 +426,16 @@ def test_the_reply_to_a_flow_through_a_public_ip_leaves_translated_back_to_the_p
     assert reply.translated == key(6, EDGE_PUBLIC, 22, OFFICE, 50000)
 
 
-def test_an_outbound_flow_from_a_nic_with_a_public_ip_leaves_from_it_and_its_reply_comes_back() -> None:
+@pytest.mark.parametrize("nic, private, public", [("edge", EDGE, EDGE_PUBLIC), ("app3", APP3, FRONTEND)],
+                         ids=["public-ip", "load-balancer-snat"])
+def test_an_outbound_flow_leaves_translated_and_its_reply_is_translated_back(nic, private, public) -> None:
     dp = dataplane()
-    out = dp.process(tcp(EDGE, 41000, REMOTE, 443), 0)
-    assert out.translated == key(6, EDGE_PUBLIC, 41000, REMOTE, 443)
-    back = dp.process(tcp(REMOTE, 443, EDGE_PUBLIC, 41000, "SA"), 0.1)
-    assert (back.decision, back.reason, back.nic) == ("Allow", "flow", "edge")
-    assert back.translated == key(6, REMOTE, 443, EDGE, 41000)
+    out = dp.process(tcp(private, 41000, REMOTE, 443), 0)
+    assert (out.decision, out.rule) == ("Allow", "AllowHttpsOut")
+    assert out.translated == key(6, public, 41000, REMOTE, 443)
+    back = dp.process(tcp(REMOTE, 443, public, 41000, "SA"), 0.1)
+    assert (back.decision, back.reason, back.nic) == ("Allow", "flow", nic)
+    assert back.translated == key(6, REMOTE, 443, private, 41000)
 
 
 def test_a_load_balanced_flow_reaches_a_backend_and_its_reply_leaves_from_the_frontend() -> None:
@@ -451,16 +454,6 @@ def test_a_frontend_port_without_a_load_balancing_rule_is_denied() -> None:
     dp = dataplane()
     verdict = dp.process(tcp(REMOTE, 50000, FRONTEND, 5555), 0)
     assert (verdict.decision, verdict.reason) == ("Deny", "no-lb-rule")
-
-
-def test_outbound_snat_through_the_frontend_is_translated_back_for_the_reply() -> None:
-    dp = dataplane()
-    out = dp.process(tcp(APP3, 41000, REMOTE, 443), 0)
-    assert (out.decision, out.rule) == ("Allow", "AllowHttpsOut")
-    assert out.translated == key(6, FRONTEND, 41000, REMOTE, 443)
-    back = dp.process(tcp(REMOTE, 443, FRONTEND, 41000, "SA"), 0.1)
-    assert (back.decision, back.reason, back.nic) == ("Allow", "flow", "app3")
-    assert back.translated == key(6, REMOTE, 443, APP3, 41000)
 
 
 def test_outbound_snat_gives_flows_of_different_nics_with_the_same_source_port_different_ports() -> None:
