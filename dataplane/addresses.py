@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 from bisect import bisect_right
 import json
+import zlib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Iterable, Mapping
 
 from netaddr import IPNetwork, IPSet
 
+from .documents import parse_json
 from .errors import DataplaneError, RuleError
 from .rules import parse_prefix
 
@@ -35,8 +37,6 @@ PLATFORM_TAGS = {
     "azureplatformlkm": tuple(ip + "/32" for ip in KMS_IPS),
     "azureloadbalancer": (HOST_IP + "/32",),
 }
-BUILTIN_TAGS = ("VirtualNetwork", "Internet", "AzureLoadBalancer", "AzurePlatformDNS", "AzurePlatformIMDS",
-                "AzurePlatformLKM")
 
 Ranges = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
 """(IPv4 ranges, IPv6 ranges), each a sorted tuple of inclusive (first, last) integer pairs."""
@@ -50,7 +50,6 @@ class ServiceTags:
         self.source = source
         self.change_number = change_number
         self._tags = {name.lower(): tuple(prefixes) for name, prefixes in tags.items()}
-        self._names = {name.lower(): name for name in tags}
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ServiceTags":
@@ -59,10 +58,10 @@ class ServiceTags:
             raw = path.read_bytes()
             if raw[:2] == b"\x1f\x8b":
                 raw = gzip.decompress(raw)
-            doc = json.loads(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            doc = parse_json(raw, file=str(path))
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
             raise DataplaneError(f"cannot read service tags: {e}", file=str(path)) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError as e:
             raise DataplaneError(f"is not a ServiceTags JSON file: {e}", file=str(path)) from None
         return cls.from_document(doc, source=str(path))
 

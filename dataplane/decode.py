@@ -6,13 +6,16 @@ It never raises on any bytes: a frame that cannot be read returns a `Skip` sayin
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from typing import NamedTuple
 
+LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
+LINKTYPE_IEEE802_11 = 105
+LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IEEE802_11_RADIOTAP = 127
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
@@ -24,6 +27,9 @@ IPV6_FRAGMENT = 44
 MAX_EXTENSIONS = 16
 ICMP_ERRORS = {1: frozenset({3, 4, 5, 11, 12}), 58: frozenset({1, 2, 3, 4})}
 ICMP_ECHO = {1: frozenset({0, 8}), 58: frozenset({128, 129})}
+# BSD loopback headers carry the socket address family: AF_INET is 2 everywhere, AF_INET6 differs by system.
+LOOPBACK_FAMILIES = {2: 0x0800, 10: 0x86DD, 24: 0x86DD, 28: 0x86DD, 30: 0x86DD}
+LLC_SNAP = b"\xaa\xaa\x03\x00\x00\x00"
 ETHERTYPE_NAMES = {0x0806: "ARP", 0x8847: "MPLS", 0x8848: "MPLS", 0x88CC: "LLDP", 0x9000: "loopback",
                    0x8035: "RARP"}
 
@@ -60,7 +66,7 @@ class Packet(NamedTuple):
 
 
 class Skip(NamedTuple):
-    reason: str  # non-ip | truncated | malformed
+    reason: str  # non-ip | truncated | malformed | unsupported-link-type
     detail: str
 
 
@@ -102,7 +108,38 @@ def decode_frame(frame: bytes, linktype: int = LINKTYPE_ETHERNET) -> Packet | Sk
         if n < 20:
             return Skip("truncated", "frame shorter than a Linux cooked v2 header")
         return _by_ethertype(frame, 20, (frame[0] << 8) | frame[1], ())
-    return Skip("non-ip", f"link type {linktype} is not supported")
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if n < 4:
+            return Skip("truncated", "frame shorter than a loopback header")
+        family = LOOPBACK_FAMILIES.get(int.from_bytes(frame[:4], "little")) or \
+            LOOPBACK_FAMILIES.get(int.from_bytes(frame[:4], "big"))
+        if family is None:
+            return Skip("non-ip", f"loopback address family {frame[:4].hex()}")
+        return _by_ethertype(frame, 4, family, ())
+    if linktype == LINKTYPE_IEEE802_11:
+        return _ieee80211(frame, 0)
+    if linktype == LINKTYPE_IEEE802_11_RADIOTAP:
+        if n < 8:
+            return Skip("truncated", "frame shorter than a radiotap header")
+        return _ieee80211(frame, int.from_bytes(frame[2:4], "little"))
+    return Skip("unsupported-link-type", f"link type {linktype} is not read")
+
+
+def _ieee80211(frame: bytes, offset: int) -> Packet | Skip:
+    """An 802.11 data frame carrying IP behind LLC/SNAP; management, control and encrypted frames
+    carry none that can be read."""
+    if len(frame) < offset + 24:
+        return Skip("truncated", "frame shorter than an 802.11 header")
+    control, flags = frame[offset], frame[offset + 1]
+    if (control >> 2) & 3 != 2:
+        return Skip("non-ip", "802.11 management or control frame")
+    if flags & 0x40:
+        return Skip("non-ip", "802.11 frame with a protected (encrypted) body")
+    header = 24 + (6 if flags & 3 == 3 else 0) + (2 if control & 0x80 else 0)
+    start = offset + header
+    if frame[start:start + 6] != LLC_SNAP or len(frame) < start + 8:
+        return Skip("non-ip", "802.11 data frame without LLC/SNAP")
+    return _by_ethertype(frame, start + 8, (frame[start + 6] << 8) | frame[start + 7], ())
 
 
 def decode_scapy(pkt) -> Packet | Skip:
@@ -117,10 +154,6 @@ def decode_scapy(pkt) -> Packet | Skip:
     if name == "CookedLinuxV2":
         return decode_frame(bytes(pkt), LINKTYPE_LINUX_SLL2)
     return Skip("non-ip", f"a scapy {name} packet is not a frame")
-
-
-def ip_to_str(version: int, value: int) -> str:
-    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 
 
 def _by_ethertype(frame: bytes, offset: int, ethertype: int, vlans: tuple) -> Packet | Skip:

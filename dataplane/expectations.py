@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import DataplaneError, FlowSyntaxError, ValidationErrors
 from .flows import Flow, parse_flow
-from .nsg import read_document
+from .documents import read_document
 from .policy import Decision, NsgExplanation
 
 KEYS = {"flow", "expect", "rule", "name"}
@@ -88,11 +88,6 @@ def _expectation(item: Any, where: str, file: str | None) -> Expectation:
         raise bad("rule", f"{rule!r} is not a rule name (RULE or NSG/RULE)")
     name = item.get("name")
     return Expectation(flow, expect.capitalize(), rule, None if name is None else str(name), where)
-
-
-def check_expectations(expectations: list[Expectation], decide: Callable[[Flow], Decision]
-                       ) -> list[tuple[Expectation, Decision, str | None]]:
-    return [(e, d, e.mismatch(d)) for e in expectations for d in (decide(e.flow),)]
 
 
 def explanation_text(decision: Decision, nsgs: list[NsgExplanation]) -> str:

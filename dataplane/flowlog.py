@@ -7,23 +7,29 @@ Denied packets are one tuple per 5-tuple per minute (NSG v2: decision D; VNet v4
 The NSG that logs a flow is the one Azure names: the NSG that denied it, or the last NSG that
 allowed it at that NIC. Flows the platform decided (no NSG rule) are not logged, as Azure does not.
 
-Choices where Azure documents nothing (README): ICMP is protocol letter `I` in NSG logs and other
-protocols their number; MAC addresses are made up from the NIC name with Azure's 00-0D-3A prefix.
+Choices where Azure documents nothing (README): NSG logs (v2) carry TCP and UDP flows only, the
+protocols Azure documents letters for (T, U) and the ones its consumers map; VNet logs (v4) carry
+every protocol by its IANA number. MAC addresses are made up from the NIC name with Azure's 00-0D-3A
+prefix; an NSG's GUID (systemId, aclID) is a name-based UUID of its name.
+
+Closed minutes go to `emit(kind, record)` at once ("nsg" or "vnet"), so nothing grows with the
+length of a capture; where the records go (one file, Azure's storage layout) is the caller's business.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 import zlib
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from .conntrack import FlowRecord
 from .pipeline import Verdict
 from .policy import key_to_flow
 from .rules import DEFAULT_RULE_NAMES
 
-PROTOCOL_LETTERS = {6: "T", 17: "U", 1: "I", 58: "I"}
+PROTOCOL_LETTERS = {6: "T", 17: "U"}
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "DATAPLANE"
 
@@ -41,8 +47,17 @@ def rule_label(rule: str, default: bool) -> str:
     return ("DefaultRule_" if default else "UserRule_") + rule
 
 
+def nsg_guid(nsg: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, nsg))
+
+
 def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Azure's record time: seven fraction digits (100 ns ticks), which Microsoft's connector requires."""
+    whole = math.floor(ts)
+    ticks = round((ts - whole) * 10_000_000)
+    if ticks == 10_000_000:
+        whole, ticks = whole + 1, 0
+    return dt.datetime.fromtimestamp(whole, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ticks:07d}Z"
 
 
 class _Tuple(NamedTuple):
@@ -61,17 +76,20 @@ class _Tuple(NamedTuple):
     counters: tuple[int, int, int, int] | None
 
 
-class FlowLogs:
-    """A flow listener and verdict sink that writes both flow log formats; `records_*` give the JSON."""
+Emit = Callable[[str, dict[str, Any]], None]
+"""Receives each record of a closed minute: ("nsg", NSG flow log v2 record) or ("vnet", VNet v4 record)."""
 
-    def __init__(self) -> None:
+
+class FlowLogs:
+    """A flow listener and verdict sink that builds both flow log formats, minute by minute."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit_record = emit
         self._reported: dict[int, tuple[int, int, int, int]] = {}
         self._live: dict[int, tuple[str, FlowRecord]] = {}
         self._denied: dict[tuple, float] = {}
         self._tuples: list[_Tuple] = []
         self._minute: float | None = None
-        self.nsg_records: list[dict[str, Any]] = []
-        self.vnet_records: list[dict[str, Any]] = []
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -146,8 +164,10 @@ class FlowLogs:
             return
         tuples, self._tuples = self._tuples, []
         self._denied.clear()
-        self.nsg_records.extend(_nsg_records(minute, tuples))
-        self.vnet_records.extend(_vnet_records(minute, tuples))
+        for record in _nsg_records(minute, tuples):
+            self._emit_record("nsg", record)
+        for record in _vnet_records(minute, tuples):
+            self._emit_record("vnet", record)
 
 
 def _endpoints(t: _Tuple) -> tuple[str, str]:
@@ -158,7 +178,7 @@ def _endpoints(t: _Tuple) -> tuple[str, str]:
 def nsg_tuple(t: _Tuple) -> str:
     """`ts,src,dst,sport,dport,proto,I|O,A|D,B|C|E,pkts,bytes,pkts,bytes` (version 2)."""
     src, dst = _endpoints(t)
-    proto = PROTOCOL_LETTERS.get(t.proto, str(t.proto))
+    proto = PROTOCOL_LETTERS[t.proto]
     decision, state = ("D", "B") if t.state == "D" else ("A", t.state)
     counters = ",".join(map(str, t.counters)) if t.counters is not None else ",,,"
     ports = (t.sport, t.dport) if t.proto in (6, 17) else (0, 0)
@@ -174,17 +194,18 @@ def vnet_tuple(t: _Tuple) -> str:
 
 
 def _nsg_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
-    by_nsg: dict[str, dict[str, dict[str, list[str]]]] = {}
+    """One record per NSG and MAC, as Azure stores them (one blob per MAC)."""
+    by_nsg: dict[tuple[str, str], dict[str, list[str]]] = {}
     for t in tuples:
-        by_nsg.setdefault(t.nsg, {}).setdefault(t.rule, {}).setdefault(mac_of(t.nic), []).append(nsg_tuple(t))
+        if t.proto in PROTOCOL_LETTERS:
+            by_nsg.setdefault((t.nsg, mac_of(t.nic)), {}).setdefault(t.rule, []).append(nsg_tuple(t))
     return [{
-        "time": iso(minute), "systemId": str(uuid.uuid5(uuid.NAMESPACE_URL, nsg)),
+        "time": iso(minute), "systemId": nsg_guid(nsg), "macAddress": mac,
         "category": "NetworkSecurityGroupFlowEvent", "resourceId": nsg_resource_id(nsg),
         "operationName": "NetworkSecurityGroupFlowEvents",
         "properties": {"Version": 2, "flows": [
-            {"rule": rule, "flows": [{"mac": mac, "flowTuples": tuples_} for mac, tuples_ in macs.items()]}
-            for rule, macs in rules.items()]},
-    } for nsg, rules in by_nsg.items()]
+            {"rule": rule, "flows": [{"mac": mac, "flowTuples": tuples_}]} for rule, tuples_ in rules.items()]},
+    } for (nsg, mac), rules in by_nsg.items()]
 
 
 def _vnet_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
@@ -200,6 +221,6 @@ def _vnet_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
                             f"Microsoft.Network/networkInterfaces/{nic}",
         "operationName": "FlowLogFlowEvent",
         "flowRecords": {"flows": [
-            {"aclID": nsg_resource_id(nsg), "flowGroups": [{"rule": rule, "flowTuples": t} for rule, t in rules.items()]}
+            {"aclID": nsg_guid(nsg), "flowGroups": [{"rule": rule, "flowTuples": t} for rule, t in rules.items()]}
             for nsg, rules in nsgs.items()]},
     } for nic, nsgs in by_nic.items()]

@@ -119,6 +119,9 @@ def _parse_endpoint(token: str, protocol: int) -> tuple[IPAddress, int]:
         port_text = rest[1:] if rest else None
     elif token.count(":") == 1:
         host, port_text = token.split(":")
+    elif protocol in PORTED:
+        raise FlowSyntaxError(f"{token!r}: an IPv6 address of a tcp or udp flow goes in brackets, "
+                              f"{_bracketed(token)}")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -130,6 +133,17 @@ def _parse_endpoint(token: str, protocol: int) -> tuple[IPAddress, int]:
     if protocol not in PORTED:
         raise FlowSyntaxError(f"{token!r}: only tcp and udp flows have ports")
     return ip, int(port_text)
+
+
+def _bracketed(token: str) -> str:
+    """The bracketed spellings a user may have meant by an unbracketed IPv6 endpoint."""
+    head, _, last = token.rpartition(":")
+    whole = f"[{token}] for the address alone"
+    try:
+        ipaddress.IPv6Address(head)
+    except ValueError:
+        return f"e.g. {whole}"
+    return f"e.g. [{head}]:{last} for port {last}, or {whole}" if last.isdigit() else f"e.g. {whole}"
 
 
 def tcp_flag_bits(flags: str) -> int:

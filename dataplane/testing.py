@@ -19,7 +19,7 @@ every rule with the fields it matched, as `dataplane explain` does.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import pytest
 
@@ -242,6 +242,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "dataplane_scenario(path): the scenario file the `dp` fixture loads, "
                                        "relative to the test file")
+
+
+class NetworkUse(Exception):
+    """A test tried to put a packet on the machine's network, or to read one from it."""
+
+
+@pytest.fixture(autouse=True)
+def dataplane_no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails any test that makes scapy open a socket: sending, sniffing, or the ARP or neighbour request
+    scapy sends to resolve the MAC of an `Ether()` built without `dst`. Scapy swallows the error
+    while resolving, so the attempt is also reported when the test ends."""
+    from scapy import supersocket
+    from scapy.config import conf
+
+    attempts: list[str] = []
+
+    def refused(name: str) -> type:
+        class Refused:
+            def __init__(self, *args: Any, **kwargs: Any):
+                attempts.append(name)
+                raise NetworkUse(f"scapy tried to open a network socket ({name}): tests never send, sniff or "
+                                 "resolve; give every Ether() explicit src and dst MACs")
+        return Refused
+
+    for name in ("L2socket", "L2listen", "L3socket", "L3socket6"):
+        monkeypatch.setattr(conf, name, refused(f"conf.{name}"))
+    for name in ("L3RawSocket", "L3RawSocket6"):
+        monkeypatch.setattr(supersocket, name, refused(name), raising=False)
+    yield
+    if attempts:
+        pytest.fail(f"the test used the network through scapy: {', '.join(attempts)}", pytrace=False)
 
 
 @pytest.fixture

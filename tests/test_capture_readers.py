@@ -13,6 +13,7 @@ from dataplane.errors import CaptureError
 from dataplane.replay import Capture, PcapWriter
 
 from datafiles import SHARED_PCAPS, shared_captures
+from frames import ether
 
 DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo"
 
@@ -104,13 +105,12 @@ def test_written_pcap_reads_back_in_scapy(tmp_path: Path) -> None:
 
 def test_pcapng_reader_agrees_with_scapy_on_a_pcapng_written_by_scapy(tmp_path: Path) -> None:
     from scapy.layers.inet import IP, TCP
-    from scapy.layers.l2 import Ether
     from scapy.utils import PcapNgWriter
 
     path = tmp_path / "x.pcapng"
     with PcapNgWriter(str(path)) as w:
         for i in range(5):
-            p = Ether() / IP(dst="10.0.0.1") / TCP(dport=80 + i)
+            p = ether() / IP(dst="10.0.0.1") / TCP(dport=80 + i)
             p.time = 1000.5 + i
             w.write(p)
     with PcapNgReader(str(path)) as reader:

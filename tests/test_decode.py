@@ -27,7 +27,8 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
 )
-from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
+from scapy.layers.dot11 import Dot11, Dot11QoS, RadioTap
+from scapy.layers.l2 import LLC, SNAP, CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
 from dataplane.decode import (
@@ -41,6 +42,7 @@ from dataplane.decode import (
 )
 
 from datafiles import SHARED_PCAPS, shared_captures
+from frames import ether
 
 ICMP_ERROR_TYPES = {1: {3, 4, 5, 11, 12}, 58: {1, 2, 3, 4}}
 ICMP_ECHO_TYPES = {1: {0, 8}, 58: {128, 129}}
@@ -240,12 +242,12 @@ def test_any_bytes_of_any_link_type_decode_to_a_packet_or_a_skip(frame: bytes, l
 
 
 def test_a_frame_cut_inside_the_tcp_header_is_skipped_as_truncated() -> None:
-    frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP())
+    frame = bytes(ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP())
     assert decode_frame(frame[:14 + 20 + 10]) == Skip("truncated", "frame ends inside the TCP header")
 
 
 def test_an_ip_header_length_below_twenty_bytes_is_malformed() -> None:
-    frame = bytearray(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP()))
+    frame = bytearray(bytes(ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP()))
     frame[14] = 0x44
     assert decode_frame(bytes(frame)).reason == "malformed"
 
@@ -253,12 +255,12 @@ def test_an_ip_header_length_below_twenty_bytes_is_malformed() -> None:
 def test_arp_is_skipped_as_non_ip_naming_the_ethertype() -> None:
     from scapy.layers.l2 import ARP
 
-    assert decode_frame(bytes(Ether() / ARP())) == Skip("non-ip", "ethertype 0x0806 (ARP)")
+    assert decode_frame(bytes(ether() / ARP())) == Skip("non-ip", "ethertype 0x0806 (ARP)")
 
 
 def test_raw_ip_and_linux_cooked_frames_decode_like_ethernet_ones() -> None:
     packet = IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5353, dport=53)
-    expected = decoder_view(decode_frame(bytes(Ether() / packet)))
+    expected = decoder_view(decode_frame(bytes(ether() / packet)))
     assert decoder_view(decode_frame(bytes(packet), LINKTYPE_RAW)) == expected
     assert decoder_view(decode_frame(bytes(CookedLinux(proto=0x0800) / packet), LINKTYPE_LINUX_SLL)) == expected
 
@@ -266,12 +268,56 @@ def test_raw_ip_and_linux_cooked_frames_decode_like_ethernet_ones() -> None:
 def test_scapy_packets_are_decoded_by_their_first_layer() -> None:
     packet = IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=1, dport=2, flags="S")
     assert decode_scapy(packet) == decode_frame(bytes(packet), LINKTYPE_RAW)
-    assert decode_scapy(Ether() / packet) == decode_frame(bytes(Ether() / packet))
+    assert decode_scapy(ether() / packet) == decode_frame(bytes(ether() / packet))
 
 
 def test_an_icmp_error_carries_the_quoted_flow() -> None:
     error = IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=3, code=3) / IPerror(src="10.0.0.1", dst="8.8.8.8") / \
         UDPerror(sport=40000, dport=53)
-    inner = decode_frame(bytes(Ether() / error)).inner
+    inner = decode_frame(bytes(ether() / error)).inner
     assert (inner.proto, inner.src, inner.dst, inner.sport, inner.dport) == (
         17, as_int("10.0.0.1"), as_int("8.8.8.8"), 40000, 53)
+
+
+LOOPBACK_IPV6 = {"linux": 10, "openbsd": 24, "freebsd": 28, "macos": 30}
+
+
+def _same_packet(frame: bytes, linktype: int, ip_packet) -> None:
+    decoded = decode_frame(frame, linktype)
+    assert isinstance(decoded, Packet), decoded
+    assert decoded._replace(length=0) == decode_frame(bytes(ip_packet), LINKTYPE_RAW)._replace(length=0)
+
+
+@pytest.mark.parametrize("linktype, order", [(0, "little"), (108, "big")])
+def test_bsd_loopback_frames_decode_to_their_ipv4_packet(linktype: int, order: str) -> None:
+    packet = IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1234, dport=80, flags="S")
+    _same_packet((2).to_bytes(4, order) + bytes(packet), linktype, packet)
+
+
+@pytest.mark.parametrize("family", LOOPBACK_IPV6.values(), ids=LOOPBACK_IPV6.keys())
+def test_bsd_loopback_frames_decode_ipv6_of_every_system(family: int) -> None:
+    packet = IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=5353, dport=53)
+    _same_packet(family.to_bytes(4, "little") + bytes(packet), 0, packet)
+
+
+def test_a_loopback_frame_of_another_family_is_not_ip() -> None:
+    assert decode_frame(b"\x07\x00\x00\x00" + b"\x00" * 40, 0).reason == "non-ip"
+
+
+def test_radiotap_data_frames_decode_to_the_ip_behind_llc_snap() -> None:
+    packet = IP(src="192.168.1.5", dst="192.168.1.1") / UDP(sport=40000, dport=53)
+    frame = RadioTap() / Dot11(type=2, subtype=8, addr1="00:0d:3a:00:00:02", addr2="00:0d:3a:00:00:01",
+                               addr3="00:0d:3a:00:00:02") / Dot11QoS() / LLC() / SNAP(code=0x0800) / packet
+    _same_packet(bytes(frame), 127, packet)
+    assert isinstance(decode_frame(bytes(frame[Dot11]), 105), Packet)
+
+
+def test_an_encrypted_80211_frame_is_skipped_as_not_ip() -> None:
+    frame = Dot11(type=2, FCfield="protected", addr1="00:0d:3a:00:00:02", addr2="00:0d:3a:00:00:01",
+                  addr3="00:0d:3a:00:00:02") / (b"\x00" * 60)
+    assert decode_frame(bytes(frame), 105).reason == "non-ip"
+
+
+def test_a_link_type_the_decoder_does_not_read_is_skipped_and_named() -> None:
+    skipped = decode_frame(b"\x00" * 60, 147)
+    assert skipped == Skip("unsupported-link-type", "link type 147 is not read")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import re
+import struct
+import tracemalloc
+import uuid
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, TCP
-from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from dataplane import load_scenario
 from dataplane.replay import Outputs, replay
+from frames import ether
 
 DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo" / "scenario.yaml"
 T0 = 1_700_000_000.0
@@ -19,7 +24,7 @@ OFFICE, JUMP_PUBLIC, JUMP = "203.0.113.50", "20.50.1.10", "10.10.3.4"
 
 
 def packet(t, src, sport, dst, dport, flags, payload=b""):
-    p = Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags) / payload
+    p = ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags) / payload
     p.time = t
     return p
 
@@ -70,12 +75,31 @@ def session_tuples(doc: dict) -> list[list[str]]:
 def test_an_nsg_v2_record_has_azures_structure(logs) -> None:
     _, nsg, _ = logs
     record = nsg["records"][0]
-    assert set(record) == {"time", "systemId", "category", "resourceId", "operationName", "properties"}
+    assert set(record) == {"time", "systemId", "macAddress", "category", "resourceId", "operationName", "properties"}
     assert record["category"] == "NetworkSecurityGroupFlowEvent"
     assert record["operationName"] == "NetworkSecurityGroupFlowEvents"
     assert record["resourceId"].endswith("/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG-JUMP")
     assert record["properties"]["Version"] == 2
-    assert record["time"].endswith("Z")
+
+
+def test_record_times_have_seven_fraction_digits_as_azure_writes_them(logs) -> None:
+    _, nsg, vnet = logs
+    for record in nsg["records"] + vnet["records"]:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", record["time"]), record["time"]
+
+
+def test_an_nsg_v2_record_holds_the_flows_of_one_mac_named_beside_its_system_id(logs) -> None:
+    _, nsg, _ = logs
+    for record in nsg["records"]:
+        macs = {by_mac["mac"] for group in record["properties"]["flows"] for by_mac in group["flows"]}
+        assert macs == {record["macAddress"]}
+
+
+def test_the_vnet_acl_id_is_the_guid_of_the_nsg_as_in_nsg_logs(logs) -> None:
+    _, nsg, vnet = logs
+    system_ids = {record["resourceId"].rsplit("/", 1)[1]: record["systemId"] for record in nsg["records"]}
+    acl = vnet["records"][0]["flowRecords"]["flows"][0]["aclID"]
+    assert acl == system_ids["NSG-JUMP"] == str(uuid.uuid5(uuid.NAMESPACE_URL, "nsg-jump"))
 
 
 def test_the_begin_tuple_has_thirteen_fields_and_empty_counters(logs) -> None:
@@ -135,7 +159,6 @@ def test_a_vnet_v4_record_has_azures_structure(logs) -> None:
     assert (record["flowLogVersion"], record["category"], record["operationName"]) == (
         4, "FlowLogFlowEvent", "FlowLogFlowEvent")
     assert record["targetResourceID"].endswith("/networkInterfaces/jump-nic")
-    assert record["flowRecords"]["flows"][0]["aclID"].endswith("/NETWORKSECURITYGROUPS/NSG-JUMP")
 
 
 def test_vnet_tuples_use_milliseconds_protocol_numbers_and_the_encryption_field(logs) -> None:
@@ -157,3 +180,89 @@ def test_vnet_counters_add_up_like_the_nsg_ones(logs) -> None:
     nsg_sums = [sum(int(f[i]) for f in session_tuples(nsg)[1:]) for i in range(9, 13)]
     vnet_sums = [sum(int(f[i]) for _, f in vnet_tuples(vnet) if f[3] == "50123") for i in range(9, 13)]
     assert nsg_sums == vnet_sums
+
+
+def test_the_storage_layout_has_one_compact_document_per_nsg_mac_and_hour(tmp_path: Path) -> None:
+    hour_later = [packet(p.time + 3600, p[IP].src, p[TCP].sport + 1, p[IP].dst, p[TCP].dport, p[TCP].flags)
+                  for p in long_ssh_session()]
+    capture = tmp_path / "two-hours.pcap"
+    wrpcap(str(capture), long_ssh_session() + hour_later)
+    outputs = Outputs(flow_log_dir=str(tmp_path / "nsg"), vnet_flow_log_dir=str(tmp_path / "vnet"))
+    replay(load_scenario(DEMO), [str(capture)], outputs)
+    nsg_blobs = sorted((tmp_path / "nsg").rglob("PT1H.json"))
+    mac = "macAddress=" + json.loads(nsg_blobs[0].read_text())["records"][0]["macAddress"]
+    assert [str(b.relative_to(tmp_path / "nsg")) for b in nsg_blobs] == [
+        f"insights-logs-networksecuritygroupflowevent/resourceId=/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/"
+        f"RESOURCEGROUPS/DATAPLANE/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG-JUMP/y=2023/m=11/d=14/h={h}/"
+        f"m=00/macAddress={mac[11:]}/PT1H.json" for h in ("22", "23")]
+    assert "\n" not in nsg_blobs[0].read_text()
+    vnet_blobs = sorted((tmp_path / "vnet").rglob("PT1H.json"))
+    assert len(vnet_blobs) == 2 and all("insights-logs-flowlogflowevent/flowLogResourceID=" in str(b)
+                                        for b in vnet_blobs)
+    hours = [{r["time"][:13] for r in json.loads(b.read_text())["records"]} for b in nsg_blobs]
+    assert hours == [{"2023-11-14T22"}, {"2023-11-14T23"}]
+
+
+def test_icmp_flows_are_in_vnet_logs_only_and_an_icmp_error_counts_in_its_flow(tmp_path: Path) -> None:
+    from scapy.layers.inet import ICMP, UDP, IPerror, UDPerror
+    request = ether() / IP(src=JUMP, dst="8.8.8.8") / UDP(sport=5353, dport=53)
+    request.time = T0
+    error = ether() / IP(src="8.8.8.8", dst=JUMP) / ICMP(type=3, code=3) / IPerror(src=JUMP, dst="8.8.8.8") / \
+        UDPerror(sport=5353, dport=53)
+    error.time = T0 + 0.1
+    ping = ether() / IP(src=JUMP, dst="8.8.8.8") / ICMP(type=8, id=3)
+    ping.time = T0 + 0.2
+    capture = tmp_path / "icmp.pcap"
+    wrpcap(str(capture), [request, error, ping])
+    outputs = Outputs(flow_log=str(tmp_path / "nsg.json"), vnet_flow_log=str(tmp_path / "vnet.json"))
+    replay(load_scenario(DEMO), [str(capture)], outputs)
+    nsg = json.loads((tmp_path / "nsg.json").read_text())
+    vnet = json.loads((tmp_path / "vnet.json").read_text())
+    assert {fields[5] for _, _, fields in nsg_tuples(nsg)} == {"U"}
+    assert {f[5] for _, f in vnet_tuples(vnet)} == {"17", "1"}
+    dns_end = next(f for _, f in vnet_tuples(vnet) if f[5] == "17" and f[7] == "E")
+    assert dns_end[9:13] == ["1", str(len(request)), "1", str(len(error))]
+
+
+def _steady_traffic(path: Path, hours: float) -> None:
+    """A short TCP connection every 10 s (SYN, SYN-ACK, RST) for `hours` of capture time."""
+    template = [bytes(ether() / IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP(sport=1024, dport=22, flags="S")),
+                bytes(ether() / IP(src=JUMP, dst=OFFICE) / TCP(sport=22, dport=1024, flags="SA")),
+                bytes(ether() / IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP(sport=1024, dport=22, flags="R"))]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(int(hours * 360)):
+            port = struct.pack("!H", 1024 + i % 60000)
+            for j, frame in enumerate(template):
+                frame = frame[:34] + port + frame[36:] if j != 1 else frame[:36] + port + frame[38:]
+                f.write(struct.pack("<IIII", int(T0) + i * 10, j * 1000, len(frame), len(frame)) + frame)
+
+
+def _peak_memory_of_a_replay(capture: Path, outputs: Outputs) -> int:
+    scenario = load_scenario(DEMO)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        replay(scenario, [str(capture)], outputs)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _flow_log_memory(tmp_path: Path, hours: float) -> int:
+    """Peak memory a replay needs for its flow logs: with them, less without them (the flow tables
+    and caches of the dataplane fill up to their own bounds whatever is written)."""
+    capture = tmp_path / f"{hours}h.pcap"
+    _steady_traffic(capture, hours)
+    without = _peak_memory_of_a_replay(capture, Outputs())
+    with_logs = _peak_memory_of_a_replay(capture, Outputs(
+        flow_log=str(tmp_path / f"{hours}-nsg.json"), vnet_flow_log=str(tmp_path / f"{hours}-vnet.json"),
+        flow_log_dir=str(tmp_path / f"{hours}-dir")))
+    return with_logs - without
+
+
+def test_flow_logs_stream_memory_does_not_grow_with_the_length_of_the_capture(tmp_path: Path) -> None:
+    _flow_log_memory(tmp_path, 0.1)  # module-level caches warm up once
+    one_hour = _flow_log_memory(tmp_path, 1)
+    twelve_hours = _flow_log_memory(tmp_path, 12)
+    assert twelve_hours < max(one_hour, 0) * 1.5 + 256 * 1024, (one_hour, twelve_hours)

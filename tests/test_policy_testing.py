@@ -188,3 +188,31 @@ def test_check_expectations_json_marks_each_line_ok_or_not(capsys: pytest.Captur
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["ok"] for line in lines] == [True] * 8
     assert lines[0]["expectation"] == "expectation 1" and lines[0]["expected"]["rule"] == "nsg-frontend/AllowHttpsFromInternet"
+
+
+def test_a_policy_test_whose_frame_would_make_scapy_ask_by_arp_fails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        from scapy.layers.inet import IP, TCP
+        from scapy.layers.l2 import Ether
+
+        def test_frame_without_a_destination_mac():
+            bytes(Ether() / IP(src="10.0.0.1", dst="10.99.0.2") / TCP())
+    """)
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*the test used the network through scapy*"])
+
+
+def test_a_policy_test_that_tries_to_send_fails_at_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        from scapy.layers.inet import IP, TCP
+        from scapy.layers.l2 import Ether
+        from scapy.sendrecv import sendp
+
+        def test_send():
+            sendp(Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02") / IP(dst="10.99.0.2") / TCP(),
+                  verbose=False)
+    """)
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*NetworkUse: scapy tried to open a network socket*"])

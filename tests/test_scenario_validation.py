@@ -42,7 +42,8 @@ def test_the_valid_scenario_loads() -> None:
 def test_an_unknown_key_is_named_with_its_path() -> None:
     doc = changed(lambda d: d["network_interfaces"][0].update(public_ips=["20.0.0.1"]))
     assert problems(doc) == ["net.yaml: network_interfaces[0].public_ips: unknown key 'public_ips'; expected one of "
-                             "application_security_groups, name, nsg, private_ips, public_ip, subnet"]
+                             "application_security_groups, azure_id, ip_configurations, name, nsg, private_ips, "
+                             "public_ip, subnet"]
 
 
 def test_a_nic_address_outside_its_subnet_is_named() -> None:
@@ -143,3 +144,37 @@ def test_lint_reports_a_scenario_problem_and_exits_1(tmp_path: Path, capsys) -> 
     assert main(["lint", str(path)]) == 1
     assert f"{path}: network_interfaces[0].nsg: network security group 'nope' is not defined" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("space", ["127.0.0.0/16", "224.1.0.0/16", "169.254.0.0/16", "168.63.128.0/20"])
+def test_an_address_space_azure_does_not_allow_is_named(space: str) -> None:
+    doc = changed(lambda d: d["virtual_networks"][1].update(address_space=[space], subnets=[]))
+    doc["network_interfaces"].pop()
+    [problem] = problems(doc)
+    assert problem.startswith(f"net.yaml: virtual_networks[1].address_space[0]: {space} overlaps")
+
+
+def test_a_subnet_smaller_than_a_slash_29_is_named() -> None:
+    doc = changed(lambda d: d["virtual_networks"][0]["subnets"].append({"name": "tiny", "prefix": "10.0.3.0/30"}))
+    [problem] = problems(doc)
+    assert problem.startswith("net.yaml: virtual_networks[0].subnets[2].prefix: 10.0.3.0/30 is smaller than /29")
+
+
+def test_a_slash_29_subnet_is_allowed() -> None:
+    doc = changed(lambda d: d["virtual_networks"][0]["subnets"].append({"name": "small", "prefix": "10.0.3.0/29"}))
+    assert "vnet1/small" in {s.key for v in scenario_from_document(doc).virtual_networks.values() for s in v.subnets}
+
+
+@pytest.mark.parametrize("address", ["10.0.1.0", "10.0.1.3", "10.0.1.255"])
+def test_a_nic_address_azure_reserves_in_its_subnet_is_named(address: str) -> None:
+    doc = changed(lambda d: d["network_interfaces"][0].update(private_ips=[address]))
+    [problem] = problems(doc)
+    assert problem.startswith(f"net.yaml: network_interfaces[0].private_ips[0]: {address} is reserved by Azure")
+
+
+def test_a_load_balancer_frontend_that_is_a_nic_public_ip_is_named() -> None:
+    doc = changed(lambda d: d["network_interfaces"][0].update(public_ip="20.0.0.1"))
+    doc["load_balancers"] = [{"name": "lb", "frontend_ip": "20.0.0.1", "rules": []}]
+    [problem] = problems(doc)
+    assert problem == "net.yaml: load_balancers[0].frontend_ip: 20.0.0.1 is already the public IP of network " \
+                      "interface nic1"

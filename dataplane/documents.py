@@ -1,0 +1,149 @@
+"""JSON and YAML documents from users' files, parsed within bounds.
+
+Every file the tool reads (NSGs, scenarios, `--update`, `--expectations`, service tags) goes through
+here, so a hostile or broken file is an error naming it, never a traceback or an exhausted machine:
+nesting deeper than `MAX_DEPTH`, numbers longer than `MAX_NUMBER_DIGITS` digits, and YAML whose
+aliases would expand past `MAX_YAML_NODES` nodes (the "billion laughs") are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .arm import without_json_extensions
+from .errors import DataplaneError
+
+MAX_DEPTH = 200
+MAX_NUMBER_DIGITS = 100
+MAX_YAML_NODES = 1_000_000
+
+
+def read_text(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise DataplaneError(f"cannot read: {e.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise DataplaneError("is not a text file (JSON or YAML expected)", file=str(path)) from None
+
+
+def read_document(path: str | Path) -> Any:
+    """JSON or YAML (YAML is a superset, but JSON errors read better from the JSON parser)."""
+    text = read_text(path)
+    if Path(path).suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
+        return parse_json(text, file=str(path))
+    return parse_yaml(text, file=str(path))
+
+
+def parse_json(text: str | bytes, *, file: str | None = None) -> Any:
+    try:
+        doc = _json_as_azure_reads_it(text)
+    except json.JSONDecodeError as e:
+        raise DataplaneError(f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", file=file) from None
+    except RecursionError:
+        raise DataplaneError(f"is nested deeper than {MAX_DEPTH} levels", file=file) from None
+    except _TooLong as e:
+        raise DataplaneError(f"holds a number of more than {MAX_NUMBER_DIGITS} digits ({e.args[0]}…)",
+                             file=file) from None
+    _check_depth(doc, file)
+    return doc
+
+
+def parse_yaml(text: str, *, file: str | None = None) -> Any:
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise DataplaneError(f"is not valid JSON or YAML{where}", file=file) from None
+    except RecursionError:
+        raise DataplaneError(f"is nested deeper than {MAX_DEPTH} levels", file=file) from None
+    except _Refused as e:
+        raise DataplaneError(str(e), file=file) from None
+
+
+def _json_as_azure_reads_it(text: str | bytes) -> Any:
+    """Plain JSON, else with ARM's extensions (comments, trailing commas, line breaks in strings)."""
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
+    except json.JSONDecodeError:
+        if not isinstance(text, str):
+            raise
+        return json.loads(without_json_extensions(text), strict=False, parse_int=_bounded_int,
+                          parse_float=_bounded_float)
+
+
+class _TooLong(ValueError):
+    pass
+
+
+class _Refused(Exception):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _TooLong(text[:20])
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS + 20:
+        raise _TooLong(text[:20])
+    return float(text)
+
+
+def _check_depth(doc: Any, file: str | None) -> None:
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise DataplaneError(f"is nested deeper than {MAX_DEPTH} levels", file=file)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that measures a document as its aliases would expand before building it."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+        if _expanded_size(node, sizes, 1) > MAX_YAML_NODES:
+            raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
+        return node
+
+    def construct_yaml_int(self, node: yaml.Node) -> int:
+        if sum(c.isdigit() for c in node.value) > MAX_NUMBER_DIGITS:
+            raise _Refused(f"holds a number of more than {MAX_NUMBER_DIGITS} digits ({node.value[:20]}…)")
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int) -> int:
+    """Values in the document once every alias is replaced by what it names; shared nodes counted each time."""
+    if depth > MAX_DEPTH:
+        raise _Refused(f"is nested deeper than {MAX_DEPTH} levels")
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            size += _expanded_size(child, sizes, depth + 1)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, sizes, depth + 1) + _expanded_size(value, sizes, depth + 1)
+    sizes[id(node)] = size
+    if size > MAX_YAML_NODES:
+        raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
+    return size
