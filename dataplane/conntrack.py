@@ -21,6 +21,8 @@ import heapq
 import math
 from typing import Callable, Iterator, Mapping
 
+from .errors import DataplaneError
+
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -100,6 +102,12 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
 """Seconds idle before a flow ends. Azure documents only "at least a few minutes" and 4 minutes
 as its default stateful behaviour (§8); FlowTimeoutInMinutes of the VNet replaces the idle
 timeout of established TCP, UDP, ICMP and other flows."""
+
+
+LATEST_TIME = 2.0 ** 53
+"""The latest deadline a flow may have, in seconds of capture time: past it a float no longer holds
+whole seconds, the timing wheel's unit. Both record types refuse later ones alike (the C record's
+bucket is a 64-bit integer, the Python one's is unbounded); capture readers refuse later timestamps."""
 
 
 class Timeouts:
@@ -215,11 +223,11 @@ class FlowTable:
                 return None
         record = self.record_type(key, initiator is not key and initiator != key, state,
                                   now + self.timeouts.of(key[0], state), outcome, nat)
+        self._schedule(record)  # first: a deadline it refuses leaves the table as it was
         old = self._flows.get(key)
         if old is not None:
             self._end(old, now)
         self._flows[key] = record
-        self._schedule(record)
         return record
 
     def touch(self, record: FlowRecord, state, now: float) -> None:
@@ -230,6 +238,11 @@ class FlowTable:
                                           timeouts.by_proto.get(proto, timeouts.other))
         if expires <= record.bucket - 1:  # due in an earlier second than its bucket
             self._schedule(record)
+
+    def reschedule(self, record: FlowRecord) -> None:
+        """A record whose deadline moved before its bucket goes to the bucket of its new deadline:
+        the C fast path updates records itself and calls this."""
+        self._schedule(record)
 
     def advance(self, now: float) -> None:
         """End every flow whose deadline is at or before now."""
@@ -261,6 +274,9 @@ class FlowTable:
             self._end(record, now, why)
 
     def _schedule(self, record: FlowRecord) -> None:
+        if record.expires > LATEST_TIME:
+            raise DataplaneError(f"a flow's deadline, {record.expires!r} s, is past the latest time the "
+                                 f"dataplane keeps ({LATEST_TIME:.0f} s)")
         bucket = math.ceil(record.expires)
         record.bucket = bucket
         slot = self._wheel.get(bucket)

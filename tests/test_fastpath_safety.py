@@ -1,0 +1,273 @@
+"""The C fast path is safe: it frees what it holds, outlives the Python calls it makes, and answers
+misuse with an exception, never a crash of the interpreter.
+
+Misuse that crashed the interpreter runs in a child interpreter, so a crash fails one test, not pytest.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import weakref
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from dataplane import Dataplane, scenario_from_document
+from dataplane.conntrack import LATEST_TIME, FlowRecord, TcpState
+from dataplane.decode import Packet
+from dataplane.errors import CaptureError, DataplaneError
+from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, Verdict
+from dataplane.replay import Capture, Outputs, PcapWriter, replay
+from dataplane.rules import Direction
+
+from test_pipeline_fast_path import HOSTS, SCENARIO, frame
+
+needs_c = pytest.mark.skipif(FastPath is None, reason="the C extension was not built (no compiler at install)")
+pytestmark = needs_c
+
+CLIENT, WEB = HOSTS[6], HOSTS[0]
+SYN = Packet(4, 6, CLIENT, WEB, 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+SYN_ACK = SYN._replace(src=WEB, dst=CLIENT, sport=8080, dport=40000, tcp_flags=0x12)
+ACK = SYN._replace(tcp_flags=0x10)
+RST = SYN._replace(tcp_flags=0x04)
+TESTS = Path(__file__).resolve().parent
+
+
+def in_child(code: str) -> subprocess.CompletedProcess:
+    """Run code in a child interpreter that has this file's names, so that a crash fails one test."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    script = "from test_fastpath_safety import *\n" + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+
+
+def busy_dataplane() -> Dataplane:
+    """A dataplane with one connection (client to web1:8080) in its recent-flow table: until 1.1 s,
+    when its next sweep is due, the connection's packets pass in C."""
+    dp = Dataplane(scenario_from_document(SCENARIO))
+    for i, p in enumerate([SYN, SYN_ACK, ACK]):
+        dp.process(frame(p), 0.1 + i * 0.01)
+    return dp
+
+
+def test_a_deleted_dataplane_is_collected() -> None:
+    dp = busy_dataplane()
+    alive = weakref.ref(dp)
+    del dp
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_packet_whose_flow_is_forgotten_while_it_passes_gets_its_verdict() -> None:
+    """A RST moves the flow's deadline earlier, so the C path calls the flow table back; Python code
+    there may drop the recent-flow entry the C path is using."""
+    child = in_child("""
+        dp = busy_dataplane()
+        table = dp._tables["web1"]
+        schedule = table._schedule
+
+        def forget_recent_flows(record):
+            dp._recent.clear()
+            schedule(record)
+
+        table._schedule = forget_recent_flows
+        verdict = dp.process(frame(RST), 0.15)
+        print(verdict.decision, verdict.reason, verdict.direction, verdict.nic, verdict.rule, verdict.state)
+    """)
+    assert (child.returncode, child.stdout) == (0, "Allow flow Inbound web1 AllowHttpNic closed\n"), child.stderr
+
+
+def test_the_c_path_moves_an_earlier_deadline_through_the_flow_tables_public_reschedule() -> None:
+    dp = busy_dataplane()
+    table = dp._tables["web1"]
+    rescheduled = []
+    table.reschedule = lambda record: (rescheduled.append(record.state), type(table).reschedule(table, record))
+    dp.process(frame(RST), 0.15)
+    assert dp._fast.packets == 2, "the RST passed in C"
+    assert [state.value for state in rescheduled] == ["closed"]
+
+
+def fast_path_arguments() -> dict:
+    """What Dataplane gives its FastPath, by name, for tests that change one of them."""
+    return {"recent": {}, "moves": TCP_MOVES_BY_FLAGS, "closed": CLOSED, "packet_type": Packet,
+            "verdict_type": Verdict, "nics": {}, "new_at_nic": busy_dataplane()._new_at_nic,
+            "inbound": Direction.INBOUND}
+
+
+def test_pass_frames_given_a_list_instead_of_an_iterator_raises() -> None:
+    child = in_child("""
+        try:
+            busy_dataplane().pass_frames([(0.5, 1, frame(ACK), 54)], 10.0, 4096)
+        except TypeError as e:
+            print("TypeError", e)
+    """)
+    assert (child.returncode, child.stdout[:10]) == (0, "TypeError "), child.stderr
+
+
+@pytest.mark.parametrize("kind", ["packet_type", "verdict_type"])
+def test_a_packet_or_verdict_type_that_is_not_a_tuple_is_refused(kind) -> None:
+    arguments = fast_path_arguments()
+
+    class NotATuple:
+        _fields = arguments[kind]._fields
+
+    with pytest.raises(TypeError, match=kind):
+        FastPath(**arguments | {kind: NotATuple})
+
+
+@pytest.mark.parametrize("kind", ["packet_type", "verdict_type"])
+def test_a_packet_or_verdict_type_with_other_fields_than_the_c_path_fills_is_refused(kind) -> None:
+    class Renamed(NamedTuple):
+        first: int
+
+    with pytest.raises(TypeError, match="_fields"):
+        FastPath(**fast_path_arguments() | {kind: Renamed})
+
+
+def test_an_uninitialised_fast_path_raises() -> None:
+    child = in_child("""
+        fast = FastPath.__new__(FastPath)
+        for call in (lambda: fast.process(frame(ACK), 0.5), lambda: fast.pass_frames(iter([]), 1.0, 1)):
+            try:
+                call()
+            except TypeError:
+                print("TypeError")
+    """)
+    assert (child.returncode, child.stdout) == (0, "TypeError\nTypeError\n"), child.stderr
+
+
+@pytest.mark.parametrize("name", ["key", "state", "outcome", "nat"])
+def test_a_flow_record_field_cannot_be_deleted(name) -> None:
+    record = busy_dataplane()._tables["web1"].by_key[(6, 4, WEB, 8080, CLIENT, 40000)]
+    with pytest.raises(AttributeError, match=name):
+        delattr(record, name)
+
+
+def test_a_linktype_too_large_for_a_c_long_is_not_ethernet() -> None:
+    dp = busy_dataplane()
+    odd = (0.5, 2**64, frame(ACK), 54)
+    assert dp.pass_frames(iter([odd]), 10.0, 4096) == (0, None, odd)
+
+
+def test_a_flow_record_whose_deadline_is_not_a_number_raises_before_its_flag_is_read() -> None:
+    class Flag:
+        def __bool__(self):
+            raise AssertionError("read with the deadline's error pending")
+
+    with pytest.raises(TypeError):
+        FlowRecord((6, 4, 1, 2, 3, 4), Flag(), TcpState.SYN_SENT, "soon", None)
+
+
+@pytest.mark.parametrize("packet", [ACK, SYN._replace(proto=17, dst=HOSTS[3], tcp_flags=0)], ids=["tcp", "udp"])
+def test_a_timeout_that_is_not_a_number_raises(packet) -> None:
+    dp = busy_dataplane()
+    if packet.proto == 17:
+        dp.process(frame(packet, 20), 0.2)
+        dp.process(frame(packet._replace(src=packet.dst, dst=packet.src, sport=8080, dport=40000), 20), 0.21)
+    for key, (legs, translated, plan, head) in list(dp._recent.items()):
+        record, forward, timeouts, table = plan[0]
+        timeouts = {state: "soon" for state in timeouts} if isinstance(timeouts, dict) else "soon"
+        dp._recent[key] = (legs, translated, ((record, forward, timeouts, table),), head)
+    with pytest.raises(TypeError):
+        dp.process(frame(packet, 20), 0.3)
+
+
+def test_a_recent_flow_whose_plan_holds_no_c_flow_record_raises() -> None:
+    child = in_child("""
+        dp = busy_dataplane()
+        for key, (legs, translated, plan, head) in list(dp._recent.items()):
+            dp._recent[key] = (legs, translated, (("not a record",) + plan[0][1:],), head)
+        try:
+            dp.process(frame(ACK), 0.5)
+        except TypeError:
+            print("TypeError")
+    """)
+    assert (child.returncode, child.stdout) == (0, "TypeError\n"), child.stderr
+
+
+def test_a_recent_flow_entry_of_another_shape_raises() -> None:
+    child = in_child("""
+        dp = busy_dataplane()
+        for key in dp._recent:
+            dp._recent[key] = ("legs", None)
+        try:
+            dp.process(frame(ACK), 0.5)
+        except TypeError:
+            print("TypeError")
+    """)
+    assert (child.returncode, child.stdout) == (0, "TypeError\n"), child.stderr
+
+
+def test_a_truncated_capture_is_summed_up_alike_with_and_without_per_packet_outputs(tmp_path) -> None:
+    """The capture breaks off while the C path passes a busy flow's frames in a batch."""
+    capture = tmp_path / "cut.pcap"
+    writer = PcapWriter(str(capture), 1)
+    for i, p in enumerate([SYN, SYN_ACK] + [ACK, SYN_ACK._replace(tcp_flags=0x18)] * 20):
+        writer.write(0.1 + i * 0.01, frame(p), len(frame(p)))
+    writer.close()
+    capture.write_bytes(capture.read_bytes()[:-10])
+    summaries = []
+    for outputs in (Outputs(), Outputs(verdicts=str(tmp_path / "verdicts.jsonl"))):
+        with pytest.raises(CaptureError) as broken:
+            replay(scenario_from_document(SCENARIO), [str(capture)], outputs)
+        summaries.append(broken.value.summary.to_json())
+    bare, full = summaries
+    assert bare == full
+    assert full["capture_seconds"] == pytest.approx(0.4)
+
+
+def pcapng_in_whole_seconds(path: Path, seconds: int, data: bytes) -> None:
+    """A pcapng whose interface counts time in seconds (if_tsresol 0), with one packet at `seconds`."""
+    section = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    interface = struct.pack("<IIHHIHHBxxxHHI", 1, 32, 1, 0, 262144, 9, 1, 0, 0, 0, 32)
+    padded = data + bytes(-len(data) % 4)
+    packet = struct.pack("<IIIIIII", 6, 32 + len(padded), 0, seconds >> 32, seconds & 0xFFFFFFFF, len(data),
+                         len(data)) + padded + struct.pack("<I", 32 + len(padded))
+    path.write_bytes(section + interface + packet)
+
+
+def test_a_pcapng_timestamp_past_the_latest_time_is_refused_with_its_byte_offset(tmp_path) -> None:
+    capture = tmp_path / "far.pcapng"
+    pcapng_in_whole_seconds(capture, 2**63, frame(SYN))
+    with pytest.raises(CaptureError, match=r"byte 60: timestamp 9223372036854775808 s") as refused:
+        list(Capture(capture).frames())
+    assert refused.value.file == str(capture)
+
+
+def test_a_pcapng_timestamp_at_the_latest_time_is_read(tmp_path) -> None:
+    capture = tmp_path / "far.pcapng"
+    pcapng_in_whole_seconds(capture, int(LATEST_TIME), frame(SYN))
+    assert [f.ts for f in Capture(capture).frames()] == [LATEST_TIME]
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+def test_both_builds_refuse_a_flow_whose_deadline_is_past_the_latest_time(accelerated) -> None:
+    dp = Dataplane(scenario_from_document(SCENARIO), accelerated=accelerated)
+    with pytest.raises(DataplaneError, match="past the latest time"):
+        dp.process(frame(SYN), LATEST_TIME)
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+def test_both_builds_keep_a_flow_whose_deadline_is_at_the_latest_time(accelerated) -> None:
+    dp = Dataplane(scenario_from_document(SCENARIO), accelerated=accelerated)
+    assert dp.process(frame(SYN), LATEST_TIME - 120).decision == "Allow"
+    assert [r.bucket for _, r in dp.flows()] == [LATEST_TIME]
+
+
+@pytest.mark.parametrize("peer, port", [(HOSTS[4], 40000), (HOSTS[5], 80)], ids=["public-ip", "frontend"])
+def test_a_reply_to_a_translated_address_in_a_new_second_is_decided_as_the_python_path_decides(peer, port) -> None:
+    """A peer whose address is a NIC's public IP or a frontend: the replies to it reach that NIC or a
+    backend too. The last reply comes when the tables are due for a sweep."""
+    request = SYN._replace(src=peer, sport=port)
+    reply = SYN_ACK._replace(dst=peer, dport=port)
+    conversation = [(0.1, request), (0.11, reply), (0.12, request._replace(tcp_flags=0x10)),
+                    (1.5, reply._replace(tcp_flags=0x18))]
+    fast = Dataplane(scenario_from_document(SCENARIO))
+    slow = Dataplane(scenario_from_document(SCENARIO), accelerated=False)
+    for ts, p in conversation:
+        assert fast.process(frame(p), ts) == slow.process(frame(p), ts), ts
