@@ -1,4 +1,4 @@
-"""The compiled classifier (issue 3): lookups/s by rule count, compile and recompile time, memory,
+"""The compiled classifier: lookups/s by rule count, compile and recompile time, memory,
 a DASH-density NSG. Rule sets are random but seeded; ratios compare figures of the same run."""
 
 from __future__ import annotations

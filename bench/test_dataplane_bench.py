@@ -1,4 +1,4 @@
-"""The stateful dataplane: flow setups/s, established packets/s, bytes per tracked flow (issue 5).
+"""The stateful dataplane: flow setups/s, established packets/s, bytes per tracked flow.
 
 Frames are built once with struct (what a capture gives the replay loop) and fed to
 `Dataplane.process` with capture timestamps; ratios compare figures of the same run.

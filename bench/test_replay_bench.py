@@ -1,5 +1,5 @@
 """Replay packets/s on a large capture against a baseline that only reads the frames and
-decodes the 5-tuple with struct, both through the replay's own reader, in the same run (issue 6)."""
+decodes the 5-tuple with struct, both through the replay's own reader, in the same run."""
 
 from __future__ import annotations
 

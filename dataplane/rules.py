@@ -42,7 +42,9 @@ PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp", "esp": "Esp", "ah": "Ah
 _NAME = re.compile(r"^\w(?:[\w.\-]*\w)?$")
 _TAG = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*$")
 _PORT = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
-CLASSIC_TAG_SPELLINGS = frozenset({"VIRTUAL_NETWORK", "INTERNET", "AZURE_LOADBALANCER"})
+# Tags match case-insensitively (`INTERNET` is Internet, as Azure upper-cases tags in its own errors); the
+# classic underscore spellings are refused by the Resource Manager API (reference §4).
+CLASSIC_TAG_SPELLINGS = frozenset({"VIRTUAL_NETWORK", "AZURE_LOADBALANCER"})
 
 # Azure property names of a rule, in the order REST shows them.
 RULE_PROPERTIES = (
@@ -146,20 +148,9 @@ class SecurityRule:
         return _ports(self.destination_port_range, self.destination_port_ranges)
 
     @property
-    def is_augmented(self) -> bool:
-        """Several addresses or port ranges on a side: what classic NSGs cannot hold (seed, §3)."""
-        return any(len(v) > 1 for v in (
-            self.source_address_prefixes, self.destination_address_prefixes,
-            self.source_port_ranges, self.destination_port_ranges))
-
-    @property
     def api_name(self) -> str:
         """The name as effective rules and IP flow verify print it (§2)."""
         return ("defaultSecurityRules/" if self.default else "securityRules/") + self.name
-
-    @property
-    def flow_log_name(self) -> str:
-        return ("DefaultRule_" if self.default else "UserRule_") + self.name
 
     def to_azure(self) -> dict[str, Any]:
         """REST shape: `{"name", "properties": {...}}` with every plural array present, as Azure returns."""

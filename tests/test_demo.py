@@ -39,9 +39,9 @@ def test_the_demo_capture_gives_its_expected_summary(name: str, tmp_path: Path, 
     assert summary_of(CASES[name], tmp_path, capsys) == expected
 
 
-def test_the_rule_removal_update_keeps_the_live_session_and_denies_the_new_one() -> None:
-    without = json.loads((DEMO / "expected" / "rule-removal.json").read_text())
-    with_update = json.loads((DEMO / "expected" / "rule-removal-with-update.json").read_text())
+def test_the_rule_removal_update_keeps_the_live_session_and_denies_the_new_one(tmp_path: Path, capsys) -> None:
+    without = summary_of(CASES["rule-removal"], tmp_path, capsys)
+    with_update = summary_of(CASES["rule-removal-with-update"], tmp_path, capsys)
     assert without["denied"] == 0
     assert with_update["rule_hits"]["nsg-jump"] == {"AllowSshFromOffice": 2, "DenyAllInBound": 2}
 

@@ -17,13 +17,15 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror, fragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror, fragment
 from scapy.layers.inet6 import (ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop, fragment6)
-from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+from scapy.layers.l2 import Dot1AD, Dot1Q
 
-from dataplane import Dataplane, DataplaneError, NetworkSecurityGroup, RuleError, parse_flow, rule_from_azure
+from dataplane import (Dataplane, DataplaneError, NetworkSecurityGroup, RuleError, ValidationErrors, parse_flow,
+                       rule_from_azure)
 from dataplane import scenario_from_document
+from frames import ether
 
 OFFICE = "198.51.100.7"  # allowed to SSH to edge and to send UDP to app
 STRANGER = "192.0.2.9"  # an Internet host no rule allows
@@ -87,11 +89,11 @@ def ip(src, dst):
 
 
 def tcp(src, sport, dst, dport, flags="S"):
-    return Ether() / ip(src, dst) / TCP(sport=sport, dport=dport, flags=flags)
+    return ether() / ip(src, dst) / TCP(sport=sport, dport=dport, flags=flags)
 
 
 def udp(src, sport, dst, dport, payload=b"q"):
-    return Ether() / ip(src, dst) / UDP(sport=sport, dport=dport) / payload
+    return ether() / ip(src, dst) / UDP(sport=sport, dport=dport) / payload
 
 
 def key(proto, src, sport, dst, dport):
@@ -120,6 +122,16 @@ def sql_connection(dp, client=APP1, sport=50000, t=0.0):
     dp.process(tcp(client, sport, DB, 1433, "S"), t)
     dp.process(tcp(DB, 1433, client, sport, "SA"), t + 0.01)
     return dp.process(tcp(client, sport, DB, 1433, "A"), t + 0.02)
+
+
+def ssh_session_closed_by_fins(dp):
+    """OFFICE's SSH session to edge, opened and closed by FINs from 0.0 to 0.5 s; the last ACK's verdict."""
+    dp.process(tcp(OFFICE, 50000, EDGE, 22, "S"), 0.0)
+    dp.process(tcp(EDGE, 22, OFFICE, 50000, "SA"), 0.1)
+    dp.process(tcp(OFFICE, 50000, EDGE, 22, "A"), 0.2)
+    dp.process(tcp(OFFICE, 50000, EDGE, 22, "FA"), 0.3)
+    dp.process(tcp(EDGE, 22, OFFICE, 50000, "FA"), 0.4)
+    return dp.process(tcp(OFFICE, 50000, EDGE, 22, "A"), 0.5)
 
 
 # -- flow records: replies, rule changes, timeouts -------------------------------------------------
@@ -190,6 +202,13 @@ def test_flush_connection_cuts_a_live_flow_when_a_deny_rule_is_added() -> None:
     assert outcome(dp.process(tcp(DB, 1433, APP1, 50000, "PA"), 5.5)) == ("Deny", "rules", "DenyAllOut")
 
 
+def test_flush_connection_keeps_a_live_flow_the_changed_rules_still_allow() -> None:
+    dp = dataplane()
+    sql_connection(dp)
+    dp.add_rule("nsg-db", rule("AllowRdp", 300, "Inbound", "Allow", "Tcp", "3389"), now=5.0)
+    assert dp.process(tcp(APP1, 50000, DB, 1433, "PA"), 5.5).reason == "flow"
+
+
 def test_flush_connection_leaves_the_flows_of_other_nsgs_alone() -> None:
     """Only the NICs the changed NSG is attached to are re-evaluated."""
     dp = dataplane()
@@ -224,6 +243,23 @@ def test_scenario_timeouts_set_the_closed_timeout_of_a_reset_connection() -> Non
     assert dp.process(tcp(EDGE, 22, OFFICE, 50000, "A"), 2.9 + 2).decision == "Deny"
 
 
+def test_a_tcp_flow_closed_by_fins_ends_after_the_closed_timeout() -> None:
+    dp = dataplane()
+    assert ssh_session_closed_by_fins(dp).state == "closed"
+    late_reply = dp.process(tcp(EDGE, 22, OFFICE, 50000, "A"), 0.5 + 11)
+    assert outcome(late_reply) == ("Deny", "rules", "DenyAllOut")
+    assert dp.stats.flows_closed == 1
+
+
+def test_a_syn_on_the_five_tuple_of_a_closed_connection_opens_a_new_flow_decided_by_the_rules() -> None:
+    dp = dataplane()
+    ssh_session_closed_by_fins(dp)
+    dp.remove_rule("nsg-edge", "AllowSsh", now=0.6)
+    again = dp.process(tcp(OFFICE, 50000, EDGE, 22, "S"), 0.7)
+    assert outcome(again) == ("Deny", "rules", "DenyAllInBound")
+    assert dp.stats.flows_closed == 1
+
+
 def test_a_tcp_packet_of_an_unknown_flow_without_syn_is_evaluated_as_new() -> None:
     """README: mid-stream pickup; an allowed one opens a record in the established state."""
     dp = dataplane()
@@ -243,24 +279,31 @@ def test_a_tcp_packet_of_an_unknown_flow_without_syn_is_denied_when_the_rules_de
 
 def test_an_icmp_echo_request_opens_a_flow_its_reply_passes_by() -> None:
     dp = dataplane()
-    request = dp.process(Ether() / IP(src=APP1, dst=REMOTE) / ICMP(type=8, id=77, seq=1), 0)
+    request = dp.process(ether() / IP(src=APP1, dst=REMOTE) / ICMP(type=8, id=77, seq=1), 0)
     assert outcome(request) == ("Allow", "rules", "AllowIcmpOut")
-    reply = dp.process(Ether() / IP(src=REMOTE, dst=APP1) / ICMP(type=0, id=77, seq=1), 0.05)
+    reply = dp.process(ether() / IP(src=REMOTE, dst=APP1) / ICMP(type=0, id=77, seq=1), 0.05)
     assert (reply.decision, reply.reason, reply.nic) == ("Allow", "flow", "app1")
+
+
+def test_an_echo_reply_with_another_identifier_is_not_part_of_the_flow() -> None:
+    dp = dataplane()
+    dp.process(ether() / IP(src=APP1, dst=REMOTE) / ICMP(type=8, id=77), 0)
+    stray = dp.process(ether() / IP(src=REMOTE, dst=APP1) / ICMP(type=0, id=78), 0.05)
+    assert outcome(stray) == ("Deny", "rules", "DenyAllInBound")
 
 
 def test_an_icmpv6_echo_reply_passes_by_the_flow_of_its_request() -> None:
     dp = dataplane()
-    dp.process(Ether() / IPv6(src=APP1_V6, dst="2001:db8::9") / ICMPv6EchoRequest(id=5), 0)
-    reply = dp.process(Ether() / IPv6(src="2001:db8::9", dst=APP1_V6) / ICMPv6EchoReply(id=5), 0.05)
+    dp.process(ether() / IPv6(src=APP1_V6, dst="2001:db8::9") / ICMPv6EchoRequest(id=5), 0)
+    reply = dp.process(ether() / IPv6(src="2001:db8::9", dst=APP1_V6) / ICMPv6EchoReply(id=5), 0.05)
     assert (reply.decision, reply.reason) == ("Allow", "flow")
 
 
 def test_an_echo_to_a_public_ip_is_translated_and_its_reply_leaves_from_the_public_ip() -> None:
     dp = dataplane()
-    request = dp.process(Ether() / IP(src=STRANGER, dst=EDGE_PUBLIC) / ICMP(type=8, id=9), 0)
+    request = dp.process(ether() / IP(src=STRANGER, dst=EDGE_PUBLIC) / ICMP(type=8, id=9), 0)
     assert (request.decision, request.nic, request.rule) == ("Allow", "edge", "AllowIcmpIn")
-    reply = dp.process(Ether() / IP(src=EDGE, dst=STRANGER) / ICMP(type=0, id=9), 0.05)
+    reply = dp.process(ether() / IP(src=EDGE, dst=STRANGER) / ICMP(type=0, id=9), 0.05)
     assert (reply.decision, reply.reason) == ("Allow", "flow")
     assert reply.translated == key(1, EDGE_PUBLIC, 9, STRANGER, 9)
 
@@ -268,24 +311,45 @@ def test_an_echo_to_a_public_ip_is_translated_and_its_reply_leaves_from_the_publ
 def test_an_icmp_error_about_a_live_udp_flow_passes_as_related_to_it() -> None:
     dp = dataplane()
     dp.process(udp(APP1, 40000, DNS, 53), 0)
-    error = Ether() / IP(src="192.0.2.1", dst=APP1) / ICMP(type=3, code=3) / \
+    error = ether() / IP(src="192.0.2.1", dst=APP1) / ICMP(type=3, code=3) / \
         IPerror(src=APP1, dst=DNS) / UDPerror(sport=40000, dport=53)
     verdict = dp.process(error, 0.1)
     assert (verdict.decision, verdict.reason, verdict.state, verdict.nic, verdict.rule) == \
         ("Allow", "flow", "related", "app1", "AllowDnsOut")
 
 
+@pytest.mark.parametrize("nic, private, public", [("edge", EDGE, EDGE_PUBLIC), ("app3", APP3, FRONTEND)],
+                         ids=["public-ip", "load-balancer-snat"])
+def test_an_icmp_error_sent_to_the_public_address_of_a_translated_flow_passes_as_related(nic, private,
+                                                                                        public) -> None:
+    dp = dataplane()
+    out = dp.process(tcp(private, 40000, REMOTE, 443), 0)
+    error = ether() / IP(src="192.0.2.1", dst=public) / ICMP(type=3, code=4) / \
+        IPerror(src=public, dst=REMOTE, proto=6) / TCPerror(sport=out.translated[3], dport=443)
+    verdict = dp.process(error, 0.1)
+    assert (verdict.decision, verdict.reason, verdict.state, verdict.nic) == ("Allow", "flow", "related", nic)
+
+
+def test_an_icmp_error_about_the_reply_of_a_load_balanced_flow_passes_as_related() -> None:
+    dp = dataplane()
+    syn = dp.process(tcp(REMOTE, 50000, FRONTEND, 443), 0)
+    error = ether() / IP(src="192.0.2.1", dst=FRONTEND) / ICMP(type=3, code=1) / \
+        IPerror(src=FRONTEND, dst=REMOTE, proto=6) / TCPerror(sport=443, dport=50000)
+    verdict = dp.process(error, 0.1)
+    assert (verdict.decision, verdict.state, verdict.nic) == ("Allow", "related", syn.nic)
+
+
 def test_an_icmp_error_about_a_flow_that_has_expired_is_decided_by_the_rules() -> None:
     dp = dataplane()
     dp.process(udp(APP1, 40000, DNS, 53), 0)
-    error = Ether() / IP(src="192.0.2.1", dst=APP1) / ICMP(type=11, code=0) / \
+    error = ether() / IP(src="192.0.2.1", dst=APP1) / ICMP(type=11, code=0) / \
         IPerror(src=APP1, dst=DNS) / UDPerror(sport=40000, dport=53)
     assert outcome(dp.process(error, 240.0)) == ("Deny", "rules", "DenyAllInBound")
 
 
 def test_an_icmp_error_does_not_open_a_flow() -> None:
     dp = dataplane()
-    error = Ether() / IP(src=APP1, dst=STRANGER) / ICMP(type=3, code=1) / \
+    error = ether() / IP(src=APP1, dst=STRANGER) / ICMP(type=3, code=1) / \
         IPerror(src=STRANGER, dst=APP1) / UDPerror(sport=1, dport=2)
     assert outcome(dp.process(error, 0)) == ("Allow", "rules", "AllowIcmpOut")
     assert dp.flow_counts()["app1"] == 0
@@ -301,7 +365,7 @@ def test_an_ipv6_flow_is_decided_by_ipv6_rules_and_its_reply_passes() -> None:
 
 def test_ipv6_extension_headers_do_not_change_the_verdict() -> None:
     dp = dataplane()
-    packet = Ether() / IPv6(src="2001:db8::7", dst=APP1_V6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / \
+    packet = ether() / IPv6(src="2001:db8::7", dst=APP1_V6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / \
         TCP(sport=50000, dport=443, flags="S")
     verdict = dp.process(packet, 0)
     assert outcome(verdict) == ("Allow", "rules", "AllowHttpsV6")
@@ -318,7 +382,7 @@ def test_an_ipv4_address_and_an_ipv6_address_with_the_same_integer_are_different
 # -- fragments ----------------------------------------------------------------------------------
 
 def fragments(packet, size=512):
-    return [Ether() / f for f in fragment(packet, fragsize=size)]
+    return [ether() / f for f in fragment(packet, fragsize=size)]
 
 
 def test_the_fragments_of_an_allowed_datagram_follow_its_first_fragment() -> None:
@@ -343,7 +407,7 @@ def test_ipv6_fragments_follow_their_first_fragment() -> None:
     dp.process(udp(APP1_V6, 40000, "2001:db8::53", 53), 0)
     answer = IPv6(src="2001:db8::53", dst=APP1_V6) / IPv6ExtHdrFragment(id=0xBEEF) / \
         UDP(sport=53, dport=40000) / (b"a" * 2000)
-    verdicts = [dp.process(Ether() / f, 0.1) for f in fragment6(answer, 1000)]
+    verdicts = [dp.process(ether() / f, 0.1) for f in fragment6(answer, 1000)]
     assert len(verdicts) >= 2
     assert [(v.decision, v.reason) for v in verdicts] == [("Allow", "flow")] + \
         [("Allow", "fragment")] * (len(verdicts) - 1)
@@ -394,7 +458,7 @@ def test_fragments_of_different_datagrams_are_told_apart_by_ip_id() -> None:
 ])
 def test_a_vlan_tagged_frame_is_decided_as_its_untagged_packet_and_shares_its_flow(tags) -> None:
     dp = dataplane()
-    tagged = Ether() / tags() / IP(src=OFFICE, dst=EDGE) / TCP(sport=50000, dport=22, flags="S")
+    tagged = ether() / tags() / IP(src=OFFICE, dst=EDGE) / TCP(sport=50000, dport=22, flags="S")
     verdict = dp.process(bytes(tagged), 0)
     assert outcome(verdict) == ("Allow", "rules", "AllowSsh")
     assert verdict.packet.vlans
@@ -403,7 +467,7 @@ def test_a_vlan_tagged_frame_is_decided_as_its_untagged_packet_and_shares_its_fl
 
 def test_a_vlan_tag_with_the_old_q_in_q_ethertype_0x9100_is_decided() -> None:
     dp = dataplane()
-    frame = Ether(type=0x9100) / Dot1Q(vlan=20) / IP(src=OFFICE, dst=EDGE) / TCP(sport=50000, dport=22, flags="S")
+    frame = ether(type=0x9100) / Dot1Q(vlan=20) / IP(src=OFFICE, dst=EDGE) / TCP(sport=50000, dport=22, flags="S")
     verdict = dp.process(bytes(frame), 0)
     assert outcome(verdict) == ("Allow", "rules", "AllowSsh")
     assert verdict.packet.vlans == (20,)
@@ -481,7 +545,6 @@ def test_outbound_snat_never_gives_two_live_flows_the_same_frontend_port(flows) 
 
 
 def test_a_snat_port_is_given_back_when_its_flow_ends() -> None:
-    dp = dataplane()
     """The frontend keeps a client's source port when it is free (README), so the port is seen to come
     back; the closed flow's deadline is 10.1 s, and the table notices within the next second."""
     dp = dataplane()
@@ -512,6 +575,12 @@ def test_a_full_flow_table_refuses_a_new_flow_and_counts_it() -> None:
     refused = dp.process(tcp(OFFICE, 50002, EDGE, 22), 0.5)
     assert (refused.decision, refused.reason, refused.nic) == ("Deny", "flow-limit", "edge")
     assert (dp.stats.flows_refused, dp.stats.denied, dp.flow_counts()["edge"]) == (1, 1, 2)
+
+
+def test_a_full_flow_table_takes_new_flows_again_once_old_ones_expire() -> None:
+    dp = dataplane(max_flows_per_nic=1)
+    dp.process(tcp(OFFICE, 50000, EDGE, 22), 0)
+    assert outcome(dp.process(tcp(OFFICE, 50001, EDGE, 22), 121)) == ("Allow", "rules", "AllowSsh")
 
 
 def test_a_full_flow_table_still_passes_the_packets_of_its_flows() -> None:
@@ -606,17 +675,17 @@ def test_a_frame_between_vnet_addresses_that_are_no_nics_is_skipped() -> None:
 
 def test_a_frame_cut_inside_any_header_is_skipped_as_truncated() -> None:
     dp = dataplane()
-    frame = bytes(Ether() / Dot1Q(vlan=3) / IP(src=OFFICE, dst=EDGE) / TCP(sport=50000, dport=22, flags="S"))
+    frame = bytes(ether() / Dot1Q(vlan=3) / IP(src=OFFICE, dst=EDGE) / TCP(sport=50000, dport=22, flags="S"))
     for length in range(0, 18 + 20 + 14):
         verdict = dp.process(frame[:length], 0)
         assert (verdict.decision, verdict.reason) == ("Skip", "truncated"), length
 
 
 @pytest.mark.parametrize("frame, reason", [
-    (bytes(Ether() / IP(src=OFFICE, dst=EDGE, ihl=3) / TCP()), "malformed"),
-    (bytes(Ether(type=0x0800) / IPv6(src="2001:db8::1", dst=APP1_V6) / TCP()), "malformed"),
-    (bytes(Ether(type=0x86DD) / IP(src=OFFICE, dst=EDGE) / TCP()), "malformed"),
-    (bytes(Ether(type=0x0806) / (b"\x00" * 28)), "non-ip"),
+    (bytes(ether() / IP(src=OFFICE, dst=EDGE, ihl=3) / TCP()), "malformed"),
+    (bytes(ether(type=0x0800) / IPv6(src="2001:db8::1", dst=APP1_V6) / TCP()), "malformed"),
+    (bytes(ether(type=0x86DD) / IP(src=OFFICE, dst=EDGE) / TCP()), "malformed"),
+    (bytes(ether(type=0x0806) / (b"\x00" * 28)), "non-ip"),
 ], ids=["ihl-below-5", "ipv6-in-ipv4-ethertype", "ipv4-in-ipv6-ethertype", "arp"])
 def test_a_malformed_or_non_ip_frame_is_skipped_with_its_reason(frame, reason) -> None:
     verdict = dataplane().process(frame, 0)
@@ -625,9 +694,9 @@ def test_a_malformed_or_non_ip_frame_is_skipped_with_its_reason(frame, reason) -
 
 VALID_FRAMES = [bytes(f) for f in (
     tcp(OFFICE, 50000, EDGE, 22),
-    Ether() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / IP(src=APP1, dst=DNS) / UDP(sport=1, dport=53),
-    Ether() / IPv6(src="2001:db8::7", dst=APP1_V6) / IPv6ExtHdrHopByHop() / TCP(dport=443),
-    Ether() / IP(src="192.0.2.1", dst=APP1) / ICMP(type=3) / IPerror(src=APP1, dst=DNS) / UDPerror(dport=53),
+    ether() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / IP(src=APP1, dst=DNS) / UDP(sport=1, dport=53),
+    ether() / IPv6(src="2001:db8::7", dst=APP1_V6) / IPv6ExtHdrHopByHop() / TCP(dport=443),
+    ether() / IP(src="192.0.2.1", dst=APP1) / ICMP(type=3) / IPerror(src=APP1, dst=DNS) / UDPerror(dport=53),
 )]
 
 
@@ -680,6 +749,13 @@ def test_remove_rule_returns_the_removed_rule_and_new_flows_fall_through() -> No
     dp = dataplane()
     assert dp.remove_rule("nsg-edge", "AllowSsh").name == "AllowSsh"
     assert dp.check(f"tcp {OFFICE}:50000 > {EDGE}:22").rule == "DenyAllInBound"
+
+
+def test_a_rule_azure_would_reject_is_rejected_at_run_time_with_azures_code() -> None:
+    dp = dataplane()
+    with pytest.raises(ValidationErrors) as info:
+        dp.add_rule("nsg-edge", rule("Clash", 300, "Inbound", "Allow", "Tcp", "80"))
+    assert [p.code for p in info.value.problems] == ["SecurityRuleConflict"]
 
 
 def test_a_rule_change_on_an_nsg_the_scenario_lacks_is_an_error_naming_it() -> None:

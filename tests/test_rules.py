@@ -1,6 +1,7 @@
-"""The rule model as Azure defines it (reference §2, §3, §5), beyond `test_rule_validation.py`: the
-valid spellings Azure reads, the invalid neighbours of each, the error message's parts, the per-NSG
-limits on both sides, classic NSGs, and an NSG changed at run time with the same validation."""
+"""The rule model as Azure defines it (reference §2, §3, §5): rules are rejected exactly where Azure
+rejects them, with Azure's error code, and the valid spellings Azure reads are accepted; the error
+message's parts, the per-NSG limits on both sides, classic NSGs, the default rules, and an NSG changed at
+run time with the same validation."""
 
 from __future__ import annotations
 
@@ -150,10 +151,18 @@ def test_a_bad_member_of_the_plural_port_field_is_rejected_as_invalid_port_range
     assert codes(data) == [("SecurityRuleInvalidPortRange", "destinationPortRanges")]
 
 
-def test_star_in_the_plural_source_port_field_is_an_unsupported_value() -> None:
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_star_in_the_plural_port_field_is_an_unsupported_value(side: str) -> None:
     """The README's choice for `*` inside `*PortRanges` (§5)."""
-    data = rule(sourcePortRange=None, sourcePortRanges=["*"])
-    assert codes(data) == [("SecurityRuleParameterContainsUnsupportedValue", "sourcePortRanges")]
+    data = rule(**{f"{side}PortRange": None, f"{side}PortRanges": ["*"]})
+    assert codes(data) == [("SecurityRuleParameterContainsUnsupportedValue", f"{side}PortRanges")]
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_a_singular_and_a_plural_port_field_on_one_side_are_rejected_naming_both(side: str) -> None:
+    [problem] = problems(rule(**{f"{side}PortRange": "80", f"{side}PortRanges": ["443"]}))
+    assert (problem.code, problem.field) == ("SecurityRuleInvalidPortRange", f"{side}PortRanges")
+    assert problem.message == f"only one of {side}PortRange, {side}PortRanges can be used per security rule"
 
 
 def test_an_empty_plural_port_field_beside_the_singular_one_is_fine() -> None:
@@ -177,7 +186,7 @@ def test_a_cidr_with_host_bits_is_accepted() -> None:
 
 
 @pytest.mark.parametrize("side", ["source", "destination"])
-@pytest.mark.parametrize("value", ["VIRTUAL_NETWORK", "INTERNET", "AZURE_LOADBALANCER", "any", "Any",
+@pytest.mark.parametrize("value", ["VIRTUAL_NETWORK", "AZURE_LOADBALANCER", "any", "Any",
                                    "10.0.0.0/8,192.168.0.0/16", "10.0.0.1, 10.0.0.2", "10.0.0.0/33",
                                    "2001:db8::/129", "fe80::1%eth0", "300.1.1.1", "10.0.0.0/x", "not-a-tag"])
 def test_a_bad_single_address_is_rejected_as_invalid_address_prefix(side: str, value: str) -> None:
@@ -233,6 +242,11 @@ def test_two_kinds_of_address_on_one_side_are_rejected(side: str, given: tuple[s
     assert codes(data) == [("SecurityRuleInvalidAddressPrefix", side + given[1])]
 
 
+def test_an_empty_plural_address_field_beside_the_singular_one_is_fine() -> None:
+    """Real `az` output carries `[]` next to every singular value (§5)."""
+    assert codes(rule(sourceAddressPrefixes=[], destinationAddressPrefixes=[])) == []
+
+
 @pytest.mark.parametrize("side", ["source", "destination"])
 def test_a_side_without_any_address_is_rejected(side: str) -> None:
     assert codes(rule(**{f"{side}AddressPrefix": None})) == [("SecurityRuleInvalidAddressPrefix",
@@ -280,6 +294,12 @@ def test_the_message_names_file_nsg_rule_code_field_and_value(changes: dict, cod
     [problem] = info.value.problems
     assert str(problem).startswith(f"nsg1.json: web/AllowSsh: {code}: {field}: ")
     assert value in problem.message
+
+
+def test_the_message_of_a_rule_read_outside_an_nsg_starts_with_the_rule_name() -> None:
+    with pytest.raises(ValidationErrors) as info:
+        rule_from_azure(rule(name="AllowSsh", destinationPortRange="70000"))
+    assert str(info.value).startswith("AllowSsh: SecurityRuleInvalidPortRange: destinationPortRange: '70000' ")
 
 
 def test_the_message_of_a_port_list_reads_as_the_style_guide_shows() -> None:
@@ -469,6 +489,15 @@ def test_a_custom_outbound_rule_overrides_allow_internet_out_bound() -> None:
     policy = Policy.for_nsg(group, address_space=("10.0.0.0/16",))
     flow = parse_flow("tcp 10.0.0.4:50000 > 203.0.113.9:443").key
     assert policy.evaluate_nsg(group, Direction.OUTBOUND, flow).name == "DenyInternetOut"
+
+
+def test_a_custom_inbound_rule_overrides_allow_vnet_in_bound() -> None:
+    group = NetworkSecurityGroup("nsg", [rule_from_azure(rule(
+        name="DenyVnet", priority=4096, access="Deny", protocol="*", sourceAddressPrefix="VirtualNetwork",
+        destinationPortRange="*"))])
+    policy = Policy.for_nsg(group, address_space=("10.0.0.0/16",))
+    flow = parse_flow("tcp 10.0.0.5:1 > 10.0.0.4:2").key
+    assert policy.evaluate_nsg(group, Direction.INBOUND, flow).name == "DenyVnet"
 
 
 def test_a_custom_inbound_rule_overrides_deny_all_in_bound() -> None:
