@@ -1,27 +1,23 @@
 """NetworkSecurityGroup, and loading and saving the JSON shapes Azure's tools produce.
 
 Shapes read (reference §5): `az network nsg show` (flattened), `az network nsg list` (an array),
-REST/ARM resources (nested `properties`), and ARM templates, whose `[parameters('x')]` and
-`[variables('x')]` are resolved from the template's defaults. Any other template expression in a
-field the simulator uses is an error that names it; fields it does not use are never read.
+REST/ARM resources (nested `properties`), a REST list body (`{"value": [...]}`), `az network nsg rule
+list` output (a bare list of rules, named by the caller), and ARM templates, evaluated by `arm` with the
+defaults or a parameters file's values. Fields the simulator does not use are never read.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-import yaml
-
+from .arm import CLASSIC_NSG_TYPE, NSG_TYPE, RULE_TYPE, is_template, parameter_values, template_nsgs
+from . import terraform
+from .documents import read_document
 from .errors import DataplaneError, RuleError, ValidationErrors
 from .rules import (DEFAULT_RULE_NAMES, DEFAULT_RULES, Direction, SecurityRule, rule_from_azure,
                     validate_rule, validate_rules)
-
-NSG_TYPE = "microsoft.network/networksecuritygroups"
-CLASSIC_NSG_TYPE = "microsoft.classicnetwork/networksecuritygroups"
-RULE_TYPE = NSG_TYPE + "/securityrules"
 
 
 class NetworkSecurityGroup:
@@ -130,39 +126,86 @@ class NetworkSecurityGroup:
         return f"NetworkSecurityGroup({self.name!r}, {len(self._rules)} rules)"
 
 
-def read_document(path: str | Path) -> Any:
-    """JSON or YAML (YAML is a superset, but JSON errors read better from the JSON parser)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise DataplaneError(f"cannot read: {e.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise DataplaneError("is not a text file (JSON or YAML expected)", file=str(path)) from None
-    if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataplaneError(f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                                 file=str(path)) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise DataplaneError(f"is not valid JSON or YAML{where}", file=str(path)) from None
-
-
-def load_nsgs(path: str | Path) -> list[NetworkSecurityGroup]:
-    """Every NSG in a file of any shape the loader knows; errors name the file, NSG and rule."""
+def load_nsgs(path: str | Path, *, parameters: str | Path | None = None,
+              name: str | None = None) -> list[NetworkSecurityGroup]:
+    """Every NSG in a file of any shape the loader knows (only the one called `name`, when given; it names the
+    NSG of a bare rule list); `parameters` is an ARM parameters file for a template. Errors name the file, NSG
+    and rule."""
     path = str(path)
-    return nsgs_from_document(read_document(path), file=path)
+    values = read_parameters(parameters) if parameters is not None else None
+    return nsgs_from_document(read_document(path), file=path, parameters=values, name=name)
 
 
-def nsgs_from_document(doc: Any, *, file: str | None = None) -> list[NetworkSecurityGroup]:
-    if isinstance(doc, dict) and isinstance(doc.get("resources"), list):
-        raw = list(_arm_template_nsgs(doc, file))
-    elif isinstance(doc, list):
+def read_parameters(path: str | Path) -> dict[str, Any]:
+    """The values of an ARM parameters file (`{"parameters": {"x": {"value": ...}}}`)."""
+    return parameter_values(read_document(path), file=str(path))
+
+
+def nsgs_from_document(doc: Any, *, file: str | None = None, parameters: dict[str, Any] | None = None,
+                       name: str | None = None) -> list[NetworkSecurityGroup]:
+    nsgs, problems = nsgs_and_problems(doc, file=file, parameters=parameters, name=name)
+    if problems:
+        raise ValidationErrors(problems)
+    return nsgs
+
+
+def nsgs_and_problems(doc: Any, *, file: str | None = None, parameters: dict[str, Any] | None = None,
+                      name: str | None = None) -> tuple[list[NetworkSecurityGroup], list[DataplaneError]]:
+    """The NSGs that load and every problem of the others, so `lint` can show both. With `name`, only that
+    NSG and its problems."""
+    if terraform.is_terraform(doc):
+        found = terraform.nsgs(doc, file=file)
+        nsgs, problems = nsgs_and_problems(found.document, file=file, name=name)
+        return nsgs, found.locate(problems)
+    raw, problems, named = _raw_nsgs(doc, file, parameters, name)
+    if name is not None and not named:
+        picked = [r for r in raw if r[0].lower() == name.lower()]
+        if not picked and not problems:
+            raise DataplaneError(f"holds no NSG named {name!r} (it has: {', '.join(r[0] for r in raw)})", file=file)
+        if picked:
+            raw = picked
+            problems = [p for p in problems if p.nsg is not None and p.nsg.lower() == name.lower()]
+    nsgs = []
+    for nsg_name, rules, flush, classic, where in raw:
+        built = []
+        for rule in rules:
+            try:
+                built.append(rule_from_azure(rule, classic=classic))
+            except ValidationErrors as e:
+                problems.extend(e.located(file=file, nsg=nsg_name).problems)
+        try:
+            flush = _flag(flush, f"{where}.properties.flushConnection" if where else "flushConnection")
+            nsgs.append(NetworkSecurityGroup(nsg_name, built, flush_connection=flush, classic=classic, file=file))
+        except ValidationErrors as e:
+            problems.extend(e.located(file=file, nsg=nsg_name).problems)
+        except DataplaneError as e:
+            problems.append(e.located(file=file, nsg=nsg_name))
+    return nsgs, problems
+
+
+def _raw_nsgs(doc: Any, file: str | None, parameters: dict[str, Any] | None,
+              name: str | None) -> tuple[list[tuple[str, list, Any, bool, str]], list[DataplaneError], bool]:
+    """(name, rules, flushConnection, classic, template path) per NSG, the problems found, and whether the
+    NSG was named by the caller (a bare rule list)."""
+    if is_template(doc):
+        found = template_nsgs(doc, parameters=parameters, file=file)
+        if not found.nsgs and not found.problems:
+            linked = f" (linked templates, not fetched, are deployed at {', '.join(found.linked)})" \
+                if found.linked else ""
+            raise DataplaneError(f"holds no network security group{linked}", file=file)
+        return [(n.name, n.rules, n.flush_connection, n.classic, n.where) for n in found.nsgs], found.problems, False
+    if parameters is not None:
+        raise DataplaneError("parameters were given, but the file is not an ARM template", file=file)
+    if isinstance(doc, dict) and isinstance(doc.get("value"), list) and "name" not in doc:
+        doc = doc["value"]
+    if isinstance(doc, dict) and str(doc.get("type", "")).lower() == RULE_TYPE:
+        doc = [doc]
+    if (doc == [] and name is not None) or _is_rule_list(doc):
+        if name is None:
+            raise DataplaneError("is a list of security rules (`az network nsg rule list`): give the NSG's name "
+                                 "(--name)", file=file)
+        return [(name, doc, False, False, "")], [], True
+    if isinstance(doc, list):
         raw = [_plain_nsg(item, file, f"[{i}]") for i, item in enumerate(doc)]
     elif isinstance(doc, dict):
         raw = [_plain_nsg(doc, file, "")]
@@ -170,25 +213,36 @@ def nsgs_from_document(doc: Any, *, file: str | None = None) -> list[NetworkSecu
         raise DataplaneError("is not a network security group (expected az CLI, REST or ARM JSON)", file=file)
     if not raw:
         raise DataplaneError("holds no network security group", file=file)
-    problems: list[DataplaneError] = []
-    nsgs = []
-    for name, rules, flush, classic in raw:
-        built = []
-        for rule in rules:
-            try:
-                built.append(rule_from_azure(rule, classic=classic))
-            except ValidationErrors as e:
-                problems.extend(e.located(file=file, nsg=name).problems)
-        try:
-            nsgs.append(NetworkSecurityGroup(name, built, flush_connection=flush, classic=classic, file=file))
-        except ValidationErrors as e:
-            problems.extend(e.problems)
-    if problems:
-        raise ValidationErrors(problems)
-    return nsgs
+    return raw, [], False
 
 
-def _plain_nsg(doc: Any, file: str | None, where: str) -> tuple[str, list, bool, bool]:
+def _is_rule_list(doc: Any) -> bool:
+    """`az network nsg rule list` prints rules, flattened or with `properties`, without their NSG."""
+    def is_rule(item: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        if str(item.get("type", "")).lower() == RULE_TYPE:
+            return True
+        props = item.get("properties") if isinstance(item.get("properties"), dict) else item
+        return "securityRules" not in props and "direction" in props and "access" in props
+    return isinstance(doc, list) and bool(doc) and all(is_rule(item) for item in doc)
+
+
+def _flag(value: Any, field: str) -> bool:
+    """A boolean as Azure's JSON reader takes it: true/false, or the strings "true"/"false" in any case
+    (Newtonsoft.Json converts those, README "ARM templates"), and null for not set (as `az` prints an unset
+    property); anything else is refused, never read as truthy."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise DataplaneError(f"{json.dumps(value, default=repr)} is not a boolean (true or false)",
+                         code="InvalidRequestFormat", field=field)
+
+
+def _plain_nsg(doc: Any, file: str | None, where: str) -> tuple[str, list, Any, bool, str]:
     """az show/list (flattened) or REST (nested `properties`)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise DataplaneError(f"{where or 'the document'} is not a network security group: it has no name",
@@ -196,87 +250,15 @@ def _plain_nsg(doc: Any, file: str | None, where: str) -> tuple[str, list, bool,
     kind = str(doc.get("type", NSG_TYPE)).lower()
     if kind not in (NSG_TYPE, CLASSIC_NSG_TYPE):
         raise DataplaneError(f"{doc['name']!r} is a {doc.get('type')}, not a network security group", file=file)
+    if "properties" in doc and not isinstance(doc["properties"], dict):
+        raise DataplaneError(f"{json.dumps(doc['properties'])[:60]} is not an object (template expressions are "
+                             "evaluated only in an ARM template)", file=file, nsg=doc["name"],
+                             field=f"{where}.properties" if where else "properties")
     props = doc.get("properties") if isinstance(doc.get("properties"), dict) else doc
     rules = props.get("securityRules") or []
     if not isinstance(rules, list):
         raise DataplaneError("securityRules is not a list", file=file, nsg=doc["name"])
-    flush = bool(props.get("flushConnection", False))
-    return doc["name"], rules, flush, kind == CLASSIC_NSG_TYPE
-
-
-_EXPR = re.compile(r"^\[\s*(parameters|variables)\(\s*'([^']*)'\s*\)\s*\]$")
-
-
-class _Template:
-    """Resolves the two expression forms the simulator accepts in an ARM template."""
-
-    def __init__(self, doc: dict, file: str | None):
-        self.parameters = doc.get("parameters") or {}
-        self.variables = doc.get("variables") or {}
-        self.file = file
-
-    def value(self, value: Any, where: str, depth: int = 0) -> Any:
-        if isinstance(value, dict):
-            return {k: self.value(v, f"{where}.{k}", depth) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.value(v, f"{where}[{i}]", depth) for i, v in enumerate(value)]
-        if not isinstance(value, str) or not value.startswith("["):
-            return value
-        if value.startswith("[["):
-            return value[1:]
-        m = _EXPR.match(value)
-        if not m:
-            raise DataplaneError(
-                f"template expression {value!r} is not supported: only [parameters('x')] and [variables('x')]",
-                file=self.file, field=where)
-        if depth > 16:
-            raise DataplaneError(f"template expression {value!r} refers back to itself through parameters or "
-                                 "variables", file=self.file, field=where)
-        kind, name = m.groups()
-        if kind == "parameters":
-            spec = self.parameters.get(name)
-            if not isinstance(spec, dict) or "defaultValue" not in spec:
-                raise DataplaneError(f"parameter {name!r} has no defaultValue in the template",
-                                     file=self.file, field=where)
-            return self.value(spec["defaultValue"], where, depth + 1)
-        if name not in self.variables:
-            raise DataplaneError(f"variable {name!r} is not defined in the template", file=self.file, field=where)
-        return self.value(self.variables[name], where, depth + 1)
-
-
-def _arm_template_nsgs(doc: dict, file: str | None) -> Iterator[tuple[str, list, bool, bool]]:
-    t = _Template(doc, file)
-    nsgs: dict[str, dict] = {}
-    child_rules: list[tuple[str, Any]] = []
-
-    def visit(resources: list, where: str, parent: str | None) -> None:
-        for i, res in enumerate(resources):
-            if not isinstance(res, dict):
-                continue
-            here = f"{where}[{i}]"
-            kind = str(t.value(res.get("type", ""), f"{here}.type")).lower()
-            if kind in (NSG_TYPE, CLASSIC_NSG_TYPE):
-                name = t.value(res.get("name"), f"{here}.name")
-                props = res.get("properties") or {}
-                rules = t.value(props.get("securityRules") or [], f"{here}.properties.securityRules")
-                flush = t.value(props.get("flushConnection", False), f"{here}.properties.flushConnection")
-                nsgs[name] = {"rules": list(rules), "flush": bool(flush), "classic": kind == CLASSIC_NSG_TYPE}
-                visit(res.get("resources") or [], f"{here}.resources", name)
-            elif kind == RULE_TYPE or (parent and kind == "securityrules"):
-                full = t.value(res.get("name"), f"{here}.name")
-                owner, _, rule_name = full.rpartition("/")
-                owner = owner or parent
-                rule = {"name": rule_name, "properties": t.value(res.get("properties") or {}, f"{here}.properties")}
-                child_rules.append((owner, rule, here))
-
-    visit(doc["resources"], "resources", None)
-    for owner, rule, here in child_rules:
-        if owner not in nsgs:
-            raise DataplaneError(f"security rule {rule['name']!r} belongs to NSG {owner!r}, "
-                                 "which the template does not define", file=file, field=here)
-        nsgs[owner]["rules"].append(rule)
-    for name, nsg in nsgs.items():
-        yield name, nsg["rules"], nsg["flush"], nsg["classic"]
+    return doc["name"], rules, props.get("flushConnection", False), kind == CLASSIC_NSG_TYPE, ""
 
 
 def save_nsg(nsg: NetworkSecurityGroup, path: str | Path) -> None:

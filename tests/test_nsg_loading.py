@@ -151,14 +151,15 @@ def template_with(tmp_path: Path, source: Path = SHAPES / "arm-template.json", *
     ("resources.0.properties.flushConnection", "resources[0].properties.flushConnection"),
     ("variables.offices", "resources[0].properties.securityRules[1].properties.sourceAddressPrefixes"),
 ])
-def test_an_unsupported_template_expression_in_a_used_field_is_an_error_naming_it(
+def test_a_deployment_time_expression_in_a_used_field_is_an_error_naming_it_and_where_it_is(
         tmp_path: Path, path: str, where: str) -> None:
-    expression = "[concat('nsg-app', '/x')]"
+    expression = "[reference('pip').ipAddress]"
     template = template_with(tmp_path, **{path: expression})
     with pytest.raises(DataplaneError) as info:
         load_nsgs(template)
-    assert str(info.value) == (f"{template}: {where}: template expression \"{expression}\" is not supported: "
-                               "only [parameters('x')] and [variables('x')]")
+    message = str(info.value)
+    assert message.startswith(f"{template}: ") and f" {where}: " in message
+    assert f"{expression!r}" in message and "known only at deployment time" in message
 
 
 @pytest.mark.parametrize("path, value", [
@@ -186,7 +187,8 @@ def test_an_undefined_template_variable_is_an_error_naming_it_and_the_field(tmp_
                                       "[variables('partners')]"})
     with pytest.raises(DataplaneError) as info:
         load_nsgs(path)
-    assert str(info.value) == (f"{path}: resources[0].properties.securityRules[1].properties.sourceAddressPrefixes: "
+    assert str(info.value) == (f"{path}: nsg-app/AllowAppFromOffices: "
+                               "resources[0].properties.securityRules[1].properties.sourceAddressPrefixes: "
                                "variable 'partners' is not defined in the template")
 
 
@@ -197,10 +199,10 @@ def test_a_variable_that_refers_to_itself_is_an_error_not_a_crash(tmp_path: Path
 
 
 def test_a_doubled_bracket_is_a_literal_string_not_an_expression(tmp_path: Path) -> None:
-    """ARM's escape: `[[x]` is the string `[x]` (a description may start with a bracket)."""
-    path = template_with(tmp_path, **{"resources.1.properties.description": "[[partner] DNS"})
+    """ARM's escape: `[[x]` is the string `[x]` (a description may start and end with a bracket)."""
+    path = template_with(tmp_path, **{"resources.1.properties.description": "[[partner DNS]"})
     dns = next(r for r in load_nsgs(path)[0].rules if r.name == "AllowDnsV6")
-    assert dns.description == "[partner] DNS"
+    assert dns.description == "[partner DNS]"
 
 
 def test_a_child_rule_of_an_nsg_the_template_does_not_define_is_an_error(tmp_path: Path) -> None:
