@@ -2,7 +2,8 @@
 
 Inbound NSGs see the packet after public→private translation; outbound NSGs see it before
 private→public translation. A load-balanced flow keeps the client's source address and port, and
-the backend is chosen from the flow's source by a stable hash, so a replay is reproducible.
+the backend is chosen from the flow's source by a stable hash, so a replay is reproducible. An
+inbound NAT rule is a load-balancing rule whose pool is one NIC's address.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import NamedTuple
 from .topology import NetworkInterface, Scenario
 
 V6 = 1 << 128
+ANY_PORT = (0, 0)
+"""The frontend slot of an HA-ports rule (protocol All, port 0): every protocol and port, the port kept."""
+PROTOCOL_NUMBERS = {"Tcp": (6,), "Udp": (17,), "All": (6, 17)}
 
 
 def ip_key(version: int, ip: int) -> int:
@@ -26,7 +30,6 @@ class Inbound(NamedTuple):
     nic: NetworkInterface | None  # None: a load-balancer frontend with no rule for this port
     dst: int
     dport: int
-    via: str  # "public-ip NAME" or "load-balancer NAME"
 
 
 class Outbound(NamedTuple):
@@ -40,23 +43,49 @@ class Translations:
     def __init__(self, scenario: Scenario):
         self.public: dict[int, NetworkInterface] = {}
         self.private_v4: dict[str, int] = {}
-        self.frontends: dict[int, dict[tuple[int, int], tuple[int, list[NetworkInterface]]]] = {}
+        self.public_private: dict[int, int] = {}
+        self.config_public: dict[int, int] = {}
+        self.frontends: dict[int, dict[tuple[int, int], tuple[int, list[tuple[NetworkInterface, int]]]]] = {}
         self.frontend_names: dict[int, str] = {}
         self.outbound_frontend: dict[str, tuple[int, str]] = {}
         for nic in scenario.network_interfaces.values():
             v4 = [int(ip) for ip in nic.private_ips if ip.version == 4]
             if v4:
                 self.private_v4[nic.name] = v4[0]
-            if nic.public_ip is not None:
-                self.public[ip_key(nic.public_ip.version, int(nic.public_ip))] = nic
+            if nic.ip_configurations:
+                for config in nic.ip_configurations:
+                    if config.public_ip is not None and config.private_ip.version == config.public_ip.version:
+                        key = ip_key(config.public_ip.version, int(config.public_ip))
+                        self.public[key] = nic
+                        self.public_private[key] = int(config.private_ip)
+                        if config.public_ip.version == 4:
+                            self.config_public[int(config.private_ip)] = int(config.public_ip)
+            elif nic.public_ip is not None:
+                key = ip_key(nic.public_ip.version, int(nic.public_ip))
+                self.public[key] = nic
+                if v4:
+                    self.public_private[key] = v4[0]
+        nics = scenario.network_interfaces
         for lb in scenario.load_balancers.values():
+            forwards = [(rule.protocol, rule.frontend_ip, rule.frontend_port, rule.backend_port,
+                         [(nics[n], ip) for n, ip in zip(rule.backend_pool, rule.backend_ips or
+                                                         [None] * len(rule.backend_pool))])
+                        for rule in lb.rules]
+            forwards += [(nat.protocol, nat.frontend_ip, nat.frontend_port, nat.backend_port,
+                          [(nics[nat.network_interface], nat.private_ip)]) for nat in lb.inbound_nat_rules]
+            for protocol, frontend_ip, frontend_port, backend_port, pool in forwards:
+                frontend = frontend_ip or lb.frontend_ip
+                key = ip_key(frontend.version, int(frontend))
+                self.frontend_names[key] = lb.name
+                targets = [(nic, int(ip) if ip is not None else self.private_v4.get(nic.name)) for nic, ip in pool]
+                targets = [(nic, ip) for nic, ip in targets if ip is not None]
+                slots = [ANY_PORT] if protocol == "All" and frontend_port == 0 else \
+                    [(proto, frontend_port) for proto in PROTOCOL_NUMBERS[protocol]]
+                for slot in slots:
+                    self.frontends.setdefault(key, {})[slot] = (backend_port, targets)
             key = ip_key(lb.frontend_ip.version, int(lb.frontend_ip))
-            table = self.frontends.setdefault(key, {})
+            self.frontends.setdefault(key, {})
             self.frontend_names[key] = lb.name
-            for rule in lb.rules:
-                proto = 6 if rule.protocol == "Tcp" else 17
-                table[(proto, rule.frontend_port)] = (
-                    rule.backend_port, [scenario.network_interfaces[n] for n in rule.backend_pool])
             for name in lb.outbound_pool:
                 self.outbound_frontend.setdefault(name, (int(lb.frontend_ip), lb.name))
 
@@ -65,34 +94,40 @@ class Translations:
         key = ip_key(version, dst)
         nic = self.public.get(key)
         if nic is not None:
-            private = self.private_v4.get(nic.name)
-            return Inbound(nic, private, dport, f"public-ip {nic.name}") if private is not None else None
+            private = self.public_private.get(key)
+            return Inbound(nic, private, dport) if private is not None else None
         table = self.frontends.get(key)
         if table is None:
             return None
-        name = f"load-balancer {self.frontend_names[key]}"
-        target = table.get((proto, dport))
-        if target is None:
-            return Inbound(None, dst, dport, name)
+        target = table.get((proto, dport)) or table.get(ANY_PORT)
+        if target is None or not target[1]:
+            return Inbound(None, dst, dport)
         backend_port, pool = target
-        chosen = pool[zlib.crc32(f"{version}/{src}/{sport}/{proto}".encode()) % len(pool)] if pool else None
-        if chosen is None or chosen.name not in self.private_v4:
-            return Inbound(None, dst, dport, name)
-        return Inbound(chosen, self.private_v4[chosen.name], backend_port, name)
+        chosen, private = pool[zlib.crc32(f"{version}/{src}/{sport}/{proto}".encode()) % len(pool)]
+        return Inbound(chosen, private, backend_port or dport)
 
     def outbound(self, nic: NetworkInterface, version: int, src: int) -> Outbound | None:
         """The SNAT for a packet leaving the VNet: the NIC's public IP, else its LB frontend.
 
         None means default outbound access, whose address Azure does not publish: the flow
-        leaves with its private source as far as the simulator shows (README).
+        leaves with its private source as far as the simulator shows (README). With IP
+        configurations each address leaves by its own public IP; a `src` that is none of them
+        asks whether the NIC translates at all.
         """
         if version != 4:
             return None
-        if nic.public_ip is not None and nic.public_ip.version == 4:
+        if nic.ip_configurations:
+            public = self.config_public.get(src)
+            if public is not None:
+                return Outbound(public, None)
+        elif nic.public_ip is not None and nic.public_ip.version == 4:
             return Outbound(int(nic.public_ip), None)
         frontend = self.outbound_frontend.get(nic.name)
         if frontend is not None:
             return Outbound(frontend[0], frontend[1])
+        if nic.ip_configurations and not any(int(c.private_ip) == src for c in nic.ip_configurations):
+            public = next((c.public_ip for c in nic.ip_configurations if c.public_ip and c.public_ip.version == 4), None)
+            return Outbound(int(public), None) if public is not None else None
         return None
 
 
