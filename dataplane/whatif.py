@@ -1,0 +1,378 @@
+"""`dataplane whatif`: what a proposed change does to real traffic.
+
+One pass over the traffic through two dataplanes, before (the scenario) and after (the scenario with
+the changes applied). A flow is decided as a new connection at its first packet in each; its later
+packets follow its flow record there, as in `replay`. Every flow whose decision, deciding rule or
+reason differs is reported. The changes are in force from the first packet, so no flow is live when
+they apply: `flushConnection` has nothing to cut.
+
+Over captures, the frames go in batches through each dataplane in turn (the dataplanes never meet,
+so this equals interleaving them); the C fast path passes the packets of known flows in both, and
+only the packets of changed flows are counted in Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Iterable, NamedTuple
+
+from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
+from .documents import read_document
+from .errors import DataplaneError
+from .nsg import load_nsgs
+from .pipeline import Dataplane, Verdict
+from .policy import key_to_flow
+from .replay import Capture, Frame, merged
+from .report import render_whatif_report, require_extra
+from .terraform import is_plan, prior_state
+from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
+from .traffic import FlowDecider, is_flow_log, read_flow_logs
+
+NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED = "newly-denied", "newly-allowed", "rule-changed"
+CHANGES = (NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED)
+FAIL_ON = {NEWLY_DENIED: {NEWLY_DENIED}, NEWLY_ALLOWED: {NEWLY_ALLOWED}, "any": set(CHANGES), "none": set()}
+BATCH = 4096
+ICMP_ECHO = {1: (0, 8), 58: (128, 129)}
+
+
+class Fate(NamedTuple):
+    """How one dataplane decided a flow: the contract's `before` / `after` object."""
+
+    decision: str
+    nsg: str | None
+    rule: str | None
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.decision} {self.nsg}/{self.rule}" if self.rule else f"{self.decision} ({self.reason})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"decision": self.decision, "nsg": self.nsg, "rule": self.rule, "reason": self.reason}
+
+
+class ChangedFlow(NamedTuple):
+    """A flow whose fate differs; `flow` as the traffic shows it, `translated` as the NSG saw it."""
+
+    flow: str
+    translated: str | None
+    first_seen: float
+    last_seen: float
+    packets: int
+    bytes: int
+    change: str
+    before: Fate
+    after: Fate
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"flow": self.flow, "first_seen": self.first_seen, "last_seen": self.last_seen,
+                                "packets": self.packets, "bytes": self.bytes, "change": self.change,
+                                "before": self.before.to_json(), "after": self.after.to_json()}
+        if self.translated is not None:
+            data["translated"] = self.translated
+        return data
+
+
+class Group(NamedTuple):
+    """Changed flows that share a kind of change and the rules before and after."""
+
+    change: str
+    before: str
+    after: str
+    flows: int
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    flows: int
+    unmatched: int
+    changes: tuple[ChangedFlow, ...]
+
+    def of(self, change: str) -> list[ChangedFlow]:
+        return [c for c in self.changes if c.change == change]
+
+    def groups(self) -> list[Group]:
+        """Changed flows grouped by kind and rule pair, most traffic first."""
+        totals: dict[tuple[str, str, str], list[int]] = {}
+        for c in self.changes:
+            t = totals.setdefault((c.change, c.before.label, c.after.label), [0, 0, 0])
+            t[0] += 1
+            t[1] += c.packets
+            t[2] += c.bytes
+        groups = [Group(*slot, *t) for slot, t in totals.items()]
+        return sorted(groups, key=lambda g: (-g.packets, -g.bytes, -g.flows, g.change, g.before, g.after))
+
+    def fails(self, fail_on: str) -> bool:
+        kinds = FAIL_ON[fail_on]
+        return any(c.change in kinds for c in self.changes)
+
+
+def change_of(before: Fate, after: Fate) -> str | None:
+    if before.decision == "Allow" and after.decision != "Allow":
+        return NEWLY_DENIED
+    if before.decision != "Allow" and after.decision == "Allow":
+        return NEWLY_ALLOWED
+    if before != after:
+        return RULE_CHANGED
+    return None
+
+
+# -- the change ------------------------------------------------------------------------------------
+
+def scenarios(scenario_path: str, change_paths: Iterable[str]) -> tuple[Scenario, Scenario]:
+    """The scenario before and after: an NSG file replaces the NSG of its name, a scenario file the
+    whole topology."""
+    before = load_scenario(scenario_path)
+    after = load_scenario(scenario_path)
+    for path in change_paths:
+        doc = read_document(path)
+        if isinstance(doc, dict) and SCENARIO_KEYS & doc.keys() and "securityRules" not in doc:
+            after = load_scenario(path)
+            continue
+        for nsg in load_nsgs(path):
+            if nsg.name not in after.network_security_groups:
+                raise DataplaneError(f"--change: the scenario has no NSG named {nsg.name!r} to replace",
+                                     file=path, nsg=nsg.name)
+            after.network_security_groups[nsg.name] = nsg
+    return before, after
+
+
+def plan_scenarios(plan_path: str) -> tuple[Scenario, Scenario]:
+    """A Terraform plan's scenarios: before from its `prior_state`, after from its `planned_values`."""
+    doc = read_document(plan_path)
+    if not is_plan(doc):
+        raise DataplaneError("is not a Terraform plan (`terraform show -json plan.out`)", file=plan_path)
+    return scenario_from_document(prior_state(doc), file=plan_path), scenario_from_document(doc, file=plan_path)
+
+
+# -- the pass over the traffic ---------------------------------------------------------------------
+
+def whatif(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+    """Captures or flow logs (all of one kind) through both scenarios."""
+    kinds = {is_flow_log(p) for p in paths}
+    if len(kinds) > 1:
+        raise DataplaneError("the traffic mixes captures and flow logs; give one kind")
+    if kinds == {True}:
+        return whatif_flow_logs(before, after, paths)
+    return whatif_captures(before, after, paths)
+
+
+def flow_key(p: Packet) -> tuple:
+    """A packet's flow, the same both ways: ICMP echoes by identifier, other ICMP by type and code."""
+    proto, version, src, dst, sport, dport = p[1], p[0], p[2], p[3], p[4], p[5]
+    if p[7] >= 0:
+        sport = dport = p[9] if p[7] in ICMP_ECHO.get(proto, ()) else p[7] * 256 + p[8]
+    if (src, sport) <= (dst, dport):
+        return proto, version, src, sport, dst, dport
+    return proto, version, dst, dport, src, sport
+
+
+def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+    dataplanes = (Dataplane(before), Dataplane(after))
+    captures: list[Capture] = []
+    seen: set[tuple] = set()
+    unmatched = 0
+    changed: dict[tuple, list] = {}
+    last_ts = None
+    try:
+        captures = [Capture(p) for p in paths]
+        frames = merged(captures)
+        while True:
+            batch = list(islice(frames, BATCH))
+            if not batch:
+                break
+            last_ts = batch[-1][0]
+            firsts = [_firsts(dp, batch, seen) for dp in dataplanes]
+            for key, v0 in firsts[0].items():
+                seen.add(key)
+                if v0.decision == "Skip":
+                    unmatched += 1
+                v1 = firsts[1].get(key)
+                if v1 is None:
+                    continue
+                fate0, fate1 = _fate(v0), _fate(v1)
+                kind = change_of(fate0, fate1)
+                if kind is not None:
+                    translated = v0.translated or v1.translated
+                    changed[key] = [v0.flow, str(key_to_flow(translated)) if translated else None, v0.ts, v0.ts,
+                                    0, 0, kind, fate0, fate1]
+            seen.update(firsts[1])
+            if changed:
+                _count(batch, changed)
+    finally:
+        for dp in dataplanes:
+            if last_ts is not None:
+                dp.close(last_ts)
+        for capture in captures:
+            capture.close()
+    changes = tuple(sorted((ChangedFlow(*c) for c in changed.values()), key=lambda c: (c.first_seen, c.flow)))
+    return Report(len(seen), unmatched, changes)
+
+
+def _fate(v: Verdict) -> Fate:
+    return Fate(v.decision, v.nsg, v.rule, v.reason)
+
+
+def _firsts(dp: Dataplane, batch: list[Frame], seen: set) -> dict[tuple, Verdict]:
+    """The verdict of the first packet of each flow new in this batch. First packets never take the
+    C fast path (it passes only flows it has met), so they all come back from `process`."""
+    firsts: dict[tuple, Verdict] = {}
+    process = dp.process
+
+    def note(v: Verdict) -> None:
+        p = v.packet
+        if p is None or p[12] > 0:  # not IP, or a later fragment: not the start of a flow
+            return
+        key = flow_key(p)
+        if key not in seen and key not in firsts:
+            firsts[key] = v
+
+    pass_frames = dp.pass_frames
+    if pass_frames is None:
+        for frame in batch:
+            note(process(frame[2], frame[0], frame[1]))
+        return firsts
+    frames = iter(batch)
+    while True:
+        _, _, frame = pass_frames(frames, math.inf, BATCH)
+        if frame is None:
+            return firsts
+        note(process(frame[2], frame[0], frame[1]))
+
+
+def _count(batch: list[Frame], changed: dict[tuple, list]) -> None:
+    """Last seen, packets and bytes (frame lengths, as flow logs count them) of changed flows. The
+    common frame is read as `decode_frame`'s own fast path reads it, without building a Packet."""
+    unpack, get = ETH_IPV4_PORTS.unpack_from, changed.get
+    for ts, linktype, data, _ in batch:
+        n = len(data)
+        if linktype == 1 and n >= 54:
+            ethertype, vihl, total, _, frag, proto, src, dst, sport, dport = unpack(data)
+            if ethertype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and total >= 40 and n >= 14 + total \
+                    and (proto == 6 or proto == 17):
+                c = get((proto, 4, src, sport, dst, dport) if (src, sport) <= (dst, dport) else
+                        (proto, 4, dst, dport, src, sport))
+                if c is not None:
+                    c[3] = ts
+                    c[4] += 1
+                    c[5] += n
+                continue
+        p = decode_frame(data, linktype)
+        if type(p) is Skip or p[12] > 0:
+            continue
+        c = get(flow_key(p))
+        if c is not None:
+            c[3] = ts
+            c[4] += 1
+            c[5] += p[10]
+
+
+def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+    deciders = FlowDecider(before), FlowDecider(after)
+    flows = unmatched = 0
+    changes = []
+    for flow in read_flow_logs(paths):
+        flows += 1
+        before_, after_ = deciders[0].decide(flow), deciders[1].decide(flow)
+        if before_ is None:
+            unmatched += 1
+            continue
+        fate0 = Fate(*before_[1:5])
+        fate1 = Fate(*after_[1:5]) if after_ is not None else Fate("Skip", None, None, "not-in-scenario")
+        kind = change_of(fate0, fate1)
+        if kind is not None:
+            changes.append(ChangedFlow(flow.flow, None, flow.first, flow.last, flow.packets, flow.bytes, kind,
+                                       fate0, fate1))
+    changes.sort(key=lambda c: (c.first_seen, c.flow))
+    return Report(flows, unmatched, tuple(changes))
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("whatif", help="what a proposed NSG change does to real traffic (captures or flow logs)")
+    p.add_argument("scenario", metavar="SCENARIO", help="the scenario (with --terraform-plan: the first TRAFFIC)")
+    p.add_argument("--change", action="append", default=[], metavar="FILE",
+                   help="an NSG file (replaces the NSG of its name) or a scenario file (repeatable)")
+    p.add_argument("--terraform-plan", metavar="PLAN",
+                   help="`terraform show -json` of a plan: before is its prior state, after its planned values")
+    # Optional: with --terraform-plan, SCENARIO's place holds the first TRAFFIC. nargs="*" would instead take
+    # nothing after SCENARIO and leave the TRAFFIC that follows `--change FILE` unrecognised.
+    p.add_argument("traffic", nargs="+", metavar="TRAFFIC",
+                   help="captures, or Azure flow logs (files or folders)").required = False
+    p.add_argument("--json", metavar="FILE", help="one JSON line per changed flow")
+    p.add_argument("--fail-on", choices=list(FAIL_ON), default=NEWLY_DENIED,
+                   help="exit 1 when a change of this kind is found (default: newly-denied)")
+    p.add_argument("--report", metavar="FILE", help="an HTML report with charts (needs dataplane[report])")
+    p.set_defaults(run=cmd_whatif)
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    if args.report:
+        require_extra()
+    if args.terraform_plan:
+        if args.change:
+            raise DataplaneError("--terraform-plan brings both states: give no --change with it")
+        before, after = plan_scenarios(args.terraform_plan)
+        traffic, sources = [args.scenario, *(args.traffic or [])], [f"terraform plan {args.terraform_plan}"]
+    else:
+        if not args.change or not args.traffic:
+            raise DataplaneError("give SCENARIO --change FILE TRAFFIC..., or --terraform-plan PLAN TRAFFIC...")
+        before, after = scenarios(args.scenario, args.change)
+        traffic, sources = args.traffic, [f"scenario {args.scenario}", *(f"change {c}" for c in args.change)]
+    report = whatif(before, after, traffic)
+    if args.report:
+        sources += [f"traffic {t}" for t in traffic]
+        render_whatif_report((c.to_json() for c in report.changes), args.report, sources=sources)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                for c in report.changes:
+                    f.write(json.dumps(c.to_json()) + "\n")
+        except OSError as e:
+            raise DataplaneError(f"cannot write: {e.strerror}", file=args.json) from None
+    print_report(report, sys.stdout)
+    return 1 if report.fails(args.fail_on) else 0
+
+
+SHOWN_PER_GROUP = 20
+
+
+def print_report(report: Report, out: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, highlight=False, width=None if out.isatty() else 160)
+    counts = {kind: len(report.of(kind)) for kind in CHANGES}
+    console.print(f"{report.flows:,} flows, {report.unmatched:,} matching no NIC (skipped): "
+                  + ", ".join(f"{n:,} {kind}" for kind, n in counts.items()))
+    if not report.changes:
+        return
+    table = Table(title="changed flows by rule, most traffic first", title_justify="left")
+    for column in ("change", "before", "after", "flows", "packets", "bytes"):
+        table.add_column(column, justify="right" if column in ("flows", "packets", "bytes") else "left")
+    for g in report.groups():
+        table.add_row(g.change, g.before, g.after, f"{g.flows:,}", f"{g.packets:,}", f"{g.bytes:,}")
+    console.print(table)
+    for g in report.groups():
+        members = [c for c in report.changes
+                   if (c.change, c.before.label, c.after.label) == (g.change, g.before, g.after)]
+        console.print(f"{g.change}: {g.before} -> {g.after}")
+        for c in members[:SHOWN_PER_GROUP]:
+            seen_as = f"  translated: {c.translated}" if c.translated else ""
+            console.print(f"  {c.flow}{seen_as}  {_clock(c.first_seen)} .. {_clock(c.last_seen)}  "
+                          f"{c.packets:,} packets {c.bytes:,} bytes")
+        if len(members) > SHOWN_PER_GROUP:
+            console.print(f"  ... {len(members) - SHOWN_PER_GROUP:,} more (--json lists every flow)")
+
+
+def _clock(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
