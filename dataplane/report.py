@@ -1,0 +1,551 @@
+"""One self-contained HTML page a reviewer would rather look at: `replay --report` and `whatif --report`.
+
+Charts are Vega-Lite specs built with Altair and drawn in the browser by the Vega bundle that
+vl-convert ships, inlined once per page (about 0.9 MB): the page fetches nothing, works offline and
+as a CI artifact, and keeps tooltips. Both libraries are the optional extra `dataplane[report]`;
+`Traffic`, the collector replay feeds, needs neither.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import Counter
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import DataplaneError
+from .pipeline import Verdict
+
+EXTRA = "pip install 'dataplane[report]'"
+ALL = "all NSGs"
+"""The scope of final decisions, beside one scope per NSG (what each NSG itself decided)."""
+TOP = 20
+TOP_RULES = 15
+OUTCOME_COLORS = {"allowed": "#3a9d5d", "denied": "#d64541", "skipped": "#a0a4a8"}
+CHANGE_COLORS = {"newly-denied": "#d64541", "newly-allowed": "#e8a33d", "rule-changed": "#4a78b5"}
+ACCESS_COLORS = {"Allow": OUTCOME_COLORS["allowed"], "Deny": OUTCOME_COLORS["denied"]}
+COUNT_AXIS = {"tickMinStep": 1, "format": ",d"}
+TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 43200)
+"""Minutes between time ticks."""
+
+
+class FlowTotals:
+    """One connection, both directions, as the report sums it up."""
+
+    __slots__ = ("id", "flow", "first_seen", "last_seen", "packets", "bytes", "allowed", "denied",
+                 "decision", "nsg", "rule", "denied_by", "evaluations")
+
+    def __init__(self, id: int, verdict: Verdict):
+        self.id = id
+        self.flow = verdict.flow or "?"
+        self.first_seen = self.last_seen = verdict.ts
+        self.packets = self.bytes = self.allowed = self.denied = 0
+        self.decision, self.nsg, self.rule = verdict.decision, verdict.nsg, verdict.rule
+        self.denied_by: tuple[str | None, str | None] = (None, None)
+        self.evaluations: tuple[tuple[str, str, str], ...] = ()
+
+
+class Traffic:
+    """Per-minute counts, per-rule packets and per-flow totals, fed one verdict at a time.
+
+    A packet of an existing flow carries no evaluations of its own; it is counted for the rules that
+    admitted its flow, so a rule's packets are all the packets it let through or stopped.
+    """
+
+    def __init__(self) -> None:
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.counts: Counter[tuple[int, str, str, str]] = Counter()  # (minute, scope, unit, outcome)
+        self.rule_packets: Counter[tuple[str, str]] = Counter()
+        self.rule_access: dict[tuple[str, str], str] = {}
+        self.flows: list[FlowTotals] = []
+        self._by_key: dict[tuple, FlowTotals] = {}
+        self._seen: set[tuple[int, str, str, int]] = set()
+
+    def verdict(self, verdict: Verdict, wirelen: int) -> None:
+        ts = verdict.ts
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        minute = int(ts // 60)
+        packet = verdict.packet
+        if verdict.decision == "Skip" or packet is None:
+            self.counts[(minute, ALL, "packets", "skipped")] += 1
+            return
+        flow = self._flow(verdict, (packet.proto, packet.version, packet.src, packet.sport, packet.dst, packet.dport))
+        flow.last_seen = max(flow.last_seen, ts)
+        flow.packets += 1
+        flow.bytes += wirelen
+        if verdict.evaluations:
+            evaluations = tuple((e.nsg, e.rule, e.access) for e in verdict.evaluations)
+            if verdict.decision == "Allow":
+                flow.evaluations = evaluations
+        elif verdict.reason == "flow":
+            evaluations = flow.evaluations or (((verdict.nsg, verdict.rule, "Allow"),) if verdict.nsg else ())
+        else:
+            evaluations = ()
+        if verdict.decision == "Allow":
+            flow.allowed += 1
+            self._count(minute, ALL, "allowed", flow.id)
+        else:
+            flow.denied += 1
+            flow.denied_by = (verdict.nsg, verdict.rule)
+            self._count(minute, ALL, "denied", flow.id)
+        for nsg, rule, access in evaluations:
+            self.rule_packets[(nsg, rule)] += 1
+            self.rule_access[(nsg, rule)] = access
+            self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id)
+
+    def _count(self, minute: int, scope: str, outcome: str, flow: int) -> None:
+        self.counts[(minute, scope, "packets", outcome)] += 1
+        seen = (minute, scope, outcome, flow)
+        if seen not in self._seen:
+            self._seen.add(seen)
+            self.counts[(minute, scope, "flows", outcome)] += 1
+
+    def _flow(self, verdict: Verdict, key: tuple) -> FlowTotals:
+        """The connection of a packet: its own key, or a reply's key before or after NAT."""
+        keys = [key] if verdict.translated is None else [key, tuple(verdict.translated)]
+        for k in keys:
+            for candidate in (k, (k[0], k[1], k[4], k[5], k[2], k[3])):
+                found = self._by_key.get(candidate)
+                if found is not None:
+                    return found
+        flow = FlowTotals(len(self.flows), verdict)
+        self.flows.append(flow)
+        for k in keys:
+            self._by_key[k] = flow
+        return flow
+
+
+def require_extra() -> None:
+    """Fail before a long replay rather than after it when the plotting extra is missing."""
+    _libraries()
+
+
+def render_replay_report(summary: dict[str, Any], traffic: Traffic, path: str, *,
+                         sources: Sequence[str] = ()) -> None:
+    """Write the replay report; `summary` is `Summary.to_json()`, so the page agrees with `--summary`."""
+    _write(path, replay_report_html(summary, traffic, sources=sources))
+
+
+def render_whatif_report(changes: Iterable[dict[str, Any]], path: str, *, title: str = "what-if report",
+                         sources: Sequence[str] = ()) -> None:
+    """Write the what-if report from changed-flow records, each shaped as a `whatif --json` line."""
+    _write(path, whatif_report_html(list(changes), title=title, sources=sources))
+
+
+def replay_report_html(summary: dict[str, Any], traffic: Traffic, *, sources: Sequence[str] = ()) -> str:
+    """The replay page: tiles and tables from the summary, per-minute and per-rule charts from `traffic`."""
+    alt, _ = _libraries()
+    packets = summary["packets"]
+    skipped = sum(summary["skipped"].values())
+    never_hit = sum(len(rules) for rules in summary["rules_never_hit"].values())
+    tiles = [("packets", "packets", packets, ""),
+             ("allowed", "allowed", summary["allowed"], _share(summary["allowed"], packets)),
+             ("denied", "denied", summary["denied"], _share(summary["denied"], packets)),
+             ("skipped", "skipped", skipped, _share(skipped, packets)),
+             ("flows-created", "flows created", summary["flows"].get("created", 0), ""),
+             ("rules-never-hit", "rules never hit", never_hit, "")]
+    rows = [{"minute": _iso(minute * 60), "scope": scope, "unit": unit, "outcome": outcome, "count": count}
+            for (minute, scope, unit, outcome), count in sorted(traffic.counts.items())]
+    overall = [r for r in rows if r["scope"] == ALL]
+    per_nsg = [r for r in rows if r["scope"] != ALL]
+    charts = [("traffic", "Traffic over capture time, per minute",
+               "Packets, and flows with at least one packet in the minute, by the final decision.",
+               _time_chart(alt, overall, OUTCOME_COLORS, facet_row=False))]
+    if per_nsg:
+        charts.append(("per-nsg", "Per NSG", "What each NSG itself allowed or denied, per minute. An NSG "
+                       "on both ends of a path sees a packet twice.",
+                       _time_chart(alt, per_nsg, OUTCOME_COLORS, facet_row=True)))
+    rule_rows = _rule_rows(summary, traffic)
+    busiest = _busiest(rule_rows)
+    if busiest:
+        charts.append(("rules", "Rule hits", f"Packets per rule (the {TOP_RULES} busiest of each NSG): evaluated, "
+                       "or carried by the flow the rule admitted.", _rule_chart(alt, busiest)))
+    body = [_tiles(tiles), _span(traffic, summary)]
+    body += [_chart_section(name, title, note, chart) for name, title, note, chart in charts[:2]]
+    body.append(_flow_tables(traffic))
+    body += [_chart_section(name, title, note, chart) for name, title, note, chart in charts[2:]]
+    body.append(_rule_table(summary, rule_rows))
+    body.append(_counts_table(summary))
+    stopped = summary.get("error") or ("interrupted" if summary.get("interrupted") else None)
+    return _page("dataplane replay report", sources, stopped, "\n".join(body))
+
+
+def whatif_report_html(changes: list[dict[str, Any]], *, title: str = "what-if report",
+                       sources: Sequence[str] = ()) -> str:
+    """The what-if page: changes by kind, per minute of their first packet and per rule pair."""
+    alt, _ = _libraries()
+    kinds = Counter(c["change"] for c in changes)
+    tiles = [("changed-flows", "changed flows", len(changes), ""),
+             *((kind, kind.replace("-", " "), kinds.get(kind, 0), "") for kind in CHANGE_COLORS),
+             ("packets", "packets", sum(c["packets"] for c in changes), ""),
+             ("bytes", "bytes", sum(c["bytes"] for c in changes), "")]
+    body = [_tiles(tiles)]
+    if changes:
+        per_minute = Counter((int(c["first_seen"] // 60), c["change"]) for c in changes)
+        rows = [{"minute": _iso(minute * 60), "scope": ALL, "unit": "flows", "outcome": change, "count": count}
+                for (minute, change), count in sorted(per_minute.items())]
+        pairs = _pairs(changes)
+        body.append(_chart_section("changes", "Changed flows over time",
+                                   "Changed flows per minute of their first packet, by kind of change.",
+                                   _time_chart(alt, rows, CHANGE_COLORS, facet_row=False, units=False)))
+        body.append(_chart_section("pairs", "Changed flows by rule pair",
+                                   "Flows per deciding rule before and after the change.", _pair_chart(alt, pairs)))
+        body.append(_pair_table(pairs))
+        body.append(_change_table(changes))
+    else:
+        body.append('<section><h2>No flow changes</h2><p>Every flow is decided as before, by the same rule.</p>'
+                    '</section>')
+    return _page(f"dataplane {title}", sources, None, "\n".join(body))
+
+
+def _libraries() -> tuple[Any, Any]:
+    try:
+        import altair
+        import vl_convert
+    except ImportError as e:
+        raise DataplaneError(f"--report needs the plotting extra ({e.name} is not installed): {EXTRA}") from None
+    return altair, vl_convert
+
+
+def _vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one script. vl-convert takes some ten seconds to bundle them,
+    so the bundle is kept in the user's cache, named by both versions; a cache that cannot be read
+    or written only costs the time."""
+    altair, vl_convert = _libraries()
+    vl_version = "_".join(altair.SCHEMA_VERSION.split(".")[:2])
+    cache = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dataplane" /
+             f"vega-embed-{vl_version}-vl-convert-{metadata.version('vl-convert-python')}.js")
+    try:
+        return cache.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    bundle = vl_convert.javascript_bundle(vl_version=vl_version)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}")
+        partial.write_text(bundle, encoding="utf-8")
+        partial.replace(cache)
+    except OSError:
+        pass
+    return bundle
+
+
+def _time_chart(alt: Any, rows: list[dict], colors: dict[str, str], *, facet_row: bool, units: bool = True) -> Any:
+    """Stacked bars per minute, coloured by outcome; faceted by unit (packets, flows) and by NSG."""
+    scale = alt.Scale(domain=list(colors), range=list(colors.values()))
+    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        x=alt.X("utcyearmonthdatehoursminutes(minute):T", title="capture time (UTC)",
+                axis=alt.Axis(labelAngle=0, **_time_ticks(rows))),
+        y=alt.Y("sum(count):Q", title=None, axis=COUNT_AXIS),
+        color=alt.Color("outcome:N", scale=scale, title=None, legend=alt.Legend(orient="top")),
+        tooltip=[alt.Tooltip("utcyearmonthdatehoursminutes(minute):T", title="minute", format="%Y-%m-%d %H:%M"),
+                 alt.Tooltip("outcome:N", title="what"), alt.Tooltip("sum(count):Q", title="count")],
+    ).properties(width=(470 if facet_row else 520) if units else 1060, height=120 if facet_row else 180)
+    if not units:
+        return chart.encode(y=alt.Y("sum(count):Q", title="flows", axis=COUNT_AXIS))
+    facet = {"column": alt.Column("unit:N", title=None, sort="descending",
+                                  header=alt.Header(labelFontSize=13, labelFontWeight="bold"))}
+    if facet_row:
+        facet["row"] = alt.Row("scope:N", title=None, header=alt.Header(labelFontSize=13, labelFontWeight="bold",
+                                                                         labelAngle=0, labelAlign="left"))
+    return chart.facet(**facet).resolve_scale(y="independent")
+
+
+def _time_ticks(rows: list[dict]) -> dict[str, Any]:
+    """Ticks on whole minutes, hours or days, a dozen at most; Vega's own fall on seconds when the
+    capture spans a minute or two."""
+    minutes = {int(datetime.fromisoformat(r["minute"]).timestamp() // 60) for r in rows}
+    if not minutes:
+        return {}
+    first, end = min(minutes), max(minutes) + 1
+    step = next((s for s in TICK_STEPS if end - first <= 12 * s), TICK_STEPS[-1])
+    ticks = [datetime.fromtimestamp(m * 60, timezone.utc) for m in range(-(-first // step) * step, end + 1, step)]
+    return {"values": [{"year": t.year, "month": t.month, "date": t.day, "hours": t.hour, "minutes": t.minute,
+                        "utc": True} for t in ticks], "format": "%H:%M" if step < 1440 else "%b %d"}
+
+
+def _rule_chart(alt: Any, rows: list[dict]) -> Any:
+    scale = alt.Scale(domain=list(ACCESS_COLORS), range=list(ACCESS_COLORS.values()))
+    return alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+        y=alt.Y("rule:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
+        x=alt.X("packets:Q", title="packets", axis=COUNT_AXIS),
+        color=alt.Color("access:N", scale=scale, title=None, legend=alt.Legend(orient="top")),
+        tooltip=[alt.Tooltip("nsg:N", title="NSG"), alt.Tooltip("rule:N"), alt.Tooltip("access:N"),
+                 alt.Tooltip("flows:Q", title="new flows"), alt.Tooltip("packets:Q")],
+    ).properties(width=760).facet(
+        row=alt.Row("nsg:N", title=None, header=alt.Header(labelFontSize=13, labelFontWeight="bold", labelAngle=0,
+                                                          labelAlign="left"))
+    ).resolve_scale(y="independent")
+
+
+def _pair_chart(alt: Any, pairs: list[dict]) -> Any:
+    scale = alt.Scale(domain=list(CHANGE_COLORS), range=list(CHANGE_COLORS.values()))
+    return alt.Chart(alt.Data(values=pairs)).mark_bar().encode(
+        y=alt.Y("pair:N", sort="-x", title=None, axis=alt.Axis(labelLimit=520)),
+        x=alt.X("flows:Q", title="flows", axis=COUNT_AXIS),
+        color=alt.Color("change:N", scale=scale, title=None, legend=alt.Legend(orient="top")),
+        tooltip=[alt.Tooltip("change:N"), alt.Tooltip("pair:N", title="before → after"), alt.Tooltip("flows:Q"),
+                 alt.Tooltip("packets:Q"), alt.Tooltip("bytes:Q")],
+    ).properties(width=560)
+
+
+def _rule_rows(summary: dict[str, Any], traffic: Traffic) -> list[dict]:
+    rows = []
+    nsgs = sorted(set(summary["rule_hits"]) | {nsg for nsg, _ in traffic.rule_packets})
+    for nsg in nsgs:
+        hits = summary["rule_hits"].get(nsg, {})
+        rules = set(hits) | {rule for n, rule in traffic.rule_packets if n == nsg}
+        for rule in rules:
+            rows.append({"nsg": nsg, "rule": rule, "access": traffic.rule_access.get((nsg, rule), "?"),
+                         "flows": hits.get(rule, 0), "packets": traffic.rule_packets.get((nsg, rule), 0)})
+    return sorted(rows, key=lambda r: (r["nsg"], -r["packets"], -r["flows"], r["rule"]))
+
+
+def _busiest(rule_rows: list[dict]) -> list[dict]:
+    """The rules hit, at most TOP_RULES per NSG, from rows sorted busiest first within each NSG."""
+    shown: Counter[str] = Counter()
+    busiest = []
+    for r in rule_rows:
+        if (r["packets"] or r["flows"]) and shown[r["nsg"]] < TOP_RULES:
+            shown[r["nsg"]] += 1
+            busiest.append(r)
+    return busiest
+
+
+def _pairs(changes: list[dict[str, Any]]) -> list[dict]:
+    totals: dict[tuple, list[int]] = {}
+    for c in changes:
+        key = (c["change"], _decided(c["before"]), _decided(c["after"]))
+        total = totals.setdefault(key, [0, 0, 0])
+        total[0] += 1
+        total[1] += c["packets"]
+        total[2] += c["bytes"]
+    return [{"change": change, "before": before, "after": after, "pair": f"{before} → {after}",
+             "flows": flows, "packets": packets, "bytes": size}
+            for (change, before, after), (flows, packets, size) in
+            sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))]
+
+
+def _decided(side: dict[str, Any]) -> str:
+    """As `whatif` prints a side: the deciding rule, or the reason when no rule decided."""
+    if side["rule"]:
+        return f"{side['decision']} {side['nsg']}/{side['rule']}"
+    return f"{side['decision']} ({side['reason']})"
+
+
+def _tiles(tiles: list[tuple[str, str, int, str]]) -> str:
+    cells = "".join(f'<div class="tile {name}"><div class="value" data-figure="{name}">{value:,}</div>'
+                    f'<div class="label">{html.escape(label)}{f" <span>{share}</span>" if share else ""}</div></div>'
+                    for name, label, value, share in tiles)
+    return f'<section class="tiles">{cells}</section>'
+
+
+def _span(traffic: Traffic, summary: dict[str, Any]) -> str:
+    if traffic.first_ts is None or traffic.last_ts is None:
+        return '<p class="span">The captures held no packets.</p>'
+    return (f'<p class="span">Capture time {_clock(traffic.first_ts)} to {_clock(traffic.last_ts)} UTC '
+            f'({_duration(summary["capture_seconds"])}).</p>')
+
+
+def _chart_section(name: str, title: str, note: str, chart: Any) -> str:
+    spec = json.dumps(chart.to_dict(), separators=(",", ":")).replace("</", "<\\/")
+    return (f'<section><h2>{html.escape(title)}</h2><p class="note">{html.escape(note)}</p>'
+            f'<div class="chart" id="chart-{name}"></div>'
+            f'<script type="application/json" class="vega-spec" data-target="chart-{name}">{spec}</script></section>')
+
+
+def _flow_tables(traffic: Traffic) -> str:
+    denied = sorted((f for f in traffic.flows if f.denied), key=lambda f: (-f.denied, -f.bytes, f.id))[:TOP]
+    talkers = sorted(traffic.flows, key=lambda f: (-f.bytes, -f.packets, f.id))[:TOP]
+    clock = _clock_for([f.first_seen for f in traffic.flows] + [f.last_seen for f in traffic.flows])
+    denied_rows = [[f.flow, f"{f.denied:,}", f"{f.bytes:,}", clock(f.first_seen), clock(f.last_seen),
+                    f.denied_by[0] or "-", f.denied_by[1] or "-"] for f in denied]
+    talker_rows = [[f.flow, f"{f.packets:,}", f"{f.bytes:,}", clock(f.first_seen), _decision_cell(f), f.nsg or "-",
+                    f.rule or "-"] for f in talkers]
+    denied_table = _table(["flow", "denied packets", "bytes", "first seen", "last seen", "NSG", "rule"],
+                          denied_rows, "denied-flows", numeric=(1, 2))
+    talker_table = _table(["flow", "packets", "bytes", "first seen", "decision", "NSG", "rule"], talker_rows,
+                          "top-talkers", numeric=(1, 2))
+    return (f'<section><h2>Top denied flows</h2><p class="note">By denied packets; the NSG and rule that denied '
+            f'the last of them. Times in UTC.</p>{denied_table}</section>'
+            f'<section><h2>Top talkers</h2><p class="note">Flows by bytes, both directions; the decision of their '
+            f'first packet and the NSG and rule that made it.</p>{talker_table}</section>')
+
+
+def _decision_cell(flow: FlowTotals) -> str:
+    """A flow re-decided later (idle, flushed, its rule changed) may see the other decision too."""
+    if flow.allowed and flow.denied:
+        return f"{flow.decision}, later {'Deny' if flow.decision == 'Allow' else 'Allow'} too"
+    return flow.decision
+
+
+def _rule_table(summary: dict[str, Any], rows: list[dict]) -> str:
+    parts = ['<section><h2>Rules per NSG</h2><p class="note">New flows: evaluations of new connections (as in '
+             'the summary). Packets: evaluated, or carried by the flow the rule admitted.</p><table class="rules">'
+             '<thead><tr><th>NSG</th><th>rule</th><th>access</th><th class="num">new flows</th>'
+             '<th class="num">packets</th></tr></thead><tbody>']
+    nsgs = sorted({r["nsg"] for r in rows} | set(summary["rules_never_hit"]))
+    for nsg in nsgs:
+        for r in (r for r in rows if r["nsg"] == nsg):
+            parts.append(f'<tr data-nsg="{html.escape(nsg)}" data-rule="{html.escape(r["rule"])}">'
+                         f'<td>{html.escape(nsg)}</td><td>{html.escape(r["rule"])}</td>'
+                         f'<td class="{r["access"].lower()}">{html.escape(r["access"])}</td>'
+                         f'<td class="num" data-flows>{r["flows"]:,}</td>'
+                         f'<td class="num" data-packets>{r["packets"]:,}</td></tr>')
+        never = summary["rules_never_hit"].get(nsg, [])
+        if never:
+            names = ", ".join(html.escape(n) for n in never)
+            parts.append(f'<tr class="never" data-nsg="{html.escape(nsg)}" data-never-hit="{len(never)}">'
+                         f'<td>{html.escape(nsg)}</td><td colspan="4"><details><summary>{len(never)} rule'
+                         f'{"s" if len(never) != 1 else ""} never hit</summary>{names}</details></td></tr>')
+    parts.append("</tbody></table></section>")
+    return "".join(parts)
+
+
+def _counts_table(summary: dict[str, Any]) -> str:
+    rows = [[f"flows {what.replace('_', ' ')}", f"{count:,}"] for what, count in summary["flows"].items()]
+    rows += [[f"skipped: {reason}", f"{count:,}"] for reason, count in sorted(summary["skipped"].items())]
+    table = _table(["what", "count"], rows, "counts", numeric=(1,))
+    return f'<section><h2>Flow records and skipped packets</h2>{table}</section>'
+
+
+def _pair_table(pairs: list[dict]) -> str:
+    rows = [[p["change"], p["before"], p["after"], f"{p['flows']:,}", f"{p['packets']:,}", f"{p['bytes']:,}"]
+            for p in pairs]
+    return (f'<section><h2>Rule pairs</h2>'
+            f'{_table(["change", "before", "after", "flows", "packets", "bytes"], rows, "pairs", numeric=(3, 4, 5))}'
+            f'</section>')
+
+
+def _change_table(changes: list[dict[str, Any]]) -> str:
+    top = sorted(changes, key=lambda c: (-c["packets"], -c["bytes"], c["flow"]))[:100]
+    clock = _clock_for([c["first_seen"] for c in changes])
+    rows = [[c["flow"], c["change"], clock(c["first_seen"]), f"{c['packets']:,}", f"{c['bytes']:,}",
+             _decided(c["before"]), _decided(c["after"])] for c in top]
+    shown = f" (the {len(top)} with most packets of {len(changes):,})" if len(top) < len(changes) else ""
+    table = _table(["flow", "change", "first seen", "packets", "bytes", "before", "after"], rows, "changes",
+                   numeric=(3, 4))
+    return f'<section><h2>Changed flows{shown}</h2>{table}</section>'
+
+
+def _table(head: list[str], rows: list[list[str]], name: str, *, numeric: tuple[int, ...] = ()) -> str:
+    if not rows:
+        return '<p class="note">None.</p>'
+    th = "".join(f'<th{" class=num" if i in numeric else ""}>{html.escape(h)}</th>' for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{html.escape(str(cell))}</td>'
+                                    for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    return f'<table class="{name}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _page(title: str, sources: Sequence[str], error: str | None, body: str) -> str:
+    bundle = _vega_bundle().replace("</script", "<\\/script")
+    inputs = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+    banner = f'<p class="error">The replay stopped early: {html.escape(error)}</p>' if error else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+<script>{bundle}</script>
+</head>
+<body>
+<header><h1>{html.escape(title)}</h1><ul class="sources">{inputs}</ul></header>
+{banner}
+{body}
+<script>{DRAW}</script>
+</body>
+</html>
+"""
+
+
+DRAW = """
+(function () {
+  const specs = Array.from(document.querySelectorAll('script.vega-spec'));
+  Promise.all(specs.map(function (s) {
+    const target = document.getElementById(s.dataset.target);
+    return vegaEmbed(target, JSON.parse(s.textContent), {actions: false, renderer: 'svg'}).catch(function (e) {
+      target.textContent = 'This chart could not be drawn: ' + e;
+      throw e;
+    });
+  })).then(function () { document.body.dataset.charts = 'drawn'; }, console.error);
+})();
+"""
+
+STYLE = """
+:root { color-scheme: light; --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --bg: #f5f7fa; }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px 32px 48px; background: var(--bg); color: var(--ink);
+       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header h1 { margin: 0 0 4px; font-size: 22px; }
+ul.sources { margin: 0 0 16px; padding: 0; list-style: none; color: var(--muted); font-size: 13px; }
+ul.sources li { display: inline; margin-right: 14px; }
+section { overflow-x: auto; background: #fff; border: 1px solid var(--line); border-radius: 8px;
+          padding: 16px 20px; margin: 0 0 18px; }
+h2 { margin: 0 0 4px; font-size: 16px; }
+p.note, p.span { margin: 0 0 10px; color: var(--muted); font-size: 13px; }
+p.error { background: #fdecea; border: 1px solid #f5c2bd; color: #8a1c12; padding: 10px 14px; border-radius: 6px; }
+section.tiles { display: flex; flex-wrap: wrap; gap: 12px; background: none; border: 0; padding: 0;
+                margin-bottom: 8px; }
+.tile { flex: 1 1 140px; background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px;
+        border-top: 4px solid #7b8794; }
+.tile .value { font-size: 26px; font-weight: 650; font-variant-numeric: tabular-nums; }
+.tile .label { color: var(--muted); }
+.tile .label span { margin-left: 4px; }
+.tile.allowed { border-top-color: #3a9d5d; } .tile.denied, .tile.newly-denied { border-top-color: #d64541; }
+.tile.skipped { border-top-color: #a0a4a8; } .tile.newly-allowed { border-top-color: #e8a33d; }
+.tile.rule-changed { border-top-color: #4a78b5; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { white-space: nowrap; text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line);
+         vertical-align: top; }
+th { color: var(--muted); font-weight: 600; white-space: nowrap; }
+td:first-child { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12px; }
+table.rules td:first-child, table.counts td:first-child, table.pairs td:first-child {
+  font-family: inherit; font-size: 13px; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.allow { color: #2b7a48; } td.deny { color: #b3261e; }
+tr.never td { color: var(--muted); white-space: normal; }
+details summary { cursor: pointer; }
+.chart { overflow-x: auto; }
+"""
+
+
+def _write(path: str, page: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise DataplaneError(f"cannot write: {e.strerror}", file=path) from None
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else ""
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clock(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-4]
+
+
+def _clock_for(instants: list[float]) -> Callable[[float], str]:
+    """Times of day alone when every instant falls on one UTC day (the page names the day once)."""
+    if instants and int(min(instants) // 86400) == int(max(instants) // 86400):
+        return lambda seconds: _clock(seconds)[11:]
+    return _clock
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)} min {rest:.1f} s" if minutes else f"{rest:.2f} s"
