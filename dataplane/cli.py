@@ -7,7 +7,11 @@ decision; 2 when the input could not be used (a file, a flow line, an argument).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
+import os
+import signal
 import sys
 import textwrap
 import time
@@ -19,13 +23,17 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from .addresses import ServiceTags, bundled_service_tags
+from .arm import is_template
 from .errors import CaptureError, DataplaneError, ValidationErrors
 from .expectations import explanation_text, load_expectations
 from .flows import Flow, FlowSyntaxError, parse_flow, read_flows
-from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document, read_document
+from .documents import read_document
+from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_and_problems, read_parameters
 from .policy import Decision, NsgExplanation, Policy, effective_rules
 from .rules import Direction
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
+from .whatif import add_commands as add_whatif_commands
+from . import analysis, importer
 
 if TYPE_CHECKING:
     from .replay import Outputs, Summary, Update
@@ -41,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()
+        return status
     except ValidationErrors as e:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -50,9 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        return 130
+        # The reader went away (`dataplane lint ... | head`): end as a process killed by SIGPIPE does,
+        # so a pipeline with pipefail never sees 0 for work whose result was not all read.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt as e:
+        return _interrupted_status(e)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interruption so that replay closes its outputs as on Ctrl-C."""
+
+
+def _interrupted_status(e: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="validate NSG or scenario files as Azure would")
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.add_argument("--service-tags", metavar="FILE", help="Azure's ServiceTags JSON, to check tag names")
+    lint.add_argument("--parameters", metavar="FILE", help="an ARM parameters file for the templates given")
+    lint.add_argument("--json", action="store_true", help="one JSON object per file: its NSGs and every problem")
     lint.set_defaults(run=cmd_lint)
 
     for name, run, text in (("check", cmd_check, "decide flows as new connections"),
@@ -70,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
         target = p.add_mutually_exclusive_group(required=True)
         target.add_argument("--nsg", metavar="FILE", help="one NSG file (az CLI, REST or ARM JSON/YAML)")
         target.add_argument("--scenario", metavar="FILE", help="a scenario file (topology, NAT, platform rules)")
-        p.add_argument("--name", help="which NSG of the file, when it holds several")
+        p.add_argument("--name", help="which NSG of the file, when it holds several; names a bare list of rules")
+        p.add_argument("--parameters", metavar="FILE", help="with --nsg: an ARM parameters file for a template")
         p.add_argument("--direction", choices=["inbound", "outbound"], help="with --nsg: the rules to use")
-        p.add_argument("--address-space", action="append", default=[], metavar="PREFIX",
+        p.add_argument("--address-space", action="append", default=[], metavar="PREFIX", type=_prefix,
                        help="with --nsg: what VirtualNetwork means (repeatable)")
         p.add_argument("--service-tags", metavar="FILE", help="with --nsg: Azure's ServiceTags JSON")
         p.add_argument("--flows", metavar="FILE", help="flows one per line ('-' = stdin)")
@@ -92,42 +121,81 @@ def _parser() -> argparse.ArgumentParser:
 
     replay_ = sub.add_parser("replay", help="replay captures through the stateful dataplane")
     replay_.add_argument("scenario", metavar="SCENARIO")
-    replay_.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap, pcapng, optionally .gz")
+    replay_.add_argument("captures", nargs="+", metavar="CAPTURE",
+                         help="pcap, pcapng, optionally .gz; or Azure flow logs (files or folders)")
     for option, text in (("verdicts", "one JSON line per packet"), ("flow-log", "Azure NSG flow log v2 JSON"),
                          ("vnet-flow-log", "Azure VNet flow log v4 JSON"), ("allowed", "capture of allowed packets"),
                          ("denied", "capture of denied packets"),
                          ("translated", "capture of allowed packets as they leave the NAT"),
-                         ("summary", "the summary as JSON")):
+                         ("summary", "the summary as JSON"),
+                         ("report", "an HTML report with charts (needs dataplane[report])")):
         replay_.add_argument(f"--{option}", metavar="FILE", help=text)
+    for option, text in (("flow-log-dir", "NSG flow logs v2 as Azure lays them out in storage (PT1H.json per hour)"),
+                         ("vnet-flow-log-dir", "VNet flow logs v4 as Azure lays them out in storage")):
+        replay_.add_argument(f"--{option}", metavar="DIR", help=text)
     replay_.add_argument("--update", action="append", default=[], metavar="TIME=NSG_FILE",
                          help="deploy a new NSG version TIME seconds after the first packet (repeatable)")
     replay_.set_defaults(run=cmd_replay)
+    add_whatif_commands(sub)
+    importer.add_commands(sub)
+    analysis.add_commands(sub)
     return parser
 
 
+def _prefix(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP prefix (e.g. 10.0.0.0/16 or fd00::/48)") from None
+    return text
+
+
 def cmd_lint(args: argparse.Namespace) -> int:
-    problems = 0
     tags = ServiceTags.from_file(args.service_tags) if args.service_tags else None
+    parameters = read_parameters(args.parameters) if args.parameters else None
+    problems = 0
     for file in args.files:
-        try:
-            doc = read_document(file)
-            if isinstance(doc, dict) and SCENARIO_KEYS & doc.keys() and "securityRules" not in doc:
-                scenario = scenario_from_document(doc, file=file)
-                for warning in scenario.warnings:
-                    print(f"warning: {warning}")
-            else:
-                for nsg in nsgs_from_document(doc, file=file):
-                    _check_tags(nsg, tags, file)
-        except ValidationErrors as e:
-            for problem in e.problems:
-                print(problem)
-            problems += len(e.problems)
-        except DataplaneError as e:
-            print(e.located(file=file))
-            problems += 1
+        nsgs, found, warnings = _lint_file(file, tags, parameters)
+        problems += len(found)
+        if args.json:
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(json.dumps({"file": file, "ok": not found,
+                              "nsgs": [{"name": n.name, "rules": len(n.rules)} for n in nsgs],
+                              "problems": [{"nsg": p.nsg, "rule": p.rule, "code": p.code, "field": p.field,
+                                            "message": p.message} for p in found]}))
+            continue
+        for warning in warnings:
+            print(f"warning: {warning}")
+        for problem in found:
+            print(problem)
     if problems:
         print(f"{problems} problem{'s' if problems != 1 else ''} found", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _lint_file(file: str, tags: ServiceTags | None, parameters: dict | None
+               ) -> tuple[list[NetworkSecurityGroup], list[DataplaneError], list[str]]:
+    """The NSGs of one file that load, every problem found in it, and its warnings. `parameters` are given
+    to ARM templates only, so one lint run can take templates beside other files."""
+    try:
+        doc = read_document(file)
+        if isinstance(doc, dict) and SCENARIO_KEYS & doc.keys() and "securityRules" not in doc:
+            scenario = scenario_from_document(doc, file=file)
+            return list(scenario.network_security_groups.values()), [], scenario.warnings
+        nsgs, problems = nsgs_and_problems(doc, file=file, parameters=parameters if is_template(doc) else None)
+    except ValidationErrors as e:
+        return [], e.problems, []
+    except DataplaneError as e:
+        return [], [e.located(file=file)], []
+    for nsg in nsgs:
+        try:
+            _check_tags(nsg, tags, file)
+        except ValidationErrors as e:
+            problems.extend(e.located(file=file, nsg=nsg.name).problems)
+        except DataplaneError as e:
+            problems.append(e.located(file=file, nsg=nsg.name))
+    return nsgs, problems, []
 
 
 def _check_tags(nsg: NetworkSecurityGroup, tags: ServiceTags | None, file: str) -> None:
@@ -184,7 +252,7 @@ class _Target:
 
     def __init__(self, args: argparse.Namespace):
         if args.scenario:
-            for option in ("direction", "name", "service_tags"):
+            for option in ("direction", "name", "service_tags", "parameters"):
                 if getattr(args, option):
                     raise UsageError(f"--{option.replace('_', '-')} goes with --nsg, not --scenario")
             if args.address_space:
@@ -194,18 +262,11 @@ class _Target:
             return
         if not args.direction:
             raise UsageError("--nsg needs --direction inbound|outbound")
-        nsgs = load_nsgs(args.nsg)
-        if args.name:
-            found = [n for n in nsgs if n.name == args.name]
-            if not found:
-                raise UsageError(f"holds no NSG named {args.name!r} (it has: {', '.join(n.name for n in nsgs)})",
-                                 file=args.nsg)
-            self.nsg = found[0]
-        elif len(nsgs) > 1:
+        nsgs = load_nsgs(args.nsg, parameters=args.parameters, name=args.name)
+        if len(nsgs) > 1:
             raise UsageError(f"holds {len(nsgs)} NSGs ({', '.join(n.name for n in nsgs)}): choose one with --name",
                              file=args.nsg)
-        else:
-            self.nsg = nsgs[0]
+        self.nsg = nsgs[0]
         self.direction = Direction(args.direction.capitalize())
         tags = ServiceTags.from_file(args.service_tags) if args.service_tags else bundled_service_tags()
         self.policy = Policy.for_nsg(self.nsg, address_space=tuple(args.address_space), service_tags=tags)
@@ -371,9 +432,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for update in updates:
         if update.nsg.name not in scenario.network_security_groups:
             raise UsageError(f"--update: the scenario has no NSG named {update.nsg.name!r}", file=update.nsg.file)
-    outputs = Outputs(args.verdicts, args.flow_log, args.vnet_flow_log, args.allowed, args.denied, args.translated,
-                      args.summary)
+    outputs = Outputs(**{name: getattr(args, name) for name in Outputs.__dataclass_fields__})
     total = sum(Path(c).stat().st_size for c in args.captures if Path(c).is_file())
+    signal.signal(signal.SIGTERM, _terminate)
     err = Console(stderr=True)
     status = 0
     if sys.stderr.isatty():
@@ -398,6 +459,18 @@ def _run_replay(scenario: Scenario, args: argparse.Namespace, outputs: "Outputs"
         print(f"error: {e}", file=sys.stderr)
         print("error: the outputs hold what was replayed before the error", file=sys.stderr)
         return e.summary, 2
+    except KeyboardInterrupt as e:
+        print("interrupted: the outputs hold what was replayed until then", file=sys.stderr)
+        return e.summary, _interrupted_status(e)  # type: ignore[attr-defined]
+
+
+def _summary_warnings(summary: "Summary") -> list[str]:
+    notes = [f"{count:,} packets of link type {linktype} were skipped: the decoder does not read that link type"
+             for linktype, count in sorted(summary.unsupported_link_types.items())]
+    if summary.timestamps_backwards:
+        notes.append(f"{summary.timestamps_backwards:,} packets have a timestamp earlier than the packet before them "
+                     "in their capture; they were replayed in file order")
+    return notes + summary.warnings
 
 
 def _print_summary(summary: "Summary") -> None:
@@ -413,7 +486,13 @@ def _print_summary(summary: "Summary") -> None:
     for what, count in summary.flows.items():
         table.add_row(f"flows {what.replace('_', ' ')}", f"{count:,}")
     table.add_row("packets per second", f"{summary.packets_per_second:,.0f}")
+    if summary.timestamps_backwards:
+        table.add_row("timestamps going backwards", f"{summary.timestamps_backwards:,}")
+    if summary.interrupted:
+        table.add_row("interrupted", "yes")
     console.print(table)
+    for warning in _summary_warnings(summary):
+        print(f"warning: {warning}", file=sys.stderr)
     hits = Table(title="hits per NSG rule (new flows)", title_justify="left")
     for column in ("NSG", "rule", "hits"):
         hits.add_column(column, justify="right" if column == "hits" else "left")
@@ -421,6 +500,11 @@ def _print_summary(summary: "Summary") -> None:
         for rule, count in sorted(rules.items(), key=lambda item: -item[1]):
             hits.add_row(nsg, rule, f"{count:,}")
     for nsg, rules in summary.rules_never_hit.items():
-        for rule in rules:
-            hits.add_row(nsg, rule, "never hit", style="dim")
+        if rules:
+            hits.add_row(nsg, rules[0] if len(rules) == 1 else f"{len(rules)} rules (listed in --summary, --report)",
+                         "never hit", style="dim")
     console.print(hits)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -153,7 +153,8 @@ class Dataplane:
         (ts, linktype, data, ...) frames from the iterator and passes those of recent flows (counted
         in `stats`), stopping before a frame at or after `until` or one it cannot pass, or after
         `limit` passed. It returns how many passed, the last one's time, and the frame it stopped at
-        (None at the end of the frames or the limit), which the caller hands to `process`."""
+        (None at the end of the frames or the limit), which the caller hands to `process`; or, when
+        the frames raised, the exception, which the caller raises once it has counted what passed."""
         self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
                                     if self._translations.outbound(nic, 4, 0) is not None)
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
@@ -291,12 +292,12 @@ class Dataplane:
             p = self._fast_process(packet, ts)
             if type(p) is Verdict:
                 return p
-            if p is not None:  # the common frame (never a fragment), of no recent flow
+            if p is None:
+                p = decode_frame(packet, linktype)
+            elif ts < self._next_sweep:  # the common frame (never a fragment), of no live recent flow
                 self._stats.packets += 1
-                if ts >= self._next_sweep:
-                    self.advance(ts)
                 return self._packet(p, ts)
-            p = decode_frame(packet, linktype)
+            # else a sweep is due, and the C path did not look at the recent flows: below, as without it
         elif isinstance(packet, (bytes, bytearray, memoryview)):
             p = decode_frame(bytes(packet), linktype)
         elif isinstance(packet, Packet):
@@ -336,6 +337,10 @@ class Dataplane:
         if first is None or first[0] <= ts:
             return self._packet(p, ts, fragment_alone=True)
         v = first[1]
+        if v.decision == ALLOW and v.state is not None:
+            # through the first fragment's flow records, so the flow's packets and bytes count it
+            through = self._packet(v.packet._replace(length=p.length, tcp_flags=0), ts)
+            return through._replace(reason="fragment", packet=p)
         if v.decision == ALLOW:
             self._stats.allowed += 1
         elif v.decision == DENY:
@@ -364,7 +369,8 @@ class Dataplane:
         dst_nic = self._nics_by_ip.get(dst if version == 4 else dst | V6)
         if dst_nic is None:
             back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3])) if self._snat_reverse else None
-            if back is None and (src_nic is None or not self.policy.virtual_network(src_nic.vnet).contains(version, dst)):
+            if back is None and (src_nic is None or ip_key(version, dst) in self._translations.frontends
+                                 or not self.policy.virtual_network(src_nic.vnet).contains(version, dst)):
                 inbound = self._translations.inbound(proto, version, t[2], t[3], dst, dport)
                 if inbound is not None and inbound.nic is not None:
                     back = (inbound.nic, inbound.dst, inbound.dport)
@@ -401,8 +407,10 @@ class Dataplane:
         if len(recent) >= RECENT_FLOWS:
             recent.clear()
         recent[key] = self._recent_entry(legs, translated)
-        if translated is None and all(record.nat is None for _, _, record, _ in legs):
-            proto, version, a, a_port, b, b_port = key
+        proto, version, a, a_port, b, b_port = key
+        # A reply to a public IP or frontend goes on to the NIC or backend behind it: not these legs backwards.
+        if translated is None and ip_key(version, a) not in self._translated_ips and \
+                all(record.nat is None for _, _, record, _ in legs):
             back = [(nic, (proto, version, b, b_port, a, a_port), record, not forward)
                     for nic, _, record, forward in reversed(legs)]
             recent[(proto, version, b, b_port, a, a_port)] = self._recent_entry(back, None)
@@ -580,7 +588,7 @@ class Dataplane:
             nic, private, private_port = back
             return nic, (proto, version, private, private_port, dst, dport)
         nic = self._translations.public.get(ip_key(version, src))
-        private = self._translations.private_v4.get(nic.name) if nic is not None else None
+        private = self._translations.public_private.get(ip_key(version, src))
         if private is not None:
             return nic, (proto, version, private, sport, dst, dport)
         balanced = self._translations.inbound(proto, version, dst, dport, src, sport)
@@ -602,6 +610,13 @@ class Dataplane:
             record = self._tables[nic.name].get(_canonical(key), ts)
             if record is not None:
                 self._stats.allowed += 1
+                # the error goes back to whoever sent the quoted packet
+                if key[2:4] == record.initiator[2:4]:
+                    record.packets_in += 1
+                    record.bytes_in += p.length
+                else:
+                    record.packets_out += 1
+                    record.bytes_out += p.length
                 outcome = record.outcome
                 return Verdict(ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
                                "related", p)

@@ -12,16 +12,22 @@ import gzip
 import heapq
 import json
 import math
+import os
+import stat
 import struct
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
+from .conntrack import LATEST_TIME
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs
 from .nsg import NetworkSecurityGroup, load_nsgs
 from .pipeline import Dataplane, Verdict
 from .policy import key_to_flow
+from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario
 
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
@@ -47,13 +53,14 @@ class Capture:
             raw = open(self.path, "rb")
         except OSError as e:
             raise CaptureError(f"cannot read: {e.strerror}", file=self.path) from None
-        self.size = Path(self.path).stat().st_size
         self._raw = raw
         self._file: BinaryIO = raw
-        if raw.read(2) == GZIP_MAGIC:
+        if raw.peek(2)[:2] == GZIP_MAGIC:  # peek, not seek: a capture may come through a pipe
             self._file = gzip.open(raw)  # type: ignore[assignment]
-        raw.seek(0)
         self.offset = 0
+        self.backwards = 0
+        self.linktype: int | None = None
+        """Records whose timestamp is earlier than the record before them in the file."""
 
     @property
     def bytes_read(self) -> int:
@@ -68,9 +75,9 @@ class Capture:
         """n bytes, or an error naming the byte offset where the file breaks off."""
         try:
             data = self._file.read(n)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise CaptureError(f"corrupt compressed data near byte {self.offset} of the capture ({e})",
-                               file=self.path) from None
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise CaptureError(f"corrupt compressed data near byte {self._raw.tell()} of the file (byte "
+                               f"{self.offset} of the capture inside): {e}", file=self.path) from None
         if len(data) != n:
             if not data and what == "record header":
                 raise EOFError
@@ -97,8 +104,10 @@ class Capture:
         order, resolution = PCAP_MAGIC[magic]
         _, _, _, _, snaplen, linktype = struct.unpack(order + "HHiIII", self._read(20, "file header"))
         linktype &= 0xFFFF
+        self.linktype = linktype
         record = struct.Struct(order + "IIII")
         read = self._read
+        last = -math.inf
         while True:
             start = self.offset
             try:
@@ -107,14 +116,18 @@ class Capture:
                 return
             if caplen > max(snaplen, 262144) * 4:
                 raise CaptureError(f"corrupt record at byte {start}: captured length {caplen}", file=self.path)
-            yield new_frame(Frame, (sec + frac * resolution, linktype, read(caplen, "the frame of the record", start),
-                                    wirelen))
+            ts = sec + frac * resolution
+            if ts < last:
+                self.backwards += 1
+            last = ts
+            yield new_frame(Frame, (ts, linktype, read(caplen, "the frame of the record", start), wirelen))
 
     def _pcapng(self, magic: bytes) -> Iterator[Frame]:
         order = "<"
         interfaces: list[tuple[int, float]] = []
         block_type = struct.unpack("<I", magic)[0]
         first = True
+        last = -math.inf
         while True:
             start = self.offset
             if not first:
@@ -142,13 +155,22 @@ class Capture:
             elif block_type == 1:
                 linktype = struct.unpack_from(order + "H", body)[0]
                 interfaces.append((linktype, _tsresol(body[8:], order)))
+                if self.linktype is None:
+                    self.linktype = linktype
             elif block_type == 6:
                 iface, high, low, caplen, wirelen = struct.unpack_from(order + "IIIII", body)
                 if iface >= len(interfaces):
                     raise CaptureError(f"packet block at byte {start} names interface {iface}, not described",
                                        file=self.path)
                 linktype, resolution = interfaces[iface]
-                yield Frame(((high << 32) | low) * resolution, linktype, body[20:20 + caplen], wirelen)
+                ts = ((high << 32) | low) * resolution
+                if ts > LATEST_TIME:
+                    raise CaptureError(f"corrupt packet block at byte {start}: timestamp {ts:.0f} s is past the "
+                                       f"latest time the dataplane keeps ({LATEST_TIME:.0f} s)", file=self.path)
+                if ts < last:
+                    self.backwards += 1
+                last = ts
+                yield Frame(ts, linktype, body[20:20 + caplen], wirelen)
             elif block_type == 3 and interfaces:
                 wirelen = struct.unpack_from(order + "I", body)[0]
                 yield Frame(0.0, interfaces[0][0], body[4:4 + wirelen], wirelen)
@@ -192,7 +214,7 @@ class Update(NamedTuple):
             seconds = float(at)
         except ValueError:
             seconds = -1.0
-        if not sep or seconds < 0 or not path:
+        if not sep or not 0 <= seconds < math.inf or not path:
             raise DataplaneError(f"--update {text!r}: expected TIME=NSG_FILE, TIME in seconds after the first packet")
         nsgs = load_nsgs(path)
         if len(nsgs) != 1:
@@ -219,16 +241,21 @@ class PcapWriter:
             self.flush()
 
     def flush(self) -> None:
-        self._file.write(b"".join(self._pending))
+        with _naming(self.path):
+            self._file.write(b"".join(self._pending))
         self._pending.clear()
 
     def close(self) -> None:
-        self.flush()
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            with _naming(self.path):
+                self._file.close()
 
 
 class LinesWriter:
     def __init__(self, path: str):
+        self.path = path
         self._file = _open_output(path, "w")
         self._pending: list[str] = []
 
@@ -239,12 +266,68 @@ class LinesWriter:
 
     def flush(self) -> None:
         if self._pending:
-            self._file.write("\n".join(self._pending) + "\n")
+            text = "\n".join(self._pending) + "\n"
             self._pending.clear()
+            with _naming(self.path):
+                self._file.write(text)
 
     def close(self) -> None:
-        self.flush()
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            with _naming(self.path):
+                self._file.close()
+
+
+class ParquetWriter:
+    """Verdicts as Apache Parquet, one typed row per packet (or per flow, with packets and bytes, for
+    flow-log input), for DuckDB, pandas or Spark. Rows go out in row groups as they fill."""
+
+    COLUMNS = ("index", "ts", "flow", "direction", "nic", "decision", "nsg", "rule", "reason", "state",
+               "translated", "detail", "packets", "bytes")
+    ROW_GROUP = 65_536
+
+    def __init__(self, path: str):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataplaneError("Parquet verdicts need pyarrow: pip install 'dataplane[parquet]'",
+                                 file=path) from None
+        self.path = path
+        self._pa = pa
+        text = pa.string()
+        self._schema = pa.schema([("index", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")),
+                                  *((name, text) for name in self.COLUMNS[2:12]),
+                                  ("packets", pa.int64()), ("bytes", pa.int64())])
+        with _naming(path):
+            self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        self._rows: list[dict[str, Any]] = []
+
+    def write(self, obj: dict[str, Any]) -> None:
+        self._rows.append(obj)
+        if len(self._rows) >= self.ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        columns = {name: [row.get(name) for row in rows] for name in self.COLUMNS}
+        columns["ts"] = [round(ts * 1_000_000) if ts is not None else None for ts in columns["ts"]]
+        with _naming(self.path):
+            self._writer.write_table(self._pa.table(columns, schema=self._schema))
+
+    def close(self) -> None:
+        try:
+            if self._rows:
+                self.flush()
+        finally:
+            with _naming(self.path):
+                self._writer.close()
+
+
+def verdict_writer(path: str) -> LinesWriter | ParquetWriter:
+    """JSON Lines, or Parquet for a name ending in .parquet."""
+    return ParquetWriter(path) if path.lower().endswith(".parquet") else LinesWriter(path)
 
 
 @dataclass
@@ -256,6 +339,9 @@ class Outputs:
     denied: str | None = None
     translated: str | None = None
     summary: str | None = None
+    report: str | None = None
+    flow_log_dir: str | None = None
+    vnet_flow_log_dir: str | None = None
 
 
 @dataclass
@@ -270,6 +356,10 @@ class Summary:
     seconds: float = 0.0
     capture_seconds: float = 0.0
     error: str | None = None
+    interrupted: bool = False
+    timestamps_backwards: int = 0
+    unsupported_link_types: dict[int, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def packets_per_second(self) -> float:
@@ -280,7 +370,10 @@ class Summary:
                 "skipped": dict(sorted(self.skipped.items())), "rule_hits": self.rule_hits,
                 "rules_never_hit": self.rules_never_hit, "flows": self.flows,
                 "packets_per_second": round(self.packets_per_second, 1),
-                "capture_seconds": round(self.capture_seconds, 6), "error": self.error}
+                "capture_seconds": round(self.capture_seconds, 6), "error": self.error,
+                "interrupted": self.interrupted, "timestamps_backwards": self.timestamps_backwards,
+                "unsupported_link_types": {str(k): v for k, v in sorted(self.unsupported_link_types.items())},
+                "warnings": self.warnings}
 
 
 Progress = Callable[[int], None]
@@ -291,28 +384,36 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
            clock: Callable[[], float] | None = None) -> Summary:
     """Replay captures through the scenario; outputs are written even when a capture breaks off.
 
-    Raises CaptureError after closing every output, with the summary of what was read attached
-    as `error.summary`.
+    Raises CaptureError (a capture breaks off) and KeyboardInterrupt (the user stopped it) after
+    closing every output, with the summary of what was done attached as `error.summary`.
     """
     outputs = outputs or Outputs()
-    flowlogs = FlowLogs() if outputs.flow_log or outputs.vnet_flow_log else None
+    paths = list(paths)
+    _check_outputs(outputs, paths, scenario, updates)
+    from .traffic import is_flow_log, replay_flow_logs  # traffic builds on this module
+    if paths and all(is_flow_log(p) for p in paths):
+        return replay_flow_logs(scenario, paths, outputs, updates=updates, clock=clock)
+    writers: dict[str, Any] = {}
+    flowlogs = _flow_logs(outputs, writers)
+    if outputs.report:
+        require_extra()
+    traffic = Traffic() if outputs.report else None
     dataplane = Dataplane(scenario, listener=flowlogs)
     pending = sorted(updates, key=lambda u: u.at)
     hits: dict[tuple[str, str], int] = {}
     captures: list[Capture] = []
-    writers: dict[str, Any] = {}
     summary = Summary()
     started = clock() if clock else 0.0
     first_ts = last_ts = None
     index = 0
     try:
         captures = [Capture(p) for p in paths]
-        verdict_lines = LinesWriter(outputs.verdicts) if outputs.verdicts else None
+        verdict_lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
         if verdict_lines:
             writers["verdicts"] = verdict_lines
         process = dataplane.process
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
-        per_packet = verdict_lines is not None or flowlogs is not None or captures_out
+        per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
         pass_frames = dataplane.pass_frames if not per_packet else None
         frames = merged(captures)
         shown = 0
@@ -326,6 +427,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 if passed:
                     index += passed
                     last_ts = last
+                if isinstance(frame, BaseException):
+                    raise frame
                 if frame is None:
                     if passed < PASS_BATCH:
                         break
@@ -343,6 +446,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 update = pending.pop(0)
                 dataplane.replace_nsg(update.nsg, first_ts + update.at)
             verdict = process(data, ts, linktype)
+            if verdict.reason == "unsupported-link-type":
+                summary.unsupported_link_types[linktype] = summary.unsupported_link_types.get(linktype, 0) + 1
             for evaluation in verdict.evaluations:
                 slot = (evaluation.nsg, evaluation.rule)
                 hits[slot] = hits.get(slot, 0) + 1
@@ -351,10 +456,16 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                     verdict_lines.write(verdict.to_json(index - 1))
                 if flowlogs is not None:
                     flowlogs.verdict(verdict)
+                if traffic is not None:
+                    traffic.verdict(verdict, frame.wirelen)
                 if captures_out:
                     _write_frame(writers, outputs, frame, verdict)
     except CaptureError as e:
         summary.error = str(e)
+        e.summary = summary  # type: ignore[attr-defined]
+        raise
+    except KeyboardInterrupt as e:
+        summary.interrupted = True
         e.summary = summary  # type: ignore[attr-defined]
         raise
     finally:
@@ -362,21 +473,105 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             dataplane.close(last_ts)
         if flowlogs is not None:
             flowlogs.close()
-        for writer in writers.values():
-            writer.close()
+        linktype = next((c.linktype for c in captures if c.linktype is not None), 1)
+        for name in ("allowed", "denied", "translated"):
+            if getattr(outputs, name) and name not in writers:
+                writers[name] = PcapWriter(getattr(outputs, name), linktype)
+        failure = _close_all(writers.values())
         for capture in captures:
             capture.close()
         _fill_summary(summary, dataplane, hits, scenario)
         summary.seconds = (clock() - started) if clock else 0.0
         summary.capture_seconds = (last_ts - first_ts) if first_ts is not None else 0.0
-        if flowlogs is not None:
-            if outputs.flow_log:
-                _write_json(outputs.flow_log, {"records": flowlogs.nsg_records})
-            if outputs.vnet_flow_log:
-                _write_json(outputs.vnet_flow_log, {"records": flowlogs.vnet_records})
+        summary.timestamps_backwards = sum(c.backwards for c in captures)
+        summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
+                             f"{summary.capture_seconds:g} s after its first packet" for u in pending]
         if outputs.summary:
             _write_json(outputs.summary, summary.to_json())
+        if outputs.report and traffic is not None:
+            sources = [f"scenario {scenario.file}"] if scenario.file else []
+            render_replay_report(summary.to_json(), traffic, outputs.report,
+                                 sources=sources + [f"capture {c.path}" for c in captures])
+        if failure is not None:
+            raise failure
     return summary
+
+
+class RecordsFile:
+    """A flow log as one JSON document, `{"records": [...]}`, written record by record as minutes close."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = _open_output(path, "w")
+        self._count = 0
+        with _naming(path):
+            self._file.write('{"records": [')
+
+    def write(self, record: dict[str, Any]) -> None:
+        with _naming(self.path):
+            self._file.write((",\n" if self._count else "\n") + json.dumps(record, separators=(",", ":")))
+        self._count += 1
+
+    def close(self) -> None:
+        try:
+            with _naming(self.path):
+                self._file.write("\n]}\n")
+        finally:
+            with _naming(self.path):
+                self._file.close()
+
+
+class StorageTree:
+    """Flow logs laid out as Azure writes them to a storage account: one compact `PT1H.json` per NSG
+    (or flow log) and MAC and hour, written when the capture's clock leaves that hour (reference §6)."""
+
+    def __init__(self, root: str, container: str, id_field: str):
+        self.path = root
+        self._root = Path(root) / container
+        self._id_field = id_field
+        self._hour = ""
+        self._blobs: dict[Path, list[dict[str, Any]]] = {}
+
+    def write(self, record: dict[str, Any]) -> None:
+        time = record["time"]
+        if time[:13] != self._hour:
+            self._write_hour()
+            self._hour = time[:13]
+        folder = (f"{self._id_field}={record[self._id_field]}/y={time[0:4]}/m={time[5:7]}/d={time[8:10]}/"
+                  f"h={time[11:13]}/m=00/macAddress={record['macAddress']}")
+        self._blobs.setdefault(self._root / folder / "PT1H.json", []).append(record)
+
+    def close(self) -> None:
+        self._write_hour()
+
+    def _write_hour(self) -> None:
+        blobs, self._blobs = self._blobs, {}
+        for blob, records in blobs.items():
+            with _naming(str(blob)):
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                blob.write_text(json.dumps({"records": records}, separators=(",", ":")), encoding="utf-8")
+
+
+def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
+    """The flow log builder, feeding every flow log output asked for (they join `writers`)."""
+    sinks: dict[str, list[Any]] = {"nsg": [], "vnet": []}
+    for name, kind, make in (
+            ("flow_log", "nsg", RecordsFile), ("vnet_flow_log", "vnet", RecordsFile),
+            ("flow_log_dir", "nsg", lambda p: StorageTree(p, "insights-logs-networksecuritygroupflowevent",
+                                                          "resourceId")),
+            ("vnet_flow_log_dir", "vnet", lambda p: StorageTree(p, "insights-logs-flowlogflowevent",
+                                                                "flowLogResourceID"))):
+        path = getattr(outputs, name)
+        if path:
+            writers[name] = make(path)
+            sinks[kind].append(writers[name])
+    if not sinks["nsg"] and not sinks["vnet"]:
+        return None
+
+    def emit(kind: str, record: dict[str, Any]) -> None:
+        for sink in sinks[kind]:
+            sink.write(record)
+    return FlowLogs(emit)
 
 
 def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, verdict: Verdict) -> None:
@@ -446,6 +641,54 @@ def _open_output(path: str, mode: str) -> Any:
 
 
 def _write_json(path: str, data: Any) -> None:
-    with _open_output(path, "w") as f:
+    with _naming(path), _open_output(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
+
+
+@contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """An output that fails mid-run (a full disk, a closed device) is an error naming it."""
+    try:
+        yield
+    except OSError as e:
+        raise DataplaneError(f"cannot write: {e.strerror or e}", file=path) from None
+
+
+def _close_all(writers: Iterable[Any]) -> DataplaneError | None:
+    """Closes every writer, also after one fails; the first failure is returned to be raised."""
+    first = None
+    for writer in writers:
+        try:
+            writer.close()
+        except DataplaneError as e:
+            first = first or e
+    return first
+
+
+def _check_outputs(outputs: Outputs, captures: list[str], scenario: Scenario, updates: Iterable[Update]) -> None:
+    """Before anything is written: no file is both an output and an input, or two outputs."""
+    inputs = {**{c: "a capture" for c in captures}, **{u.nsg.file: "an --update file" for u in updates if u.nsg.file}}
+    if scenario.file:
+        inputs[scenario.file] = "the scenario"
+    seen: dict[str, str] = {}
+    for name in ("verdicts", "flow_log", "vnet_flow_log", "allowed", "denied", "translated", "summary", "report"):
+        path = getattr(outputs, name, None)
+        if not path or _is_device(path):
+            continue
+        option = "--" + name.replace("_", "-")
+        real = os.path.realpath(path)
+        for given, what in inputs.items():
+            if os.path.realpath(given) == real:
+                raise DataplaneError(f"{option} would overwrite {what}", file=path)
+        if real in seen:
+            raise DataplaneError(f"given to both {seen[real]} and {option}", file=path)
+        seen[real] = option
+
+
+def _is_device(path: str) -> bool:
+    """/dev/null, /dev/stdout and pipes may take several outputs."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False

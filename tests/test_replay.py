@@ -15,7 +15,8 @@ from scapy.utils import PcapNgWriter, rdpcap, wrpcap
 
 from dataplane.cli import main
 
-from datafiles import SHARED_PCAPS, shared_captures
+from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
+from frames import ether
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "pcaps" / "demo"
@@ -26,7 +27,7 @@ OFFICE, JUMP_PUBLIC, JUMP = "203.0.113.50", "20.50.1.10", "10.10.3.4"
 
 
 def ssh(t, sport, flags, reply=False):
-    p = Ether() / (IP(src=JUMP, dst=OFFICE) / TCP(sport=22, dport=sport, flags=flags) if reply else
+    p = ether() / (IP(src=JUMP, dst=OFFICE) / TCP(sport=22, dport=sport, flags=flags) if reply else
                    IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP(sport=sport, dport=22, flags=flags))
     p.time = T0 + t
     return p
@@ -170,7 +171,7 @@ def test_a_file_that_is_not_a_capture_is_an_error_naming_it(tmp_path, capsys) ->
 
 def test_a_malformed_frame_is_counted_and_the_replay_goes_on(tmp_path, capsys) -> None:
     packets = session(0, 53000, 60)
-    broken = Ether(bytes(Ether() / IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP())[:20])
+    broken = Ether(bytes(ether() / IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP())[:20])
     broken.time = T0 + 0.5
     capture = tmp_path / "broken.pcap"
     wrpcap(str(capture), sorted(packets + [broken], key=lambda p: p.time))
@@ -190,7 +191,7 @@ def test_the_summary_table_is_printed_and_no_progress_bar_when_stderr_is_not_a_t
 @pytest.mark.parametrize("name", shared_captures(), ids=str)
 def test_every_shared_capture_replays_with_every_packet_accounted_for(name, tmp_path, capsys) -> None:
     summary = tmp_path / "s.json"
-    status, _, _ = replay(capsys, SHARED_SCENARIO, SHARED_PCAPS / name, "--summary", summary)
+    status, _, _ = replay(capsys, SHARED_SCENARIO, scenario_capture(SHARED_PCAPS / name, tmp_path), "--summary", summary)
     data = json.loads(summary.read_text())
     assert status == 0
     assert data["packets"] > 0
