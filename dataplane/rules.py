@@ -59,7 +59,9 @@ RULE_METADATA = frozenset({"id", "etag", "type", "provisioningState", "resourceG
 
 @lru_cache(maxsize=65536)
 def parse_port_range(text: str) -> tuple[int, int] | None:
-    """`*` → (0, 65535); `80` → (80, 80); `lo-hi` → (lo, hi); anything else → None."""
+    """`*` → (0, 65535); `80` → (80, 80); `lo-hi` → (lo, hi); anything else → None. Spaces around the
+    range are ignored: Azure deployed a quickstart template whose range was `'65503-65534 '`."""
+    text = text.strip()
     if text == "*":
         return (0, 65535)
     m = _PORT.match(text)

@@ -23,8 +23,6 @@ GEN_UNIQUE = re.compile(r"GEN-UNIQUE(-\d+)?")
 
 # Refusals that are not for a deployment-time value, each with its reason.
 KNOWN_REFUSALS = {
-    "201-application-gateway-2vms-iis-ssl__azuredeploy.json":
-        "destinationPortRange '65503-65534 ' ends with a space, which rule validation refuses",
     **{f"{prefix}__nested__trendp2p-{part}.json":
        "a nested template whose NSG name parameters default to '': its parent (not in the corpus) passes the names"
        for prefix, parts in (("datameer-trend-chef-riskanalysis", ("chefserver", "orchestrator", "splunkenterprise",
