@@ -59,8 +59,8 @@ class Capture:
             self._file = gzip.open(raw)  # type: ignore[assignment]
         self.offset = 0
         self.backwards = 0
-        self.linktype: int | None = None
         """Records whose timestamp is earlier than the record before them in the file."""
+        self.linktype: int | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -689,6 +689,7 @@ def _check_outputs(outputs: Outputs, captures: list[str], scenario: Scenario, up
 def _is_device(path: str) -> bool:
     """/dev/null, /dev/stdout and pipes may take several outputs."""
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
