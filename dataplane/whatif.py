@@ -175,8 +175,28 @@ def flow_key(p: Packet) -> tuple:
     return proto, version, dst, dport, src, sport
 
 
+def nic_addresses(*scenarios: Scenario) -> frozenset[tuple[int, int]]:
+    """(IP version, address) of every NIC's private addresses, as flow keys write them."""
+    return frozenset((ip.version, int(ip)) for scenario in scenarios
+                     for nic in scenario.network_interfaces.values() for ip in nic.private_ips)
+
+
+def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
+    """The flow as the NSGs saw it, the same both ways: a request to a public IP or frontend and the
+    reply from the NIC behind it are one flow, whichever of them a capture shows with the public address."""
+    t = v.translated
+    proto, version, a, _, b, _ = captured
+    if t is None or (version, a) in private or (version, b) in private:
+        return captured
+    _, _, src, sport, dst, dport = t
+    return (proto, version, src, sport, dst, dport) if (src, sport) <= (dst, dport) else \
+        (proto, version, dst, dport, src, sport)
+
+
 def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Report:
     dataplanes = (Dataplane(before), Dataplane(after))
+    private = nic_addresses(before, after)
+    aliases: dict[tuple, tuple] = {}
     captures: list[Capture] = []
     seen: set[tuple] = set()
     unmatched = 0
@@ -190,7 +210,7 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Repo
             if not batch:
                 break
             last_ts = batch[-1][0]
-            firsts = [_firsts(dp, batch, seen) for dp in dataplanes]
+            firsts = [_firsts(dp, batch, seen, private, aliases) for dp in dataplanes]
             for key, v0 in firsts[0].items():
                 seen.add(key)
                 if v0.decision == "Skip":
@@ -206,7 +226,7 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Repo
                                     0, 0, kind, fate0, fate1]
             seen.update(firsts[1])
             if changed:
-                _count(batch, changed)
+                _count(batch, changed, aliases)
     finally:
         for dp in dataplanes:
             if last_ts is not None:
@@ -221,9 +241,11 @@ def _fate(v: Verdict) -> Fate:
     return Fate(v.decision, v.nsg, v.rule, v.reason)
 
 
-def _firsts(dp: Dataplane, batch: list[Frame], seen: set) -> dict[tuple, Verdict]:
-    """The verdict of the first packet of each flow new in this batch. First packets never take the
-    C fast path (it passes only flows it has met), so they all come back from `process`."""
+def _firsts(dp: Dataplane, batch: list[Frame], seen: set, private: frozenset,
+            aliases: dict[tuple, tuple]) -> dict[tuple, Verdict]:
+    """The verdict of the first packet of each flow new in this batch, by the flow as the NSGs saw it
+    (`aliases` learns the captured keys that name it). First packets never take the C fast path (it
+    passes only flows it has met), so they all come back from `process`."""
     firsts: dict[tuple, Verdict] = {}
     process = dp.process
 
@@ -231,7 +253,12 @@ def _firsts(dp: Dataplane, batch: list[Frame], seen: set) -> dict[tuple, Verdict
         p = v.packet
         if p is None or p[12] > 0:  # not IP, or a later fragment: not the start of a flow
             return
-        key = flow_key(p)
+        captured = flow_key(p)
+        key = aliases.get(captured)
+        if key is None:
+            key = nsg_flow_key(v, captured, private)
+            if key != captured:
+                aliases[captured] = key
         if key not in seen and key not in firsts:
             firsts[key] = v
 
@@ -248,10 +275,14 @@ def _firsts(dp: Dataplane, batch: list[Frame], seen: set) -> dict[tuple, Verdict
         note(process(frame[2], frame[0], frame[1]))
 
 
-def _count(batch: list[Frame], changed: dict[tuple, list]) -> None:
+def _count(batch: list[Frame], changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
     """Last seen, packets and bytes (frame lengths, as flow logs count them) of changed flows. The
     common frame is read as `decode_frame`'s own fast path reads it, without building a Packet."""
-    unpack, get = ETH_IPV4_PORTS.unpack_from, changed.get
+    unpack, found, alias = ETH_IPV4_PORTS.unpack_from, changed.get, aliases.get
+
+    def get(captured: tuple) -> list | None:
+        return found(alias(captured, captured))
+
     for ts, linktype, data, _ in batch:
         n = len(data)
         if linktype == 1 and n >= 54:

@@ -313,3 +313,14 @@ def test_a_flow_already_running_when_the_capture_begins_is_decided_at_its_first_
     [changed] = whatif(*scenarios(story["scenario"], [story["change"]]), [str(capture)]).changes
     assert (changed.flow, changed.change, changed.packets) == ("tcp 203.0.113.7:50001 > 10.0.1.4:80", NEWLY_DENIED,
                                                                len(packets))
+
+
+def test_a_reply_from_the_nic_behind_a_public_ip_is_part_of_its_request_flow(tmp_path: Path) -> None:
+    demo = Path(__file__).resolve().parents[1] / "pcaps" / "demo"
+    report = whatif(*scenarios(str(demo / "scenario.yaml"), [str(demo / "nsg-jump-locked.json")]),
+                    [str(demo / "rule-removal.pcap")])
+    assert [c.change for c in report.changes] == [NEWLY_DENIED] * 3
+    first = report.changes[0]
+    assert (first.flow, first.translated) == ("tcp 203.0.113.50:53000 > 20.50.1.10:22",
+                                              "tcp 203.0.113.50:53000 > 10.10.3.4:22")
+    assert first.packets == 8  # five from the office, three replies from the jump box's private address
