@@ -266,3 +266,37 @@ def test_flow_logs_stream_memory_does_not_grow_with_the_length_of_the_capture(tm
     one_hour = _flow_log_memory(tmp_path, 1)
     twelve_hours = _flow_log_memory(tmp_path, 12)
     assert twelve_hours < max(one_hour, 0) * 1.5 + 256 * 1024, (one_hour, twelve_hours)
+
+
+def test_later_fragments_count_in_their_flow(tmp_path: Path) -> None:
+    from scapy.layers.inet import UDP, fragment
+    datagram = IP(src=JUMP, dst="8.8.8.8", id=77) / UDP(sport=5353, dport=53) / (b"x" * 3000)
+    frames = [ether() / f for f in fragment(datagram, fragsize=1000)]
+    for i, f in enumerate(frames):
+        f.time = T0 + i * 0.01
+    capture = tmp_path / "fragments.pcap"
+    wrpcap(str(capture), frames)
+    outputs = Outputs(vnet_flow_log=str(tmp_path / "vnet.json"))
+    replay(load_scenario(DEMO), [str(capture)], outputs)
+    vnet = json.loads((tmp_path / "vnet.json").read_text())
+    end = next(f for _, f in vnet_tuples(vnet) if f[5] == "17" and f[7] == "E")
+    assert len(frames) == 4
+    assert end[9:13] == [str(len(frames)), str(sum(len(f) for f in frames)), "0", "0"]
+
+
+def test_an_icmpv6_error_counts_in_the_flow_it_quotes(tmp_path: Path) -> None:
+    from scapy.layers.inet import UDP
+    from scapy.layers.inet6 import ICMPv6DestUnreach, IPerror6, IPv6, UDPerror
+    web6 = "fd00:10:0:1::4"
+    request = ether() / IPv6(src=web6, dst="2001:db8::53") / UDP(sport=5353, dport=53)
+    request.time = T0
+    error = ether() / IPv6(src="2001:db8::53", dst=web6) / ICMPv6DestUnreach(code=4) / \
+        IPerror6(src=web6, dst="2001:db8::53") / UDPerror(sport=5353, dport=53)
+    error.time = T0 + 0.1
+    capture = tmp_path / "icmp6.pcap"
+    wrpcap(str(capture), [request, error])
+    outputs = Outputs(vnet_flow_log=str(tmp_path / "vnet.json"))
+    replay(load_scenario(DEMO), [str(capture)], outputs)
+    vnet = json.loads((tmp_path / "vnet.json").read_text())
+    end = next(f for _, f in vnet_tuples(vnet) if f[5] == "17" and f[7] == "E")
+    assert end[9:13] == ["1", str(len(request)), "1", str(len(error))]
