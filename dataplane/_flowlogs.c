@@ -13,6 +13,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 
 typedef struct {
     double ts;
@@ -24,6 +25,58 @@ typedef struct {
 } Row;
 
 static PyObject *INBOUND, *OUTBOUND, *ALLOW, *DENY, *STATE_B, *STATE_C, *STATE_E, *STATE_D;
+
+/* Integers made once and shared, as most of a log's numbers and addresses recur: every number
+   below 65536 (ports, protocols, most counters) as it is first met, and the last dotted quads met,
+   4096 of them, by a hash of their value. Allocating each afresh cost a fifth of the reading. */
+#define NUMBERS 65536
+#define QUADS 4096
+static PyObject *numbers[NUMBERS];
+static struct { unsigned long value; PyObject *integer; } quads[QUADS];
+
+static PyObject *
+number(long long value)
+{
+    if (value < 0 || value >= NUMBERS)
+        return PyLong_FromLongLong(value);
+    if (numbers[value] == NULL && (numbers[value] = PyLong_FromLongLong(value)) == NULL)
+        return NULL;
+    return Py_NewRef(numbers[value]);
+}
+
+static PyObject *
+quad_integer(unsigned long value)
+{
+    size_t slot = (size_t)((value * 2654435761UL) & 0xffffffffUL) >> 20;
+    if (quads[slot].integer == NULL || quads[slot].value != value) {
+        PyObject *integer = PyLong_FromUnsignedLong(value);
+        if (integer == NULL)
+            return NULL;
+        Py_XSETREF(quads[slot].integer, integer);
+        quads[slot].value = value;
+    }
+    return Py_NewRef(quads[slot].integer);
+}
+
+/* total + delta for a counter: in C while both fit, else as Python adds. */
+static PyObject *
+sum(PyObject *total, long long delta)
+{
+    if (PyLong_CheckExact(total)) {
+        int overflow;
+        long long value = PyLong_AsLongLongAndOverflow(total, &overflow);
+        if (value == -1 && PyErr_Occurred())
+            return NULL;
+        if (!overflow && value >= 0 && value <= LLONG_MAX - delta)
+            return number(value + delta);
+    }
+    PyObject *addend = PyLong_FromLongLong(delta);
+    if (addend == NULL)
+        return NULL;
+    PyObject *result = PyNumber_Add(total, addend);
+    Py_DECREF(addend);
+    return result;
+}
 
 /* The value of 1 to 18 ASCII digits, else -1. */
 static long long
@@ -73,7 +126,7 @@ address(PyObject *addresses, const char *s, Py_ssize_t n, long *version, PyObjec
     unsigned long quad;
     if (ipv4(s, n, &quad)) {
         *version = 4;
-        *value = PyLong_FromUnsignedLong(quad);
+        *value = quad_integer(quad);
         return *value == NULL ? -1 : 1;
     }
     PyObject *text = PyUnicode_FromStringAndSize(s, n);
@@ -260,12 +313,12 @@ append_new(PyObject *list, PyObject *item)
 
 /* state[index] += delta */
 static int
-add_to(PyObject *state, Py_ssize_t index, PyObject *delta)
+add_to(PyObject *state, Py_ssize_t index, long long delta)
 {
-    PyObject *sum = PyNumber_Add(PyList_GET_ITEM(state, index), delta);
-    if (sum == NULL)
+    PyObject *total = sum(PyList_GET_ITEM(state, index), delta);
+    if (total == NULL)
         return -1;
-    return PyList_SetItem(state, index, sum);
+    return PyList_SetItem(state, index, total);
 }
 
 /* Moves the flow of one row on; -1 on error. */
@@ -274,27 +327,24 @@ advance(Row *row, PyObject *mac, PyObject *nsg, PyObject *rule, PyObject *opened
         PyTypeObject *flow_type, double idle, PyObject *ended)
 {
     int result = -1;
-    PyObject *ts = NULL, *slot = NULL, *counters[4] = {NULL, NULL, NULL, NULL};
+    PyObject *ts = NULL, *slot = NULL;
     PyObject *direction = row->inbound ? INBOUND : OUTBOUND;
     PyObject *state = row->state == 'B' ? STATE_B : row->state == 'C' ? STATE_C
                       : row->state == 'E' ? STATE_E : STATE_D;
     ts = PyFloat_FromDouble(row->ts);
     if (ts == NULL)
         goto done;
-    for (int c = 0; c < 4; c++)
-        if ((counters[c] = PyLong_FromLongLong(row->counters[c])) == NULL)
-            goto done;
     slot = PyTuple_New(8);
     if (slot == NULL)
         goto done;
     PyTuple_SET_ITEM(slot, 0, Py_NewRef(mac));
     PyTuple_SET_ITEM(slot, 1, Py_NewRef(direction));
-    PyTuple_SET_ITEM(slot, 2, PyLong_FromLong(row->proto));
-    PyTuple_SET_ITEM(slot, 3, PyLong_FromLong(row->version));
+    PyTuple_SET_ITEM(slot, 2, number(row->proto));
+    PyTuple_SET_ITEM(slot, 3, number(row->version));
     PyTuple_SET_ITEM(slot, 4, Py_NewRef(row->src));
-    PyTuple_SET_ITEM(slot, 5, PyLong_FromLong(row->sport));
+    PyTuple_SET_ITEM(slot, 5, number(row->sport));
     PyTuple_SET_ITEM(slot, 6, Py_NewRef(row->dst));
-    PyTuple_SET_ITEM(slot, 7, PyLong_FromLong(row->dport));
+    PyTuple_SET_ITEM(slot, 7, number(row->dport));
     for (int i = 2; i < 8; i++)
         if (PyTuple_GET_ITEM(slot, i) == NULL)
             goto done;
@@ -315,7 +365,7 @@ advance(Row *row, PyObject *mac, PyObject *nsg, PyObject *rule, PyObject *opened
         if (flow == NULL) {
             items[3] = Py_NewRef(ts);
             for (int c = 0; c < 4; c++)
-                items[5 + c] = Py_NewRef(counters[c]);
+                items[5 + c] = number(row->counters[c]);
             items[9] = Py_NewRef(STATE_E);
             items[10] = Py_NewRef(ALLOW);
             items[11] = Py_NewRef(nsg);
@@ -323,7 +373,7 @@ advance(Row *row, PyObject *mac, PyObject *nsg, PyObject *rule, PyObject *opened
         } else {
             items[3] = Py_NewRef(PyList_GET_ITEM(flow, 0));
             for (int c = 0; c < 4; c++)
-                items[5 + c] = PyNumber_Add(PyList_GET_ITEM(flow, 2 + c), counters[c]);
+                items[5 + c] = sum(PyList_GET_ITEM(flow, 2 + c), row->counters[c]);
             for (int i = 6; i < 10; i++)
                 items[3 + i] = Py_NewRef(PyList_GET_ITEM(flow, i));
         }
@@ -360,11 +410,16 @@ advance(Row *row, PyObject *mac, PyObject *nsg, PyObject *rule, PyObject *opened
         PyList_SET_ITEM(fresh, 0, Py_NewRef(ts));
         PyList_SET_ITEM(fresh, 1, Py_NewRef(ts));
         for (int c = 0; c < 4; c++)
-            PyList_SET_ITEM(fresh, 2 + c, Py_NewRef(counters[c]));
+            PyList_SET_ITEM(fresh, 2 + c, number(row->counters[c]));
         PyList_SET_ITEM(fresh, 6, Py_NewRef(state));
         PyList_SET_ITEM(fresh, 7, Py_NewRef(row->state == 'D' ? DENY : ALLOW));
         PyList_SET_ITEM(fresh, 8, Py_NewRef(nsg));
         PyList_SET_ITEM(fresh, 9, Py_NewRef(rule));
+        for (int c = 0; c < 4; c++)
+            if (PyList_GET_ITEM(fresh, 2 + c) == NULL) {
+                Py_DECREF(fresh);
+                goto done;
+            }
         PyObject_GC_UnTrack(fresh);
         int set = PyDict_SetItem(table, slot, fresh);
         Py_DECREF(fresh);
@@ -374,15 +429,13 @@ advance(Row *row, PyObject *mac, PyObject *nsg, PyObject *rule, PyObject *opened
         if (PyList_SetItem(flow, 1, Py_NewRef(ts)) < 0)
             goto done;
         for (int c = 0; c < 4; c++)
-            if (add_to(flow, 2 + c, counters[c]) < 0)
+            if (add_to(flow, 2 + c, row->counters[c]) < 0)
                 goto done;
     }
     result = 0;
 done:
     Py_XDECREF(ts);
     Py_XDECREF(slot);
-    for (int c = 0; c < 4; c++)
-        Py_XDECREF(counters[c]);
     return result;
 }
 
