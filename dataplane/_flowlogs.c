@@ -7,6 +7,8 @@
    the batch ended and the last tuple's time. It reads a strict subset of what the Python reader
    accepts (ASCII, plain digits of at most 18 places); on any other tuple it returns None before
    changing anything, and the Python reader reads the batch and names the bad tuple.
+   expired(denied, ts, idle, flow_type) ends the denied flows idle too long, as the Python sweep does.
+
    The slots, states and flows made here hold numbers, strings and None only, and so are not tracked
    by the cyclic garbage collector: the open flows of a day cost the collector nothing.
    tests/test_traffic.py proves both readers give the same flows. */
@@ -538,9 +540,59 @@ done:
     return result;
 }
 
+/* expired(denied, ts, idle, flow_type): the denied flows idle longer than idle at ts, ended and
+   taken out of the table, in the table's order. */
+static PyObject *
+expired(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *denied, *key, *value;
+    PyTypeObject *flow_type;
+    double ts, idle;
+    if (!PyArg_ParseTuple(args, "O!ddO!", &PyDict_Type, &denied, &ts, &idle, &PyType_Type, &flow_type))
+        return NULL;
+    if (!PyType_IsSubtype(flow_type, &PyTuple_Type) || flow_type->tp_basicsize != PyTuple_Type.tp_basicsize
+        || flow_type->tp_itemsize != PyTuple_Type.tp_itemsize) {
+        PyErr_SetString(PyExc_TypeError, "flow_type: expected a NamedTuple");
+        return NULL;
+    }
+    PyObject *slots = PyList_New(0), *ended = PyList_New(0);
+    if (slots == NULL || ended == NULL)
+        goto error;
+    Py_ssize_t position = 0;
+    while (PyDict_Next(denied, &position, &key, &value)) {
+        if (checked_state(value) == NULL || !PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 8) {
+            PyErr_SetString(PyExc_TypeError, "denied: expected flows by (mac, direction, 5-tuple)");
+            goto error;
+        }
+        double last = PyFloat_AsDouble(PyList_GET_ITEM(value, 1));
+        if (last == -1.0 && PyErr_Occurred())
+            goto error;
+        if (ts - last > idle && PyList_Append(slots, key) < 0)
+            goto error;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(slots); i++) {
+        key = PyList_GET_ITEM(slots, i);
+        value = PyDict_GetItemWithError(denied, key);
+        if (value == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "denied changed while its flows expired");
+            goto error;
+        }
+        if (append_new(ended, ended_flow(flow_type, key, value)) < 0 || PyDict_DelItem(denied, key) < 0)
+            goto error;
+    }
+    Py_DECREF(slots);
+    return ended;
+error:
+    Py_XDECREF(slots);
+    Py_XDECREF(ended);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"batch", batch, METH_VARARGS,
      "batch(groups, v4, addresses, opened, denied, flow_type, idle) -> (ended flows, last time) or None"},
+    {"expired", expired, METH_VARARGS, "expired(denied, ts, idle, flow_type) -> the denied flows idle too long"},
     {NULL, NULL, 0, NULL},
 };
 

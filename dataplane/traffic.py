@@ -397,7 +397,7 @@ class _Reader:
     """Rows in, flows out: open flows by (MAC, direction, 5-tuple) until their E."""
 
     def __init__(self, accelerated: bool = True) -> None:
-        self.fast = _flowlogs.batch if accelerated and _flowlogs is not None else None
+        self.fast = _flowlogs if accelerated and _flowlogs is not None else None
         self.open: dict[tuple, list] = {}
         self.denied: dict[tuple, list] = {}
         self.addresses = Addresses()
@@ -423,13 +423,17 @@ class _Reader:
         v4 = batch[0][1].version == 4
         read = None
         if self.fast is not None:
-            read = self.fast([g for _, g in batch], v4, self.addresses, self.open, self.denied, LoggedFlow, DENIED_IDLE)
+            read = self.fast.batch([g for _, g in batch], v4, self.addresses, self.open, self.denied, LoggedFlow,
+                                   DENIED_IDLE)
         ended, ts = read if read is not None else self.batch_plain(path, batch, v4)
         denied = self.denied
         if denied and ts is not None and ts >= self.swept + DENIED_IDLE:
             self.swept = ts
-            for slot in [s for s, flow in denied.items() if ts - flow[1] > DENIED_IDLE]:
-                ended.append(_flow(slot, denied.pop(slot)))
+            if self.fast is not None:
+                ended += self.fast.expired(denied, ts, DENIED_IDLE, LoggedFlow)
+            else:
+                for slot in [s for s, flow in denied.items() if ts - flow[1] > DENIED_IDLE]:
+                    ended.append(_flow(slot, denied.pop(slot)))
         return ended
 
     def batch_plain(self, path: str, batch: list[tuple[int, _Tuples]], v4: bool) -> tuple[list[LoggedFlow], Any]:
@@ -556,12 +560,12 @@ class FlowDecider:
     def decide(self, flow: LoggedFlow) -> FlowDecision | None:
         """As `decide_plain`, from the kept decisions where the source port cannot matter."""
         key = flow[2]
-        proto, version, src, _, dst, dport = key
-        inbound = flow[1] == "Inbound"
-        slot = (flow[0], inbound, proto, version, src, dst, dport)
+        slot = (flow[0], flow[1], key[0], key[1], key[2], key[4], key[5])
         decided = self._kept.get(slot)
         if decided is not None:
             return decided
+        _, version, src, _, dst, _ = key
+        inbound = flow[1] == "Inbound"
         way = (flow[0], inbound, version, dst if inbound else src)
         route = self._routes.get(way)
         if route is None:

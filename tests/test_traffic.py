@@ -413,6 +413,6 @@ def test_the_c_reader_reads_plain_tuples_and_leaves_others_to_python():
     tuples = ["1714557600000,203.0.113.7,10.0.1.4,1,2,6,I,B,NX,0,0,0,0"]
     args = ([traffic._Tuples(4, NIC_MAC, "NSG-WEB", "AllowWeb", tuples)], True, reader.addresses, reader.open,
             reader.denied, LoggedFlow, DENIED_IDLE)
-    assert reader.fast(*args) == ([], 1714557600.0)
+    assert reader.fast.batch(*args) == ([], 1714557600.0)
     tuples[0] = "1714557600000,203.0.113.7,10.0.1.4,+1,2,6,I,B,NX,0,0,0,0"
-    assert reader.fast(*args) is None
+    assert reader.fast.batch(*args) is None
