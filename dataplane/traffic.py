@@ -30,9 +30,10 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from .addresses import merge_ranges
 from .errors import CaptureError, DataplaneError
 from .flowlog import mac_of
+from .flows import PORTED, PROTOCOL_NAMES
 from .nat import ip_key
 from .platform import PLATFORM_ADDRESSES
-from .policy import Evaluation, Key, Policy, key_to_flow
+from .policy import Evaluation, Key, Policy
 from .replay import Outputs, Summary, _write_json as write_json, verdict_writer
 from .rules import Direction
 from .topology import NetworkInterface, Scenario
@@ -71,7 +72,7 @@ class LoggedFlow(NamedTuple):
 
     @property
     def flow(self) -> str:
-        return str(key_to_flow(self.key))
+        return flow_text(self.key)
 
     @property
     def packets(self) -> int:
@@ -80,6 +81,34 @@ class LoggedFlow(NamedTuple):
     @property
     def bytes(self) -> int:
         return self.bytes_out + self.bytes_in
+
+
+ADDRESS_TEXTS_KEPT = 65536
+_address_texts: dict[tuple[int, int], str] = {}
+
+
+def flow_text(key: Key) -> str:
+    """`str(key_to_flow(key))`, each address formatted once: whatif and verdicts print every flow, and
+    formatting addresses cost more than deciding them."""
+    proto, version, src, sport, dst, dport = key
+    texts = _address_texts
+    if len(texts) >= ADDRESS_TEXTS_KEPT:
+        texts.clear()
+    s, d = texts.get((version, src)), texts.get((version, dst))
+    if s is None:
+        s = texts[(version, src)] = _address_text(version, src)
+    if d is None:
+        d = texts[(version, dst)] = _address_text(version, dst)
+    name = PROTOCOL_NAMES.get(proto, str(proto))
+    if proto not in PORTED:
+        return f"{name} {s} > {d}"
+    if version == 6:
+        return f"{name} [{s}]:{sport} > [{d}]:{dport}"
+    return f"{name} {s}:{sport} > {d}:{dport}"
+
+
+def _address_text(version: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 
 
 # -- which inputs are flow logs ------------------------------------------------------------------

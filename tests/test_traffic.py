@@ -21,8 +21,9 @@ from dataplane.errors import CaptureError
 from dataplane.flowlog import mac_of
 from dataplane.topology import scenario_from_document
 from dataplane import traffic
-from dataplane.traffic import (DENIED_IDLE, FlowDecider, LoggedFlow, Addresses, flow_log_files, is_flow_log,
-                               read_flow_logs, rows_fast, rows_plain)
+from dataplane.policy import key_to_flow
+from dataplane.traffic import (DENIED_IDLE, FlowDecider, LoggedFlow, Addresses, flow_log_files, flow_text,
+                               is_flow_log, read_flow_logs, rows_fast, rows_plain)
 
 from datafiles import SHARED_DATA, need
 from frames import ether
@@ -416,3 +417,13 @@ def test_the_c_reader_reads_plain_tuples_and_leaves_others_to_python():
     assert reader.fast.batch(*args) == ([], 1714557600.0)
     tuples[0] = "1714557600000,203.0.113.7,10.0.1.4,+1,2,6,I,B,NX,0,0,0,0"
     assert reader.fast.batch(*args) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([6, 17, 1, 58, 47, 50]), st.sampled_from([4, 6]), st.integers(0, 2**32 - 1),
+       st.integers(0, 65535), st.integers(0, 2**32 - 1), st.integers(0, 65535), st.integers(0, 2**128 - 1))
+def test_a_flow_prints_as_the_flow_of_its_key_prints(proto, version, src, sport, dst, dport, high):
+    if version == 6:
+        src, dst = src ^ high, dst ^ high
+    key = (proto, version, src, sport, dst, dport)
+    assert flow_text(key) == str(key_to_flow(key))
