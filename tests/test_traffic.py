@@ -427,3 +427,17 @@ def test_a_flow_prints_as_the_flow_of_its_key_prints(proto, version, src, sport,
         src, dst = src ^ high, dst ^ high
     key = (proto, version, src, sport, dst, dport)
     assert flow_text(key) == str(key_to_flow(key))
+
+
+@pytest.mark.skipif(traffic._flowlogs is None, reason="built without a C compiler")
+@pytest.mark.parametrize("groups, flow_type", [([("not", "a", "group")], LoggedFlow), ([], dict), ([], int)])
+def test_the_c_reader_refuses_what_is_no_group_or_flow_type(groups, flow_type):
+    with pytest.raises(TypeError):
+        traffic._flowlogs.batch(groups, True, Addresses(), {}, {}, flow_type, DENIED_IDLE)
+
+
+@pytest.mark.skipif(traffic._flowlogs is None, reason="built without a C compiler")
+@pytest.mark.parametrize("denied", [{("slot",): [0.0] * 10}, {(0,) * 8: "not a flow"}, {(0,) * 8: [0.0] * 9}])
+def test_the_c_sweep_refuses_a_table_of_anything_but_denied_flows(denied):
+    with pytest.raises(TypeError):
+        traffic._flowlogs.expired(denied, 1e9, DENIED_IDLE, LoggedFlow)
