@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import tempfile
 from ipaddress import ip_address
 from pathlib import Path
@@ -441,3 +442,9 @@ def test_the_c_reader_refuses_what_is_no_group_or_flow_type(groups, flow_type):
 def test_the_c_sweep_refuses_a_table_of_anything_but_denied_flows(denied):
     with pytest.raises(TypeError):
         traffic._flowlogs.expired(denied, 1e9, DENIED_IDLE, LoggedFlow)
+
+
+def test_the_c_reader_is_built_where_ci_asks_for_it():
+    if os.environ.get("DATAPLANE_REQUIRE_C") != "1":
+        pytest.skip("DATAPLANE_REQUIRE_C=1 is set by .ci/run, where a compiler is known to be present")
+    assert traffic._flowlogs is not None, "pip install built the package without dataplane/_flowlogs.c"
