@@ -30,9 +30,10 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from .addresses import merge_ranges
 from .errors import CaptureError, DataplaneError
 from .flowlog import mac_of
+from .flows import PORTED, PROTOCOL_NAMES
 from .nat import ip_key
 from .platform import PLATFORM_ADDRESSES
-from .policy import Evaluation, Key, Policy, key_to_flow
+from .policy import Evaluation, Key, Policy
 from .replay import Outputs, Summary, _write_json as write_json, verdict_writer
 from .rules import Direction
 from .topology import NetworkInterface, Scenario
@@ -45,6 +46,11 @@ DIRECTIONS = {"I": "Inbound", "O": "Outbound"}
 VERSION = itemgetter(0)
 INBOUND, OUTBOUND = Direction.INBOUND, Direction.OUTBOUND
 _new_tuple = tuple.__new__
+
+try:
+    from . import _flowlogs
+except ImportError:  # installed without a C compiler
+    _flowlogs = None
 
 
 class LoggedFlow(NamedTuple):
@@ -66,7 +72,7 @@ class LoggedFlow(NamedTuple):
 
     @property
     def flow(self) -> str:
-        return str(key_to_flow(self.key))
+        return flow_text(self.key)
 
     @property
     def packets(self) -> int:
@@ -75,6 +81,34 @@ class LoggedFlow(NamedTuple):
     @property
     def bytes(self) -> int:
         return self.bytes_out + self.bytes_in
+
+
+ADDRESS_TEXTS_KEPT = 65536
+_address_texts: dict[tuple[int, int], str] = {}
+
+
+def flow_text(key: Key) -> str:
+    """`str(key_to_flow(key))`, each address formatted once: whatif and verdicts print every flow, and
+    formatting addresses cost more than deciding them."""
+    proto, version, src, sport, dst, dport = key
+    texts = _address_texts
+    if len(texts) >= ADDRESS_TEXTS_KEPT:
+        texts.clear()
+    s, d = texts.get((version, src)), texts.get((version, dst))
+    if s is None:
+        s = texts[(version, src)] = _address_text(version, src)
+    if d is None:
+        d = texts[(version, dst)] = _address_text(version, dst)
+    name = PROTOCOL_NAMES.get(proto, str(proto))
+    if proto not in PORTED:
+        return f"{name} {s} > {d}"
+    if version == 6:
+        return f"{name} [{s}]:{sport} > [{d}]:{dport}"
+    return f"{name} {s}:{sport} > {d}:{dport}"
+
+
+def _address_text(version: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 
 
 # -- which inputs are flow logs ------------------------------------------------------------------
@@ -391,7 +425,8 @@ def rows_fast(tuples: list, v4: bool, addresses: Addresses) -> Iterable[tuple] |
 class _Reader:
     """Rows in, flows out: open flows by (MAC, direction, 5-tuple) until their E."""
 
-    def __init__(self) -> None:
+    def __init__(self, accelerated: bool = True) -> None:
+        self.fast = _flowlogs if accelerated and _flowlogs is not None else None
         self.open: dict[tuple, list] = {}
         self.denied: dict[tuple, list] = {}
         self.addresses = Addresses()
@@ -415,6 +450,23 @@ class _Reader:
 
     def batch(self, path: str, batch: list[tuple[int, _Tuples]]) -> list[LoggedFlow]:
         v4 = batch[0][1].version == 4
+        read = None
+        if self.fast is not None:
+            read = self.fast.batch([g for _, g in batch], v4, self.addresses, self.open, self.denied, LoggedFlow,
+                                   DENIED_IDLE)
+        ended, ts = read if read is not None else self.batch_plain(path, batch, v4)
+        denied = self.denied
+        if denied and ts is not None and ts >= self.swept + DENIED_IDLE:
+            self.swept = ts
+            if self.fast is not None:
+                ended += self.fast.expired(denied, ts, DENIED_IDLE, LoggedFlow)
+            else:
+                for slot in [s for s, flow in denied.items() if ts - flow[1] > DENIED_IDLE]:
+                    ended.append(_flow(slot, denied.pop(slot)))
+        return ended
+
+    def batch_plain(self, path: str, batch: list[tuple[int, _Tuples]], v4: bool) -> tuple[list[LoggedFlow], Any]:
+        """The flows the batch ends and its last time, read in Python."""
         tuples = list(chain.from_iterable(g.tuples for _, g in batch))
         rows = rows_fast(tuples, v4, self.addresses)
         if rows is None:
@@ -459,11 +511,7 @@ class _Reader:
                     flow[3] += b_out
                     flow[4] += p_in
                     flow[5] += b_in
-        if denied and ts is not None and ts >= self.swept + DENIED_IDLE:
-            self.swept = ts
-            for slot in [s for s, flow in denied.items() if ts - flow[1] > DENIED_IDLE]:
-                ended.append(_flow(slot, denied.pop(slot)))
-        return ended
+        return ended, ts
 
     def rest(self) -> Iterator[LoggedFlow]:
         """At the end of the logs, flows still open and denied flows end where they were last seen."""
@@ -478,9 +526,10 @@ def _flow(slot: tuple, flow: list) -> LoggedFlow:
     return _new_tuple(LoggedFlow, (slot[0], slot[1], slot[2:], *flow))
 
 
-def read_flow_logs(paths: Iterable[str]) -> Iterator[LoggedFlow]:
-    """Every flow of the logs, as each ends; hour by hour, one file at a time."""
-    reader = _Reader()
+def read_flow_logs(paths: Iterable[str], *, accelerated: bool = True) -> Iterator[LoggedFlow]:
+    """Every flow of the logs, as each ends; hour by hour, one file at a time. `accelerated=False`
+    reads in Python even where the C extension is built: the tests compare the two."""
+    reader = _Reader(accelerated)
     for group in flow_log_files(paths):
         for path in group:
             for ended in reader.file(path):
@@ -509,8 +558,10 @@ class FlowDecider:
     Most flows differ from an earlier one only in the client's ephemeral source port. Where no rule
     of the NIC's NSGs in that direction names source ports, and the remote is no platform address
     (whose exemptions look at the remote's port), the decision of such a flow is the earlier one's:
-    it is kept, bounded, by MAC, direction and the rest of the 5-tuple. `decide_plain` asks the policy
-    every time; a test proves the two agree.
+    it is kept, bounded, by MAC, direction and the rest of the 5-tuple. The policy shares a result
+    among the flows one combination of rules decides, and so are their decisions shared (made once
+    per NIC and result: tens of thousands of equal decisions cost the garbage collector a tenth of
+    the time). `decide_plain` asks the policy every time; a test proves the two agree.
     """
 
     def __init__(self, scenario: Scenario):
@@ -520,6 +571,7 @@ class FlowDecider:
         self.by_ip = self.policy.nics_by_ip
         self._leg = self.policy.leg
         self._kept: dict[tuple, FlowDecision] = {}
+        self._made: dict[tuple[int, int], tuple] = {}  # ids of NIC and leg result → (both, their decision)
         self._routes: dict[tuple, tuple[NetworkInterface, Direction, bool] | bool] = {}
 
     def nic_of(self, flow: LoggedFlow) -> NetworkInterface | None:
@@ -540,12 +592,12 @@ class FlowDecider:
     def decide(self, flow: LoggedFlow) -> FlowDecision | None:
         """As `decide_plain`, from the kept decisions where the source port cannot matter."""
         key = flow[2]
-        proto, version, src, _, dst, dport = key
-        inbound = flow[1] == "Inbound"
-        slot = (flow[0], inbound, proto, version, src, dst, dport)
+        slot = (flow[0], flow[1], key[0], key[1], key[2], key[4], key[5])
         decided = self._kept.get(slot)
         if decided is not None:
             return decided
+        _, version, src, _, dst, _ = key
+        inbound = flow[1] == "Inbound"
         way = (flow[0], inbound, version, dst if inbound else src)
         route = self._routes.get(way)
         if route is None:
@@ -554,7 +606,12 @@ class FlowDecider:
             return None
         nic, direction, any_sport = route
         r = self._leg(nic, direction, key)
-        decided = _new_tuple(FlowDecision, (nic.name, r[0], r[1], r[2], r[3], r[4]))
+        made = self._made.get((id(nic), id(r)))
+        if made is None:
+            if len(self._made) >= DECISIONS_KEPT:
+                self._made.clear()
+            made = self._made[(id(nic), id(r))] = (nic, r, _new_tuple(FlowDecision, (nic.name, *r[:5])))
+        decided = made[2]
         if any_sport and not (inbound and src in PLATFORM_ADDRESSES):
             if len(self._kept) >= DECISIONS_KEPT:
                 self._kept.clear()
@@ -598,7 +655,7 @@ def replay_flow_logs(scenario: Scenario, paths: list[str], outputs: Outputs, *, 
         raise DataplaneError("--update needs captures as traffic: flow logs are decided flow by flow")
     decide = FlowDecider(scenario).decide
     summary = Summary()
-    tally: dict[tuple, list[int]] = {}  # (decision, as logged, evaluations) → [flows, packets]
+    tally: dict[tuple, list] = {}  # (decision, as logged, id of evaluations) → [flows, packets, evaluations]
     started = clock() if clock else 0.0
     first, last = math.inf, -math.inf
     verdicts = verdict_writer(outputs.verdicts) if outputs.verdicts else None
@@ -609,10 +666,10 @@ def replay_flow_logs(scenario: Scenario, paths: list[str], outputs: Outputs, *, 
                 first = flow[3]
             if flow[4] > last:
                 last = flow[4]
-            slot = (decided[1], flow[10], decided[5]) if decided is not None else (None, None, ())
+            slot = (decided[1], flow[10], id(decided[5])) if decided is not None else (None, None, 0)
             counts = tally.get(slot)
             if counts is None:
-                counts = tally[slot] = [0, 0]
+                counts = tally[slot] = [0, 0, decided[5] if decided is not None else ()]
             counts[0] += 1
             counts[1] += flow[5] + flow[7]
             if verdicts is not None:
@@ -632,10 +689,12 @@ def replay_flow_logs(scenario: Scenario, paths: list[str], outputs: Outputs, *, 
     return summary
 
 
-def _fill_summary(summary: Summary, tally: dict[tuple, list[int]], scenario: Scenario) -> None:
+def _fill_summary(summary: Summary, tally: dict[tuple, list], scenario: Scenario) -> None:
+    """The tally is keyed by the identity of evaluations, which it keeps: hashing their values per
+    flow cost more than the rest of the tally."""
     flows = dict.fromkeys(("allowed", "denied", "not_in_scenario", "decided_otherwise"), 0)
     hits: dict[tuple[str, str], int] = {}
-    for (decision, logged, evaluations), (count, packets) in tally.items():
+    for (decision, logged, _), (count, packets, evaluations) in tally.items():
         summary.packets += packets
         if decision is None:
             flows["not_in_scenario"] += count

@@ -306,19 +306,31 @@ def _count(batch: list[Frame], changed: dict[tuple, list], aliases: dict[tuple, 
             c[5] += p[10]
 
 
+FATES_KEPT = 65536
+"""Pairs of decisions whose fates `whatif_flow_logs` remembers."""
+
+
 def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str]) -> Report:
-    deciders = FlowDecider(before), FlowDecider(after)
+    """Most flows are decided from the deciders' kept decisions, so the fates and change of a pair of
+    decisions are made once, kept by the identities of both (the pair kept with them)."""
+    decide_before, decide_after = FlowDecider(before).decide, FlowDecider(after).decide
     flows = unmatched = 0
     changes = []
+    pairs: dict[tuple[int, int], tuple] = {}
     for flow in read_flow_logs(paths):
         flows += 1
-        before_, after_ = deciders[0].decide(flow), deciders[1].decide(flow)
+        before_, after_ = decide_before(flow), decide_after(flow)
         if before_ is None:
             unmatched += 1
             continue
-        fate0 = Fate(*before_[1:5])
-        fate1 = Fate(*after_[1:5]) if after_ is not None else Fate("Skip", None, None, "not-in-scenario")
-        kind = change_of(fate0, fate1)
+        pair = pairs.get((id(before_), id(after_)))
+        if pair is None:
+            fate0 = Fate(*before_[1:5])
+            fate1 = Fate(*after_[1:5]) if after_ is not None else Fate("Skip", None, None, "not-in-scenario")
+            if len(pairs) >= FATES_KEPT:
+                pairs.clear()
+            pair = pairs[(id(before_), id(after_))] = (before_, after_, fate0, fate1, change_of(fate0, fate1))
+        _, _, fate0, fate1, kind = pair
         if kind is not None:
             changes.append(ChangedFlow(flow.flow, None, flow.first, flow.last, flow.packets, flow.bytes, kind,
                                        fate0, fate1))
