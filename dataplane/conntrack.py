@@ -22,8 +22,8 @@ import math
 from typing import Callable, Iterator, Mapping
 
 from .errors import DataplaneError
+from .flows import ICMP, ICMPV6, TCP, UDP
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 
@@ -293,3 +293,26 @@ class FlowTable:
             why = "closed" if record.state is TcpState.CLOSED else "expired"
         if self.on_end is not None:
             self.on_end(record, why, min(now, record.expires) if why in ("expired", "closed") else now)
+
+
+class FragmentTable:
+    """What became of first fragments, by (version, src, dst, protocol, IP id): later fragments carry
+    no ports, so they follow their first fragment until the fragment timeout."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._firsts: dict[tuple, tuple[float, object]] = {}
+
+    def remember(self, packet, now: float, outcome) -> None:
+        self._firsts[(packet.version, packet.src, packet.dst, packet.proto, packet.ip_id)] = \
+            (now + self.timeout, outcome)
+
+    def first(self, packet, now: float):
+        """The outcome of the packet's first fragment, or None when there was none or it is too old."""
+        entry = self._firsts.get((packet.version, packet.src, packet.dst, packet.proto, packet.ip_id))
+        return entry[1] if entry is not None and entry[0] > now else None
+
+    def advance(self, now: float) -> None:
+        if self._firsts:
+            for key in [k for k, (deadline, _) in self._firsts.items() if deadline <= now]:
+                del self._firsts[key]

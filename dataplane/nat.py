@@ -11,17 +11,14 @@ from __future__ import annotations
 import zlib
 from typing import NamedTuple
 
+from .addresses import ip_key
+from .flows import TCP, UDP
 from .topology import NetworkInterface, Scenario
 
-V6 = 1 << 128
 ANY_PORT = (0, 0)
 """The frontend slot of an HA-ports rule (protocol All, port 0): every protocol and port, the port kept."""
-PROTOCOL_NUMBERS = {"Tcp": (6,), "Udp": (17,), "All": (6, 17)}
-
-
-def ip_key(version: int, ip: int) -> int:
-    """One integer key space for both families (an IPv4 int could equal an IPv6 int)."""
-    return ip if version == 4 else ip | V6
+PROTOCOL_NUMBERS = {"Tcp": (TCP,), "Udp": (UDP,), "All": (TCP, UDP)}
+"""The protocols of a load-balancing rule."""
 
 
 class Inbound(NamedTuple):

@@ -15,18 +15,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
-from .conntrack import (FlowRecord, FlowTable, Other, PureFlowRecord, TcpState, Timeouts, tcp_first_state,
-                        tcp_next)
+from .conntrack import (FlowRecord, FlowTable, FragmentTable, Other, PureFlowRecord, TcpState, Timeouts,
+                        tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
-from .flows import Flow, parse_flow
-from .nat import SnatPorts, ip_key
+from .addresses import V6, ip_key
+from .flows import ICMP, ICMPV6, TCP, UDP, Flow, key_to_flow, parse_flow
+from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
-from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy, key_to_flow
+from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy
 from .rules import DEFAULT_RULE_NAMES, Direction, SecurityRule
 from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 RECENT_FLOWS = 32768
 """Packet keys of flows past their first packet, remembered with their records, so that their next
 packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
@@ -130,13 +130,12 @@ class Dataplane:
         self.listener = listener
         self._snat = SnatPorts()
         self._snat_reverse: dict[tuple, tuple[NetworkInterface, int, int]] = {}
-        self._fragments: dict[tuple, tuple[float, Verdict]] = {}
+        self._fragments = FragmentTable(Timeouts(scenario.timeouts).values["fragment"])
         self._tables: dict[str, FlowTable] = {}
         for nic in scenario.network_interfaces.values():
             timeouts = Timeouts(scenario.timeouts, scenario.virtual_networks[nic.vnet].flow_timeout_minutes)
             self._tables[nic.name] = FlowTable(timeouts, scenario.max_flows_per_nic, self._ended(nic.name),
                                                FlowRecord if fast else PureFlowRecord)
-        self._fragment_timeout = Timeouts(scenario.timeouts).values["fragment"]
         self._nics_by_ip = self.policy.nics_by_ip
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
@@ -223,7 +222,6 @@ class Dataplane:
         """Deploy a new version of an NSG (same name), as `replay --update` does."""
         self.nsg(nsg.name)
         self.scenario.network_security_groups[nsg.name] = nsg
-        NetworkSecurityGroup.generation += 1
         self._changed(nsg, now)
 
     def _changed(self, nsg: NetworkSecurityGroup, now: float | None) -> None:
@@ -254,9 +252,7 @@ class Dataplane:
         self._next_sweep = now + 1.0
         if self._fast is not None:
             self._fast.next_sweep = self._next_sweep
-        if self._fragments:
-            for frag_key in [k for k, (t, _) in self._fragments.items() if t <= now]:
-                del self._fragments[frag_key]
+        self._fragments.advance(now)
 
     def close(self, now: float) -> None:
         """End of the capture: every live flow ends, so flow logs can close them out."""
@@ -323,7 +319,7 @@ class Dataplane:
                     return self._known(p, ts, recent[0], recent[1])
         verdict = self._packet(p, ts)
         if p.fragmented:
-            self._fragments[(p.version, p.src, p.dst, p.proto, p.ip_id)] = (ts + self._fragment_timeout, verdict)
+            self._fragments.remember(p, ts, verdict)
         return verdict
 
     def _skip(self, ts: float, reason: str, detail: str, p: Packet | None) -> Verdict:
@@ -333,10 +329,9 @@ class Dataplane:
 
     def _later_fragment(self, p: Packet, ts: float) -> Verdict:
         """A non-first fragment follows its first fragment; without one it is decided alone (README)."""
-        first = self._fragments.get((p.version, p.src, p.dst, p.proto, p.ip_id))
-        if first is None or first[0] <= ts:
+        v = self._fragments.first(p, ts)
+        if v is None:
             return self._packet(p, ts, fragment_alone=True)
-        v = first[1]
         if v.decision == ALLOW and v.state is not None:
             # through the first fragment's flow records, so the flow's packets and bytes count it
             through = self._packet(v.packet._replace(length=p.length, tcp_flags=0), ts)
@@ -629,7 +624,6 @@ class Dataplane:
         return self._new(p, ts, key, fragment_alone=True)
 
 
-V6 = 1 << 128
 SYN, SYN_ACK = 0x02, 0x12
 CLOSED = TcpState.CLOSED
 _new_tuple = tuple.__new__

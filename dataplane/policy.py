@@ -9,7 +9,6 @@ ends evaluation. Platform exemptions and blocks wrap the NSG chain of each leg.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,8 +17,9 @@ from netaddr import IPAddress, IPRange
 from .addresses import RangeSet, Ranges, merge_ranges
 from .classifier import Classifier
 from .errors import DataplaneError
-from .flows import Flow
-from .nat import V6, Translations, ip_key
+from .flows import Flow, key_to_flow
+from .addresses import V6, ip_key
+from .nat import Translations
 from .nsg import NetworkSecurityGroup
 from .platform import ALWAYS, PLATFORM_ADDRESSES, exemption, smtp_blocked
 from .rules import Direction, SecurityRule, parse_prefix
@@ -99,12 +99,6 @@ class NsgExplanation:
         return next((r.rule for r in self.rules if r.matched), None)
 
 
-def key_to_flow(key: Key) -> Flow:
-    proto, version, src, sport, dst, dport = key
-    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    return Flow(proto, make(src), sport, make(dst), dport)
-
-
 class LegResult(NamedTuple):
     access: str
     nsg: str | None
@@ -124,7 +118,6 @@ class _CompiledChain(NamedTuple):
     chain: tuple[tuple[NetworkSecurityGroup, str], ...]
     classifiers: list[Classifier]
     results: dict[int | tuple[int, ...], LegResult]
-    generation: int
 
 
 OUTBOUND = Direction.OUTBOUND
@@ -276,7 +269,7 @@ class Policy:
         The result depends only on which rule matched in each NSG, so it is built once per
         combination and shared by every flow that combination decides.
         """
-        chain, classifiers, results, _ = self._compiled_chain(nic, direction)
+        chain, classifiers, results = self._compiled_chain(nic, direction)
         proto, version, src, sport, dst, dport = key
         outbound = direction is OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
@@ -309,27 +302,21 @@ class Policy:
 
     def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> _CompiledChain:
         """A NIC's chain with its classifiers and the leg results met so far; built again when one of
-        its NSGs was replaced (`replay --update`) or changed. While no NSG anywhere changed
-        (`NetworkSecurityGroup.generation`), the cached one is taken without looking."""
+        its NSGs was replaced (`replay --update`) or changed (its `version`)."""
         cached = self._compiled_chains.get((nic.name, direction))
-        generation = NetworkSecurityGroup.generation
+        groups = self.scenario.network_security_groups
         if cached is not None:
-            if cached.generation == generation:
-                return cached
-            groups = self.scenario.network_security_groups
             for (group, _), classifier in zip(cached.chain, cached.classifiers):
                 if groups[group.name] is not group or classifier.version != group.version:
                     break
             else:
-                cached = self._compiled_chains[(nic.name, direction)] = cached._replace(generation=generation)
                 return cached
-        groups = self.scenario.network_security_groups
         levels = [(nic.subnet.nsg, f"subnet {nic.subnet.key}"), (nic.nsg, f"nic {nic.name}")]
         if direction == Direction.OUTBOUND:
             levels.reverse()
         chain = tuple((groups[n], a) for n, a in levels if n)
         compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
-            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {}, generation)
+            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {})
         return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
