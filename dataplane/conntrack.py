@@ -135,6 +135,15 @@ class Timeouts:
         return self.by_proto.get(proto, self.other)
 
 
+def canonical(key):
+    """The direction-independent form of a 5-tuple, by which a table keeps its flow: the lower
+    endpoint first."""
+    proto, version, a, a_port, b, b_port = key
+    if a < b or (a == b and a_port <= b_port):
+        return key
+    return proto, version, b, b_port, a, a_port
+
+
 class FlowRecord:
     """One flow at one NIC, kept small: a NIC may hold 500,000 of them (reference §3).
 
@@ -212,6 +221,14 @@ class FlowTable:
             self._end(record, now)
             return None
         return record
+
+    def find(self, key, now: float) -> tuple[FlowRecord | None, bool]:
+        """The live record of the flow a packet with this 5-tuple belongs to, and whether the packet
+        travels as the flow's first packet did (else it is a reply)."""
+        record = self.get(canonical(key), now)
+        if record is None:
+            return None, False
+        return record, record.initiator == key
 
     def add(self, key, initiator, state, now: float, outcome, nat=None) -> FlowRecord | None:
         """A new record, or None when the table is full (the caller refuses the flow)."""

@@ -21,6 +21,15 @@ PROTOCOL_NUMBERS = {"Tcp": (TCP,), "Udp": (UDP,), "All": (TCP, UDP)}
 """The protocols of a load-balancing rule."""
 
 
+class Nat(NamedTuple):
+    """A flow's translation at one NIC: the address and port the peer sees there (the source of a
+    flow leaving, the destination of one arriving)."""
+
+    ip: int
+    port: int
+    frontend: int | None = None  # set when the port came from a shared frontend's pool
+
+
 class Inbound(NamedTuple):
     """Where a packet addressed to a translated address goes."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 from .conntrack import (FlowRecord, FlowTable, FragmentTable, Other, PureFlowRecord, TcpState, Timeouts,
-                        tcp_first_state, tcp_next)
+                        canonical, tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
 from .addresses import V6, ip_key
@@ -75,15 +75,6 @@ class Outcome(NamedTuple):
     default_rule: bool
     reason: str
     direction: str
-
-
-class Nat(NamedTuple):
-    """How replies of a flow are translated back: the address and port the peer sees."""
-
-    side: str  # "src" (SNAT: the initiator's source was rewritten) or "dst" (DNAT)
-    ip: int
-    port: int
-    frontend: int | None = None  # set when the port came from a shared frontend's pool
 
 
 @dataclass
@@ -156,6 +147,7 @@ class Dataplane:
         the frames raised, the exception, which the caller raises once it has counted what passed."""
         self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
                                     if self._translations.outbound(nic, 4, 0) is not None)
+        self._route = self.policy.route.legs
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
 
     @property
@@ -357,9 +349,9 @@ class Dataplane:
         tables = self._tables
         src_nic = self._nics_by_ip.get(src if version == 4 else src | V6)
         if src_nic is not None:
-            record, forward = _find(tables[src_nic.name], t, ts)
+            record, forward = tables[src_nic.name].find(t, ts)
             legs.append((src_nic, t, record, forward))
-            if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
+            if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
                 t = (proto, version, record.nat.ip, record.nat.port, dst, dport)
         dst_nic = self._nics_by_ip.get(dst if version == 4 else dst | V6)
         if dst_nic is None:
@@ -373,9 +365,9 @@ class Dataplane:
                 dst_nic, private, private_port = back
                 t = (proto, version, t[2], t[3], private, private_port)
         if dst_nic is not None:
-            record, forward = _find(tables[dst_nic.name], t, ts)
+            record, forward = tables[dst_nic.name].find(t, ts)
             legs.append((dst_nic, t, record, forward))
-            if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
+            if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
                 t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
         if p[6] & SYN_ACK == SYN and legs and (legs[0][2] is not None or legs[-1][2] is not None):
             self._end_closed(legs, ts)
@@ -469,11 +461,9 @@ class Dataplane:
         if fragment_alone:
             stats.allowed += 1
             return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
-        proto, version, a, a_port, b, b_port = key
-        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if proto == TCP else Other.ACTIVE
-        canonical = key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
+        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         outcome = self._outcomes.get((nsg, rule, reason, where)) or self._outcome_of(nsg, rule, reason, where)
-        record = self._tables[nic.name].add(canonical, key, state, ts, outcome)
+        record = self._tables[nic.name].add(canonical(key), key, state, ts, outcome)
         if record is None:
             stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
@@ -487,10 +477,16 @@ class Dataplane:
                                     evaluations))
 
     def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool) -> Verdict:
-        decision = self.policy.decide_key(key)
+        route = self._route(key)
+        decision, results = self.policy.evaluate(key, route)
+        legs = () if route.blocked is not None else route.legs
         last = decision.evaluations[-1] if decision.evaluations else None
-        direction = last.direction if last else ("Inbound" if decision.destination_nic else "Outbound")
-        nic_name = last.nic if last else (decision.destination_nic or decision.source_nic)
+        if last is not None:
+            direction, nic_name = last.direction, last.nic
+        elif legs:
+            direction, nic_name = legs[-1].direction.value, legs[-1].nic.name
+        else:
+            direction, nic_name = "Outbound", None
         translated = decision.translated if decision.translated != key else None
         if not decision.allowed:
             self._stats.denied += 1
@@ -502,11 +498,10 @@ class Dataplane:
                            translated, "", decision.evaluations)
         state: TcpState | Other = tcp_first_state(p.tcp_flags) if p.proto == TCP else Other.ACTIVE
         created = []
-        for nic, leg_key, nat in self._record_plan(decision, key):
+        for leg, result in zip(legs, results):
+            nic, nat = leg.nic, leg.nat
             table = self._tables[nic.name]
-            proto, version, a, a_port, b, b_port = leg_key
-            canonical = leg_key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
-            if table.get(canonical, ts) is not None:
+            if table.find(leg.key, ts)[0] is not None:
                 continue
             if nat is not None and nat.frontend is not None:
                 port = self._snat.allocate(nat.frontend, key[0], key[4], key[5], key[3])
@@ -515,7 +510,14 @@ class Dataplane:
                 nat = nat._replace(port=port)
                 self._snat_reverse[(key[0], key[1], nat.frontend, port, key[4], key[5])] = (nic, key[2], key[3])
                 translated = (key[0], key[1], nat.frontend, port, key[4], key[5])
-            record = table.add(canonical, leg_key, state, ts, self._outcome(decision, nic.name), nat)
+            where = leg.direction.value
+            if decision.reason != "rules":
+                outcome = self._outcome_of(None, None, decision.reason, where)
+            elif result.nsg is None:
+                outcome = self._outcome_of(None, None, "no-nsg", where)
+            else:
+                outcome = self._outcome_of(result.nsg, result.rule, "rules", where)
+            record = table.add(canonical(leg.key), leg.key, state, ts, outcome, nat)
             if record is None:
                 self._stats.flows_refused += 1
                 return self._refuse(p, ts, created, "flow-limit", nic.name)
@@ -535,36 +537,6 @@ class Dataplane:
             table.remove(record, "refused", ts)
         self._stats.denied += 1
         return Verdict(ts, DENY, reason, None, nic, None, None, None, p)
-
-    def _record_plan(self, decision: Decision, key: Key) -> list[tuple[NetworkInterface, Key, Nat | None]]:
-        """Which NICs keep a record of a new flow, under which key, and how replies translate back."""
-        plan: list[tuple[NetworkInterface, Key, Nat | None]] = []
-        nics = self.scenario.network_interfaces
-        if decision.source_nic is not None:
-            nat = None
-            translated = decision.translated
-            if translated[2] != key[2]:
-                frontend = translated[2] if decision.snat_frontend is not None else None
-                nat = Nat("src", translated[2], translated[3], frontend)
-            plan.append((nics[decision.source_nic], key, nat))
-        if decision.destination_nic is not None and decision.inbound_key is not None:
-            inbound = decision.inbound_key
-            nat = Nat("dst", key[4], key[5]) if inbound[4] != key[4] or inbound[5] != key[5] else None
-            plan.append((nics[decision.destination_nic], inbound, nat))
-        return plan
-
-    def _outcome(self, decision: Decision, nic: str) -> Outcome:
-        """The NSG that logs the flow at this NIC: the last one that allowed it there (reference §6)."""
-        direction = "Outbound" if nic == decision.source_nic else "Inbound"
-        if decision.reason != "rules":
-            return self._outcome_of(None, None, decision.reason, direction)
-        last = None
-        for evaluation in decision.evaluations:
-            if evaluation.nic == nic:
-                last = evaluation
-        if last is None:
-            return self._outcome_of(None, None, "no-nsg", direction)
-        return self._outcome_of(last.nsg, last.rule, decision.reason, last.direction)
 
     def _outcome_of(self, nsg: str | None, rule: str | None, reason: str, direction: str) -> Outcome:
         slot = (nsg, rule, reason, direction)
@@ -602,11 +574,11 @@ class Dataplane:
                 nic, key = self._untranslated(inner_key)
                 if nic is None:
                     continue
-            record = self._tables[nic.name].get(_canonical(key), ts)
+            record, original = self._tables[nic.name].find(key, ts)
             if record is not None:
                 self._stats.allowed += 1
                 # the error goes back to whoever sent the quoted packet
-                if key[2:4] == record.initiator[2:4]:
+                if original:
                     record.packets_in += 1
                     record.bytes_in += p.length
                 else:
@@ -632,25 +604,3 @@ TCP_MOVES_BY_FLAGS = [{state: (tcp_next(state, flags, False), tcp_next(state, fl
 """`tcp_next` tabulated: [flags][state][from initiator] → next state, for the per-packet path."""
 TCP_FIRST_STATES = [tcp_first_state(flags) for flags in range(256)]
 DIRECTION_NAMES = {direction: direction.value for direction in Direction}
-
-
-def _find(table: FlowTable, key: Key, ts: float) -> tuple[FlowRecord | None, bool]:
-    """The record of a packet's flow at one NIC, and whether the packet travels as the flow began."""
-    proto, version, a, a_port, b, b_port = key
-    if a < b or (a == b and a_port <= b_port):
-        record = table.get(key, ts)
-        swapped = False
-    else:
-        record = table.get((proto, version, b, b_port, a, a_port), ts)
-        swapped = True
-    if record is None:
-        return None, False
-    return record, swapped == record.reversed
-
-
-def _canonical(key: Key) -> Key:
-    """The direction-independent form of a 5-tuple: the lower endpoint first."""
-    proto, version, src, sport, dst, dport = key
-    if (src, sport) <= (dst, dport):
-        return key
-    return (proto, version, dst, dport, src, sport)

@@ -18,16 +18,15 @@ from .addresses import RangeSet, Ranges, merge_ranges
 from .classifier import Classifier
 from .errors import DataplaneError
 from .flows import Flow, key_to_flow
-from .addresses import V6, ip_key
+from .addresses import ip_key
 from .nat import Translations
+from .route import Key, Route, Router
 from .nsg import NetworkSecurityGroup
 from .platform import ALWAYS, PLATFORM_ADDRESSES, exemption, smtp_blocked
 from .rules import Direction, SecurityRule, parse_prefix
 from .topology import NetworkInterface, Scenario, single_nsg_scenario
 
 ALLOW, DENY = "Allow", "Deny"
-Key = tuple[int, int, int, int, int, int]
-"""(protocol, version, src, sport, dst, dport) with integer addresses: what the hot path carries."""
 
 
 class Evaluation(NamedTuple):
@@ -46,7 +45,7 @@ class Evaluation(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """What happens to a new flow: the contract's `check --json` object, plus where it was recorded.
+    """What happens to a new flow: the contract's `check --json` object.
 
     A named tuple rather than a dataclass: the dataplane builds one for every new flow.
     """
@@ -58,10 +57,6 @@ class Decision(NamedTuple):
     reason: str
     evaluations: tuple[Evaluation, ...]
     translated: Key
-    source_nic: str | None = None
-    destination_nic: str | None = None
-    inbound_key: Key | None = None
-    snat_frontend: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -123,13 +118,6 @@ class _CompiledChain(NamedTuple):
 OUTBOUND = Direction.OUTBOUND
 
 
-class _Leg(NamedTuple):
-    nic: NetworkInterface
-    direction: Direction
-    key: Key
-    chain: tuple[tuple[NetworkSecurityGroup, str], ...]
-
-
 class Policy:
     """Decides flows for a scenario; classifiers are compiled per NSG, direction and VNet, and
     recompiled when an NSG's version changes."""
@@ -144,6 +132,7 @@ class Policy:
         self._internet_sets: dict[str, RangeSet] = {}
         self._compiled_chains: dict[tuple[str, Direction], _CompiledChain] = {}
         self._resolvers: dict[str, Any] = {}
+        self.route = Router(self.nics_by_ip, self.translations, self.virtual_network)
 
     @classmethod
     def for_nsg(cls, nsg: NetworkSecurityGroup, *, address_space: tuple[str, ...] = (),
@@ -201,63 +190,29 @@ class Policy:
         return self.decide_key(flow.key)
 
     def decide_key(self, key: Key) -> Decision:
-        legs, translated, snat, inbound_via = self._path(key)
-        if inbound_via is not None and inbound_via.nic is None:
-            return Decision(key, DENY, None, None, "no-lb-rule", (), key)
+        return self.evaluate(key, self.route.legs(key))[0]
+
+    def evaluate(self, key: Key, route: Route) -> tuple[Decision, tuple[LegResult, ...]]:
+        """The decision on a new flow along its route, and the result of each leg evaluated (a Deny
+        ends evaluation)."""
+        if route.blocked is not None:
+            return Decision(key, DENY, None, None, route.blocked, (), key), ()
         evaluations: tuple[Evaluation, ...] = ()
+        results: tuple[LegResult, ...] = ()
         nsg = rule = None
         reason = "no-nsg"
-        for leg in legs:
+        for leg in route.legs:
             result = self.leg(leg.nic, leg.direction, leg.key)
+            results += (result,)
             evaluations = evaluations + result.evaluations if evaluations else result.evaluations
             if result.access == DENY:
-                return self._decision(key, DENY, result.nsg, result.rule, result.reason, evaluations, translated,
-                                      legs, snat)
+                return Decision(key, DENY, result.nsg, result.rule, result.reason, evaluations,
+                                route.translated), results
             if result.reason == "platform":
                 reason, nsg, rule = "platform", None, None
             elif result.nsg is not None and reason != "platform":
                 reason, nsg, rule = "rules", result.nsg, result.rule
-        return self._decision(key, ALLOW, nsg, rule, reason, evaluations, translated, legs, snat)
-
-    def _decision(self, key: Key, access: str, nsg: str | None, rule: str | None, reason: str,
-                  evaluations: tuple[Evaluation, ...], translated: Key, legs: list[_Leg], snat: str | None) -> Decision:
-        out = legs[0] if legs and legs[0].direction is Direction.OUTBOUND else None
-        inn = legs[-1] if legs and legs[-1].direction is Direction.INBOUND else None
-        return Decision(key, access, nsg, rule, reason, evaluations, translated,
-                        out.nic.name if out else None, inn.nic.name if inn else None,
-                        inn.key if inn else None, snat)
-
-    def _path(self, key: Key):
-        """The legs of a flow, the key as it finally travels, and the translations on the way."""
-        proto, version, src, sport, dst, dport = key
-        legs: list[_Leg] = []
-        snat = None
-        translated = key
-        source_nic = self.nics_by_ip.get(ip_key(version, src))
-        if source_nic is not None:
-            legs.append(_Leg(source_nic, Direction.OUTBOUND, key, self._chain(source_nic, Direction.OUTBOUND)))
-            if not self.virtual_network(source_nic.vnet).contains(version, dst) \
-                    and ip_key(version, dst) not in self.nics_by_ip:
-                out = self.translations.outbound(source_nic, version, src)
-                if out is not None:
-                    src = out.src
-                    snat = out.frontend
-                    translated = (proto, version, src, sport, dst, dport)
-        dest_nic = self.nics_by_ip.get(dst if version == 4 else dst | V6)
-        inbound = None if dest_nic is not None else self.translations.inbound(proto, version, src, sport, dst, dport)
-        if inbound is not None:
-            if inbound.nic is None:
-                return legs, translated, snat, inbound
-            dst, dport = inbound.dst, inbound.dport
-            translated = (proto, version, src, sport, dst, dport)
-            dest_nic = self.nics_by_ip.get(ip_key(version, dst))
-        if dest_nic is not None:
-            legs.append(_Leg(dest_nic, Direction.INBOUND, translated, self._chain(dest_nic, Direction.INBOUND)))
-        if not legs:
-            flow = key_to_flow(key)
-            raise DataplaneError(f"{flow}: neither {flow.src} nor {flow.dst} is an address of a NIC, public IP "
-                                 "or load-balancer frontend of the scenario")
-        return legs, translated, snat, inbound
+        return Decision(key, ALLOW, nsg, rule, reason, evaluations, route.translated), results
 
     def _chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple[NetworkSecurityGroup, str], ...]:
         """The NSGs a packet meets at a NIC, in Azure's order, with the attachment of each."""
@@ -333,12 +288,12 @@ class Policy:
 
     def explain(self, flow: Flow) -> tuple[Decision, list[NsgExplanation]]:
         """The decision and, for each NSG on the path, every rule with the fields that matched."""
-        decision = self.decide(flow)
-        legs, _, _, inbound_via = self._path(flow.key)
+        route = self.route.legs(flow.key)
+        decision = self.evaluate(flow.key, route)[0]
         evaluated = {(e.nsg, e.attachment, e.direction) for e in decision.evaluations}
         out = []
-        for leg in legs:
-            for group, attachment in leg.chain:
+        for leg in route.legs:
+            for group, attachment in self._chain(leg.nic, leg.direction):
                 classifier = self.classifier(group, leg.direction, leg.nic.vnet)
                 rules = tuple(RuleExplanation(r, f) for r, f in classifier.field_matches(*leg.key))
                 out.append(NsgExplanation(group.name, attachment, leg.nic.name, leg.direction.value, leg.key, rules,
