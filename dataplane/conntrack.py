@@ -247,6 +247,10 @@ class FlowTable:
         self._flows[key] = record
         return record
 
+    def open(self, key, state, now: float, outcome, nat=None) -> FlowRecord | None:
+        """The record of a flow whose first packet carries key, or None when the table is full."""
+        return self.add(canonical(key), key, state, now, outcome, nat)
+
     def touch(self, record: FlowRecord, state, now: float) -> None:
         record.state = state
         proto = record.key[0]

@@ -1,14 +1,9 @@
-"""Translations: DNAT of public IPs and load-balancer frontends inbound, SNAT outbound (reference §2).
-
-Inbound NSGs see the packet after public→private translation; outbound NSGs see it before
-private→public translation. A load-balanced flow keeps the client's source address and port, and
-the backend is chosen from the flow's source by a stable hash, so a replay is reproducible. An
-inbound NAT rule is a load-balancing rule whose pool is one NIC's address.
+"""Translations: the scenario's public IPs and load-balancer frontends indexed, and the ports of
+shared frontends handed out to flows (`route` chooses a packet's translation from these indexes).
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import NamedTuple
 
 from .addresses import ip_key
@@ -28,19 +23,6 @@ class Nat(NamedTuple):
     ip: int
     port: int
     frontend: int | None = None  # set when the port came from a shared frontend's pool
-
-
-class Inbound(NamedTuple):
-    """Where a packet addressed to a translated address goes."""
-
-    nic: NetworkInterface | None  # None: a load-balancer frontend with no rule for this port
-    dst: int
-    dport: int
-
-
-class Outbound(NamedTuple):
-    src: int
-    frontend: str | None  # the load balancer whose frontend the flow leaves by, if any
 
 
 class Translations:
@@ -94,47 +76,6 @@ class Translations:
             self.frontend_names[key] = lb.name
             for name in lb.outbound_pool:
                 self.outbound_frontend.setdefault(name, (int(lb.frontend_ip), lb.name))
-
-    def inbound(self, proto: int, version: int, src: int, sport: int, dst: int, dport: int) -> Inbound | None:
-        """The DNAT for a packet to a public IP or frontend; None when dst is not translated."""
-        key = ip_key(version, dst)
-        nic = self.public.get(key)
-        if nic is not None:
-            private = self.public_private.get(key)
-            return Inbound(nic, private, dport) if private is not None else None
-        table = self.frontends.get(key)
-        if table is None:
-            return None
-        target = table.get((proto, dport)) or table.get(ANY_PORT)
-        if target is None or not target[1]:
-            return Inbound(None, dst, dport)
-        backend_port, pool = target
-        chosen, private = pool[zlib.crc32(f"{version}/{src}/{sport}/{proto}".encode()) % len(pool)]
-        return Inbound(chosen, private, backend_port or dport)
-
-    def outbound(self, nic: NetworkInterface, version: int, src: int) -> Outbound | None:
-        """The SNAT for a packet leaving the VNet: the NIC's public IP, else its LB frontend.
-
-        None means default outbound access, whose address Azure does not publish: the flow
-        leaves with its private source as far as the simulator shows (README). With IP
-        configurations each address leaves by its own public IP; a `src` that is none of them
-        asks whether the NIC translates at all.
-        """
-        if version != 4:
-            return None
-        if nic.ip_configurations:
-            public = self.config_public.get(src)
-            if public is not None:
-                return Outbound(public, None)
-        elif nic.public_ip is not None and nic.public_ip.version == 4:
-            return Outbound(int(nic.public_ip), None)
-        frontend = self.outbound_frontend.get(nic.name)
-        if frontend is not None:
-            return Outbound(frontend[0], frontend[1])
-        if nic.ip_configurations and not any(int(c.private_ip) == src for c in nic.ip_configurations):
-            public = next((c.public_ip for c in nic.ip_configurations if c.public_ip and c.public_ip.version == 4), None)
-            return Outbound(int(public), None) if public is not None else None
-        return None
 
 
 class SnatPorts:

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
+from .addresses import V6, ip_key
 from .conntrack import (FlowRecord, FlowTable, FragmentTable, Other, PureFlowRecord, TcpState, Timeouts,
-                        canonical, tcp_first_state, tcp_next)
+                        tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
-from .addresses import V6, ip_key
 from .flows import ICMP, ICMPV6, TCP, UDP, Flow, key_to_flow, parse_flow
 from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
 from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy
+from .route import Route
 from .rules import DEFAULT_RULE_NAMES, Direction, SecurityRule
 from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
 
@@ -145,9 +146,8 @@ class Dataplane:
         `limit` passed. It returns how many passed, the last one's time, and the frame it stopped at
         (None at the end of the frames or the limit), which the caller hands to `process`; or, when
         the frames raised, the exception, which the caller raises once it has counted what passed."""
-        self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
-                                    if self._translations.outbound(nic, 4, 0) is not None)
-        self._route = self.policy.route.legs
+        self._router = self.policy.route
+        self._route = self._router.legs
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
 
     @property
@@ -344,21 +344,56 @@ class Dataplane:
             if p.icmp_type in ECHO_TYPES.get(proto, ()):
                 sport = dport = p.icmp_id
         key = (proto, version, src, sport, dst, dport)
+        route = self._route(key)
         legs = []  # (nic, key at the NIC, record or None, forward)
+        translated = None
+        found = walked = False
+        tables = self._tables
+        for leg in route.legs:
+            record, forward = tables[leg.nic.name].find(leg.key, ts)
+            if record is not None:
+                if record.nat is not None:
+                    walked = True
+                    break
+                found = True
+            legs.append((leg.nic, leg.key, record, forward))
+        else:
+            walked = bool(self._snat_reverse) and (proto, version, dst, dport, src, sport) in self._snat_reverse
+        if walked:
+            legs, translated = self._through_translations(key, ts)
+            found = True
+        if p[6] & SYN_ACK == SYN and found:
+            self._end_closed(legs, ts)
+        if not legs:
+            if route.blocked is None:
+                return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
+        elif legs[0][2] is not None and legs[-1][2] is not None:
+            if proto == TCP or proto == UDP:
+                self._remember(key, legs, translated)
+            return self._known(p, ts, legs, translated)
+        elif not found and len(legs) == 1 and route.legs[0].nat is None and route.blocked is None:
+            return self._new_at_nic(p, ts, key, legs[0][0], route.legs[0].direction, fragment_alone)
+        return self._new(p, ts, key, fragment_alone, route, fresh=not found)
+
+    def _through_translations(self, key: Key, ts: float) -> tuple[list, Key | None]:
+        """The legs of a packet of a translated flow, each NIC's record translating the key the next
+        one sees, and the key as it finally travels (None when unchanged)."""
+        proto, version, src, sport, dst, dport = key
+        legs = []
         t = key
         tables = self._tables
-        src_nic = self._nics_by_ip.get(src if version == 4 else src | V6)
+        src_nic = self._nics_by_ip.get(ip_key(version, src))
         if src_nic is not None:
             record, forward = tables[src_nic.name].find(t, ts)
             legs.append((src_nic, t, record, forward))
             if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
                 t = (proto, version, record.nat.ip, record.nat.port, dst, dport)
-        dst_nic = self._nics_by_ip.get(dst if version == 4 else dst | V6)
+        dst_nic = self._nics_by_ip.get(ip_key(version, dst))
         if dst_nic is None:
             back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3])) if self._snat_reverse else None
             if back is None and (src_nic is None or ip_key(version, dst) in self._translations.frontends
                                  or not self.policy.virtual_network(src_nic.vnet).contains(version, dst)):
-                inbound = self._translations.inbound(proto, version, t[2], t[3], dst, dport)
+                inbound = self._router.inbound(proto, version, t[2], t[3], dst, dport)
                 if inbound is not None and inbound.nic is not None:
                     back = (inbound.nic, inbound.dst, inbound.dport)
             if back is not None:
@@ -369,23 +404,7 @@ class Dataplane:
             legs.append((dst_nic, t, record, forward))
             if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
                 t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
-        if p[6] & SYN_ACK == SYN and legs and (legs[0][2] is not None or legs[-1][2] is not None):
-            self._end_closed(legs, ts)
-        if not legs:
-            if ip_key(version, dst) not in self._translations.frontends:
-                return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
-        elif legs[0][2] is not None and legs[-1][2] is not None:
-            translated = t if t != key else None
-            if proto == TCP or proto == UDP:
-                self._remember(key, legs, translated)
-            return self._known(p, ts, legs, translated)
-        elif len(legs) == 1 and t is key:
-            nic = legs[0][0]
-            if nic is not src_nic:
-                return self._new_at_nic(p, ts, key, nic, Direction.INBOUND, fragment_alone)
-            if nic.name not in self._snat_nics and ip_key(version, dst) not in self._translated_ips:
-                return self._new_at_nic(p, ts, key, nic, Direction.OUTBOUND, fragment_alone)
-        return self._new(p, ts, key, fragment_alone)
+        return legs, (t if t != key else None)
 
     def _remember(self, key: Key, legs: list, translated: Key | None) -> None:
         """A flow with a second packet is likely to have many: its next packets, both ways when
@@ -463,7 +482,7 @@ class Dataplane:
             return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
         state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         outcome = self._outcomes.get((nsg, rule, reason, where)) or self._outcome_of(nsg, rule, reason, where)
-        record = self._tables[nic.name].add(canonical(key), key, state, ts, outcome)
+        record = self._tables[nic.name].open(key, state, ts, outcome)
         if record is None:
             stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
@@ -476,8 +495,11 @@ class Dataplane:
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
                                     evaluations))
 
-    def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool) -> Verdict:
-        route = self._route(key)
+    def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool, route: Route | None = None,
+             fresh: bool = False) -> Verdict:
+        """A flow no NIC on its route knows yet (`fresh`: the caller looked), or knows at some NICs only."""
+        if route is None:
+            route = self._route(key)
         decision, results = self.policy.evaluate(key, route)
         legs = () if route.blocked is not None else route.legs
         last = decision.evaluations[-1] if decision.evaluations else None
@@ -488,7 +510,7 @@ class Dataplane:
         else:
             direction, nic_name = "Outbound", None
         translated = decision.translated if decision.translated != key else None
-        if not decision.allowed:
+        if decision.decision != ALLOW:
             self._stats.denied += 1
             return _new_tuple(Verdict, (ts, DENY, decision.reason, direction, nic_name, decision.nsg, decision.rule,
                                         None, p, translated, "", decision.evaluations))
@@ -496,12 +518,12 @@ class Dataplane:
             self._stats.allowed += 1
             return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
                            translated, "", decision.evaluations)
-        state: TcpState | Other = tcp_first_state(p.tcp_flags) if p.proto == TCP else Other.ACTIVE
+        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         created = []
         for leg, result in zip(legs, results):
             nic, nat = leg.nic, leg.nat
             table = self._tables[nic.name]
-            if table.find(leg.key, ts)[0] is not None:
+            if not fresh and table.find(leg.key, ts)[0] is not None:
                 continue
             if nat is not None and nat.frontend is not None:
                 port = self._snat.allocate(nat.frontend, key[0], key[4], key[5], key[3])
@@ -517,7 +539,7 @@ class Dataplane:
                 outcome = self._outcome_of(None, None, "no-nsg", where)
             else:
                 outcome = self._outcome_of(result.nsg, result.rule, "rules", where)
-            record = table.add(canonical(leg.key), leg.key, state, ts, outcome, nat)
+            record = table.open(leg.key, state, ts, outcome, nat)
             if record is None:
                 self._stats.flows_refused += 1
                 return self._refuse(p, ts, created, "flow-limit", nic.name)
@@ -558,7 +580,7 @@ class Dataplane:
         private = self._translations.public_private.get(ip_key(version, src))
         if private is not None:
             return nic, (proto, version, private, sport, dst, dport)
-        balanced = self._translations.inbound(proto, version, dst, dport, src, sport)
+        balanced = self._router.inbound(proto, version, dst, dport, src, sport)
         if balanced is not None and balanced.nic is not None:
             return balanced.nic, (proto, version, balanced.dst, balanced.dport, dst, dport)
         return None, quoted

@@ -197,6 +197,10 @@ class Policy:
         ends evaluation)."""
         if route.blocked is not None:
             return Decision(key, DENY, None, None, route.blocked, (), key), ()
+        if not route.legs:
+            flow = key_to_flow(key)
+            raise DataplaneError(f"{flow}: neither {flow.src} nor {flow.dst} is an address of a NIC, public IP "
+                                 "or load-balancer frontend of the scenario")
         evaluations: tuple[Evaluation, ...] = ()
         results: tuple[LegResult, ...] = ()
         nsg = rule = None

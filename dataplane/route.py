@@ -3,17 +3,20 @@
 The path (reference §1, §2, §9): a packet from a NIC's private address leaves through that NIC
 (outbound, on its private source) and is translated (SNAT) if it leaves the VNet; a packet to a NIC's
 private address, public IP or load-balancer frontend is translated first (DNAT) and arrives inbound
-at that NIC. The policy evaluates these legs; the dataplane keeps a flow record at each of them.
+at that NIC. So inbound NSGs see the packet after public→private translation, outbound NSGs before
+private→public translation. A load-balanced flow keeps the client's source address and port, and the
+backend is chosen from the flow's source by a stable hash, so a replay is reproducible; an inbound NAT
+rule is a load-balancing rule whose pool is one NIC's address. The policy evaluates the legs; the
+dataplane keeps a flow record at each of them.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Callable, NamedTuple
 
-from .addresses import ip_key
-from .errors import DataplaneError
-from .flows import key_to_flow
-from .nat import Nat, Translations
+from .addresses import V6
+from .nat import ANY_PORT, Nat, Translations
 from .rules import Direction
 from .topology import NetworkInterface
 
@@ -42,6 +45,19 @@ class Route(NamedTuple):
     blocked: str | None = None
 
 
+class Inbound(NamedTuple):
+    """Where a packet addressed to a translated address goes."""
+
+    nic: NetworkInterface | None  # None: a load-balancer frontend with no rule for this port
+    dst: int
+    dport: int
+
+
+class Outbound(NamedTuple):
+    src: int
+    frontend: str | None  # the load balancer whose frontend the flow leaves by, if any
+
+
 class Router:
     """The scenario's addresses, indexed for routing a packet by its 5-tuple."""
 
@@ -52,32 +68,72 @@ class Router:
         self.virtual_network = virtual_network
 
     def legs(self, key: Key) -> Route:
+        """No legs when neither address is one of the scenario's."""
         proto, version, src, sport, dst, dport = key
         legs: list[Leg] = []
         translated = key
         nics = self.nics_by_ip
-        source_nic = nics.get(ip_key(version, src))
-        dest_nic = nics.get(ip_key(version, dst))
+        source_nic = nics.get(src if version == 4 else src | V6)
+        dest_nic = nics.get(dst if version == 4 else dst | V6)
         if source_nic is not None:
             snat = None
             if dest_nic is None and not self.virtual_network(source_nic.vnet).contains(version, dst):
-                out = self.translations.outbound(source_nic, version, src)
+                out = self.outbound(source_nic, version, src)
                 if out is not None and out.src != src:
                     snat = Nat(out.src, sport, out.src if out.frontend is not None else None)
                     translated = (proto, version, out.src, sport, dst, dport)
             legs.append(Leg(source_nic, OUTBOUND, key, snat))
         if dest_nic is None:
-            inbound = self.translations.inbound(proto, version, translated[2], sport, dst, dport)
+            inbound = self.inbound(proto, version, translated[2], sport, dst, dport)
             if inbound is not None:
                 if inbound.nic is None:
                     return Route(tuple(legs), translated, "no-lb-rule")
                 translated = (proto, version, translated[2], sport, inbound.dst, inbound.dport)
-                dest_nic = nics.get(ip_key(version, inbound.dst))
+                dest_nic = nics.get(inbound.dst if version == 4 else inbound.dst | V6)
         if dest_nic is not None:
             dnat = Nat(dst, dport) if translated[4] != dst or translated[5] != dport else None
             legs.append(Leg(dest_nic, INBOUND, translated, dnat))
-        if not legs:
-            flow = key_to_flow(key)
-            raise DataplaneError(f"{flow}: neither {flow.src} nor {flow.dst} is an address of a NIC, public IP "
-                                 "or load-balancer frontend of the scenario")
         return Route(tuple(legs), translated)
+
+    def inbound(self, proto: int, version: int, src: int, sport: int, dst: int, dport: int) -> Inbound | None:
+        """The DNAT for a packet to a public IP or frontend; None when dst is not translated."""
+        translations = self.translations
+        key = dst if version == 4 else dst | V6
+        nic = translations.public.get(key)
+        if nic is not None:
+            private = translations.public_private.get(key)
+            return Inbound(nic, private, dport) if private is not None else None
+        table = translations.frontends.get(key)
+        if table is None:
+            return None
+        target = table.get((proto, dport)) or table.get(ANY_PORT)
+        if target is None or not target[1]:
+            return Inbound(None, dst, dport)
+        backend_port, pool = target
+        chosen, private = pool[zlib.crc32(f"{version}/{src}/{sport}/{proto}".encode()) % len(pool)]
+        return Inbound(chosen, private, backend_port or dport)
+
+    def outbound(self, nic: NetworkInterface, version: int, src: int) -> Outbound | None:
+        """The SNAT for a packet leaving the VNet: the NIC's public IP, else its LB frontend.
+
+        None means default outbound access, whose address Azure does not publish: the flow
+        leaves with its private source as far as the simulator shows (README). With IP
+        configurations each address leaves by its own public IP; a `src` that is none of them
+        asks whether the NIC translates at all.
+        """
+        if version != 4:
+            return None
+        translations = self.translations
+        if nic.ip_configurations:
+            public = translations.config_public.get(src)
+            if public is not None:
+                return Outbound(public, None)
+        elif nic.public_ip is not None and nic.public_ip.version == 4:
+            return Outbound(int(nic.public_ip), None)
+        frontend = translations.outbound_frontend.get(nic.name)
+        if frontend is not None:
+            return Outbound(frontend[0], frontend[1])
+        if nic.ip_configurations and not any(int(c.private_ip) == src for c in nic.ip_configurations):
+            public = next((c.public_ip for c in nic.ip_configurations if c.public_ip and c.public_ip.version == 4), None)
+            return Outbound(int(public), None) if public is not None else None
+        return None
