@@ -79,36 +79,48 @@ class Translations:
 
 
 class SnatPorts:
-    """Source ports of a shared frontend, handed out without collision and given back on expiry."""
+    """Source ports of a shared frontend, handed out without collision and given back on expiry, with
+    the NIC and private endpoint each was handed to, so that replies to a frontend port find them."""
 
     FIRST, LAST = 1024, 65535
 
     def __init__(self) -> None:
         self._used: dict[tuple[int, int, int, int], set[int]] = {}
         self._next: dict[tuple[int, int, int, int], int] = {}
+        self.owners: dict[tuple, tuple[NetworkInterface, int, int]] = {}
+        """(proto, version, frontend, port, remote, remote port) → (NIC, private address, private port)"""
 
-    def allocate(self, frontend: int, proto: int, remote: int, remote_port: int, wanted: int) -> int | None:
-        """A free port toward (remote, remote_port), the wanted one if free; None when exhausted."""
-        key = (frontend, proto, remote, remote_port)
-        used = self._used.setdefault(key, set())
+    def allocate(self, frontend: int, key: tuple, owner: NetworkInterface) -> int | None:
+        """A free port of the frontend toward the remote end of key (a flow's first packet), its source
+        port if free; None when exhausted."""
+        proto, version, src, wanted, remote, remote_port = key
+        slot = (frontend, proto, remote, remote_port)
+        used = self._used.setdefault(slot, set())
+        port = None
         if self.FIRST <= wanted <= self.LAST and wanted not in used:
-            used.add(wanted)
-            return wanted
-        size = self.LAST - self.FIRST + 1
-        start = self._next.get(key, self.FIRST)
-        for i in range(size):
-            port = self.FIRST + (start - self.FIRST + i) % size
-            if port not in used:
-                used.add(port)
-                self._next[key] = port + 1 if port < self.LAST else self.FIRST
-                return port
-        return None
+            port = wanted
+        else:
+            size = self.LAST - self.FIRST + 1
+            start = self._next.get(slot, self.FIRST)
+            for i in range(size):
+                candidate = self.FIRST + (start - self.FIRST + i) % size
+                if candidate not in used:
+                    port = candidate
+                    self._next[slot] = candidate + 1 if candidate < self.LAST else self.FIRST
+                    break
+            else:
+                return None
+        used.add(port)
+        self.owners[(proto, version, frontend, port, remote, remote_port)] = (owner, src, wanted)
+        return port
 
-    def release(self, frontend: int, proto: int, remote: int, remote_port: int, port: int) -> None:
-        key = (frontend, proto, remote, remote_port)
-        used = self._used.get(key)
+    def release(self, frontend: int, initiator: tuple, port: int) -> None:
+        proto, version, _, _, remote, remote_port = initiator
+        self.owners.pop((proto, version, frontend, port, remote, remote_port), None)
+        slot = (frontend, proto, remote, remote_port)
+        used = self._used.get(slot)
         if used is not None:
             used.discard(port)
             if not used:
-                del self._used[key]
-                self._next.pop(key, None)
+                del self._used[slot]
+                self._next.pop(slot, None)

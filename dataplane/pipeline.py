@@ -121,7 +121,6 @@ class Dataplane:
         self._stats = Statistics()
         self.listener = listener
         self._snat = SnatPorts()
-        self._snat_reverse: dict[tuple, tuple[NetworkInterface, int, int]] = {}
         self._fragments = FragmentTable(Timeouts(scenario.timeouts).values["fragment"])
         self._tables: dict[str, FlowTable] = {}
         for nic in scenario.network_interfaces.values():
@@ -264,10 +263,7 @@ class Dataplane:
                 self._stats.flows_open_at_end += 1
             nat = record.nat
             if nat is not None and nat.frontend is not None:
-                proto, version = record.initiator[0], record.initiator[1]
-                remote, rport = record.initiator[4], record.initiator[5]
-                self._snat.release(nat.frontend, proto, remote, rport, nat.port)
-                self._snat_reverse.pop((proto, version, nat.ip, nat.port, remote, rport), None)
+                self._snat.release(nat.frontend, record.initiator, nat.port)
             if self.listener is not None and why != "refused":
                 self.listener.flow_ended(nic, record, why, when)
         return ended
@@ -358,7 +354,8 @@ class Dataplane:
                 found = True
             legs.append((leg.nic, leg.key, record, forward))
         else:
-            walked = bool(self._snat_reverse) and (proto, version, dst, dport, src, sport) in self._snat_reverse
+            owners = self._snat.owners
+            walked = bool(owners) and (proto, version, dst, dport, src, sport) in owners
         if walked:
             legs, translated = self._through_translations(key, ts)
             found = True
@@ -390,7 +387,7 @@ class Dataplane:
                 t = (proto, version, record.nat.ip, record.nat.port, dst, dport)
         dst_nic = self._nics_by_ip.get(ip_key(version, dst))
         if dst_nic is None:
-            back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3])) if self._snat_reverse else None
+            back = self._snat.owners.get((proto, version, dst, dport, t[2], t[3]))
             if back is None and (src_nic is None or ip_key(version, dst) in self._translations.frontends
                                  or not self.policy.virtual_network(src_nic.vnet).contains(version, dst)):
                 inbound = self._router.inbound(proto, version, t[2], t[3], dst, dport)
@@ -526,11 +523,10 @@ class Dataplane:
             if not fresh and table.find(leg.key, ts)[0] is not None:
                 continue
             if nat is not None and nat.frontend is not None:
-                port = self._snat.allocate(nat.frontend, key[0], key[4], key[5], key[3])
+                port = self._snat.allocate(nat.frontend, key, nic)
                 if port is None:
                     return self._refuse(p, ts, created, "snat-exhausted")
                 nat = nat._replace(port=port)
-                self._snat_reverse[(key[0], key[1], nat.frontend, port, key[4], key[5])] = (nic, key[2], key[3])
                 translated = (key[0], key[1], nat.frontend, port, key[4], key[5])
             where = leg.direction.value
             if decision.reason != "rules":
@@ -567,24 +563,6 @@ class Dataplane:
             outcome = self._outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
         return outcome
 
-    def _untranslated(self, quoted: Key) -> tuple[NetworkInterface | None, Key]:
-        """The NIC and private 5-tuple behind a quoted packet that left through a translation (a public
-        IP, an SNAT frontend, or a load-balancer frontend replying), so that an ICMP error sent to the
-        public side finds its flow."""
-        proto, version, src, sport, dst, dport = quoted
-        back = self._snat_reverse.get((proto, version, src, sport, dst, dport))
-        if back is not None:
-            nic, private, private_port = back
-            return nic, (proto, version, private, private_port, dst, dport)
-        nic = self._translations.public.get(ip_key(version, src))
-        private = self._translations.public_private.get(ip_key(version, src))
-        if private is not None:
-            return nic, (proto, version, private, sport, dst, dport)
-        balanced = self._router.inbound(proto, version, dst, dport, src, sport)
-        if balanced is not None and balanced.nic is not None:
-            return balanced.nic, (proto, version, balanced.dst, balanced.dport, dst, dport)
-        return None, quoted
-
     def _icmp_error(self, p: Packet, ts: float) -> Verdict:
         """An ICMP error about a known flow passes as related to it; otherwise it is a packet of its own."""
         inner = p.inner
@@ -593,7 +571,7 @@ class Dataplane:
             nic = self._nics_by_ip.get(ip if p.version == 4 else ip | V6)
             key = inner_key
             if nic is None:
-                nic, key = self._untranslated(inner_key)
+                nic, key = self._router.behind(inner_key, self._snat.owners)
                 if nic is None:
                     continue
             record, original = self._tables[nic.name].find(key, ts)
