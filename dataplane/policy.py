@@ -1,10 +1,8 @@
 """One flow across the topology, statelessly, as a new connection: the decision and why.
 
-The path (reference §1, §2, §9): a packet from a NIC's private address is evaluated outbound at that
-NIC (NIC NSG, then subnet NSG), on its private source, then translated (SNAT) if it leaves the VNet;
-a packet to a NIC's private address, public IP or load-balancer frontend is translated first (DNAT)
-and evaluated inbound there (subnet NSG, then NIC NSG). A missing NSG allows at its level; a Deny
-ends evaluation. Platform exemptions and blocks wrap the NSG chain of each leg.
+`route` gives the legs (reference §1, §2, §9); each leg is evaluated at its NIC, NIC NSG then subnet
+NSG outbound, subnet NSG then NIC NSG inbound. A missing NSG allows at its level; a Deny ends
+evaluation. Platform exemptions and blocks wrap the NSG chain of each leg.
 """
 
 from __future__ import annotations
