@@ -111,6 +111,8 @@ class _CompiledChain(NamedTuple):
     chain: tuple[tuple[NetworkSecurityGroup, str], ...]
     classifiers: list[Classifier]
     results: dict[int | tuple[int, ...], LegResult]
+    versions: tuple[tuple[str, NetworkSecurityGroup, int], ...]
+    """(name, NSG, its version when compiled) of each NSG of the chain, compared on every use."""
 
 
 OUTBOUND = Direction.OUTBOUND
@@ -226,7 +228,7 @@ class Policy:
         The result depends only on which rule matched in each NSG, so it is built once per
         combination and shared by every flow that combination decides.
         """
-        chain, classifiers, results = self._compiled_chain(nic, direction)
+        chain, classifiers, results, _ = self._compiled_chain(nic, direction)
         proto, version, src, sport, dst, dport = key
         outbound = direction is OUTBOUND
         remote, remote_port = (dst, dport) if outbound else (src, sport)
@@ -263,8 +265,8 @@ class Policy:
         cached = self._compiled_chains.get((nic.name, direction))
         groups = self.scenario.network_security_groups
         if cached is not None:
-            for (group, _), classifier in zip(cached.chain, cached.classifiers):
-                if groups[group.name] is not group or classifier.version != group.version:
+            for name, group, version in cached.versions:
+                if groups[name] is not group or group.version != version:
                     break
             else:
                 return cached
@@ -272,8 +274,9 @@ class Policy:
         if direction == Direction.OUTBOUND:
             levels.reverse()
         chain = tuple((groups[n], a) for n, a in levels if n)
+        classifiers = [self.classifier(group, direction, nic.vnet) for group, _ in chain]
         compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
-            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {})
+            chain, classifiers, {}, tuple((group.name, group, c.version) for (group, _), c in zip(chain, classifiers)))
         return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
