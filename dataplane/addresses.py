@@ -38,6 +38,15 @@ PLATFORM_TAGS = {
     "azureloadbalancer": (HOST_IP + "/32",),
 }
 
+V6 = 1 << 128
+"""Added to an IPv6 address in keys shared by both families."""
+
+
+def ip_key(version: int, ip: int) -> int:
+    """One integer key space for both families (an IPv4 int could equal an IPv6 int)."""
+    return ip if version == 4 else ip | V6
+
+
 Ranges = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
 """(IPv4 ranges, IPv6 ranges), each a sorted tuple of inclusive (first, last) integer pairs."""
 NOTHING: Ranges = ((), ())

@@ -23,13 +23,13 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from netaddr import IPAddress, IPRange
 
-from .addresses import HOST_IP, AddressResolver, ServiceTags, bundled_service_tags
+from .addresses import HOST_IP, V6, AddressResolver, ServiceTags, bundled_service_tags
 from .errors import DataplaneError
 from .flows import Flow
 from .headerspace import (ALL_PORTS, ALL_PROTOCOLS, DESTINATION, DESTINATION_PORT, PORTED, PROTOCOL, SOURCE,
                           SOURCE_PORT, Intervals, MatchSet, Partition, Point, Region, RuleList, everything,
                           intersect, merge, merge_regions, rule_match_sets, subtract)
-from .nat import ANY_PORT, PROTOCOL_NUMBERS, V6, Translations
+from .nat import ANY_PORT, PROTOCOL_NUMBERS, Translations
 from .documents import read_document
 from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document
 from .rules import Access, Direction, SecurityRule, parse_prefix

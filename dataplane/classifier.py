@@ -17,9 +17,9 @@ from typing import Iterable, NamedTuple, Sequence
 
 from .addresses import AddressResolver, Ranges, merge_ranges
 from .errors import RuleError, ValidationErrors
+from .flows import AH, ESP, ICMP, ICMPV6, TCP, UDP
 from .rules import Access, SecurityRule
 
-TCP, UDP, ICMP, ICMPV6, ESP, AH = 6, 17, 1, 58, 50, 51
 PROTOCOL_NUMBERS = {"Tcp": (TCP,), "Udp": (UDP,), "Icmp": (ICMP, ICMPV6), "Esp": (ESP,), "Ah": (AH,)}
 FULL_PORTS = ((0, 65535),)
 FIELDS = ("protocol", "source", "source port", "destination", "destination port")

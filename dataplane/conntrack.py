@@ -22,8 +22,8 @@ import math
 from typing import Callable, Iterator, Mapping
 
 from .errors import DataplaneError
+from .flows import ICMP, ICMPV6, TCP, UDP
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
 
@@ -135,6 +135,15 @@ class Timeouts:
         return self.by_proto.get(proto, self.other)
 
 
+def canonical(key):
+    """The direction-independent form of a 5-tuple, by which a table keeps its flow: the lower
+    endpoint first."""
+    proto, version, a, a_port, b, b_port = key
+    if a < b or (a == b and a_port <= b_port):
+        return key
+    return proto, version, b, b_port, a, a_port
+
+
 class FlowRecord:
     """One flow at one NIC, kept small: a NIC may hold 500,000 of them (reference §3).
 
@@ -213,6 +222,14 @@ class FlowTable:
             return None
         return record
 
+    def find(self, key, now: float) -> tuple[FlowRecord | None, bool]:
+        """The live record of the flow a packet with this 5-tuple belongs to, and whether the packet
+        travels as the flow's first packet did (else it is a reply)."""
+        record = self.get(canonical(key), now)
+        if record is None:
+            return None, False
+        return record, record.initiator == key
+
     def add(self, key, initiator, state, now: float, outcome, nat=None) -> FlowRecord | None:
         """A new record, or None when the table is full (the caller refuses the flow)."""
         if len(self._flows) >= self.max_flows:
@@ -229,6 +246,10 @@ class FlowTable:
             self._end(old, now)
         self._flows[key] = record
         return record
+
+    def open(self, key, state, now: float, outcome, nat=None) -> FlowRecord | None:
+        """The record of a flow whose first packet carries key, or None when the table is full."""
+        return self.add(canonical(key), key, state, now, outcome, nat)
 
     def touch(self, record: FlowRecord, state, now: float) -> None:
         record.state = state
@@ -293,3 +314,26 @@ class FlowTable:
             why = "closed" if record.state is TcpState.CLOSED else "expired"
         if self.on_end is not None:
             self.on_end(record, why, min(now, record.expires) if why in ("expired", "closed") else now)
+
+
+class FragmentTable:
+    """What became of first fragments, by (version, src, dst, protocol, IP id): later fragments carry
+    no ports, so they follow their first fragment until the fragment timeout."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._firsts: dict[tuple, tuple[float, object]] = {}
+
+    def remember(self, packet, now: float, outcome) -> None:
+        self._firsts[(packet.version, packet.src, packet.dst, packet.proto, packet.ip_id)] = \
+            (now + self.timeout, outcome)
+
+    def first(self, packet, now: float):
+        """The outcome of the packet's first fragment, or None when there was none or it is too old."""
+        entry = self._firsts.get((packet.version, packet.src, packet.dst, packet.proto, packet.ip_id))
+        return entry[1] if entry is not None and entry[0] > now else None
+
+    def advance(self, now: float) -> None:
+        if self._firsts:
+            for key in [k for k, (deadline, _) in self._firsts.items() if deadline <= now]:
+                del self._firsts[key]

@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 from .conntrack import FlowRecord
 from .pipeline import Verdict
-from .policy import key_to_flow
+from .flows import key_to_flow
 from .rules import DEFAULT_RULE_NAMES
 
 PROTOCOL_LETTERS = {6: "T", 17: "U"}

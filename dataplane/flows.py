@@ -11,9 +11,11 @@ from typing import Iterator
 
 from .errors import FlowSyntaxError
 
-PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "esp": 50, "ah": 51}
+TCP, UDP, ICMP, ICMPV6, ESP, AH = 6, 17, 1, 58, 50, 51
+"""The protocol numbers the simulator names; every module takes them from here."""
+PROTOCOL_NUMBERS = {"tcp": TCP, "udp": UDP, "icmp": ICMP, "icmpv6": ICMPV6, "esp": ESP, "ah": AH}
 PROTOCOL_NAMES = {n: p for p, n in PROTOCOL_NUMBERS.items()}
-PORTED = (6, 17)
+PORTED = (TCP, UDP)
 TCP_FLAG_LETTERS = "FSRPAUEC"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,6 +68,13 @@ class Flow:
         return " ".join([text, *extras])
 
 
+def key_to_flow(key: tuple[int, int, int, int, int, int]) -> Flow:
+    """The Flow of a hot-path key (protocol, version, src, sport, dst, dport)."""
+    proto, version, src, sport, dst, dport = key
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return Flow(proto, make(src), sport, make(dst), dport)
+
+
 def _endpoint(ip: IPAddress, port: int | None) -> str:
     if port is None:
         return str(ip)
@@ -99,7 +108,7 @@ def parse_flow(text: str) -> Flow:
     flags = extras.get("flags", "").upper()
     if any(c not in TCP_FLAG_LETTERS for c in flags):
         raise FlowSyntaxError(f"flags={flags}: TCP flags are letters of {TCP_FLAG_LETTERS}")
-    if flags and protocol != 6:
+    if flags and protocol != TCP:
         raise FlowSyntaxError("flags= applies to tcp only")
     return Flow(protocol, src, sport, dst, dport, icmp_type, icmp_code, flags)
 

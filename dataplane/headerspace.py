@@ -23,13 +23,13 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 from .addresses import AddressResolver
 from .classifier import FULL_PORTS, PROTOCOL_NUMBERS, _side_ranges
+from .flows import AH, ESP, ICMP, ICMPV6, TCP, UDP
 from .rules import SecurityRule
 
 Interval = tuple[int, int]
 Intervals = tuple[Interval, ...]
 """Sorted, disjoint, non-adjacent inclusive integer intervals."""
 
-TCP, UDP = 6, 17
 PROTOCOL, SOURCE, SOURCE_PORT, DESTINATION, DESTINATION_PORT = range(5)
 PORT_FIELDS = (SOURCE_PORT, DESTINATION_PORT)
 ALL_PROTOCOLS: Intervals = ((0, 255),)
@@ -193,7 +193,7 @@ class Region(NamedTuple):
         return all(any(lo <= values[f] <= hi for lo, hi in self.fields[f]) for f in fields)
 
 
-_PREFERRED_PROTOCOLS = (TCP, UDP, 1, 58, 50, 51)
+_PREFERRED_PROTOCOLS = (TCP, UDP, ICMP, ICMPV6, ESP, AH)
 
 
 def _pick(field: int, intervals: Intervals, ported: bool, prefer: Intervals = ()) -> int:

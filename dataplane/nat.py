@@ -1,40 +1,28 @@
-"""Translations: DNAT of public IPs and load-balancer frontends inbound, SNAT outbound (reference §2).
-
-Inbound NSGs see the packet after public→private translation; outbound NSGs see it before
-private→public translation. A load-balanced flow keeps the client's source address and port, and
-the backend is chosen from the flow's source by a stable hash, so a replay is reproducible. An
-inbound NAT rule is a load-balancing rule whose pool is one NIC's address.
+"""Translations: the scenario's public IPs and load-balancer frontends indexed, and the ports of
+shared frontends handed out to flows (`route` chooses a packet's translation from these indexes).
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import NamedTuple
 
+from .addresses import ip_key
+from .flows import TCP, UDP
 from .topology import NetworkInterface, Scenario
 
-V6 = 1 << 128
 ANY_PORT = (0, 0)
 """The frontend slot of an HA-ports rule (protocol All, port 0): every protocol and port, the port kept."""
-PROTOCOL_NUMBERS = {"Tcp": (6,), "Udp": (17,), "All": (6, 17)}
+PROTOCOL_NUMBERS = {"Tcp": (TCP,), "Udp": (UDP,), "All": (TCP, UDP)}
+"""The protocols of a load-balancing rule."""
 
 
-def ip_key(version: int, ip: int) -> int:
-    """One integer key space for both families (an IPv4 int could equal an IPv6 int)."""
-    return ip if version == 4 else ip | V6
+class Nat(NamedTuple):
+    """A flow's translation at one NIC: the address and port the peer sees there (the source of a
+    flow leaving, the destination of one arriving)."""
 
-
-class Inbound(NamedTuple):
-    """Where a packet addressed to a translated address goes."""
-
-    nic: NetworkInterface | None  # None: a load-balancer frontend with no rule for this port
-    dst: int
-    dport: int
-
-
-class Outbound(NamedTuple):
-    src: int
-    frontend: str | None  # the load balancer whose frontend the flow leaves by, if any
+    ip: int
+    port: int
+    frontend: int | None = None  # set when the port came from a shared frontend's pool
 
 
 class Translations:
@@ -89,79 +77,50 @@ class Translations:
             for name in lb.outbound_pool:
                 self.outbound_frontend.setdefault(name, (int(lb.frontend_ip), lb.name))
 
-    def inbound(self, proto: int, version: int, src: int, sport: int, dst: int, dport: int) -> Inbound | None:
-        """The DNAT for a packet to a public IP or frontend; None when dst is not translated."""
-        key = ip_key(version, dst)
-        nic = self.public.get(key)
-        if nic is not None:
-            private = self.public_private.get(key)
-            return Inbound(nic, private, dport) if private is not None else None
-        table = self.frontends.get(key)
-        if table is None:
-            return None
-        target = table.get((proto, dport)) or table.get(ANY_PORT)
-        if target is None or not target[1]:
-            return Inbound(None, dst, dport)
-        backend_port, pool = target
-        chosen, private = pool[zlib.crc32(f"{version}/{src}/{sport}/{proto}".encode()) % len(pool)]
-        return Inbound(chosen, private, backend_port or dport)
-
-    def outbound(self, nic: NetworkInterface, version: int, src: int) -> Outbound | None:
-        """The SNAT for a packet leaving the VNet: the NIC's public IP, else its LB frontend.
-
-        None means default outbound access, whose address Azure does not publish: the flow
-        leaves with its private source as far as the simulator shows (README). With IP
-        configurations each address leaves by its own public IP; a `src` that is none of them
-        asks whether the NIC translates at all.
-        """
-        if version != 4:
-            return None
-        if nic.ip_configurations:
-            public = self.config_public.get(src)
-            if public is not None:
-                return Outbound(public, None)
-        elif nic.public_ip is not None and nic.public_ip.version == 4:
-            return Outbound(int(nic.public_ip), None)
-        frontend = self.outbound_frontend.get(nic.name)
-        if frontend is not None:
-            return Outbound(frontend[0], frontend[1])
-        if nic.ip_configurations and not any(int(c.private_ip) == src for c in nic.ip_configurations):
-            public = next((c.public_ip for c in nic.ip_configurations if c.public_ip and c.public_ip.version == 4), None)
-            return Outbound(int(public), None) if public is not None else None
-        return None
-
 
 class SnatPorts:
-    """Source ports of a shared frontend, handed out without collision and given back on expiry."""
+    """Source ports of a shared frontend, handed out without collision and given back on expiry, with
+    the NIC and private endpoint each was handed to, so that replies to a frontend port find them."""
 
     FIRST, LAST = 1024, 65535
 
     def __init__(self) -> None:
         self._used: dict[tuple[int, int, int, int], set[int]] = {}
         self._next: dict[tuple[int, int, int, int], int] = {}
+        self.owners: dict[tuple, tuple[NetworkInterface, int, int]] = {}
+        """(proto, version, frontend, port, remote, remote port) → (NIC, private address, private port)"""
 
-    def allocate(self, frontend: int, proto: int, remote: int, remote_port: int, wanted: int) -> int | None:
-        """A free port toward (remote, remote_port), the wanted one if free; None when exhausted."""
-        key = (frontend, proto, remote, remote_port)
-        used = self._used.setdefault(key, set())
+    def allocate(self, frontend: int, key: tuple, owner: NetworkInterface) -> int | None:
+        """A free port of the frontend toward the remote end of key (a flow's first packet), its source
+        port if free; None when exhausted."""
+        proto, version, src, wanted, remote, remote_port = key
+        slot = (frontend, proto, remote, remote_port)
+        used = self._used.setdefault(slot, set())
+        port = None
         if self.FIRST <= wanted <= self.LAST and wanted not in used:
-            used.add(wanted)
-            return wanted
-        size = self.LAST - self.FIRST + 1
-        start = self._next.get(key, self.FIRST)
-        for i in range(size):
-            port = self.FIRST + (start - self.FIRST + i) % size
-            if port not in used:
-                used.add(port)
-                self._next[key] = port + 1 if port < self.LAST else self.FIRST
-                return port
-        return None
+            port = wanted
+        else:
+            size = self.LAST - self.FIRST + 1
+            start = self._next.get(slot, self.FIRST)
+            for i in range(size):
+                candidate = self.FIRST + (start - self.FIRST + i) % size
+                if candidate not in used:
+                    port = candidate
+                    self._next[slot] = candidate + 1 if candidate < self.LAST else self.FIRST
+                    break
+            else:
+                return None
+        used.add(port)
+        self.owners[(proto, version, frontend, port, remote, remote_port)] = (owner, src, wanted)
+        return port
 
-    def release(self, frontend: int, proto: int, remote: int, remote_port: int, port: int) -> None:
-        key = (frontend, proto, remote, remote_port)
-        used = self._used.get(key)
+    def release(self, frontend: int, initiator: tuple, port: int) -> None:
+        proto, version, _, _, remote, remote_port = initiator
+        self.owners.pop((proto, version, frontend, port, remote, remote_port), None)
+        slot = (frontend, proto, remote, remote_port)
+        used = self._used.get(slot)
         if used is not None:
             used.discard(port)
             if not used:
-                del self._used[key]
-                self._next.pop(key, None)
+                del self._used[slot]
+                self._next.pop(slot, None)

@@ -23,13 +23,9 @@ from .rules import (DEFAULT_RULE_NAMES, DEFAULT_RULES, Direction, SecurityRule, 
 class NetworkSecurityGroup:
     """An NSG whose custom rules can change at run time; the default rules are always there.
 
-    `version` increases on every change, so compiled classifiers and flow tables know when to
-    rebuild without being told; `generation`, shared by all NSGs, increases on every change to any
-    of them and when a scenario deploys a new NSG (`Dataplane.replace_nsg`), so the per-packet path
-    checks one number while nothing changes.
+    `version` increases on every change, so compiled classifiers and the policy's caches know when
+    to rebuild without being told.
     """
-
-    generation = 0
 
     def __init__(self, name: str, rules: Iterable[SecurityRule] = (), *, flush_connection: bool = False,
                  classic: bool = False, file: str | None = None):
@@ -99,7 +95,6 @@ class NetworkSecurityGroup:
             raise ValidationErrors(problems).located(file=self.file, nsg=self.name)
         self._rules = rules
         self.version += 1
-        NetworkSecurityGroup.generation += 1
 
     def to_azure(self) -> dict[str, Any]:
         """REST JSON that `load_nsgs` reads back equal."""

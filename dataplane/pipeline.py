@@ -15,18 +15,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
-from .conntrack import (FlowRecord, FlowTable, Other, PureFlowRecord, TcpState, Timeouts, tcp_first_state,
-                        tcp_next)
+from .addresses import V6, ip_key
+from .conntrack import (FlowRecord, FlowTable, FragmentTable, Other, PureFlowRecord, TcpState, Timeouts,
+                        tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
-from .flows import Flow, parse_flow
-from .nat import SnatPorts, ip_key
+from .flows import ICMP, ICMPV6, TCP, UDP, Flow, key_to_flow, parse_flow
+from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
-from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy, key_to_flow
+from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy
+from .route import Route
 from .rules import DEFAULT_RULE_NAMES, Direction, SecurityRule
 from .topology import (NetworkInterface, Scenario, load_scenario, scenario_from_document)
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 RECENT_FLOWS = 32768
 """Packet keys of flows past their first packet, remembered with their records, so that their next
 packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
@@ -77,15 +78,6 @@ class Outcome(NamedTuple):
     direction: str
 
 
-class Nat(NamedTuple):
-    """How replies of a flow are translated back: the address and port the peer sees."""
-
-    side: str  # "src" (SNAT: the initiator's source was rewritten) or "dst" (DNAT)
-    ip: int
-    port: int
-    frontend: int | None = None  # set when the port came from a shared frontend's pool
-
-
 @dataclass
 class Statistics:
     packets: int = 0
@@ -129,14 +121,12 @@ class Dataplane:
         self._stats = Statistics()
         self.listener = listener
         self._snat = SnatPorts()
-        self._snat_reverse: dict[tuple, tuple[NetworkInterface, int, int]] = {}
-        self._fragments: dict[tuple, tuple[float, Verdict]] = {}
+        self._fragments = FragmentTable(Timeouts(scenario.timeouts).values["fragment"])
         self._tables: dict[str, FlowTable] = {}
         for nic in scenario.network_interfaces.values():
             timeouts = Timeouts(scenario.timeouts, scenario.virtual_networks[nic.vnet].flow_timeout_minutes)
             self._tables[nic.name] = FlowTable(timeouts, scenario.max_flows_per_nic, self._ended(nic.name),
                                                FlowRecord if fast else PureFlowRecord)
-        self._fragment_timeout = Timeouts(scenario.timeouts).values["fragment"]
         self._nics_by_ip = self.policy.nics_by_ip
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
@@ -155,8 +145,8 @@ class Dataplane:
         `limit` passed. It returns how many passed, the last one's time, and the frame it stopped at
         (None at the end of the frames or the limit), which the caller hands to `process`; or, when
         the frames raised, the exception, which the caller raises once it has counted what passed."""
-        self._snat_nics = frozenset(nic.name for nic in scenario.network_interfaces.values()
-                                    if self._translations.outbound(nic, 4, 0) is not None)
+        self._router = self.policy.route
+        self._route = self._router.legs
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
 
     @property
@@ -223,7 +213,6 @@ class Dataplane:
         """Deploy a new version of an NSG (same name), as `replay --update` does."""
         self.nsg(nsg.name)
         self.scenario.network_security_groups[nsg.name] = nsg
-        NetworkSecurityGroup.generation += 1
         self._changed(nsg, now)
 
     def _changed(self, nsg: NetworkSecurityGroup, now: float | None) -> None:
@@ -254,9 +243,7 @@ class Dataplane:
         self._next_sweep = now + 1.0
         if self._fast is not None:
             self._fast.next_sweep = self._next_sweep
-        if self._fragments:
-            for frag_key in [k for k, (t, _) in self._fragments.items() if t <= now]:
-                del self._fragments[frag_key]
+        self._fragments.advance(now)
 
     def close(self, now: float) -> None:
         """End of the capture: every live flow ends, so flow logs can close them out."""
@@ -276,10 +263,7 @@ class Dataplane:
                 self._stats.flows_open_at_end += 1
             nat = record.nat
             if nat is not None and nat.frontend is not None:
-                proto, version = record.initiator[0], record.initiator[1]
-                remote, rport = record.initiator[4], record.initiator[5]
-                self._snat.release(nat.frontend, proto, remote, rport, nat.port)
-                self._snat_reverse.pop((proto, version, nat.ip, nat.port, remote, rport), None)
+                self._snat.release(nat.frontend, record.initiator, nat.port)
             if self.listener is not None and why != "refused":
                 self.listener.flow_ended(nic, record, why, when)
         return ended
@@ -323,7 +307,7 @@ class Dataplane:
                     return self._known(p, ts, recent[0], recent[1])
         verdict = self._packet(p, ts)
         if p.fragmented:
-            self._fragments[(p.version, p.src, p.dst, p.proto, p.ip_id)] = (ts + self._fragment_timeout, verdict)
+            self._fragments.remember(p, ts, verdict)
         return verdict
 
     def _skip(self, ts: float, reason: str, detail: str, p: Packet | None) -> Verdict:
@@ -333,10 +317,9 @@ class Dataplane:
 
     def _later_fragment(self, p: Packet, ts: float) -> Verdict:
         """A non-first fragment follows its first fragment; without one it is decided alone (README)."""
-        first = self._fragments.get((p.version, p.src, p.dst, p.proto, p.ip_id))
-        if first is None or first[0] <= ts:
+        v = self._fragments.first(p, ts)
+        if v is None:
             return self._packet(p, ts, fragment_alone=True)
-        v = first[1]
         if v.decision == ALLOW and v.state is not None:
             # through the first fragment's flow records, so the flow's packets and bytes count it
             through = self._packet(v.packet._replace(length=p.length, tcp_flags=0), ts)
@@ -357,48 +340,68 @@ class Dataplane:
             if p.icmp_type in ECHO_TYPES.get(proto, ()):
                 sport = dport = p.icmp_id
         key = (proto, version, src, sport, dst, dport)
+        route = self._route(key)
         legs = []  # (nic, key at the NIC, record or None, forward)
+        translated = None
+        found = walked = False
+        tables = self._tables
+        for leg in route.legs:
+            record, forward = tables[leg.nic.name].find(leg.key, ts)
+            if record is not None:
+                if record.nat is not None:
+                    walked = True
+                    break
+                found = True
+            legs.append((leg.nic, leg.key, record, forward))
+        else:
+            owners = self._snat.owners
+            walked = bool(owners) and (proto, version, dst, dport, src, sport) in owners
+        if walked:
+            legs, translated = self._through_translations(key, ts)
+            found = True
+        if p[6] & SYN_ACK == SYN and found:
+            self._end_closed(legs, ts)
+        if not legs:
+            if route.blocked is None:
+                return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
+        elif legs[0][2] is not None and legs[-1][2] is not None:
+            if proto == TCP or proto == UDP:
+                self._remember(key, legs, translated)
+            return self._known(p, ts, legs, translated)
+        elif not found and len(legs) == 1 and route.legs[0].nat is None and route.blocked is None:
+            return self._new_at_nic(p, ts, key, legs[0][0], route.legs[0].direction, fragment_alone)
+        return self._new(p, ts, key, fragment_alone, route, fresh=not found)
+
+    def _through_translations(self, key: Key, ts: float) -> tuple[list, Key | None]:
+        """The legs of a packet of a translated flow, each NIC's record translating the key the next
+        one sees, and the key as it finally travels (None when unchanged)."""
+        proto, version, src, sport, dst, dport = key
+        legs = []
         t = key
         tables = self._tables
-        src_nic = self._nics_by_ip.get(src if version == 4 else src | V6)
+        src_nic = self._nics_by_ip.get(ip_key(version, src))
         if src_nic is not None:
-            record, forward = _find(tables[src_nic.name], t, ts)
+            record, forward = tables[src_nic.name].find(t, ts)
             legs.append((src_nic, t, record, forward))
-            if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
+            if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
                 t = (proto, version, record.nat.ip, record.nat.port, dst, dport)
-        dst_nic = self._nics_by_ip.get(dst if version == 4 else dst | V6)
+        dst_nic = self._nics_by_ip.get(ip_key(version, dst))
         if dst_nic is None:
-            back = self._snat_reverse.get((proto, version, dst, dport, t[2], t[3])) if self._snat_reverse else None
+            back = self._snat.owners.get((proto, version, dst, dport, t[2], t[3]))
             if back is None and (src_nic is None or ip_key(version, dst) in self._translations.frontends
                                  or not self.policy.virtual_network(src_nic.vnet).contains(version, dst)):
-                inbound = self._translations.inbound(proto, version, t[2], t[3], dst, dport)
+                inbound = self._router.inbound(proto, version, t[2], t[3], dst, dport)
                 if inbound is not None and inbound.nic is not None:
                     back = (inbound.nic, inbound.dst, inbound.dport)
             if back is not None:
                 dst_nic, private, private_port = back
                 t = (proto, version, t[2], t[3], private, private_port)
         if dst_nic is not None:
-            record, forward = _find(tables[dst_nic.name], t, ts)
+            record, forward = tables[dst_nic.name].find(t, ts)
             legs.append((dst_nic, t, record, forward))
-            if record is not None and record.nat is not None and forward == (record.nat.side == "src"):
+            if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
                 t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
-        if p[6] & SYN_ACK == SYN and legs and (legs[0][2] is not None or legs[-1][2] is not None):
-            self._end_closed(legs, ts)
-        if not legs:
-            if ip_key(version, dst) not in self._translations.frontends:
-                return self._skip(ts, "not-in-scenario", "neither address belongs to a NIC of the scenario", p)
-        elif legs[0][2] is not None and legs[-1][2] is not None:
-            translated = t if t != key else None
-            if proto == TCP or proto == UDP:
-                self._remember(key, legs, translated)
-            return self._known(p, ts, legs, translated)
-        elif len(legs) == 1 and t is key:
-            nic = legs[0][0]
-            if nic is not src_nic:
-                return self._new_at_nic(p, ts, key, nic, Direction.INBOUND, fragment_alone)
-            if nic.name not in self._snat_nics and ip_key(version, dst) not in self._translated_ips:
-                return self._new_at_nic(p, ts, key, nic, Direction.OUTBOUND, fragment_alone)
-        return self._new(p, ts, key, fragment_alone)
+        return legs, (t if t != key else None)
 
     def _remember(self, key: Key, legs: list, translated: Key | None) -> None:
         """A flow with a second packet is likely to have many: its next packets, both ways when
@@ -474,11 +477,9 @@ class Dataplane:
         if fragment_alone:
             stats.allowed += 1
             return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
-        proto, version, a, a_port, b, b_port = key
-        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if proto == TCP else Other.ACTIVE
-        canonical = key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
+        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         outcome = self._outcomes.get((nsg, rule, reason, where)) or self._outcome_of(nsg, rule, reason, where)
-        record = self._tables[nic.name].add(canonical, key, state, ts, outcome)
+        record = self._tables[nic.name].open(key, state, ts, outcome)
         if record is None:
             stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
@@ -491,13 +492,22 @@ class Dataplane:
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
                                     evaluations))
 
-    def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool) -> Verdict:
-        decision = self.policy.decide_key(key)
+    def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool, route: Route | None = None,
+             fresh: bool = False) -> Verdict:
+        """A flow no NIC on its route knows yet (`fresh`: the caller looked), or knows at some NICs only."""
+        if route is None:
+            route = self._route(key)
+        decision, results = self.policy.evaluate(key, route)
+        legs = () if route.blocked is not None else route.legs
         last = decision.evaluations[-1] if decision.evaluations else None
-        direction = last.direction if last else ("Inbound" if decision.destination_nic else "Outbound")
-        nic_name = last.nic if last else (decision.destination_nic or decision.source_nic)
+        if last is not None:
+            direction, nic_name = last.direction, last.nic
+        elif legs:
+            direction, nic_name = legs[-1].direction.value, legs[-1].nic.name
+        else:
+            direction, nic_name = "Outbound", None
         translated = decision.translated if decision.translated != key else None
-        if not decision.allowed:
+        if decision.decision != ALLOW:
             self._stats.denied += 1
             return _new_tuple(Verdict, (ts, DENY, decision.reason, direction, nic_name, decision.nsg, decision.rule,
                                         None, p, translated, "", decision.evaluations))
@@ -505,22 +515,27 @@ class Dataplane:
             self._stats.allowed += 1
             return Verdict(ts, ALLOW, decision.reason, direction, nic_name, decision.nsg, decision.rule, None, p,
                            translated, "", decision.evaluations)
-        state: TcpState | Other = tcp_first_state(p.tcp_flags) if p.proto == TCP else Other.ACTIVE
+        state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         created = []
-        for nic, leg_key, nat in self._record_plan(decision, key):
+        for leg, result in zip(legs, results):
+            nic, nat = leg.nic, leg.nat
             table = self._tables[nic.name]
-            proto, version, a, a_port, b, b_port = leg_key
-            canonical = leg_key if a < b or (a == b and a_port <= b_port) else (proto, version, b, b_port, a, a_port)
-            if table.get(canonical, ts) is not None:
+            if not fresh and table.find(leg.key, ts)[0] is not None:
                 continue
             if nat is not None and nat.frontend is not None:
-                port = self._snat.allocate(nat.frontend, key[0], key[4], key[5], key[3])
+                port = self._snat.allocate(nat.frontend, key, nic)
                 if port is None:
                     return self._refuse(p, ts, created, "snat-exhausted")
                 nat = nat._replace(port=port)
-                self._snat_reverse[(key[0], key[1], nat.frontend, port, key[4], key[5])] = (nic, key[2], key[3])
                 translated = (key[0], key[1], nat.frontend, port, key[4], key[5])
-            record = table.add(canonical, leg_key, state, ts, self._outcome(decision, nic.name), nat)
+            where = leg.direction.value
+            if decision.reason != "rules":
+                outcome = self._outcome_of(None, None, decision.reason, where)
+            elif result.nsg is None:
+                outcome = self._outcome_of(None, None, "no-nsg", where)
+            else:
+                outcome = self._outcome_of(result.nsg, result.rule, "rules", where)
+            record = table.open(leg.key, state, ts, outcome, nat)
             if record is None:
                 self._stats.flows_refused += 1
                 return self._refuse(p, ts, created, "flow-limit", nic.name)
@@ -541,60 +556,12 @@ class Dataplane:
         self._stats.denied += 1
         return Verdict(ts, DENY, reason, None, nic, None, None, None, p)
 
-    def _record_plan(self, decision: Decision, key: Key) -> list[tuple[NetworkInterface, Key, Nat | None]]:
-        """Which NICs keep a record of a new flow, under which key, and how replies translate back."""
-        plan: list[tuple[NetworkInterface, Key, Nat | None]] = []
-        nics = self.scenario.network_interfaces
-        if decision.source_nic is not None:
-            nat = None
-            translated = decision.translated
-            if translated[2] != key[2]:
-                frontend = translated[2] if decision.snat_frontend is not None else None
-                nat = Nat("src", translated[2], translated[3], frontend)
-            plan.append((nics[decision.source_nic], key, nat))
-        if decision.destination_nic is not None and decision.inbound_key is not None:
-            inbound = decision.inbound_key
-            nat = Nat("dst", key[4], key[5]) if inbound[4] != key[4] or inbound[5] != key[5] else None
-            plan.append((nics[decision.destination_nic], inbound, nat))
-        return plan
-
-    def _outcome(self, decision: Decision, nic: str) -> Outcome:
-        """The NSG that logs the flow at this NIC: the last one that allowed it there (reference §6)."""
-        direction = "Outbound" if nic == decision.source_nic else "Inbound"
-        if decision.reason != "rules":
-            return self._outcome_of(None, None, decision.reason, direction)
-        last = None
-        for evaluation in decision.evaluations:
-            if evaluation.nic == nic:
-                last = evaluation
-        if last is None:
-            return self._outcome_of(None, None, "no-nsg", direction)
-        return self._outcome_of(last.nsg, last.rule, decision.reason, last.direction)
-
     def _outcome_of(self, nsg: str | None, rule: str | None, reason: str, direction: str) -> Outcome:
         slot = (nsg, rule, reason, direction)
         outcome = self._outcomes.get(slot)
         if outcome is None:
             outcome = self._outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
         return outcome
-
-    def _untranslated(self, quoted: Key) -> tuple[NetworkInterface | None, Key]:
-        """The NIC and private 5-tuple behind a quoted packet that left through a translation (a public
-        IP, an SNAT frontend, or a load-balancer frontend replying), so that an ICMP error sent to the
-        public side finds its flow."""
-        proto, version, src, sport, dst, dport = quoted
-        back = self._snat_reverse.get((proto, version, src, sport, dst, dport))
-        if back is not None:
-            nic, private, private_port = back
-            return nic, (proto, version, private, private_port, dst, dport)
-        nic = self._translations.public.get(ip_key(version, src))
-        private = self._translations.public_private.get(ip_key(version, src))
-        if private is not None:
-            return nic, (proto, version, private, sport, dst, dport)
-        balanced = self._translations.inbound(proto, version, dst, dport, src, sport)
-        if balanced is not None and balanced.nic is not None:
-            return balanced.nic, (proto, version, balanced.dst, balanced.dport, dst, dport)
-        return None, quoted
 
     def _icmp_error(self, p: Packet, ts: float) -> Verdict:
         """An ICMP error about a known flow passes as related to it; otherwise it is a packet of its own."""
@@ -604,14 +571,14 @@ class Dataplane:
             nic = self._nics_by_ip.get(ip if p.version == 4 else ip | V6)
             key = inner_key
             if nic is None:
-                nic, key = self._untranslated(inner_key)
+                nic, key = self._router.behind(inner_key, self._snat.owners)
                 if nic is None:
                     continue
-            record = self._tables[nic.name].get(_canonical(key), ts)
+            record, original = self._tables[nic.name].find(key, ts)
             if record is not None:
                 self._stats.allowed += 1
                 # the error goes back to whoever sent the quoted packet
-                if key[2:4] == record.initiator[2:4]:
+                if original:
                     record.packets_in += 1
                     record.bytes_in += p.length
                 else:
@@ -629,7 +596,6 @@ class Dataplane:
         return self._new(p, ts, key, fragment_alone=True)
 
 
-V6 = 1 << 128
 SYN, SYN_ACK = 0x02, 0x12
 CLOSED = TcpState.CLOSED
 _new_tuple = tuple.__new__
@@ -638,25 +604,3 @@ TCP_MOVES_BY_FLAGS = [{state: (tcp_next(state, flags, False), tcp_next(state, fl
 """`tcp_next` tabulated: [flags][state][from initiator] → next state, for the per-packet path."""
 TCP_FIRST_STATES = [tcp_first_state(flags) for flags in range(256)]
 DIRECTION_NAMES = {direction: direction.value for direction in Direction}
-
-
-def _find(table: FlowTable, key: Key, ts: float) -> tuple[FlowRecord | None, bool]:
-    """The record of a packet's flow at one NIC, and whether the packet travels as the flow began."""
-    proto, version, a, a_port, b, b_port = key
-    if a < b or (a == b and a_port <= b_port):
-        record = table.get(key, ts)
-        swapped = False
-    else:
-        record = table.get((proto, version, b, b_port, a, a_port), ts)
-        swapped = True
-    if record is None:
-        return None, False
-    return record, swapped == record.reversed
-
-
-def _canonical(key: Key) -> Key:
-    """The direction-independent form of a 5-tuple: the lower endpoint first."""
-    proto, version, src, sport, dst, dport = key
-    if (src, sport) <= (dst, dport):
-        return key
-    return (proto, version, dst, dport, src, sport)

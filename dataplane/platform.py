@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 
 from .addresses import HOST_IP, IMDS_IP, KMS_IPS
+from .flows import TCP, UDP
 
 HOST = int(ipaddress.IPv4Address(HOST_IP))
 IMDS = int(ipaddress.IPv4Address(IMDS_IP))
@@ -20,7 +21,6 @@ KMS = frozenset(int(ipaddress.IPv4Address(ip)) for ip in KMS_IPS)
 PLATFORM_ADDRESSES = frozenset({HOST, IMDS, *KMS})
 """The only remote addresses an exemption can concern: the cheap test that skips the rest."""
 AGENT_PORTS = (80, 32526)
-TCP, UDP = 6, 17
 
 ALWAYS = "host-agent"
 """The exemption that no rule can override."""

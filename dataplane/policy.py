@@ -1,15 +1,12 @@
 """One flow across the topology, statelessly, as a new connection: the decision and why.
 
-The path (reference §1, §2, §9): a packet from a NIC's private address is evaluated outbound at that
-NIC (NIC NSG, then subnet NSG), on its private source, then translated (SNAT) if it leaves the VNet;
-a packet to a NIC's private address, public IP or load-balancer frontend is translated first (DNAT)
-and evaluated inbound there (subnet NSG, then NIC NSG). A missing NSG allows at its level; a Deny
-ends evaluation. Platform exemptions and blocks wrap the NSG chain of each leg.
+`route` gives the legs (reference §1, §2, §9); each leg is evaluated at its NIC, NIC NSG then subnet
+NSG outbound, subnet NSG then NIC NSG inbound. A missing NSG allows at its level; a Deny ends
+evaluation. Platform exemptions and blocks wrap the NSG chain of each leg.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,16 +15,16 @@ from netaddr import IPAddress, IPRange
 from .addresses import RangeSet, Ranges, merge_ranges
 from .classifier import Classifier
 from .errors import DataplaneError
-from .flows import Flow
-from .nat import V6, Translations, ip_key
+from .flows import Flow, key_to_flow
+from .addresses import ip_key
+from .nat import Translations
+from .route import Key, Route, Router
 from .nsg import NetworkSecurityGroup
 from .platform import ALWAYS, PLATFORM_ADDRESSES, exemption, smtp_blocked
 from .rules import Direction, SecurityRule, parse_prefix
 from .topology import NetworkInterface, Scenario, single_nsg_scenario
 
 ALLOW, DENY = "Allow", "Deny"
-Key = tuple[int, int, int, int, int, int]
-"""(protocol, version, src, sport, dst, dport) with integer addresses: what the hot path carries."""
 
 
 class Evaluation(NamedTuple):
@@ -46,7 +43,7 @@ class Evaluation(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """What happens to a new flow: the contract's `check --json` object, plus where it was recorded.
+    """What happens to a new flow: the contract's `check --json` object.
 
     A named tuple rather than a dataclass: the dataplane builds one for every new flow.
     """
@@ -58,10 +55,6 @@ class Decision(NamedTuple):
     reason: str
     evaluations: tuple[Evaluation, ...]
     translated: Key
-    source_nic: str | None = None
-    destination_nic: str | None = None
-    inbound_key: Key | None = None
-    snat_frontend: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -99,12 +92,6 @@ class NsgExplanation:
         return next((r.rule for r in self.rules if r.matched), None)
 
 
-def key_to_flow(key: Key) -> Flow:
-    proto, version, src, sport, dst, dport = key
-    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    return Flow(proto, make(src), sport, make(dst), dport)
-
-
 class LegResult(NamedTuple):
     access: str
     nsg: str | None
@@ -124,17 +111,11 @@ class _CompiledChain(NamedTuple):
     chain: tuple[tuple[NetworkSecurityGroup, str], ...]
     classifiers: list[Classifier]
     results: dict[int | tuple[int, ...], LegResult]
-    generation: int
+    versions: tuple[tuple[str, NetworkSecurityGroup, int], ...]
+    """(name, NSG, its version when compiled) of each NSG of the chain, compared on every use."""
 
 
 OUTBOUND = Direction.OUTBOUND
-
-
-class _Leg(NamedTuple):
-    nic: NetworkInterface
-    direction: Direction
-    key: Key
-    chain: tuple[tuple[NetworkSecurityGroup, str], ...]
 
 
 class Policy:
@@ -151,6 +132,7 @@ class Policy:
         self._internet_sets: dict[str, RangeSet] = {}
         self._compiled_chains: dict[tuple[str, Direction], _CompiledChain] = {}
         self._resolvers: dict[str, Any] = {}
+        self.route = Router(self.nics_by_ip, self.translations, self.virtual_network)
 
     @classmethod
     def for_nsg(cls, nsg: NetworkSecurityGroup, *, address_space: tuple[str, ...] = (),
@@ -208,63 +190,33 @@ class Policy:
         return self.decide_key(flow.key)
 
     def decide_key(self, key: Key) -> Decision:
-        legs, translated, snat, inbound_via = self._path(key)
-        if inbound_via is not None and inbound_via.nic is None:
-            return Decision(key, DENY, None, None, "no-lb-rule", (), key)
+        return self.evaluate(key, self.route.legs(key))[0]
+
+    def evaluate(self, key: Key, route: Route) -> tuple[Decision, tuple[LegResult, ...]]:
+        """The decision on a new flow along its route, and the result of each leg evaluated (a Deny
+        ends evaluation)."""
+        if route.blocked is not None:
+            return Decision(key, DENY, None, None, route.blocked, (), key), ()
+        if not route.legs:
+            flow = key_to_flow(key)
+            raise DataplaneError(f"{flow}: neither {flow.src} nor {flow.dst} is an address of a NIC, public IP "
+                                 "or load-balancer frontend of the scenario")
         evaluations: tuple[Evaluation, ...] = ()
+        results: tuple[LegResult, ...] = ()
         nsg = rule = None
         reason = "no-nsg"
-        for leg in legs:
+        for leg in route.legs:
             result = self.leg(leg.nic, leg.direction, leg.key)
+            results += (result,)
             evaluations = evaluations + result.evaluations if evaluations else result.evaluations
             if result.access == DENY:
-                return self._decision(key, DENY, result.nsg, result.rule, result.reason, evaluations, translated,
-                                      legs, snat)
+                return Decision(key, DENY, result.nsg, result.rule, result.reason, evaluations,
+                                route.translated), results
             if result.reason == "platform":
                 reason, nsg, rule = "platform", None, None
             elif result.nsg is not None and reason != "platform":
                 reason, nsg, rule = "rules", result.nsg, result.rule
-        return self._decision(key, ALLOW, nsg, rule, reason, evaluations, translated, legs, snat)
-
-    def _decision(self, key: Key, access: str, nsg: str | None, rule: str | None, reason: str,
-                  evaluations: tuple[Evaluation, ...], translated: Key, legs: list[_Leg], snat: str | None) -> Decision:
-        out = legs[0] if legs and legs[0].direction is Direction.OUTBOUND else None
-        inn = legs[-1] if legs and legs[-1].direction is Direction.INBOUND else None
-        return Decision(key, access, nsg, rule, reason, evaluations, translated,
-                        out.nic.name if out else None, inn.nic.name if inn else None,
-                        inn.key if inn else None, snat)
-
-    def _path(self, key: Key):
-        """The legs of a flow, the key as it finally travels, and the translations on the way."""
-        proto, version, src, sport, dst, dport = key
-        legs: list[_Leg] = []
-        snat = None
-        translated = key
-        source_nic = self.nics_by_ip.get(ip_key(version, src))
-        if source_nic is not None:
-            legs.append(_Leg(source_nic, Direction.OUTBOUND, key, self._chain(source_nic, Direction.OUTBOUND)))
-            if not self.virtual_network(source_nic.vnet).contains(version, dst) \
-                    and ip_key(version, dst) not in self.nics_by_ip:
-                out = self.translations.outbound(source_nic, version, src)
-                if out is not None:
-                    src = out.src
-                    snat = out.frontend
-                    translated = (proto, version, src, sport, dst, dport)
-        dest_nic = self.nics_by_ip.get(dst if version == 4 else dst | V6)
-        inbound = None if dest_nic is not None else self.translations.inbound(proto, version, src, sport, dst, dport)
-        if inbound is not None:
-            if inbound.nic is None:
-                return legs, translated, snat, inbound
-            dst, dport = inbound.dst, inbound.dport
-            translated = (proto, version, src, sport, dst, dport)
-            dest_nic = self.nics_by_ip.get(ip_key(version, dst))
-        if dest_nic is not None:
-            legs.append(_Leg(dest_nic, Direction.INBOUND, translated, self._chain(dest_nic, Direction.INBOUND)))
-        if not legs:
-            flow = key_to_flow(key)
-            raise DataplaneError(f"{flow}: neither {flow.src} nor {flow.dst} is an address of a NIC, public IP "
-                                 "or load-balancer frontend of the scenario")
-        return legs, translated, snat, inbound
+        return Decision(key, ALLOW, nsg, rule, reason, evaluations, route.translated), results
 
     def _chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple[NetworkSecurityGroup, str], ...]:
         """The NSGs a packet meets at a NIC, in Azure's order, with the attachment of each."""
@@ -309,27 +261,22 @@ class Policy:
 
     def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> _CompiledChain:
         """A NIC's chain with its classifiers and the leg results met so far; built again when one of
-        its NSGs was replaced (`replay --update`) or changed. While no NSG anywhere changed
-        (`NetworkSecurityGroup.generation`), the cached one is taken without looking."""
+        its NSGs was replaced (`replay --update`) or changed (its `version`)."""
         cached = self._compiled_chains.get((nic.name, direction))
-        generation = NetworkSecurityGroup.generation
+        groups = self.scenario.network_security_groups
         if cached is not None:
-            if cached.generation == generation:
-                return cached
-            groups = self.scenario.network_security_groups
-            for (group, _), classifier in zip(cached.chain, cached.classifiers):
-                if groups[group.name] is not group or classifier.version != group.version:
+            for name, group, version in cached.versions:
+                if groups[name] is not group or group.version != version:
                     break
             else:
-                cached = self._compiled_chains[(nic.name, direction)] = cached._replace(generation=generation)
                 return cached
-        groups = self.scenario.network_security_groups
         levels = [(nic.subnet.nsg, f"subnet {nic.subnet.key}"), (nic.nsg, f"nic {nic.name}")]
         if direction == Direction.OUTBOUND:
             levels.reverse()
         chain = tuple((groups[n], a) for n, a in levels if n)
+        classifiers = [self.classifier(group, direction, nic.vnet) for group, _ in chain]
         compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
-            chain, [self.classifier(group, direction, nic.vnet) for group, _ in chain], {}, generation)
+            chain, classifiers, {}, tuple((group.name, group, c.version) for (group, _), c in zip(chain, classifiers)))
         return compiled
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
@@ -346,12 +293,12 @@ class Policy:
 
     def explain(self, flow: Flow) -> tuple[Decision, list[NsgExplanation]]:
         """The decision and, for each NSG on the path, every rule with the fields that matched."""
-        decision = self.decide(flow)
-        legs, _, _, inbound_via = self._path(flow.key)
+        route = self.route.legs(flow.key)
+        decision = self.evaluate(flow.key, route)[0]
         evaluated = {(e.nsg, e.attachment, e.direction) for e in decision.evaluations}
         out = []
-        for leg in legs:
-            for group, attachment in leg.chain:
+        for leg in route.legs:
+            for group, attachment in self._chain(leg.nic, leg.direction):
                 classifier = self.classifier(group, leg.direction, leg.nic.vnet)
                 rules = tuple(RuleExplanation(r, f) for r, f in classifier.field_matches(*leg.key))
                 out.append(NsgExplanation(group.name, attachment, leg.nic.name, leg.direction.value, leg.key, rules,

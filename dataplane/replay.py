@@ -26,7 +26,7 @@ from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs
 from .nsg import NetworkSecurityGroup, load_nsgs
 from .pipeline import Dataplane, Verdict
-from .policy import key_to_flow
+from .flows import key_to_flow
 from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario
 

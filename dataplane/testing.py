@@ -29,7 +29,8 @@ from .errors import DataplaneError
 from .expectations import Expectation, explanation_text, load_expectations
 from .flows import Flow, parse_flow, tcp_flag_bits
 from .pipeline import Dataplane, Verdict
-from .policy import Decision, key_to_flow
+from .flows import key_to_flow
+from .policy import Decision
 from .rules import SecurityRule
 from .topology import Scenario, load_scenario
 

@@ -27,11 +27,10 @@ from operator import itemgetter, truediv
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from .addresses import merge_ranges
+from .addresses import ip_key, merge_ranges
 from .errors import CaptureError, DataplaneError
 from .flowlog import mac_of
 from .flows import PORTED, PROTOCOL_NAMES
-from .nat import ip_key
 from .platform import PLATFORM_ADDRESSES
 from .policy import Evaluation, Key, Policy
 from .replay import Outputs, Summary, _write_json as write_json, verdict_writer

@@ -27,7 +27,7 @@ from .documents import read_document
 from .errors import DataplaneError
 from .nsg import load_nsgs
 from .pipeline import Dataplane, Verdict
-from .policy import key_to_flow
+from .flows import key_to_flow
 from .replay import Capture, Frame, merged
 from .report import render_whatif_report, require_extra
 from .terraform import is_plan, prior_state

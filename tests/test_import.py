@@ -20,7 +20,7 @@ from dataplane.cli import main
 from dataplane.documents import read_document
 from dataplane.errors import DataplaneError, ScenarioError, ValidationErrors
 from dataplane.importer import import_environment
-from dataplane.policy import key_to_flow
+from dataplane.flows import key_to_flow
 from dataplane.topology import scenario_from_document
 
 from make_import_fixtures import HERE, SUB, environment, write_all

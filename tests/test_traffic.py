@@ -22,7 +22,7 @@ from dataplane.errors import CaptureError
 from dataplane.flowlog import mac_of
 from dataplane.topology import scenario_from_document
 from dataplane import traffic
-from dataplane.policy import key_to_flow
+from dataplane.flows import key_to_flow
 from dataplane.traffic import (DENIED_IDLE, FlowDecider, LoggedFlow, Addresses, flow_log_files, flow_text,
                                is_flow_log, read_flow_logs, rows_fast, rows_plain)
 
