@@ -20,14 +20,6 @@ BASELINE_SCAPY = "baseline: read + struct 5-tuple (scapy RawPcapReader)"
 REPLAY = "replay (VM to VM, every packet through 2 NICs)"
 
 
-@pytest.fixture(scope="module")
-def capture(tmp_path_factory) -> tuple[str, int]:
-    if not big_capture.ECHO.is_file():
-        pytest.skip("../shared/data/pcaps not found: the shared data folder sits beside the repository in CI")
-    path = tmp_path_factory.mktemp("replay") / "echo-x5.pcap"
-    return str(path), big_capture.build(path)
-
-
 def frames_of_our_reader(path: str):
     return (frame.data for frame in Capture(path).frames())
 

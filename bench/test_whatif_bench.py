@@ -33,14 +33,6 @@ NICS, LONG_FLOWS = 16, 10
 DAY = 1714521600  # 2024-05-01T00:00:00Z
 
 
-@pytest.fixture(scope="module")
-def capture(tmp_path_factory) -> tuple[str, int]:
-    if not big_capture.ECHO.is_file():
-        pytest.skip("../shared/data/pcaps not found: the shared data folder sits beside the repository in CI")
-    path = tmp_path_factory.mktemp("whatif") / "echo-x5.pcap"
-    return str(path), big_capture.build(path)
-
-
 def narrowed(doc: dict) -> dict:
     """The echo servers answer only clients 10.0.0.4 and 10.0.1.4 (copies 0 and 1)."""
     after = copy.deepcopy(doc)
