@@ -8,14 +8,21 @@
    TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code; the
    first packet of a flow from outside to a NIC goes straight to Dataplane._new_at_nic; anything
    else comes back decoded (a Packet) or as None (the Python decoder's case).
-   FastPath.pass_frames(frames, until, limit): the replay's loop, when it writes nothing per packet:
-   the frames of recent flows pass in C, and the first other frame goes back to Dataplane.process.
+   RecentTable: the dataplane's recent-flow table, a mapping whose IPv4 keys are plain numbers in an
+   open-addressing table, so a frame's flow is found without making a Python object.
+   FastPath.pass_records(buffer, pos, format, last, until, limit): the replay's loop, when it writes
+   nothing per packet: the records of recent flows pass straight from the capture's buffer (pcap or
+   pcapng), and the first other record goes back to the Python reader and Dataplane.process.
+   FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
+   merged by time).
    tests/test_pipeline_fast_path.py proves both paths decide every packet alike;
    tests/test_fastpath_safety.py that misuse raises and that a Dataplane and its FastPath are freed. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
+#include <string.h>
 
 typedef struct {
     PyObject_HEAD
@@ -198,11 +205,333 @@ static PyTypeObject RecordType = {
     .tp_members = Record_members,
 };
 
+/* -- RecentTable ----------------------------------------------------------------------------- */
+
+/* The recent-flow table: a mapping of keys (proto, version, src, sport, dst, dport) to entries, like a
+   dict, whose IPv4 keys live in an open-addressing table of plain numbers, so the C path finds a
+   frame's flow without making a Python object. Other keys go to a dict beside it. Entries are only
+   added, replaced or all cleared (never removed one by one): probing needs no tombstones. */
+typedef struct {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+    PyObject *entry;  /* NULL: a free slot */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    size_t mask;       /* slots - 1, a power of two less one */
+    Py_ssize_t used;
+    PyObject *other;   /* dict of the keys the slots do not hold */
+} RecentTable;
+
+static inline size_t
+slot_hash(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
+{
+    uint64_t a = ((uint64_t)src << 32 | dst) * 0x9E3779B97F4A7C15ULL;
+    uint64_t b = ((uint64_t)sport << 24 | (uint64_t)dport << 8 | proto) * 0xC2B2AE3D27D4EB4FULL;
+    uint64_t h = a ^ b;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static Slot *
+slot_of(RecentTable *t, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
+{
+    size_t i = slot_hash(src, dst, sport, dport, proto) & t->mask;
+    for (;;) {
+        Slot *s = &t->slots[i];
+        if (s->entry == NULL || (s->src == src && s->dst == dst && s->sport == sport && s->dport == dport &&
+                                 s->proto == proto))
+            return s;
+        i = (i + 1) & t->mask;
+    }
+}
+
+/* The numbers of an IPv4 key: 1, or 0 when the key belongs in the dict (not a 6-tuple of ints of an
+   IPv4 flow), or -1 on error. */
+static int
+numbers_of(PyObject *key, uint32_t *src, uint32_t *dst, uint16_t *sport, uint16_t *dport, uint8_t *proto)
+{
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 6)
+        return 0;
+    unsigned long long v[6];
+    static const unsigned long long most[6] = {255, 4, 0xFFFFFFFFULL, 65535, 0xFFFFFFFFULL, 65535};
+    for (int i = 0; i < 6; i++) {
+        PyObject *item = PyTuple_GET_ITEM(key, i);
+        if (!PyLong_CheckExact(item))
+            return 0;
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(item, &overflow);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow || x < 0 || (unsigned long long)x > most[i])
+            return 0;
+        v[i] = (unsigned long long)x;
+    }
+    if (v[1] != 4)
+        return 0;
+    *proto = (uint8_t)v[0];
+    *src = (uint32_t)v[2];
+    *sport = (uint16_t)v[3];
+    *dst = (uint32_t)v[4];
+    *dport = (uint16_t)v[5];
+    return 1;
+}
+
+static int
+RecentTable_grow(RecentTable *t)
+{
+    size_t old_size = t->mask + 1, size = old_size * 2;
+    Slot *old = t->slots, *slots = PyMem_Calloc(size, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->slots = slots;
+    t->mask = size - 1;
+    for (size_t i = 0; i < old_size; i++) {
+        if (old[i].entry != NULL)
+            *slot_of(t, old[i].src, old[i].dst, old[i].sport, old[i].dport, old[i].proto) = old[i];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+static PyObject *
+RecentTable_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "RecentTable() takes no arguments");
+        return NULL;
+    }
+    RecentTable *t = (RecentTable *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->mask = 1023;
+    t->slots = PyMem_Calloc(t->mask + 1, sizeof(Slot));
+    t->other = PyDict_New();
+    if (t->slots == NULL || t->other == NULL) {
+        int no_memory = t->slots == NULL;
+        Py_DECREF(t);
+        return no_memory ? PyErr_NoMemory() : NULL;
+    }
+    return (PyObject *)t;
+}
+
+/* Empties the slots; the entries are released after, as releasing one may run code that uses the table. */
+static void
+RecentTable_empty(RecentTable *t)
+{
+    if (t->slots == NULL)
+        return;
+    size_t size = t->mask + 1;
+    Slot *old = t->slots;
+    Slot *fresh = PyMem_Calloc(size, sizeof(Slot));
+    if (fresh == NULL) {  /* keep the old array, emptied in place */
+        for (size_t i = 0; i < size; i++)
+            Py_CLEAR(old[i].entry);
+        t->used = 0;
+        return;
+    }
+    t->slots = fresh;
+    t->used = 0;
+    for (size_t i = 0; i < size; i++)
+        Py_XDECREF(old[i].entry);
+    PyMem_Free(old);
+}
+
+static int
+RecentTable_traverse(RecentTable *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->other);
+    if (t->slots != NULL) {
+        for (size_t i = 0; i <= t->mask; i++)
+            Py_VISIT(t->slots[i].entry);
+    }
+    return 0;
+}
+
+static int
+RecentTable_clear_refs(RecentTable *t)
+{
+    RecentTable_empty(t);
+    Py_CLEAR(t->other);
+    return 0;
+}
+
+static void
+RecentTable_dealloc(RecentTable *t)
+{
+    PyObject_GC_UnTrack(t);
+    RecentTable_clear_refs(t);
+    PyMem_Free(t->slots);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static Py_ssize_t
+RecentTable_length(RecentTable *t)
+{
+    return t->used + (t->other != NULL ? PyDict_GET_SIZE(t->other) : 0);
+}
+
+/* A borrowed entry, or NULL (with an exception set on error). */
+static PyObject *
+RecentTable_find(RecentTable *t, PyObject *key)
+{
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+    if (t->slots == NULL || t->other == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
+        return NULL;
+    }
+    int v4 = numbers_of(key, &src, &dst, &sport, &dport, &proto);
+    if (v4 < 0)
+        return NULL;
+    if (v4 == 0)
+        return PyDict_GetItemWithError(t->other, key);
+    return slot_of(t, src, dst, sport, dport, proto)->entry;
+}
+
+static PyObject *
+RecentTable_subscript(RecentTable *t, PyObject *key)
+{
+    PyObject *entry = RecentTable_find(t, key);
+    if (entry == NULL && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_KeyError, key);
+    return Py_XNewRef(entry);
+}
+
+static int
+RecentTable_ass_subscript(RecentTable *t, PyObject *key, PyObject *entry)
+{
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+    if (entry == NULL) {
+        PyErr_SetString(PyExc_TypeError, "recent flows are replaced or all cleared, never deleted one by one");
+        return -1;
+    }
+    if (t->slots == NULL || t->other == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
+        return -1;
+    }
+    int v4 = numbers_of(key, &src, &dst, &sport, &dport, &proto);
+    if (v4 < 0)
+        return -1;
+    if (v4 == 0)
+        return PyDict_SetItem(t->other, key, entry);
+    if ((size_t)(t->used + 1) * 2 > t->mask + 1 && RecentTable_grow(t) < 0)
+        return -1;
+    Slot *s = slot_of(t, src, dst, sport, dport, proto);
+    PyObject *old = s->entry;
+    if (old == NULL) {
+        s->src = src;
+        s->dst = dst;
+        s->sport = sport;
+        s->dport = dport;
+        s->proto = proto;
+        t->used += 1;
+    }
+    s->entry = Py_NewRef(entry);
+    Py_XDECREF(old);
+    return 0;
+}
+
+static int
+RecentTable_contains(RecentTable *t, PyObject *key)
+{
+    PyObject *entry = RecentTable_find(t, key);
+    return entry != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *
+RecentTable_get(RecentTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key[, default])");
+        return NULL;
+    }
+    PyObject *entry = RecentTable_find(t, args[0]);
+    if (entry == NULL && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(entry != NULL ? entry : nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+RecentTable_clear_method(RecentTable *t, PyObject *unused)
+{
+    RecentTable_empty(t);
+    if (t->other != NULL)
+        PyDict_Clear(t->other);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RecentTable_items(RecentTable *t, PyObject *unused)
+{
+    if (t->slots == NULL || t->other == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
+        return NULL;
+    }
+    PyObject *items = PyList_New(0);
+    for (size_t i = 0; items != NULL && i <= t->mask; i++) {
+        Slot *s = &t->slots[i];
+        if (s->entry == NULL)
+            continue;
+        PyObject *item = Py_BuildValue("((BBkHkH)O)", s->proto, 4, (unsigned long)s->src, s->sport,
+                                       (unsigned long)s->dst, s->dport, s->entry);
+        if (item == NULL || PyList_Append(items, item) < 0)
+            Py_CLEAR(items);
+        Py_XDECREF(item);
+    }
+    PyObject *others = items != NULL ? PyDict_Items(t->other) : NULL;
+    if (others != NULL && PyList_SetSlice(items, PyList_GET_SIZE(items), PyList_GET_SIZE(items), others) < 0)
+        Py_CLEAR(items);
+    if (others == NULL)
+        Py_CLEAR(items);
+    Py_XDECREF(others);
+    return items;
+}
+
+static PyMethodDef RecentTable_methods[] = {
+    {"items", (PyCFunction)RecentTable_items, METH_NOARGS, "a list of (key, entry)"},
+    {"get", (PyCFunction)(void (*)(void))RecentTable_get, METH_FASTCALL, "the entry of a key, or the default"},
+    {"clear", (PyCFunction)RecentTable_clear_method, METH_NOARGS, "forget every entry"},
+    {NULL},
+};
+
+static PyMappingMethods RecentTable_as_mapping = {
+    .mp_length = (lenfunc)RecentTable_length,
+    .mp_subscript = (binaryfunc)RecentTable_subscript,
+    .mp_ass_subscript = (objobjargproc)RecentTable_ass_subscript,
+};
+
+static PySequenceMethods RecentTable_as_sequence = {
+    .sq_contains = (objobjproc)RecentTable_contains,
+};
+
+static PyTypeObject RecentTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane._fastpath.RecentTable",
+    .tp_basicsize = sizeof(RecentTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The recent-flow table: key → (legs, translated, plan, head), IPv4 keys held as plain numbers.",
+    .tp_new = RecentTable_new,
+    .tp_dealloc = (destructor)RecentTable_dealloc,
+    .tp_traverse = (traverseproc)RecentTable_traverse,
+    .tp_clear = (inquiry)RecentTable_clear_refs,
+    .tp_methods = RecentTable_methods,
+    .tp_as_mapping = &RecentTable_as_mapping,
+    .tp_as_sequence = &RecentTable_as_sequence,
+};
+
 /* -- FastPath ------------------------------------------------------------------------------ */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *recent;      /* dict: key → (legs, translated, plan, head) */
+    RecentTable *recent;   /* key → (legs, translated, plan, head) */
     PyObject *moves;       /* tuple of 256 dicts: state → (next when the responder sent, when the initiator sent) */
     PyObject *closed;      /* TcpState.CLOSED */
     PyObject *packet_type; /* decode.Packet */
@@ -264,7 +593,7 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", "nics", "new_at_nic",
                             "inbound", NULL};
     PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_at_nic, *inbound;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OO", names, &PyDict_Type, &recent, &PyList_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OO", names, &RecentTableType, &recent, &PyList_Type,
                                      &moves, &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type,
                                      &PyDict_Type, &nics, &new_at_nic, &inbound))
         return -1;
@@ -294,7 +623,7 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(nics); Py_XSETREF(self->nics, nics);
     Py_INCREF(new_at_nic); Py_XSETREF(self->new_at_nic, new_at_nic);
     Py_INCREF(inbound); Py_XSETREF(self->inbound, inbound);
-    Py_INCREF(recent); Py_XSETREF(self->recent, recent);  /* last: set, it says every field is */
+    Py_INCREF(recent); Py_XSETREF(self->recent, (RecentTable *)recent);  /* last: set, it says every field is */
     self->packets = self->allowed = 0;
     self->next_sweep = -Py_HUGE_VAL;
     return 0;
@@ -372,12 +701,8 @@ typedef struct {
 } Common;
 
 static int
-parse(PyObject *frame, Common *c)
+parse_raw(const unsigned char *b, Py_ssize_t n, Common *c)
 {
-    if (!PyBytes_CheckExact(frame))
-        return 0;
-    Py_ssize_t n = PyBytes_GET_SIZE(frame);
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(frame);
     if (n < 54 || be16(b + 12) != 0x0800 || b[14] != 0x45 || (be16(b + 20) & 0x3FFF))
         return 0;
     unsigned total = be16(b + 16);
@@ -393,6 +718,13 @@ parse(PyObject *frame, Common *c)
     c->dport = be16(b + 36);
     c->ip_id = be16(b + 18);
     return 1;
+}
+
+static int
+parse(PyObject *frame, Common *c)
+{
+    return PyBytes_CheckExact(frame) &&
+        parse_raw((const unsigned char *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), c);
 }
 
 /* decode.Packet of the common frame, as decode_frame gives it. */
@@ -520,11 +852,17 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
 /* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry and the last
    leg's new state (new references), 0 when the Python path must decide, -1 on error. */
 static int
-pass_recent(FastPath *self, const Common *c, PyObject *key, double ts, PyObject **entry_out, PyObject **state_out)
+pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, PyObject **state_out)
 {
-    PyObject *entry = PyDict_GetItemWithError(self->recent, key);
+    RecentTable *recent = self->recent;
+    if (recent->slots == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
+        return -1;
+    }
+    PyObject *entry = slot_of(recent, (uint32_t)c->src, (uint32_t)c->dst, (uint16_t)c->sport, (uint16_t)c->dport,
+                              (uint8_t)c->proto)->entry;
     if (entry == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+        return 0;
     int live = plan_is_live(entry, ts, self->closed);
     if (live <= 0)
         return live;
@@ -609,12 +947,10 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     if (ts >= self->next_sweep)  /* the Python path sweeps the tables first */
         return make_packet(self, &c);
-    PyObject *key = make_key(&c, 0);
-    if (key == NULL)
-        return NULL;
-    int passed = pass_recent(self, &c, key, ts, &entry, &state);
+    int passed = pass_recent(self, &c, ts, &entry, &state);
     if (passed <= 0) {
-        PyObject *nic = passed == 0 ? new_inbound_nic(self, &c, key) : NULL;
+        PyObject *key = passed == 0 ? make_key(&c, 0) : NULL;
+        PyObject *nic = key != NULL ? new_inbound_nic(self, &c, key) : NULL;
         PyObject *result = passed == 0 && !PyErr_Occurred() ? make_packet(self, &c) : NULL;
         if (result != NULL && nic != NULL) {
             PyObject *packet = result, *new_at_nic = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
@@ -626,10 +962,9 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(packet);
         }
         Py_XDECREF(nic);
-        Py_DECREF(key);
+        Py_XDECREF(key);
         return result;
     }
-    Py_DECREF(key);
     /* head: (direction, nic, nsg, rule) of the flow's last leg */
     PyObject *head = PyTuple_GET_ITEM(entry, 3);
     PyObject *packet = make_packet(self, &c);
@@ -708,9 +1043,7 @@ FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         if (ts < until && ts < self->next_sweep && PyLong_CheckExact(PyTuple_GET_ITEM(frame, 1)) &&
                 PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(frame, 1), &overflow) == 1 &&
                 parse(PyTuple_GET_ITEM(frame, 2), &c)) {
-            PyObject *key = make_key(&c, 0);
-            int done = key == NULL ? -1 : pass_recent(self, &c, key, ts, &entry, &state);
-            Py_XDECREF(key);
+            int done = pass_recent(self, &c, ts, &entry, &state);
             if (done < 0) {
                 Py_DECREF(frame);
                 return NULL;
@@ -730,10 +1063,126 @@ FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
                          frame != NULL ? frame : Py_NewRef(Py_None));
 }
 
+
+static inline uint32_t
+u32_at(const unsigned char *b, int big)
+{
+    return big ? ((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3])
+               : ((uint32_t)b[3] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[1] << 8 | b[0]);
+}
+
+#define MAX_INTERFACES 64
+
+/* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
+   Python object, and the first other record (or one cut by the buffer's end, or anything unusual: the
+   Python reader reads it and names what is wrong) stops the walk where it starts. The times are those
+   the Python reader computes, by the same operations in the same order. */
+static PyObject *
+FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit)");
+        return NULL;
+    }
+    if (!ready(self))
+        return NULL;
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *format = args[2];
+    int pcapng, big, count = 0;
+    PyObject *interfaces;
+    long long max_caplen;
+    double latest;
+    if (!PyTuple_Check(format) || !PyArg_ParseTuple(format, "ppO!Ld", &pcapng, &big, &PyTuple_Type, &interfaces,
+                                                   &max_caplen, &latest))
+        return NULL;
+    int linktypes[MAX_INTERFACES];
+    double resolutions[MAX_INTERFACES];
+    count = (int)PyTuple_GET_SIZE(interfaces);
+    if (count > MAX_INTERFACES)
+        count = MAX_INTERFACES;  /* a record of a later interface stops the walk */
+    for (int i = 0; i < count; i++) {
+        PyObject *interface = PyTuple_GET_ITEM(interfaces, i);
+        long linktype;
+        if (!PyTuple_Check(interface) || !PyArg_ParseTuple(interface, "ld", &linktype, &resolutions[i]))
+            return NULL;
+        linktypes[i] = linktype == 1;
+    }
+    double last = PyFloat_AsDouble(args[3]), until = PyFloat_AsDouble(args[4]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = view.buf;
+    Py_ssize_t end = view.len, passed = 0, backwards = 0;
+    PyObject *entry, *state;
+    int error = 0;
+    if (pos < 0)
+        pos = end;
+    while (passed < limit) {
+        Py_ssize_t data, caplen;
+        double ts;
+        int ethernet;
+        if (!pcapng) {
+            if (end - pos < 16)
+                break;
+            uint32_t sec = u32_at(b + pos, big), frac = u32_at(b + pos + 4, big);
+            caplen = u32_at(b + pos + 8, big);
+            if (caplen > max_caplen || end - pos - 16 < caplen)
+                break;
+            ts = (double)sec + (double)frac * resolutions[0];
+            data = pos + 16;
+            ethernet = linktypes[0];
+        } else {
+            if (end - pos < 32 || u32_at(b + pos, big) != 6)
+                break;
+            Py_ssize_t length = u32_at(b + pos + 4, big);
+            if (length < 32 || length % 4 || length > (1 << 28) || end - pos < length)
+                break;
+            uint32_t iface = u32_at(b + pos + 8, big);
+            uint64_t when = (uint64_t)u32_at(b + pos + 12, big) << 32 | u32_at(b + pos + 16, big);
+            caplen = u32_at(b + pos + 20, big);
+            if (iface >= (uint32_t)count || caplen > length - 32)
+                break;
+            ts = (double)when * resolutions[iface];
+            if (ts > latest)
+                break;
+            data = pos + 28;
+            ethernet = linktypes[iface];
+        }
+        Common c;
+        if (!(ts < until && ts < self->next_sweep && ethernet && parse_raw(b + data, caplen, &c)))
+            break;
+        int done = pass_recent(self, &c, ts, &entry, &state);
+        if (done < 0) {
+            error = 1;
+            break;
+        }
+        if (!done)
+            break;
+        Py_DECREF(entry);
+        Py_DECREF(state);
+        if (ts < last)
+            backwards += 1;
+        last = ts;
+        passed += 1;
+        pos = pcapng ? pos + (Py_ssize_t)u32_at(b + pos + 4, big) : data + caplen;
+    }
+    PyBuffer_Release(&view);
+    if (error)
+        return NULL;
+    return Py_BuildValue("(nndn)", passed, pos, last, backwards);
+}
+
 static PyMethodDef FastPath_methods[] = {
     {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
      "process(frame, ts) -> the Verdict of a recent flow or of a new inbound flow, else the decoded Packet, "
      "else None"},
+    {"pass_records", (PyCFunction)(void (*)(void))FastPath_pass_records, METH_FASTCALL,
+     "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards)"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
      "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
      "or the exception the frames raised)"},
@@ -768,7 +1217,7 @@ PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
     RecordType.tp_vectorcall = Record_vectorcall;
-    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&FastPathType) < 0)
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecentTableType) < 0 || PyType_Ready(&FastPathType) < 0)
         return NULL;
     s_value = PyUnicode_InternFromString("_value_");
     s_reschedule = PyUnicode_InternFromString("reschedule");
@@ -787,6 +1236,7 @@ PyInit__fastpath(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0 ||
+            PyModule_AddObjectRef(m, "RecentTable", (PyObject *)&RecentTableType) < 0 ||
             PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Protocol
+from typing import Any, Callable, Iterator, MutableMapping, NamedTuple, Protocol
 
 from .addresses import V6, ip_key
 from .conntrack import (FlowRecord, FlowTable, FragmentTable, Other, PureFlowRecord, TcpState, Timeouts,
@@ -102,9 +102,9 @@ class FlowListener(Protocol):
 
 
 try:
-    from ._fastpath import FastPath
+    from ._fastpath import FastPath, RecentTable
 except ImportError:  # installed without a C compiler
-    FastPath = None
+    FastPath = RecentTable = None
 
 
 class Dataplane:
@@ -131,7 +131,7 @@ class Dataplane:
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
-        self._recent: dict[Key, tuple[list, Key | None, tuple, tuple]] = {}
+        self._recent: MutableMapping[Key, tuple[list, Key | None, tuple, tuple]] = RecentTable() if fast else {}
         nics_v4 = {ip: (nic, self._tables[nic.name].by_key) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
         self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
                               self._new_at_nic, Direction.INBOUND) if fast else None
@@ -145,6 +145,11 @@ class Dataplane:
         `limit` passed. It returns how many passed, the last one's time, and the frame it stopped at
         (None at the end of the frames or the limit), which the caller hands to `process`; or, when
         the frames raised, the exception, which the caller raises once it has counted what passed."""
+        self.pass_records: Callable[[Any, int, tuple, float, float, int], tuple[int, int, float, int]] | None = \
+            self._fast.pass_records if fast else None
+        """`pass_frames` over a capture's buffer (`replay.Capture.pass_records` calls it): the records of
+        recent flows pass without Python objects; it returns how many passed, where it stopped, the
+        last time it passed and how many times went backwards."""
         self._router = self.policy.route
         self._route = self._router.legs
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)

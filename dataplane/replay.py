@@ -12,6 +12,7 @@ import gzip
 import heapq
 import json
 import math
+import mmap
 import os
 import stat
 import struct
@@ -45,7 +46,14 @@ class Frame(NamedTuple):
 
 
 class Capture:
-    """One capture file (pcap, pcapng, either gzip-compressed): frames with their times."""
+    """One capture file (pcap, pcapng, either gzip-compressed): frames with their times.
+
+    The records are read from one buffer: the whole file mapped into memory where it is a regular
+    uncompressed file, else a window refilled from the stream (gzip, a pipe). The C fast path walks
+    the same buffer (`pass_records`), and the frames generator goes on where it stopped.
+    """
+
+    CHUNK = 1 << 22
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -54,37 +62,94 @@ class Capture:
         except OSError as e:
             raise CaptureError(f"cannot read: {e.strerror}", file=self.path) from None
         self._raw = raw
-        self._file: BinaryIO = raw
+        self._stream: BinaryIO | None = raw
+        self._buffer: bytes | mmap.mmap = b""
+        self._pos = 0
+        self._base = 0
+        self._damage: tuple[int, Exception] | None = None
         if raw.peek(2)[:2] == GZIP_MAGIC:  # peek, not seek: a capture may come through a pipe
-            self._file = gzip.open(raw)  # type: ignore[assignment]
-        self.offset = 0
+            self._stream = gzip.open(raw)  # type: ignore[assignment]
+        elif stat.S_ISREG(os.fstat(raw.fileno()).st_mode) and os.fstat(raw.fileno()).st_size:
+            self._buffer = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+            self._stream = None
         self.backwards = 0
         """Records whose timestamp is earlier than the record before them in the file."""
+        self._last = -math.inf
         self.linktype: int | None = None
+        self.format: tuple | None = None
+        """What `Dataplane.pass_records` needs to walk the records: (pcapng, big-endian, the (linktype,
+        seconds per tick) of each interface, the largest captured length, the latest time); None until
+        the headers are read."""
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the capture read so far (uncompressed)."""
+        return self._base + self._pos
 
     @property
     def bytes_read(self) -> int:
         """Progress in the file as stored (compressed bytes for .gz)."""
-        return self._raw.tell()
+        return self._raw.tell() if self._stream is not None else self.offset
 
     def close(self) -> None:
-        self._file.close()
+        if isinstance(self._buffer, mmap.mmap):
+            self._buffer.close()
+        if self._stream is not None:
+            self._stream.close()
         self._raw.close()
+
+    def pass_records(self, pass_records: Callable, until: float, limit: int) -> tuple[int, float | None]:
+        """Let the C fast path pass the records of recent flows from here on: how many passed, and the
+        last one's time."""
+        if self.format is None:
+            return 0, None
+        passed, self._pos, last, backwards = pass_records(self._buffer, self._pos, self.format, self._last,
+                                                          until, limit)
+        if not passed:
+            return 0, None
+        self.backwards += backwards
+        self._last = last
+        return passed, last
+
+    def _fill(self, n: int) -> None:
+        """At least n bytes from the position on, where the stream has them. A corrupt stream is
+        reported once the bytes before the damage are used up, so their frames are replayed."""
+        assert self._stream is not None
+        chunks = [self._buffer[self._pos:]]
+        have = len(chunks[0])
+        wanted = n if self._stream is self._raw else max(n, self.CHUNK)  # a pipe may be live: never wait on it
+        while have < wanted and self._damage is None:
+            try:
+                more = self._stream.read1(self.CHUNK)
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+                self._damage = (self._raw.tell(), e)
+                break
+            if not more:
+                break
+            chunks.append(more)
+            have += len(more)
+        self._base += self._pos
+        self._pos = 0
+        self._buffer = b"".join(chunks)
+        if have < n and self._damage is not None:
+            at, e = self._damage
+            raise CaptureError(f"corrupt compressed data near byte {at} of the file (byte {self.offset + have} "
+                               f"of the capture inside): {e}", file=self.path)
 
     def _read(self, n: int, what: str, record: int | None = None) -> bytes:
         """n bytes, or an error naming the byte offset where the file breaks off."""
-        try:
-            data = self._file.read(n)
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise CaptureError(f"corrupt compressed data near byte {self._raw.tell()} of the file (byte "
-                               f"{self.offset} of the capture inside): {e}", file=self.path) from None
+        end = self._pos + n
+        if end > len(self._buffer) and self._stream is not None:
+            self._fill(n)
+            end = n
+        data = self._buffer[self._pos:end]
         if len(data) != n:
             if not data and what == "record header":
                 raise EOFError
             where = f" at byte {record}" if record is not None else ""
             raise CaptureError(f"truncated at byte {self.offset + len(data)}: {what}{where} needs {n} bytes, "
                                f"{len(data)} remain", file=self.path)
-        self.offset += n
+        self._pos = end
         return data
 
     def frames(self) -> Iterator[Frame]:
@@ -105,21 +170,22 @@ class Capture:
         _, _, _, _, snaplen, linktype = struct.unpack(order + "HHiIII", self._read(20, "file header"))
         linktype &= 0xFFFF
         self.linktype = linktype
+        most = max(snaplen, 262144) * 4
+        self.format = (False, order == ">", ((linktype, resolution),), most, LATEST_TIME)
         record = struct.Struct(order + "IIII")
         read = self._read
-        last = -math.inf
         while True:
             start = self.offset
             try:
                 sec, frac, caplen, wirelen = record.unpack(read(16, "record header"))
             except EOFError:
                 return
-            if caplen > max(snaplen, 262144) * 4:
+            if caplen > most:
                 raise CaptureError(f"corrupt record at byte {start}: captured length {caplen}", file=self.path)
             ts = sec + frac * resolution
-            if ts < last:
+            if ts < self._last:
                 self.backwards += 1
-            last = ts
+            self._last = ts
             yield new_frame(Frame, (ts, linktype, read(caplen, "the frame of the record", start), wirelen))
 
     def _pcapng(self, magic: bytes) -> Iterator[Frame]:
@@ -127,7 +193,6 @@ class Capture:
         interfaces: list[tuple[int, float]] = []
         block_type = struct.unpack("<I", magic)[0]
         first = True
-        last = -math.inf
         while True:
             start = self.offset
             if not first:
@@ -152,11 +217,13 @@ class Capture:
                     order = "<" if body[:4] == b"\x4d\x3c\x2b\x1a" else ">"
                     interfaces = []
                 first = False
+                self.format = None
             elif block_type == 1:
                 linktype = struct.unpack_from(order + "H", body)[0]
                 interfaces.append((linktype, _tsresol(body[8:], order)))
                 if self.linktype is None:
                     self.linktype = linktype
+                self.format = (True, order == ">", tuple(interfaces), 1 << 28, LATEST_TIME)
             elif block_type == 6:
                 iface, high, low, caplen, wirelen = struct.unpack_from(order + "IIIII", body)
                 if iface >= len(interfaces):
@@ -167,9 +234,9 @@ class Capture:
                 if ts > LATEST_TIME:
                     raise CaptureError(f"corrupt packet block at byte {start}: timestamp {ts:.0f} s is past the "
                                        f"latest time the dataplane keeps ({LATEST_TIME:.0f} s)", file=self.path)
-                if ts < last:
+                if ts < self._last:
                     self.backwards += 1
-                last = ts
+                self._last = ts
                 yield Frame(ts, linktype, body[20:20 + caplen], wirelen)
             elif block_type == 3 and interfaces:
                 wirelen = struct.unpack_from(order + "I", body)[0]
@@ -415,6 +482,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
         pass_frames = dataplane.pass_frames if not per_packet else None
+        pass_records = dataplane.pass_records if pass_frames is not None and len(captures) == 1 else None
         frames = merged(captures)
         shown = 0
         while True:
@@ -423,16 +491,27 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 shown = index
             if pass_frames is not None:
                 until = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
-                passed, last, frame = pass_frames(frames, until, PASS_BATCH)
-                if passed:
-                    index += passed
-                    last_ts = last
-                if isinstance(frame, BaseException):
-                    raise frame
-                if frame is None:
-                    if passed < PASS_BATCH:
+                if pass_records is not None:
+                    passed, last = captures[0].pass_records(pass_records, until, PASS_BATCH)
+                    if passed:
+                        index += passed
+                        last_ts = last
+                        if passed == PASS_BATCH:
+                            continue
+                    frame = next(frames, None)
+                    if frame is None:
                         break
-                    continue
+                else:
+                    passed, last, frame = pass_frames(frames, until, PASS_BATCH)
+                    if passed:
+                        index += passed
+                        last_ts = last
+                    if isinstance(frame, BaseException):
+                        raise frame
+                    if frame is None:
+                        if passed < PASS_BATCH:
+                            break
+                        continue
             else:
                 frame = next(frames, None)
                 if frame is None:

@@ -22,7 +22,7 @@ from dataplane import Dataplane, scenario_from_document
 from dataplane.conntrack import LATEST_TIME, FlowRecord, TcpState
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
-from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, Verdict
+from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, RecentTable, Verdict
 from dataplane.replay import Capture, Outputs, PcapWriter, replay
 from dataplane.rules import Direction
 
@@ -94,7 +94,7 @@ def test_the_c_path_moves_an_earlier_deadline_through_the_flow_tables_public_res
 
 def fast_path_arguments() -> dict:
     """What Dataplane gives its FastPath, by name, for tests that change one of them."""
-    return {"recent": {}, "moves": TCP_MOVES_BY_FLAGS, "closed": CLOSED, "packet_type": Packet,
+    return {"recent": RecentTable(), "moves": TCP_MOVES_BY_FLAGS, "closed": CLOSED, "packet_type": Packet,
             "verdict_type": Verdict, "nics": {}, "new_at_nic": busy_dataplane()._new_at_nic,
             "inbound": Direction.INBOUND}
 
@@ -193,7 +193,7 @@ def test_a_recent_flow_whose_plan_holds_no_c_flow_record_raises() -> None:
 def test_a_recent_flow_entry_of_another_shape_raises() -> None:
     child = in_child("""
         dp = busy_dataplane()
-        for key in dp._recent:
+        for key, _ in dp._recent.items():
             dp._recent[key] = ("legs", None)
         try:
             dp.process(frame(ACK), 0.5)

@@ -11,15 +11,18 @@ on every verdict, every record and every counter; and every new flow's verdict a
 from __future__ import annotations
 
 import gc
+import gzip
 import itertools
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.utils import PcapNgWriter, rdpcap
 
 from dataplane import Dataplane, NetworkSecurityGroup, load_scenario, scenario_from_document
 from dataplane.conntrack import FlowRecord, PureFlowRecord, TcpState
@@ -242,6 +245,32 @@ def test_a_replay_without_per_packet_outputs_counts_what_one_with_them_counts(na
     full = replay(load_scenario(DEMO / "scenario.yaml"), captures, Outputs(verdicts=str(tmp_path / "v.jsonl")),
                   updates=[Update.parse(u) for u in updates])
     assert bare.to_json() == full.to_json()
+
+
+def _as_pcapng(source: Path, target: Path) -> None:
+    with PcapNgWriter(str(target)) as out:
+        for packet in rdpcap(str(source)):
+            out.write(packet)
+
+
+@pytest.mark.parametrize("form", ["pcapng", "gzip", "pipe"])
+@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+def test_a_replay_reads_every_capture_form_into_the_c_path_as_it_reads_pcap(name, form, tmp_path) -> None:
+    """The C path walks the reader's buffer: a mapped file, or a window refilled from gzip or a pipe."""
+    source = DEMO / name
+    if form == "pcapng":
+        capture = tmp_path / "capture.pcapng"
+        _as_pcapng(source, capture)
+    elif form == "gzip":
+        capture = tmp_path / "capture.pcap.gz"
+        capture.write_bytes(gzip.compress(source.read_bytes()))
+    else:
+        capture = tmp_path / "capture.fifo"
+        os.mkfifo(capture)
+        threading.Thread(target=lambda: capture.write_bytes(source.read_bytes()), daemon=True).start()
+    scenario = load_scenario(DEMO / "scenario.yaml")
+    expected = replay(scenario, [str(source)], Outputs(verdicts=str(tmp_path / "v.jsonl"))).to_json()
+    assert replay(load_scenario(DEMO / "scenario.yaml"), [str(capture)]).to_json() == expected
 
 
 def test_the_c_extension_is_built_where_ci_asks_for_it() -> None:
