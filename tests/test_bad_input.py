@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.utils import wrpcap
 
+from dataplane.documents import _BoundedLoader, _shallow, parse_yaml
 from frames import ether
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +88,25 @@ def test_deeply_nested_yaml_is_refused(tmp_path: Path) -> None:
     bad.write_text("x: " + "[" * 3000 + "]" * 3000 + "\n")
     assert_refused(dataplane("check", "--scenario", bad, "tcp 1.2.3.4:1 > 10.0.0.4:80"), str(bad),
                    "nested deeper than")
+
+
+@pytest.mark.parametrize("text", ["- " * 300 + "x\n", "".join(" " * i + "a:\n" for i in range(300)) + " " * 300 + "b\n"],
+                         ids=["compact-sequences", "indented-mappings"])
+def test_yaml_nested_deeply_in_block_style_is_refused(tmp_path: Path, text: str) -> None:
+    """libyaml's composer, which reads the shallow documents, has no depth check: these must not reach it."""
+    bad = tmp_path / "deep.yaml"
+    bad.write_text(text)
+    assert_refused(dataplane("check", "--scenario", bad, "tcp 1.2.3.4:1 > 10.0.0.4:80"), str(bad),
+                   "nested deeper than")
+
+
+@given(st.recursive(st.integers() | st.text(max_size=5), lambda inner: st.lists(inner, max_size=3) |
+                    st.dictionaries(st.text(min_size=1, max_size=5), inner, max_size=3), max_leaves=30),
+       st.sampled_from([False, True, None]))
+def test_libyaml_and_the_python_reader_read_a_document_alike(doc, flow_style) -> None:
+    text = yaml.safe_dump({"doc": doc}, default_flow_style=flow_style)
+    assert _shallow(text)
+    assert parse_yaml(text) == yaml.load(text, Loader=_BoundedLoader) == {"doc": doc}
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
