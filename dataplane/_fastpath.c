@@ -210,13 +210,115 @@ static PyTypeObject RecordType = {
 /* The recent-flow table: a mapping of keys (proto, version, src, sport, dst, dport) to entries, like a
    dict, whose IPv4 keys live in an open-addressing table of plain numbers, so the C path finds a
    frame's flow without making a Python object. Other keys go to a dict beside it. Entries are only
-   added, replaced or all cleared (never removed one by one): probing needs no tombstones. */
+   added, replaced or all cleared (never removed one by one): probing needs no tombstones.
+   An entry is (legs, translated, head): each leg (nic, key at the NIC, record, forward, timeouts: the
+   TCP dict of state → seconds or the flow's seconds, the FlowTable), head what a Verdict says of the
+   flow. An IPv4 entry is kept as a C struct, not as tuples: tens of thousands of long-lived tuples
+   would make every full collection of the cyclic GC walk them (measured: a third of a churn replay). */
+typedef struct {
+    PyObject *nic, *key, *timeouts, *table;
+    Record *record;
+    int forward;
+} EntryLeg;
+
+typedef struct {
+    Py_ssize_t refs;  /* the table's slot, and the C path while it calls back into Python */
+    PyObject *translated, *head;
+    Py_ssize_t n;
+    EntryLeg legs[];
+} Entry;
+
 typedef struct {
     uint32_t src, dst;
     uint16_t sport, dport;
     uint8_t proto;
-    PyObject *entry;  /* NULL: a free slot */
+    Entry *entry;  /* NULL: a free slot */
 } Slot;
+
+static void
+entry_release(Entry *e)
+{
+    if (e == NULL || --e->refs > 0)
+        return;
+    for (Py_ssize_t i = 0; i < e->n; i++) {
+        EntryLeg *leg = &e->legs[i];
+        Py_XDECREF(leg->nic);
+        Py_XDECREF(leg->key);
+        Py_XDECREF(leg->timeouts);
+        Py_XDECREF(leg->table);
+        Py_XDECREF((PyObject *)leg->record);
+    }
+    Py_XDECREF(e->translated);
+    Py_XDECREF(e->head);
+    PyMem_Free(e);
+}
+
+/* The struct of an entry given as a tuple, or NULL with TypeError: its shape is checked once here,
+   so the C path reads it without checks. */
+static Entry *
+entry_of(PyObject *value)
+{
+    PyObject *legs, *head;
+    if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 3 ||
+            !PyTuple_Check(legs = PyTuple_GET_ITEM(value, 0)) || PyTuple_GET_SIZE(legs) == 0 ||
+            PyTuple_GET_SIZE(legs) > 16 ||
+            !PyTuple_Check(head = PyTuple_GET_ITEM(value, 2)) || PyTuple_GET_SIZE(head) != 4)
+        goto bad;
+    Py_ssize_t n = PyTuple_GET_SIZE(legs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *leg = PyTuple_GET_ITEM(legs, i);
+        if (!PyTuple_Check(leg) || PyTuple_GET_SIZE(leg) != 6 || !Py_IS_TYPE(PyTuple_GET_ITEM(leg, 2), &RecordType) ||
+                !PyBool_Check(PyTuple_GET_ITEM(leg, 3)) || ((Record *)PyTuple_GET_ITEM(leg, 2))->state == NULL ||
+                !(PyDict_Check(PyTuple_GET_ITEM(leg, 4)) || PyFloat_Check(PyTuple_GET_ITEM(leg, 4)) ||
+                  PyLong_Check(PyTuple_GET_ITEM(leg, 4))))
+            goto bad;
+    }
+    Entry *e = PyMem_Calloc(1, sizeof(Entry) + n * sizeof(EntryLeg));
+    if (e == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    e->refs = 1;
+    e->n = n;
+    e->translated = Py_NewRef(PyTuple_GET_ITEM(value, 1));
+    e->head = Py_NewRef(head);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *leg = PyTuple_GET_ITEM(legs, i);
+        EntryLeg *to = &e->legs[i];
+        to->nic = Py_NewRef(PyTuple_GET_ITEM(leg, 0));
+        to->key = Py_NewRef(PyTuple_GET_ITEM(leg, 1));
+        to->record = (Record *)Py_NewRef(PyTuple_GET_ITEM(leg, 2));
+        to->forward = PyTuple_GET_ITEM(leg, 3) == Py_True;
+        to->timeouts = Py_NewRef(PyTuple_GET_ITEM(leg, 4));
+        to->table = Py_NewRef(PyTuple_GET_ITEM(leg, 5));
+    }
+    return e;
+bad:
+    PyErr_SetString(PyExc_TypeError, "a recent-flow entry must be (legs, translated, head): legs a tuple of "
+                    "(nic, key, FlowRecord, forward, timeouts, table), head a 4-tuple");
+    return NULL;
+}
+
+/* The entry as the tuple it was given as. */
+static PyObject *
+entry_tuple(Entry *e)
+{
+    PyObject *legs = PyTuple_New(e->n);
+    for (Py_ssize_t i = 0; legs != NULL && i < e->n; i++) {
+        EntryLeg *leg = &e->legs[i];
+        PyObject *item = PyTuple_Pack(6, leg->nic, leg->key, (PyObject *)leg->record, leg->forward ? Py_True : Py_False,
+                                      leg->timeouts, leg->table);
+        if (item == NULL)
+            Py_CLEAR(legs);
+        else
+            PyTuple_SET_ITEM(legs, i, item);
+    }
+    if (legs == NULL)
+        return NULL;
+    PyObject *tuple = PyTuple_Pack(3, legs, e->translated, e->head);
+    Py_DECREF(legs);
+    return tuple;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -329,15 +431,18 @@ RecentTable_empty(RecentTable *t)
     Slot *old = t->slots;
     Slot *fresh = PyMem_Calloc(size, sizeof(Slot));
     if (fresh == NULL) {  /* keep the old array, emptied in place */
-        for (size_t i = 0; i < size; i++)
-            Py_CLEAR(old[i].entry);
+        for (size_t i = 0; i < size; i++) {
+            Entry *e = old[i].entry;
+            old[i].entry = NULL;
+            entry_release(e);
+        }
         t->used = 0;
         return;
     }
     t->slots = fresh;
     t->used = 0;
     for (size_t i = 0; i < size; i++)
-        Py_XDECREF(old[i].entry);
+        entry_release(old[i].entry);
     PyMem_Free(old);
 }
 
@@ -346,8 +451,19 @@ RecentTable_traverse(RecentTable *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->other);
     if (t->slots != NULL) {
-        for (size_t i = 0; i <= t->mask; i++)
-            Py_VISIT(t->slots[i].entry);
+        for (size_t i = 0; i <= t->mask; i++) {
+            Entry *e = t->slots[i].entry;
+            if (e == NULL)
+                continue;
+            Py_VISIT(e->translated);
+            Py_VISIT(e->head);
+            for (Py_ssize_t j = 0; j < e->n; j++) {
+                Py_VISIT(e->legs[j].nic);
+                Py_VISIT(e->legs[j].key);
+                Py_VISIT(e->legs[j].timeouts);
+                Py_VISIT(e->legs[j].table);
+            }
+        }
     }
     return 0;
 }
@@ -375,7 +491,7 @@ RecentTable_length(RecentTable *t)
     return t->used + (t->other != NULL ? PyDict_GET_SIZE(t->other) : 0);
 }
 
-/* A borrowed entry, or NULL (with an exception set on error). */
+/* The entry as a tuple (a new reference), or NULL (with an exception set on error). */
 static PyObject *
 RecentTable_find(RecentTable *t, PyObject *key)
 {
@@ -390,8 +506,9 @@ RecentTable_find(RecentTable *t, PyObject *key)
     if (v4 < 0)
         return NULL;
     if (v4 == 0)
-        return PyDict_GetItemWithError(t->other, key);
-    return slot_of(t, src, dst, sport, dport, proto)->entry;
+        return Py_XNewRef(PyDict_GetItemWithError(t->other, key));
+    Entry *e = slot_of(t, src, dst, sport, dport, proto)->entry;
+    return e != NULL ? entry_tuple(e) : NULL;
 }
 
 static PyObject *
@@ -400,7 +517,7 @@ RecentTable_subscript(RecentTable *t, PyObject *key)
     PyObject *entry = RecentTable_find(t, key);
     if (entry == NULL && !PyErr_Occurred())
         PyErr_SetObject(PyExc_KeyError, key);
-    return Py_XNewRef(entry);
+    return entry;
 }
 
 static int
@@ -422,10 +539,15 @@ RecentTable_ass_subscript(RecentTable *t, PyObject *key, PyObject *entry)
         return -1;
     if (v4 == 0)
         return PyDict_SetItem(t->other, key, entry);
-    if ((size_t)(t->used + 1) * 2 > t->mask + 1 && RecentTable_grow(t) < 0)
+    Entry *e = entry_of(entry);
+    if (e == NULL)
         return -1;
+    if ((size_t)(t->used + 1) * 2 > t->mask + 1 && RecentTable_grow(t) < 0) {
+        entry_release(e);
+        return -1;
+    }
     Slot *s = slot_of(t, src, dst, sport, dport, proto);
-    PyObject *old = s->entry;
+    Entry *old = s->entry;
     if (old == NULL) {
         s->src = src;
         s->dst = dst;
@@ -434,8 +556,8 @@ RecentTable_ass_subscript(RecentTable *t, PyObject *key, PyObject *entry)
         s->proto = proto;
         t->used += 1;
     }
-    s->entry = Py_NewRef(entry);
-    Py_XDECREF(old);
+    s->entry = e;
+    entry_release(old);
     return 0;
 }
 
@@ -443,6 +565,7 @@ static int
 RecentTable_contains(RecentTable *t, PyObject *key)
 {
     PyObject *entry = RecentTable_find(t, key);
+    Py_XDECREF(entry);
     return entry != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
 }
 
@@ -456,7 +579,7 @@ RecentTable_get(RecentTable *t, PyObject *const *args, Py_ssize_t nargs)
     PyObject *entry = RecentTable_find(t, args[0]);
     if (entry == NULL && PyErr_Occurred())
         return NULL;
-    return Py_NewRef(entry != NULL ? entry : nargs == 2 ? args[1] : Py_None);
+    return entry != NULL ? entry : Py_NewRef(nargs == 2 ? args[1] : Py_None);
 }
 
 static PyObject *
@@ -480,8 +603,9 @@ RecentTable_items(RecentTable *t, PyObject *unused)
         Slot *s = &t->slots[i];
         if (s->entry == NULL)
             continue;
-        PyObject *item = Py_BuildValue("((BBkHkH)O)", s->proto, 4, (unsigned long)s->src, s->sport,
-                                       (unsigned long)s->dst, s->dport, s->entry);
+        PyObject *entry = entry_tuple(s->entry);
+        PyObject *item = entry == NULL ? NULL : Py_BuildValue("((BBkHkH)N)", s->proto, 4, (unsigned long)s->src,
+                                                              s->sport, (unsigned long)s->dst, s->dport, entry);
         if (item == NULL || PyList_Append(items, item) < 0)
             Py_CLEAR(items);
         Py_XDECREF(item);
@@ -517,7 +641,7 @@ static PyTypeObject RecentTableType = {
     .tp_name = "dataplane._fastpath.RecentTable",
     .tp_basicsize = sizeof(RecentTable),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "The recent-flow table: key → (legs, translated, plan, head), IPv4 keys held as plain numbers.",
+    .tp_doc = "The recent-flow table: key → (legs, translated, head), IPv4 ones held as C structs.",
     .tp_new = RecentTable_new,
     .tp_dealloc = (destructor)RecentTable_dealloc,
     .tp_traverse = (traverseproc)RecentTable_traverse,
@@ -531,7 +655,7 @@ static PyTypeObject RecentTableType = {
 
 typedef struct {
     PyObject_HEAD
-    RecentTable *recent;   /* key → (legs, translated, plan, head) */
+    RecentTable *recent;   /* key → (legs, translated, head) */
     PyObject *moves;       /* tuple of 256 dicts: state → (next when the responder sent, when the initiator sent) */
     PyObject *closed;      /* TcpState.CLOSED */
     PyObject *packet_type; /* decode.Packet */
@@ -761,35 +885,6 @@ make_packet(FastPath *self, const Common *c)
     return packet;
 }
 
-/* Every leg of the plan must hold a live record: else the Python path decides (it ends dead records).
-   1 when live, 0 when not, -1 when the entry is not (legs, translated, plan, head): Python code fills
-   the table, so its shape is checked before the C path reads it. */
-static int
-plan_is_live(PyObject *entry, double ts, PyObject *closed)
-{
-    PyObject *plan, *head;
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4 ||
-            !PyTuple_CheckExact(plan = PyTuple_GET_ITEM(entry, 2)) || PyTuple_GET_SIZE(plan) == 0 ||
-            !PyTuple_CheckExact(head = PyTuple_GET_ITEM(entry, 3)) || PyTuple_GET_SIZE(head) != 4)
-        goto bad;
-    int live = 1;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plan); i++) {
-        PyObject *leg = PyTuple_GET_ITEM(plan, i);
-        if (!PyTuple_CheckExact(leg) || PyTuple_GET_SIZE(leg) != 4 || !Py_IS_TYPE(PyTuple_GET_ITEM(leg, 0), &RecordType))
-            goto bad;
-        Record *r = (Record *)PyTuple_GET_ITEM(leg, 0);
-        if (r->state == NULL)
-            goto bad;
-        if (!r->bucket || r->expires <= ts || r->state == closed)
-            live = 0;
-    }
-    return live;
-bad:
-    PyErr_SetString(PyExc_TypeError, "a recent-flow entry must be (legs, translated, plan, head), its plan "
-                    "(FlowRecord, forward, timeouts, table) legs of initialised C records");
-    return -1;
-}
-
 /* The 5-tuple of a common frame as the dataplane keys it: (proto, 4, src, sport, dst, dport), or the
    direction-independent form (the lower endpoint first). */
 static inline int
@@ -849,36 +944,39 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
     return record == NULL && !PyErr_Occurred() ? Py_NewRef(PyTuple_GET_ITEM(at_dst, 0)) : NULL;
 }
 
-/* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry and the last
-   leg's new state (new references), 0 when the Python path must decide, -1 on error. */
+/* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry (held: release
+   it) and the last leg's new state (a new reference), 0 when the Python path must decide (every leg
+   must hold a live record: the Python path ends dead ones), -1 on error. */
 static int
-pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, PyObject **state_out)
+pass_recent(FastPath *self, const Common *c, double ts, Entry **entry_out, PyObject **state_out)
 {
     RecentTable *recent = self->recent;
     if (recent->slots == NULL) {
         PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
         return -1;
     }
-    PyObject *entry = slot_of(recent, (uint32_t)c->src, (uint32_t)c->dst, (uint16_t)c->sport, (uint16_t)c->dport,
-                              (uint8_t)c->proto)->entry;
-    if (entry == NULL)
+    Entry *e = slot_of(recent, (uint32_t)c->src, (uint32_t)c->dst, (uint16_t)c->sport, (uint16_t)c->dport,
+                       (uint8_t)c->proto)->entry;
+    if (e == NULL)
         return 0;
-    int live = plan_is_live(entry, ts, self->closed);
-    if (live <= 0)
-        return live;
-    PyObject *plan = PyTuple_GET_ITEM(entry, 2);
-    /* The table's reschedule is Python code: it may drop the entry (and with it the plan and its
-       records) or change the moves, so what is used across it is held here. */
-    Py_INCREF(entry);
+    for (Py_ssize_t i = 0; i < e->n; i++) {
+        Record *r = e->legs[i].record;
+        if (r->state == NULL) {
+            PyErr_SetString(PyExc_TypeError, "a recent flow's record has no state");
+            return -1;
+        }
+        if (!r->bucket || r->expires <= ts || r->state == self->closed)
+            return 0;
+    }
+    /* The table's reschedule is Python code: it may drop the entry or change the moves, so what is
+       used across it is held here. */
+    e->refs += 1;
     PyObject *by_state = c->proto == 6 ? Py_NewRef(PyTuple_GET_ITEM(self->moves, c->flags)) : NULL;
     PyObject *state = NULL;
-    Py_ssize_t legs = PyTuple_GET_SIZE(plan);
-    for (Py_ssize_t i = 0; i < legs; i++) {
-        /* (record, forward, timeouts: the TCP dict of state → seconds, or the seconds of the flow, table) */
-        PyObject *leg = PyTuple_GET_ITEM(plan, i);
-        Record *r = (Record *)PyTuple_GET_ITEM(leg, 0);
-        int forward = PyTuple_GET_ITEM(leg, 1) == Py_True;
-        PyObject *timeouts = PyTuple_GET_ITEM(leg, 2);
+    for (Py_ssize_t i = 0; i < e->n; i++) {
+        EntryLeg *leg = &e->legs[i];
+        Record *r = leg->record;
+        int forward = leg->forward;
         if (forward) {
             r->packets_out += 1;
             r->bytes_out += c->length;
@@ -889,11 +987,11 @@ pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, Py
         double timeout;
         if (by_state != NULL) {
             PyObject *next = PyDict_GetItemWithError(by_state, r->state);
-            if (next != NULL && (!PyTuple_Check(next) || PyTuple_GET_SIZE(next) != 2 || !PyDict_Check(timeouts))) {
+            if (next != NULL && (!PyTuple_Check(next) || PyTuple_GET_SIZE(next) != 2 || !PyDict_Check(leg->timeouts))) {
                 PyErr_SetString(PyExc_TypeError, "a TCP move must be (next state, next state), its timeouts a dict");
                 goto error;
             }
-            PyObject *seconds = next ? PyDict_GetItemWithError(timeouts, PyTuple_GET_ITEM(next, forward)) : NULL;
+            PyObject *seconds = next ? PyDict_GetItemWithError(leg->timeouts, PyTuple_GET_ITEM(next, forward)) : NULL;
             if (seconds == NULL) {
                 if (!PyErr_Occurred())
                     PyErr_SetString(PyExc_KeyError, "a TCP state without moves or timeout");
@@ -904,13 +1002,13 @@ pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, Py
             timeout = PyFloat_AsDouble(seconds);
         } else {
             Py_XSETREF(state, Py_NewRef(r->state));
-            timeout = PyFloat_AsDouble(timeouts);
+            timeout = PyFloat_AsDouble(leg->timeouts);
         }
         if (timeout == -1.0 && PyErr_Occurred())
             goto error;
         double expires = r->expires = ts + timeout;
         if (expires <= (double)(r->bucket - 1)) {
-            PyObject *done = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(leg, 3), s_reschedule, (PyObject *)r);
+            PyObject *done = PyObject_CallMethodOneArg(leg->table, s_reschedule, (PyObject *)r);
             if (done == NULL)
                 goto error;
             Py_DECREF(done);
@@ -919,11 +1017,11 @@ pass_recent(FastPath *self, const Common *c, double ts, PyObject **entry_out, Py
     Py_XDECREF(by_state);
     self->packets += 1;
     self->allowed += 1;
-    *entry_out = entry;
+    *entry_out = e;
     *state_out = state;
     return 1;
 error:
-    Py_DECREF(entry);
+    entry_release(e);
     Py_XDECREF(by_state);
     Py_XDECREF(state);
     return -1;
@@ -933,7 +1031,8 @@ static PyObject *
 FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Common c;
-    PyObject *entry, *state;
+    Entry *entry;
+    PyObject *state;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "process(frame, ts)");
         return NULL;
@@ -966,21 +1065,21 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return result;
     }
     /* head: (direction, nic, nsg, rule) of the flow's last leg */
-    PyObject *head = PyTuple_GET_ITEM(entry, 3);
+    PyObject *head = entry->head;
     PyObject *packet = make_packet(self, &c);
     PyObject *state_value = packet != NULL ? PyObject_GetAttr(state, s_value) : NULL;
     PyObject *verdict = state_value != NULL ? new_tuple_of(self->verdict_type, 12) : NULL;
     if (verdict != NULL) {
         PyObject *fields[12] = {args[1], s_allow, s_flow, PyTuple_GET_ITEM(head, 0), PyTuple_GET_ITEM(head, 1),
                                 PyTuple_GET_ITEM(head, 2), PyTuple_GET_ITEM(head, 3), state_value, packet,
-                                PyTuple_GET_ITEM(entry, 1), s_empty, s_empty_tuple};
+                                entry->translated, s_empty, s_empty_tuple};
         for (int i = 0; i < 12; i++)
             PyTuple_SET_ITEM(verdict, i, (i == 7 || i == 8) ? fields[i] : Py_NewRef(fields[i]));
     } else {
         Py_XDECREF(state_value);
         Py_XDECREF(packet);
     }
-    Py_DECREF(entry);
+    entry_release(entry);
     Py_DECREF(state);
     return verdict;
 }
@@ -1007,7 +1106,8 @@ FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     Py_ssize_t passed = 0;
     double last = 0.0;
-    PyObject *frame = NULL, *entry, *state;
+    PyObject *frame = NULL, *state;
+    Entry *entry;
     while (passed < limit) {
         frame = PyIter_Next(frames);
         if (frame == NULL) {
@@ -1049,7 +1149,7 @@ FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             }
             if (done) {
-                Py_DECREF(entry);
+                entry_release(entry);
                 Py_DECREF(state);
                 passed += 1;
                 last = ts;
@@ -1074,7 +1174,8 @@ u32_at(const unsigned char *b, int big)
 #define MAX_INTERFACES 64
 
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
-   Python object, and the first other record (or one cut by the buffer's end, or anything unusual: the
+   Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
+   verdicts are returned, for the rule hits), and the first other record (or one cut by the buffer's end, or anything unusual: the
    Python reader reads it and names what is wrong) stops the walk where it starts. The times are those
    the Python reader computes, by the same operations in the same order. */
 static PyObject *
@@ -1114,11 +1215,17 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyErr_Occurred())
         return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    PyObject *decided = PyList_New(0);
+    if (decided == NULL)
         return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(decided);
+        return NULL;
+    }
     const unsigned char *b = view.buf;
     Py_ssize_t end = view.len, passed = 0, backwards = 0;
-    PyObject *entry, *state;
+    Entry *entry;
+    PyObject *state;
     int error = 0;
     if (pos < 0)
         pos = end;
@@ -1161,10 +1268,38 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             error = 1;
             break;
         }
-        if (!done)
-            break;
-        Py_DECREF(entry);
-        Py_DECREF(state);
+        if (done) {
+            entry_release(entry);
+            Py_DECREF(state);
+        } else {
+            /* the first packet of a flow from outside to a NIC: decided by the one-NIC path, as in process */
+            PyObject *key = make_key(&c, 0);
+            PyObject *nic = key != NULL ? new_inbound_nic(self, &c, key) : NULL;
+            PyObject *packet = nic != NULL ? make_packet(self, &c) : NULL;
+            PyObject *when = packet != NULL ? PyFloat_FromDouble(ts) : NULL;
+            PyObject *verdict = NULL;
+            if (when != NULL) {
+                PyObject *new_at_nic = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
+                PyObject *call[6] = {packet, when, key, nic, inbound, Py_False};
+                self->packets += 1;
+                verdict = PyObject_Vectorcall(new_at_nic, call, 6, NULL);
+                Py_DECREF(new_at_nic);
+                Py_DECREF(inbound);
+            }
+            Py_XDECREF(key);
+            Py_XDECREF(nic);
+            Py_XDECREF(packet);
+            Py_XDECREF(when);
+            if (verdict == NULL || PyList_Append(decided, verdict) < 0) {
+                if (verdict == NULL && when != NULL)
+                    self->packets -= 1;  /* not decided: the caller's Python path takes the packet */
+                Py_XDECREF(verdict);
+                if (PyErr_Occurred())
+                    error = 1;
+                break;
+            }
+            Py_DECREF(verdict);
+        }
         if (ts < last)
             backwards += 1;
         last = ts;
@@ -1172,9 +1307,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         pos = pcapng ? pos + (Py_ssize_t)u32_at(b + pos + 4, big) : data + caplen;
     }
     PyBuffer_Release(&view);
-    if (error)
+    if (error) {
+        Py_DECREF(decided);
         return NULL;
-    return Py_BuildValue("(nndn)", passed, pos, last, backwards);
+    }
+    return Py_BuildValue("(nndnN)", passed, pos, last, backwards, decided);
 }
 
 static PyMethodDef FastPath_methods[] = {
@@ -1182,7 +1319,8 @@ static PyMethodDef FastPath_methods[] = {
      "process(frame, ts) -> the Verdict of a recent flow or of a new inbound flow, else the decoded Packet, "
      "else None"},
     {"pass_records", (PyCFunction)(void (*)(void))FastPath_pass_records, METH_FASTCALL,
-     "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards)"},
+     "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards, "
+     "verdicts of the new flows decided)"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
      "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
      "or the exception the frames raised)"},

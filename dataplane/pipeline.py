@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, MutableMapping, NamedTuple, Protocol
+from typing import Any, Callable, Iterator, MutableMapping, NamedTuple, Protocol, Sequence
 
 from .addresses import V6, ip_key
 from .conntrack import (FlowRecord, FlowTable, FragmentTable, Other, PureFlowRecord, TcpState, Timeouts,
@@ -131,7 +131,7 @@ class Dataplane:
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
-        self._recent: MutableMapping[Key, tuple[list, Key | None, tuple, tuple]] = RecentTable() if fast else {}
+        self._recent: MutableMapping[Key, tuple[tuple, Key | None, tuple]] = RecentTable() if fast else {}
         nics_v4 = {ip: (nic, self._tables[nic.name].by_key) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
         self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
                               self._new_at_nic, Direction.INBOUND) if fast else None
@@ -145,11 +145,12 @@ class Dataplane:
         `limit` passed. It returns how many passed, the last one's time, and the frame it stopped at
         (None at the end of the frames or the limit), which the caller hands to `process`; or, when
         the frames raised, the exception, which the caller raises once it has counted what passed."""
-        self.pass_records: Callable[[Any, int, tuple, float, float, int], tuple[int, int, float, int]] | None = \
+        self.pass_records: Callable[[Any, int, tuple, float, float, int], tuple[int, int, float, int, list]] | None = \
             self._fast.pass_records if fast else None
         """`pass_frames` over a capture's buffer (`replay.Capture.pass_records` calls it): the records of
-        recent flows pass without Python objects; it returns how many passed, where it stopped, the
-        last time it passed and how many times went backwards."""
+        recent flows pass without Python objects, and new flows from outside to a NIC are decided as
+        `process` decides them; it returns how many it took, where it stopped, the last time it took,
+        how many times went backwards, and the verdicts of the new flows."""
         self._router = self.policy.route
         self._route = self._router.legs
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
@@ -409,8 +410,8 @@ class Dataplane:
         return legs, (t if t != key else None)
 
     def _remember(self, key: Key, legs: list, translated: Key | None) -> None:
-        """A flow with a second packet is likely to have many: its next packets, both ways when
-        nothing is translated, skip the path search (and take the C fast path when built)."""
+        """A flow's next packets, both ways when nothing is translated, skip the path search (and take
+        the C fast path when built): from its first packet for a flow at one NIC, else from its second."""
         recent = self._recent
         if len(recent) >= RECENT_FLOWS:
             recent.clear()
@@ -423,20 +424,30 @@ class Dataplane:
                     for nic, _, record, forward in reversed(legs)]
             recent[(proto, version, b, b_port, a, a_port)] = self._recent_entry(back, None)
 
+    def _remember_at_nic(self, key: Key, nic: NetworkInterface, record: FlowRecord) -> None:
+        """`_remember` of a new flow at one NIC, untranslated: the common new flow, so written out."""
+        recent = self._recent
+        if len(recent) >= RECENT_FLOWS:
+            recent.clear()
+        table = self._tables[nic.name]
+        timeouts = table.timeouts.of_protocol(key[0])
+        outcome = record.outcome
+        head = (outcome.direction, nic.name, outcome.nsg, outcome.rule)
+        recent[key] = (((nic, key, record, True, timeouts, table),), None, head)
+        proto, version, a, a_port, b, b_port = key
+        if ip_key(version, a) not in self._translated_ips:
+            back = (proto, version, b, b_port, a, a_port)
+            recent[back] = (((nic, back, record, False, timeouts, table),), None, head)
+
     def _recent_entry(self, legs: list, translated: Key | None) -> tuple:
-        """(legs, translated, plan, head): head is what a Verdict says of the flow (`_known`)."""
+        """(legs, translated, head): each leg with what the C fast path needs of it besides (its
+        timeouts by TCP state or the flow's timeout, its table); head is what a Verdict says of the flow."""
+        tables = self._tables
         nic, _, record, _ = legs[-1]
         outcome = record.outcome
-        return legs, translated, self._plan(legs), (outcome.direction, nic.name, outcome.nsg, outcome.rule)
-
-    def _plan(self, legs: list) -> tuple:
-        """What the C fast path needs of each leg: (record, forward, timeouts by TCP state or the
-        flow's timeout, table)."""
-        plan = []
-        for nic, _, record, forward in legs:
-            table = self._tables[nic.name]
-            plan.append((record, forward, table.timeouts.of_protocol(record.key[0]), table))
-        return tuple(plan)
+        return (tuple((nic, key, record, forward, tables[nic.name].timeouts.of_protocol(key[0]), tables[nic.name])
+                      for nic, key, record, forward in legs), translated,
+                (outcome.direction, nic.name, outcome.nsg, outcome.rule))
 
     def _end_closed(self, legs: list, ts: float) -> None:
         """A SYN on the 5-tuple of a closed connection opens a new one, decided by the rules again."""
@@ -445,13 +456,14 @@ class Dataplane:
                 self._tables[nic.name].remove(record, "closed", ts)
                 legs[i] = (nic, leg_key, None, forward)
 
-    def _known(self, p: Packet, ts: float, legs: list, translated: Key | None) -> Verdict:
-        """Every NIC on the path has a flow record: the packet passes without rule evaluation."""
+    def _known(self, p: Packet, ts: float, legs: Sequence[tuple], translated: Key | None) -> Verdict:
+        """Every NIC on the path has a flow record: the packet passes without rule evaluation. A leg
+        starts (nic, key, record, forward), in a recent-flow entry followed by what C needs."""
         length, tcp = p[10], p[1] == TCP
         moves = TCP_MOVES_BY_FLAGS[p[6]] if tcp else None
         tables = self._tables
         state = None
-        for nic, _, record, forward in legs:
+        for nic, _, record, forward, *_ in legs:
             if forward:
                 record.packets_out += 1
                 record.bytes_out += length
@@ -463,7 +475,7 @@ class Dataplane:
                 state = moves[state][forward]
             tables[nic.name].touch(record, state, ts)
         self._stats.allowed += 1
-        nic, _, record, _ = legs[-1]
+        nic, _, record = legs[-1][:3]
         outcome = record.outcome
         return _new_tuple(Verdict, (ts, ALLOW, "flow", outcome.direction, nic.name, outcome.nsg, outcome.rule,
                                     state._value_, p, translated, "", ()))
@@ -493,6 +505,8 @@ class Dataplane:
         stats.flows_created += 1
         if self.listener is not None:
             self.listener.flow_started(nic.name, record, ts)
+        if key[0] == TCP or key[0] == UDP:
+            self._remember_at_nic(key, nic, record)
         stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
                                     evaluations))

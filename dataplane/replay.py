@@ -98,18 +98,18 @@ class Capture:
             self._stream.close()
         self._raw.close()
 
-    def pass_records(self, pass_records: Callable, until: float, limit: int) -> tuple[int, float | None]:
-        """Let the C fast path pass the records of recent flows from here on: how many passed, and the
-        last one's time."""
+    def pass_records(self, pass_records: Callable, until: float, limit: int) -> tuple[int, float | None, list]:
+        """Let the C fast path take records from here on (`Dataplane.pass_records`): how many it
+        took, the last one's time, and the verdicts of the new flows among them."""
         if self.format is None:
-            return 0, None
-        passed, self._pos, last, backwards = pass_records(self._buffer, self._pos, self.format, self._last,
-                                                          until, limit)
+            return 0, None, []
+        passed, self._pos, last, backwards, decided = pass_records(self._buffer, self._pos, self.format,
+                                                                   self._last, until, limit)
         if not passed:
-            return 0, None
+            return 0, None, decided
         self.backwards += backwards
         self._last = last
-        return passed, last
+        return passed, last, decided
 
     def _fill(self, n: int) -> None:
         """At least n bytes from the position on, where the stream has them. A corrupt stream is
@@ -492,7 +492,11 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             if pass_frames is not None:
                 until = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
                 if pass_records is not None:
-                    passed, last = captures[0].pass_records(pass_records, until, PASS_BATCH)
+                    passed, last, decided = captures[0].pass_records(pass_records, until, PASS_BATCH)
+                    for verdict in decided:
+                        for evaluation in verdict.evaluations:
+                            slot = (evaluation.nsg, evaluation.rule)
+                            hits[slot] = hits.get(slot, 0) + 1
                     if passed:
                         index += passed
                         last_ts = last

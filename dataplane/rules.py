@@ -25,6 +25,8 @@ class Direction(str, enum.Enum):
     INBOUND = "Inbound"
     OUTBOUND = "Outbound"
 
+    __hash__ = str.__hash__  # Enum's own __hash__ is Python code, and every new flow keys caches by direction
+
     def __str__(self) -> str:
         return self.value
 

@@ -170,8 +170,8 @@ def test_the_c_path_leaves_the_verdicts_records_and_counters_of_the_python_path(
 
 
 @needs_c
-def test_a_connection_passes_in_c_from_the_packet_after_the_reply() -> None:
-    """Both directions of a busy untranslated flow are remembered once the reply is seen."""
+def test_a_connection_from_outside_to_one_nic_passes_in_c_from_its_second_packet() -> None:
+    """Both directions of an untranslated flow at one NIC are remembered with its first packet."""
     dp = Dataplane(scenario_from_document(SCENARIO))
     client, web = HOSTS[6], HOSTS[0]
     syn = Packet(4, 6, client, web, 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
@@ -179,7 +179,7 @@ def test_a_connection_passes_in_c_from_the_packet_after_the_reply() -> None:
     ack, data = syn._replace(tcp_flags=0x10), syn_ack._replace(tcp_flags=0x18)
     for i, p in enumerate([syn, syn_ack] + [ack, data] * 10):
         assert dp.process(frame(p), i * 0.01).reason == ("rules" if i == 0 else "flow")
-    assert dp._fast.packets == 20
+    assert dp._fast.packets == 21
     assert (dp.stats.packets, dp.stats.allowed) == (22, 22), "the C path's packets are folded into the counters"
 
 
