@@ -447,9 +447,6 @@ def _side_text(rule: dict, side: str) -> str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """The packet path (decoder, flow tables, flow logs) is imported only by the command that uses it."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
     from .replay import Outputs, Update
     from .topology import load_scenario
 
@@ -461,9 +458,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     outputs = Outputs(**{name: getattr(args, name) for name in Outputs.__dataclass_fields__})
     total = sum(Path(c).stat().st_size for c in args.captures if Path(c).is_file())
     signal.signal(signal.SIGTERM, _terminate)
-    err = Console(stderr=True)
     status = 0
     if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        err = Console(stderr=True)
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as bar:
             task = bar.add_task("replaying", total=total)
