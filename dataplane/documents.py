@@ -9,13 +9,15 @@ aliases would expand past `MAX_YAML_NODES` nodes (the "billion laughs") are refu
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .arm import without_json_extensions
 from .errors import DataplaneError
+
+if TYPE_CHECKING:
+    import yaml
 
 MAX_DEPTH = 200
 MAX_NUMBER_DIGITS = 100
@@ -55,8 +57,10 @@ def parse_json(text: str | bytes, *, file: str | None = None) -> Any:
 
 
 def parse_yaml(text: str, *, file: str | None = None) -> Any:
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_BoundedLoader)
+        return yaml.load(text, Loader=_bounded_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -110,27 +114,34 @@ def _check_depth(doc: Any, file: str | None) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that measures a document as its aliases would expand before building it."""
+@lru_cache(maxsize=1)
+def _bounded_loader() -> type[yaml.SafeLoader]:
+    """The loader class, defined on first use so that reading JSON never loads PyYAML."""
+    import yaml
 
-    def compose_document(self) -> yaml.Node:
-        node = super().compose_document()
-        sizes: dict[int, int] = {}
-        if _expanded_size(node, sizes, 1) > MAX_YAML_NODES:
-            raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
-        return node
+    class _BoundedLoader(yaml.SafeLoader):
+        """SafeLoader that measures a document as its aliases would expand before building it."""
 
-    def construct_yaml_int(self, node: yaml.Node) -> int:
-        if sum(c.isdigit() for c in node.value) > MAX_NUMBER_DIGITS:
-            raise _Refused(f"holds a number of more than {MAX_NUMBER_DIGITS} digits ({node.value[:20]}…)")
-        return super().construct_yaml_int(node)
+        def compose_document(self) -> yaml.Node:
+            node = super().compose_document()
+            sizes: dict[int, int] = {}
+            if _expanded_size(node, sizes, 1) > MAX_YAML_NODES:
+                raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
+            return node
 
+        def construct_yaml_int(self, node: yaml.Node) -> int:
+            if sum(c.isdigit() for c in node.value) > MAX_NUMBER_DIGITS:
+                raise _Refused(f"holds a number of more than {MAX_NUMBER_DIGITS} digits ({node.value[:20]}…)")
+            return super().construct_yaml_int(node)
 
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+    _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+    return _BoundedLoader
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int) -> int:
     """Values in the document once every alias is replaced by what it names; shared nodes counted each time."""
+    import yaml
+
     if depth > MAX_DEPTH:
         raise _Refused(f"is nested deeper than {MAX_DEPTH} levels")
     known = sizes.get(id(node))
