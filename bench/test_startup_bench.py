@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from figures import FIGURES, ratio, rate
+from figures import FIGURES, rate, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 NSG = ROOT / "pcaps" / "demo" / "nsg-jump-locked.json"

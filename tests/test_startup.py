@@ -3,6 +3,7 @@ print tables with rich load neither. Each case runs in a fresh interpreter, sinc
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -58,9 +59,9 @@ def test_import_dataplane_loads_neither_scapy_nor_rich() -> None:
 
 @pytest.mark.parametrize("name", dataplane.__all__)
 def test_every_exported_name_imports_from_the_package(name: str) -> None:
-    namespace: dict = {}
-    exec(f"from dataplane import {name}", namespace)
-    assert namespace[name] is getattr(dataplane, name)
+    """`from dataplane import NAME` is this call."""
+    package = __import__("dataplane", fromlist=[name])
+    assert getattr(package, name) is getattr(importlib.import_module(f"dataplane.{dataplane._MODULE_OF[name]}"), name)
 
 
 def test_every_exported_name_is_listed_by_dir() -> None:
