@@ -39,10 +39,14 @@ print(json.dumps({"status": status, "modules": sorted({m if m.startswith("datapl
 """
 
 
+def this_tree() -> dict[str, str]:
+    """The environment that runs this checkout's package, whatever is installed."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def loaded(*argv: str) -> tuple[int | None, set[str]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env, cwd=ROOT,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=this_tree(),
+                          cwd=ROOT, check=True)
     result = json.loads(done.stdout)
     return result["status"], set(result["modules"])
 
@@ -136,5 +140,21 @@ def test_replay_of_a_capture_does_not_load_scapy(tmp_path) -> None:
     empty = tmp_path / "empty.pcap"
     empty.write_bytes((ROOT / "pcaps" / "demo" / "web.pcap").read_bytes()[:24])
     status, modules = loaded("replay", DEMO, str(empty))
+    assert status == 0
+    assert "scapy" not in modules
+
+
+def test_import_command_loads_neither_scapy_nor_rich(tmp_path) -> None:
+    status, modules = loaded("import", str(ROOT / "tests" / "fixtures" / "import" / "az" / "az-network-asg-list.json"),
+                             "-o", str(tmp_path / "scenario.yaml"))
+    assert status == 0
+    assert not {"scapy", "rich"} & modules
+
+
+def test_whatif_on_flow_logs_does_not_load_scapy(tmp_path) -> None:
+    log = tmp_path / "flowlog.json"
+    subprocess.run([sys.executable, "-m", "dataplane.cli", "replay", DEMO, str(ROOT / "pcaps" / "demo" / "web.pcap"),
+                    "--flow-log", str(log)], check=True, capture_output=True, env=this_tree(), cwd=ROOT)
+    status, modules = loaded("whatif", DEMO, "--change", str(ROOT / "pcaps" / "demo" / "nsg-jump-locked.json"), str(log))
     assert status == 0
     assert "scapy" not in modules
