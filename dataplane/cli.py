@@ -2,6 +2,9 @@
 
 Exit status: 0 when the work was done; 1 when lint found problems or `--expect` saw another
 decision; 2 when the input could not be used (a file, a flow line, an argument).
+
+Each command imports what it uses (the packet path, rich) when it runs, so that `--help` and the
+commands that only read files start quickly.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
 from .documents import read_document
 from .errors import DataplaneError
 from .nsg import load_nsgs
+from .flows import key_to_flow
 from .terraform import is_plan, prior_state
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
 
@@ -196,7 +197,6 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
 
 
 def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Report:
-    from .flows import key_to_flow
     from .pipeline import Dataplane
     from .replay import Capture, merged
 
