@@ -15,15 +15,15 @@ from bisect import bisect_right
 import json
 import zlib
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
-
-from netaddr import IPNetwork, IPSet
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .documents import parse_json
 from .errors import DataplaneError, RuleError
 from .rules import parse_prefix
+
+if TYPE_CHECKING:
+    from netaddr import IPSet
 
 HOST_IP = "168.63.129.16"
 IMDS_IP = "169.254.169.254"
@@ -90,6 +90,8 @@ class ServiceTags:
     @classmethod
     def bundled(cls) -> "ServiceTags":
         """The small set shipped with the package: the global (non-regional) tags of Azure's file."""
+        from importlib import resources
+
         data = resources.files("dataplane").joinpath("data/servicetags-global.json.gz").read_bytes()
         return cls.from_document(json.loads(gzip.decompress(data)), source="bundled")
 
@@ -136,6 +138,8 @@ class AddressResolver:
 
     def __init__(self, virtual_network: Iterable[str] = (), *, service_tags: ServiceTags | None = None,
                  asgs: Mapping[str, Iterable[str]] | None = None):
+        from netaddr import IPSet
+
         self.virtual_network = tuple(virtual_network)
         self.service_tags = service_tags
         self.asgs = {name.lower(): tuple(addrs) for name, addrs in (asgs or {}).items()}
@@ -165,10 +169,14 @@ class AddressResolver:
 
     def resolve_asg(self, name: str) -> Ranges:
         """An ASG with no member NIC resolves to nothing, so its rules match nothing."""
+        from netaddr import IPSet
+
         addrs = self.asgs.get(name.lower(), ())
         return ipset_ranges(IPSet(addrs)) if addrs else NOTHING
 
     def _tag(self, name: str, rule: str | None, field: str | None) -> Ranges:
+        from netaddr import IPSet
+
         key = name.lower()
         if key in self._builtin:
             return self._builtin[key]
@@ -199,5 +207,7 @@ class RangeSet:
 
 def is_in(ranges: Ranges, address: str) -> bool:
     """Membership of one address; used by explanations and tests, never on the hot path."""
+    from netaddr import IPNetwork
+
     ip = IPNetwork(address)
     return any(lo <= ip.first <= hi for lo, hi in ranges[0 if ip.version == 4 else 1])

@@ -21,8 +21,6 @@ import sys
 import zlib
 from typing import Any, Iterable, NamedTuple, Sequence
 
-from netaddr import IPAddress, IPRange
-
 from .addresses import HOST_IP, V6, AddressResolver, ServiceTags, bundled_service_tags
 from .errors import DataplaneError
 from .flows import Flow
@@ -527,6 +525,8 @@ def _landing(point: Point, nic: NetworkInterface, entry: Entry, region: Region) 
 
 
 def cidrs(family: int, intervals: Intervals) -> list[str]:
+    from netaddr import IPAddress, IPRange
+
     out = []
     for lo, hi in intervals:
         out.extend(str(c) for c in IPRange(IPAddress(lo, family), IPAddress(hi, family)).cidrs())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import ipaddress
 import json
 import re
@@ -856,6 +855,8 @@ def _pad_left(ctx: Context, value: Any, length: Any, char: str = " ") -> str:
 
 
 def _unique_string(ctx: Context, *args: Any) -> str:
+    import hashlib
+
     digest = hashlib.sha256("-".join(_to_string(a) for a in args).encode("utf-8")).digest()
     return base64.b32encode(digest).decode("ascii").lower()[:13]
 

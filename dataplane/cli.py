@@ -2,6 +2,9 @@
 
 Exit status: 0 when the work was done; 1 when lint found problems or `--expect` saw another
 decision; 2 when the input could not be used (a file, a flow line, an argument).
+
+Each command imports what it uses (the packet path, rich) when it runs, so that `--help` and the
+commands that only read files start quickly.
 """
 
 from __future__ import annotations
@@ -18,25 +21,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TextIO, TypeVar
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-from rich.table import Table
-
-from .addresses import ServiceTags, bundled_service_tags
-from .arm import is_template
-from .errors import CaptureError, DataplaneError, ValidationErrors
-from .expectations import explanation_text, load_expectations
-from .flows import Flow, FlowSyntaxError, parse_flow, read_flows
-from .documents import read_document
-from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_and_problems, read_parameters
-from .policy import Decision, NsgExplanation, Policy, effective_rules
-from .rules import Direction
-from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
-from .whatif import add_commands as add_whatif_commands
-from . import analysis, importer
+from .errors import CaptureError, DataplaneError, FlowSyntaxError, ValidationErrors
 
 if TYPE_CHECKING:
+    from .addresses import ServiceTags
+    from .flows import Flow
+    from .nsg import NetworkSecurityGroup
+    from .policy import Decision, NsgExplanation
     from .replay import Outputs, Summary, Update
+    from .topology import Scenario
 
 T = TypeVar("T")
 
@@ -82,6 +75,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import analysis, importer, whatif
+
     parser = argparse.ArgumentParser(prog="dataplane", description="Simulate Azure Network Security Groups offline.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -136,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     replay_.add_argument("--update", action="append", default=[], metavar="TIME=NSG_FILE",
                          help="deploy a new NSG version TIME seconds after the first packet (repeatable)")
     replay_.set_defaults(run=cmd_replay)
-    add_whatif_commands(sub)
+    whatif.add_commands(sub)
     importer.add_commands(sub)
     analysis.add_commands(sub)
     return parser
@@ -151,6 +146,9 @@ def _prefix(text: str) -> str:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
+    from .addresses import ServiceTags
+    from .nsg import read_parameters
+
     tags = ServiceTags.from_file(args.service_tags) if args.service_tags else None
     parameters = read_parameters(args.parameters) if args.parameters else None
     problems = 0
@@ -178,6 +176,11 @@ def _lint_file(file: str, tags: ServiceTags | None, parameters: dict | None
                ) -> tuple[list[NetworkSecurityGroup], list[DataplaneError], list[str]]:
     """The NSGs of one file that load, every problem found in it, and its warnings. `parameters` are given
     to ARM templates only, so one lint run can take templates beside other files."""
+    from .arm import is_template
+    from .documents import read_document
+    from .nsg import nsgs_and_problems
+    from .topology import SCENARIO_KEYS, scenario_from_document
+
     try:
         doc = read_document(file)
         if isinstance(doc, dict) and SCENARIO_KEYS & doc.keys() and "securityRules" not in doc:
@@ -202,12 +205,17 @@ def _check_tags(nsg: NetworkSecurityGroup, tags: ServiceTags | None, file: str) 
     """Without a ServiceTags file, regional tags cannot be checked, so only a given file is enforced."""
     if tags is None:
         return
+    from .policy import Policy
+    from .rules import Direction
+
     policy = Policy.for_nsg(nsg, service_tags=tags)
     for direction in Direction:
         policy.classifier(nsg, direction, "vnet")
 
 
 def _flows(args: argparse.Namespace) -> Iterator[tuple[str, Flow | FlowSyntaxError]]:
+    from .flows import parse_flow, read_flows
+
     if args.flows and args.flow:
         raise UsageError("give flows as arguments or with --flows, not both")
     if not args.flows and not args.flow:
@@ -251,6 +259,12 @@ class _Target:
     """What `check` and `explain` decide against: one NSG in one direction, or a scenario."""
 
     def __init__(self, args: argparse.Namespace):
+        from .addresses import ServiceTags, bundled_service_tags
+        from .nsg import load_nsgs
+        from .policy import Policy
+        from .rules import Direction
+        from .topology import load_scenario
+
         if args.scenario:
             for option in ("direction", "name", "service_tags", "parameters"):
                 if getattr(args, option):
@@ -305,6 +319,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _check_expectations(args: argparse.Namespace) -> int:
     if args.flow or args.flows or args.expect:
         raise UsageError("--expectations brings its own flows and decisions: no FLOW, --flows or --expect with it")
+    from .expectations import explanation_text, load_expectations
+
     expectations = load_expectations(args.expectations)
     target = _Target(args)
     missed = 0
@@ -363,6 +379,9 @@ def _explanation_json(decision: Decision, nsgs: list[NsgExplanation]) -> dict:
 
 
 def _print_explanation(decision: Decision, nsgs: list[NsgExplanation]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     data = decision.to_json()
     console.print(f"[bold]{data['flow']}[/bold]")
@@ -388,11 +407,17 @@ def _print_explanation(decision: Decision, nsgs: list[NsgExplanation]) -> None:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
+    from .policy import Policy, effective_rules
+    from .topology import load_scenario
+
     policy = Policy(load_scenario(args.scenario))
     groups = effective_rules(policy, args.nic)
     if args.json:
         print(json.dumps(groups, indent=2))
         return 0
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     if not groups:
         console.print(f"{args.nic}: no NSG on the NIC or its subnet: all traffic is allowed")
@@ -426,6 +451,7 @@ def _side_text(rule: dict, side: str) -> str:
 def cmd_replay(args: argparse.Namespace) -> int:
     """The packet path (decoder, flow tables, flow logs) is imported only by the command that uses it."""
     from .replay import Outputs, Update
+    from .topology import load_scenario
 
     scenario = load_scenario(args.scenario)
     updates = [Update.parse(text) for text in args.update]
@@ -435,9 +461,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     outputs = Outputs(**{name: getattr(args, name) for name in Outputs.__dataclass_fields__})
     total = sum(Path(c).stat().st_size for c in args.captures if Path(c).is_file())
     signal.signal(signal.SIGTERM, _terminate)
-    err = Console(stderr=True)
     status = 0
     if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        err = Console(stderr=True)
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as bar:
             task = bar.add_task("replaying", total=total)
@@ -474,6 +503,9 @@ def _summary_warnings(summary: "Summary") -> list[str]:
 
 
 def _print_summary(summary: "Summary") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     table = Table(title="replay summary", title_justify="left", show_header=False)
     table.add_column("what")

@@ -9,13 +9,15 @@ aliases would expand past `MAX_YAML_NODES` nodes (the "billion laughs") are refu
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .arm import without_json_extensions
 from .errors import DataplaneError
+
+if TYPE_CHECKING:
+    import yaml
 
 MAX_DEPTH = 200
 MAX_NUMBER_DIGITS = 100
@@ -55,7 +57,10 @@ def parse_json(text: str | bytes, *, file: str | None = None) -> Any:
 
 
 def parse_yaml(text: str, *, file: str | None = None) -> Any:
-    loader = _FastBoundedLoader if _FastBoundedLoader is not None and _shallow(text) else _BoundedLoader
+    import yaml
+
+    python_loader, libyaml_loader = bounded_loaders()
+    loader = libyaml_loader if libyaml_loader is not None and _shallow(text) else python_loader
     try:
         return yaml.load(text, Loader=loader)
     except yaml.YAMLError as e:
@@ -123,36 +128,38 @@ def _shallow(text: str) -> bool:
     return flow + deepest < MAX_DEPTH
 
 
-class _Bounds:
-    """Measures a document as its aliases would expand before building it."""
+@lru_cache(maxsize=1)
+def bounded_loaders() -> tuple[type[yaml.SafeLoader], type[yaml.CSafeLoader] | None]:
+    """The bounded loaders, PyYAML's and libyaml's (None without libyaml), defined on first use so
+    that reading JSON never loads PyYAML."""
+    import yaml
 
-    def get_single_node(self) -> yaml.Node | None:
-        node = super().get_single_node()  # type: ignore[misc]
-        if node is not None and _expanded_size(node, {}, 1) > MAX_YAML_NODES:
-            raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
-        return node
+    class Bounds:
+        """Measures a document as its aliases would expand before building it."""
 
-    def construct_yaml_int(self, node: yaml.Node) -> int:
-        if sum(c.isdigit() for c in node.value) > MAX_NUMBER_DIGITS:
-            raise _Refused(f"holds a number of more than {MAX_NUMBER_DIGITS} digits ({node.value[:20]}…)")
-        return super().construct_yaml_int(node)  # type: ignore[misc]
+        def get_single_node(self) -> yaml.Node | None:
+            node = super().get_single_node()  # type: ignore[misc]
+            if node is not None and _expanded_size(node, {}, 1) > MAX_YAML_NODES:
+                raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
+            return node
 
+        def construct_yaml_int(self, node: yaml.Node) -> int:
+            if sum(c.isdigit() for c in node.value) > MAX_NUMBER_DIGITS:
+                raise _Refused(f"holds a number of more than {MAX_NUMBER_DIGITS} digits ({node.value[:20]}…)")
+            return super().construct_yaml_int(node)  # type: ignore[misc]
 
-class _BoundedLoader(_Bounds, yaml.SafeLoader):
-    pass
-
-
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
-_FastBoundedLoader = None
-if getattr(yaml, "CSafeLoader", None) is not None:
-    class _FastBoundedLoader(_Bounds, yaml.CSafeLoader):  # type: ignore[no-redef]
-        """libyaml's parser and composer (about 10 times faster) with the same bounds."""
-
-    _FastBoundedLoader.add_constructor("tag:yaml.org,2002:int", _FastBoundedLoader.construct_yaml_int)
+    loaders = [type("BoundedLoader", (Bounds, yaml.SafeLoader), {})]
+    if getattr(yaml, "CSafeLoader", None) is not None:  # libyaml: about ten times faster
+        loaders.append(type("LibyamlBoundedLoader", (Bounds, yaml.CSafeLoader), {}))
+    for loader in loaders:
+        loader.add_constructor("tag:yaml.org,2002:int", loader.construct_yaml_int)
+    return loaders[0], loaders[1] if len(loaders) > 1 else None
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int) -> int:
     """Values in the document once every alias is replaced by what it names; shared nodes counted each time."""
+    import yaml
+
     if depth > MAX_DEPTH:
         raise _Refused(f"is nested deeper than {MAX_DEPTH} levels")
     known = sizes.get(id(node))

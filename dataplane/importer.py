@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
 
-import yaml
-
 from . import arm
 from .documents import read_document
 from .errors import DataplaneError, ScenarioError
@@ -620,6 +618,8 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    import yaml
+
     from . import terraform  # it builds on this module
 
     documents = ((f, read_document(f)) for f in args.files)

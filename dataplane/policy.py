@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from netaddr import IPAddress, IPRange
-
 from .addresses import RangeSet, Ranges, merge_ranges
 from .classifier import Classifier
 from .errors import DataplaneError
@@ -314,6 +312,8 @@ def _azure_ports(single: str | None, many: tuple[str, ...]) -> tuple[str | None,
 
 
 def _cidrs(ranges: Ranges) -> list[str]:
+    from netaddr import IPAddress, IPRange
+
     out = []
     for version, spans in ((4, ranges[0]), (6, ranges[1])):
         for lo, hi in spans:

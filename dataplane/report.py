@@ -13,7 +13,6 @@ import json
 import os
 from collections import Counter
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -219,6 +218,8 @@ def _vega_bundle() -> str:
     """Vega, Vega-Lite and vega-embed as one script. vl-convert takes some ten seconds to bundle them,
     so the bundle is kept in the user's cache, named by both versions; a cache that cannot be read
     or written only costs the time."""
+    from importlib import metadata
+
     altair, vl_convert = _libraries()
     vl_version = "_".join(altair.SCHEMA_VERSION.split(".")[:2])
     cache = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dataplane" /

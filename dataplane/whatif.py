@@ -20,19 +20,19 @@ import math
 import sys
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
 from .documents import read_document
 from .errors import DataplaneError
 from .nsg import load_nsgs
-from .pipeline import Dataplane, Verdict
 from .flows import key_to_flow
-from .replay import Capture, Frame, merged
-from .report import render_whatif_report, require_extra
 from .terraform import is_plan, prior_state
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
-from .traffic import FlowDecider, is_flow_log, read_flow_logs
+
+if TYPE_CHECKING:
+    from .pipeline import Dataplane, Verdict
+    from .replay import Frame
 
 NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED = "newly-denied", "newly-allowed", "rule-changed"
 CHANGES = (NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED)
@@ -156,7 +156,10 @@ def plan_scenarios(plan_path: str) -> tuple[Scenario, Scenario]:
 # -- the pass over the traffic ---------------------------------------------------------------------
 
 def whatif(before: Scenario, after: Scenario, paths: list[str]) -> Report:
-    """Captures or flow logs (all of one kind) through both scenarios."""
+    """Captures or flow logs (all of one kind) through both scenarios. The packet path and the flow-log
+    reader are imported here, so that building the command line does not load them."""
+    from .traffic import is_flow_log
+
     kinds = {is_flow_log(p) for p in paths}
     if len(kinds) > 1:
         raise DataplaneError("the traffic mixes captures and flow logs; give one kind")
@@ -194,6 +197,9 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
 
 
 def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+    from .pipeline import Dataplane
+    from .replay import Capture, merged
+
     dataplanes = (Dataplane(before), Dataplane(after))
     private = nic_addresses(before, after)
     aliases: dict[tuple, tuple] = {}
@@ -313,6 +319,8 @@ FATES_KEPT = 65536
 def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str]) -> Report:
     """Most flows are decided from the deciders' kept decisions, so the fates and change of a pair of
     decisions are made once, kept by the identities of both (the pair kept with them)."""
+    from .traffic import FlowDecider, read_flow_logs
+
     decide_before, decide_after = FlowDecider(before).decide, FlowDecider(after).decide
     flows = unmatched = 0
     changes = []
@@ -359,6 +367,8 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
+    from .report import render_whatif_report, require_extra
+
     if args.report:
         require_extra()
     if args.terraform_plan:
