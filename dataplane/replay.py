@@ -8,6 +8,7 @@ frames and timestamps scapy's readers yield on every shared capture.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import heapq
 import json
@@ -473,6 +474,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     started = clock() if clock else 0.0
     first_ts = last_ts = None
     index = 0
+    frozen = gc.get_freeze_count()
+    gc.freeze()  # what exists now lives as long as the replay: full collections need not walk it again
     try:
         captures = [Capture(p) for p in paths]
         verdict_lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
@@ -552,6 +555,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         e.summary = summary  # type: ignore[attr-defined]
         raise
     finally:
+        if not frozen:
+            gc.unfreeze()
         if last_ts is not None:
             dataplane.close(last_ts)
         if flowlogs is not None:

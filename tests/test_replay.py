@@ -3,6 +3,7 @@ bad captures reported with the byte offset while every output written so far is 
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import shutil
@@ -13,7 +14,9 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgWriter, rdpcap, wrpcap
 
+from dataplane import load_scenario
 from dataplane.cli import main
+from dataplane.replay import replay as replay_captures
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -220,3 +223,10 @@ def test_an_output_that_cannot_be_written_is_an_error_naming_it(tmp_path, capsys
     target = tmp_path / "missing-dir" / "v.jsonl"
     status, _, err = replay(capsys, SCENARIO, DEMO / "web.pcap", "--verdicts", target)
     assert status == 2 and f"error: {target}: cannot write" in err and "Traceback" not in err
+
+
+def test_a_replay_leaves_nothing_frozen_for_the_garbage_collector() -> None:
+    """The replay freezes what exists while it runs (full collections skip the scenario) and thaws it after."""
+    assert gc.get_freeze_count() == 0
+    replay_captures(load_scenario(DEMO / "scenario.yaml"), [str(DEMO / "web.pcap")])
+    assert gc.get_freeze_count() == 0
