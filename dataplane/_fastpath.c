@@ -23,6 +23,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
 typedef struct {
     PyObject_HEAD
@@ -619,7 +620,54 @@ RecentTable_items(RecentTable *t, PyObject *unused)
     return items;
 }
 
+
+/* remember_flow(key, nic, record, timeouts, table, head, both_ways, limit): Dataplane._remember_at_nic's
+   two entries (the flow's key forward, and the reversed key backward when both_ways), made here for the
+   common new flow; the table is emptied first when it holds `limit` entries. */
+static PyObject *
+RecentTable_remember_flow(RecentTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "remember_flow(key, nic, record, timeouts, table, head, both_ways, limit)");
+        return NULL;
+    }
+    PyObject *key = args[0];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[7]);
+    int both = PyObject_IsTrue(args[6]);
+    if ((limit == -1 && PyErr_Occurred()) || both < 0)
+        return NULL;
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a flow key is (proto, version, src, sport, dst, dport)");
+        return NULL;
+    }
+    if (RecentTable_length(t) >= limit)
+        Py_XDECREF(RecentTable_clear_method(t, NULL));
+    for (int backward = 0; backward <= both; backward++) {
+        PyObject *k = key;
+        if (backward) {
+            k = PyTuple_Pack(6, PyTuple_GET_ITEM(key, 0), PyTuple_GET_ITEM(key, 1), PyTuple_GET_ITEM(key, 4),
+                             PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 2), PyTuple_GET_ITEM(key, 3));
+            if (k == NULL)
+                return NULL;
+        }
+        PyObject *leg = PyTuple_Pack(6, args[1], k, args[2], backward ? Py_False : Py_True, args[3], args[4]);
+        PyObject *legs = leg != NULL ? PyTuple_Pack(1, leg) : NULL;
+        PyObject *value = legs != NULL ? PyTuple_Pack(3, legs, Py_None, args[5]) : NULL;
+        int done = value != NULL ? RecentTable_ass_subscript(t, k, value) : -1;
+        Py_XDECREF(leg);
+        Py_XDECREF(legs);
+        Py_XDECREF(value);
+        if (backward)
+            Py_DECREF(k);
+        if (done < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef RecentTable_methods[] = {
+    {"remember_flow", (PyCFunction)(void (*)(void))RecentTable_remember_flow, METH_FASTCALL,
+     "the entries of a new untranslated flow at one NIC"},
     {"items", (PyCFunction)RecentTable_items, METH_NOARGS, "a list of (key, entry)"},
     {"get", (PyCFunction)(void (*)(void))RecentTable_get, METH_FASTCALL, "the entry of a key, or the default"},
     {"clear", (PyCFunction)RecentTable_clear_method, METH_NOARGS, "forget every entry"},
@@ -668,7 +716,8 @@ typedef struct {
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
 } FastPath;
 
-static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple;
+static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due;
+static PyObject *heappush;
 static PyObject *small[8];
 
 /* The C path fills Packet and Verdict tuples by position, so the types must be tuples with these
@@ -944,6 +993,59 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
     return record == NULL && !PyErr_Occurred() ? Py_NewRef(PyTuple_GET_ITEM(at_dst, 0)) : NULL;
 }
 
+/* FlowTable.reschedule in C: the record goes to the timing wheel's bucket of its deadline (the table's
+   `wheel`, bucket → records, and `due`, the heap of buckets). A deadline past 2**53 s (the wheel's
+   limit) goes to the Python method, which refuses it. */
+static int
+schedule(PyObject *table, Record *r)
+{
+    if (!(r->expires <= 9007199254740992.0)) {
+        PyObject *done = PyObject_CallMethodOneArg(table, s_reschedule, (PyObject *)r);
+        Py_XDECREF(done);
+        return done != NULL ? 0 : -1;
+    }
+    PyObject *wheel = PyObject_GetAttr(table, s_wheel);
+    PyObject *due = wheel != NULL ? PyObject_GetAttr(table, s_due) : NULL;
+    long long bucket = (long long)ceil(r->expires);
+    PyObject *at = due != NULL ? PyLong_FromLongLong(bucket) : NULL;
+    int result = -1;
+    if (at == NULL)
+        goto done;
+    if (!PyDict_Check(wheel) || !PyList_Check(due)) {
+        PyErr_SetString(PyExc_TypeError, "a flow table's wheel must be a dict, its due buckets a list");
+        goto done;
+    }
+    PyObject *slot = PyDict_GetItemWithError(wheel, at);
+    if (slot == NULL && PyErr_Occurred())
+        goto done;
+    if (slot != NULL && !PyList_Check(slot)) {
+        PyErr_SetString(PyExc_TypeError, "a timing wheel's bucket must be a list of records");
+        goto done;
+    }
+    r->bucket = bucket;
+    if (slot != NULL) {
+        result = PyList_Append(slot, (PyObject *)r);
+    } else {
+        PyObject *records = PyList_New(1);
+        if (records == NULL)
+            goto done;
+        PyList_SET_ITEM(records, 0, Py_NewRef((PyObject *)r));
+        result = PyDict_SetItem(wheel, at, records);
+        Py_DECREF(records);
+        if (result == 0) {
+            PyObject *call[2] = {due, at};
+            PyObject *pushed = PyObject_Vectorcall(heappush, call, 2, NULL);
+            result = pushed != NULL ? 0 : -1;
+            Py_XDECREF(pushed);
+        }
+    }
+done:
+    Py_XDECREF(wheel);
+    Py_XDECREF(due);
+    Py_XDECREF(at);
+    return result;
+}
+
 /* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry (held: release
    it) and the last leg's new state (a new reference), 0 when the Python path must decide (every leg
    must hold a live record: the Python path ends dead ones), -1 on error. */
@@ -1007,12 +1109,8 @@ pass_recent(FastPath *self, const Common *c, double ts, Entry **entry_out, PyObj
         if (timeout == -1.0 && PyErr_Occurred())
             goto error;
         double expires = r->expires = ts + timeout;
-        if (expires <= (double)(r->bucket - 1)) {
-            PyObject *done = PyObject_CallMethodOneArg(leg->table, s_reschedule, (PyObject *)r);
-            if (done == NULL)
-                goto error;
-            Py_DECREF(done);
-        }
+        if (expires <= (double)(r->bucket - 1) && schedule(leg->table, r) < 0)
+            goto error;
     }
     Py_XDECREF(by_state);
     self->packets += 1;
@@ -1359,6 +1457,13 @@ PyInit__fastpath(void)
         return NULL;
     s_value = PyUnicode_InternFromString("_value_");
     s_reschedule = PyUnicode_InternFromString("reschedule");
+    s_wheel = PyUnicode_InternFromString("wheel");
+    s_due = PyUnicode_InternFromString("due");
+    PyObject *heapq = PyImport_ImportModule("_heapq");
+    heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
+    Py_XDECREF(heapq);
+    if (s_wheel == NULL || s_due == NULL || heappush == NULL)
+        return NULL;
     s_allow = PyUnicode_InternFromString("Allow");
     s_flow = PyUnicode_InternFromString("flow");
     s_empty = PyUnicode_InternFromString("");

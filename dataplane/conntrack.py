@@ -198,8 +198,10 @@ class FlowTable:
         self.max_flows = max_flows
         self.on_end = on_end
         self._flows: dict = {}
-        self._wheel: dict[int, list] = {}
-        self._due: list[int] = []
+        self.wheel: dict[int, list] = {}
+        """The timing wheel, second → records due then; with `due`, the heap of its seconds. The C fast
+        path schedules into both as `reschedule` does."""
+        self.due: list[int] = []
         self.refused = 0
 
     def __len__(self) -> int:
@@ -261,16 +263,16 @@ class FlowTable:
             self._schedule(record)
 
     def reschedule(self, record: FlowRecord) -> None:
-        """A record whose deadline moved before its bucket goes to the bucket of its new deadline:
-        the C fast path updates records itself and calls this."""
+        """A record whose deadline moved before its bucket goes to the bucket of its new deadline
+        (the C fast path does the same in C, and calls this for a deadline it must refuse)."""
         self._schedule(record)
 
     def advance(self, now: float) -> None:
         """End every flow whose deadline is at or before now."""
-        due = self._due
+        due = self.due
         while due and due[0] <= now:
             bucket = heapq.heappop(due)
-            for record in self._wheel.pop(bucket):
+            for record in self.wheel.pop(bucket):
                 if record.bucket != bucket or self._flows.get(record.key) is not record:
                     continue
                 if record.expires <= now:
@@ -282,7 +284,7 @@ class FlowTable:
         """`advance` works in whole seconds; a full table also frees the records of the current second
         whose deadline has passed."""
         bucket = math.ceil(now)
-        for record in self._wheel.get(bucket, ()):
+        for record in self.wheel.get(bucket, ()):
             if record.bucket == bucket and record.expires <= now and self._flows.get(record.key) is record:
                 self._end(record, now)
 
@@ -300,10 +302,10 @@ class FlowTable:
                                  f"dataplane keeps ({LATEST_TIME:.0f} s)")
         bucket = math.ceil(record.expires)
         record.bucket = bucket
-        slot = self._wheel.get(bucket)
+        slot = self.wheel.get(bucket)
         if slot is None:
-            self._wheel[bucket] = [record]
-            heapq.heappush(self._due, bucket)
+            self.wheel[bucket] = [record]
+            heapq.heappush(self.due, bucket)
         else:
             slot.append(record)
 

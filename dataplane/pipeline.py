@@ -425,17 +425,22 @@ class Dataplane:
             recent[(proto, version, b, b_port, a, a_port)] = self._recent_entry(back, None)
 
     def _remember_at_nic(self, key: Key, nic: NetworkInterface, record: FlowRecord) -> None:
-        """`_remember` of a new flow at one NIC, untranslated: the common new flow, so written out."""
-        recent = self._recent
-        if len(recent) >= RECENT_FLOWS:
-            recent.clear()
+        """`_remember` of a new flow at one NIC, untranslated: the common new flow, so written out
+        (and made in C where the recent-flow table is the C one)."""
         table = self._tables[nic.name]
         timeouts = table.timeouts.of_protocol(key[0])
         outcome = record.outcome
         head = (outcome.direction, nic.name, outcome.nsg, outcome.rule)
+        both_ways = ip_key(key[1], key[2]) not in self._translated_ips
+        recent = self._recent
+        if self._fast is not None:
+            recent.remember_flow(key, nic, record, timeouts, table, head, both_ways, RECENT_FLOWS)
+            return
+        if len(recent) >= RECENT_FLOWS:
+            recent.clear()
         recent[key] = (((nic, key, record, True, timeouts, table),), None, head)
-        proto, version, a, a_port, b, b_port = key
-        if ip_key(version, a) not in self._translated_ips:
+        if both_ways:
+            proto, version, a, a_port, b, b_port = key
             back = (proto, version, b, b_port, a, a_port)
             recent[back] = (((nic, back, record, False, timeouts, table),), None, head)
 

@@ -7,6 +7,7 @@ Misuse that crashed the interpreter runs in a child interpreter, so a crash fail
 from __future__ import annotations
 
 import gc
+import math
 import os
 import struct
 import subprocess
@@ -21,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dataplane import Dataplane, scenario_from_document
-from dataplane.conntrack import LATEST_TIME, FlowRecord, TcpState
+from dataplane.conntrack import LATEST_TIME, FlowRecord, FlowTable, PureFlowRecord, TcpState
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
 from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, RecentTable, Verdict
@@ -65,34 +66,20 @@ def test_a_deleted_dataplane_is_collected() -> None:
     assert alive() is None
 
 
-def test_a_packet_whose_flow_is_forgotten_while_it_passes_gets_its_verdict() -> None:
-    """A RST moves the flow's deadline earlier, so the C path calls the flow table back; Python code
-    there may drop the recent-flow entry the C path is using."""
-    child = in_child("""
-        dp = busy_dataplane()
-        table = dp._tables["web1"]
-        schedule = table._schedule
-
-        def forget_recent_flows(record):
-            dp._recent.clear()
-            schedule(record)
-
-        table._schedule = forget_recent_flows
-        verdict = dp.process(frame(RST), 0.15)
-        print(verdict.decision, verdict.reason, verdict.direction, verdict.nic, verdict.rule, verdict.state)
-    """)
-    assert (child.returncode, child.stdout) == (0, "Allow flow Inbound web1 AllowHttpNic closed\n"), child.stderr
-
-
-def test_the_c_path_moves_an_earlier_deadline_through_the_flow_tables_public_reschedule() -> None:
+def test_the_c_path_moves_an_earlier_deadline_in_the_timing_wheel_as_reschedule_does() -> None:
+    """A RST moves the flow's deadline earlier than its bucket: the C path files the record under its
+    new second itself, as FlowTable.reschedule would."""
     dp = busy_dataplane()
     table = dp._tables["web1"]
-    rescheduled = []
-    table.reschedule = lambda record: (rescheduled.append(record.state), type(table).reschedule(table, record))
     passed = dp._fast.packets
     dp.process(frame(RST), 0.15)
     assert dp._fast.packets == passed + 1, "the RST passed in C"
-    assert [state.value for state in rescheduled] == ["closed"]
+    record = next(iter(table))
+    pure = FlowTable(table.timeouts, table.max_flows)
+    copy = PureFlowRecord(record.key, record.reversed, record.state, record.expires, record.outcome)
+    pure.reschedule(copy)
+    assert record.bucket == copy.bucket == math.ceil(record.expires)
+    assert record in table.wheel[record.bucket] and record.bucket in table.due
 
 
 def fast_path_arguments() -> dict:
