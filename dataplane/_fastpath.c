@@ -224,15 +224,16 @@ typedef struct {
 
 typedef struct {
     Py_ssize_t refs;  /* the table's slot, and the C path while it calls back into Python */
+    uint32_t src, dst;  /* the key it is filed under */
+    uint16_t sport, dport;
+    uint8_t proto;
     PyObject *translated, *head;
     Py_ssize_t n;
     EntryLeg legs[];
 } Entry;
 
 typedef struct {
-    uint32_t src, dst;
-    uint16_t sport, dport;
-    uint8_t proto;
+    uint32_t tag;  /* the high half of the key's hash: most probes of other keys stop here */
     Entry *entry;  /* NULL: a free slot */
 } Slot;
 
@@ -300,15 +301,19 @@ bad:
     return NULL;
 }
 
-/* The entry as the tuple it was given as. */
+/* The entry of a slot as the tuple it was given as (a leg's key NULL: the slot's key). */
 static PyObject *
-entry_tuple(Entry *e)
+entry_tuple(Slot *s)
 {
+    Entry *e = s->entry;
     PyObject *legs = PyTuple_New(e->n);
     for (Py_ssize_t i = 0; legs != NULL && i < e->n; i++) {
         EntryLeg *leg = &e->legs[i];
-        PyObject *item = PyTuple_Pack(6, leg->nic, leg->key, (PyObject *)leg->record, leg->forward ? Py_True : Py_False,
-                                      leg->timeouts, leg->table);
+        PyObject *key = leg->key != NULL ? Py_NewRef(leg->key) :
+            Py_BuildValue("(BBkHkH)", e->proto, 4, (unsigned long)e->src, e->sport, (unsigned long)e->dst, e->dport);
+        PyObject *item = key == NULL ? NULL : PyTuple_Pack(6, leg->nic, key, (PyObject *)leg->record,
+                                                           leg->forward ? Py_True : Py_False, leg->timeouts, leg->table);
+        Py_XDECREF(key);
         if (item == NULL)
             Py_CLEAR(legs);
         else
@@ -329,23 +334,37 @@ typedef struct {
     PyObject *other;   /* dict of the keys the slots do not hold */
 } RecentTable;
 
+static inline uint64_t
+mix(uint64_t h)  /* MurmurHash3's finaliser: every input bit reaches the low bits the table indexes by */
+{
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 33);
+}
+
 static inline size_t
 slot_hash(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
 {
-    uint64_t a = ((uint64_t)src << 32 | dst) * 0x9E3779B97F4A7C15ULL;
-    uint64_t b = ((uint64_t)sport << 24 | (uint64_t)dport << 8 | proto) * 0xC2B2AE3D27D4EB4FULL;
-    uint64_t h = a ^ b;
-    return (size_t)(h ^ (h >> 29));
+    return (size_t)mix(((uint64_t)src << 32 | dst) ^ mix((uint64_t)sport << 24 | (uint64_t)dport << 8 | proto));
 }
 
 static Slot *
 slot_of(RecentTable *t, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
 {
-    size_t i = slot_hash(src, dst, sport, dport, proto) & t->mask;
+    size_t h = slot_hash(src, dst, sport, dport, proto);
+    uint32_t tag = (uint32_t)((uint64_t)h >> 32);
+    size_t i = h & t->mask;
     for (;;) {
         Slot *s = &t->slots[i];
-        if (s->entry == NULL || (s->src == src && s->dst == dst && s->sport == sport && s->dport == dport &&
-                                 s->proto == proto))
+        Entry *e = s->entry;
+        if (e == NULL) {
+            s->tag = tag;  /* a free slot: where the key goes, if it goes in */
+            return s;
+        }
+        if (s->tag == tag && e->src == src && e->dst == dst && e->sport == sport && e->dport == dport &&
+                e->proto == proto)
             return s;
         i = (i + 1) & t->mask;
     }
@@ -394,8 +413,9 @@ RecentTable_grow(RecentTable *t)
     t->slots = slots;
     t->mask = size - 1;
     for (size_t i = 0; i < old_size; i++) {
-        if (old[i].entry != NULL)
-            *slot_of(t, old[i].src, old[i].dst, old[i].sport, old[i].dport, old[i].proto) = old[i];
+        Entry *e = old[i].entry;
+        if (e != NULL)
+            slot_of(t, e->src, e->dst, e->sport, e->dport, e->proto)->entry = e;
     }
     PyMem_Free(old);
     return 0;
@@ -508,8 +528,8 @@ RecentTable_find(RecentTable *t, PyObject *key)
         return NULL;
     if (v4 == 0)
         return Py_XNewRef(PyDict_GetItemWithError(t->other, key));
-    Entry *e = slot_of(t, src, dst, sport, dport, proto)->entry;
-    return e != NULL ? entry_tuple(e) : NULL;
+    Slot *s = slot_of(t, src, dst, sport, dport, proto);
+    return s->entry != NULL ? entry_tuple(s) : NULL;
 }
 
 static PyObject *
@@ -519,6 +539,28 @@ RecentTable_subscript(RecentTable *t, PyObject *key)
     if (entry == NULL && !PyErr_Occurred())
         PyErr_SetObject(PyExc_KeyError, key);
     return entry;
+}
+
+/* Files the entry (taking it over) under the key's numbers, in place of any entry there. */
+static int
+insert(RecentTable *t, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto, Entry *e)
+{
+    if ((size_t)(t->used + 1) * 2 > t->mask + 1 && RecentTable_grow(t) < 0) {
+        entry_release(e);
+        return -1;
+    }
+    e->src = src;
+    e->dst = dst;
+    e->sport = sport;
+    e->dport = dport;
+    e->proto = proto;
+    Slot *s = slot_of(t, src, dst, sport, dport, proto);
+    Entry *old = s->entry;
+    if (old == NULL)
+        t->used += 1;
+    s->entry = e;
+    entry_release(old);
+    return 0;
 }
 
 static int
@@ -541,25 +583,7 @@ RecentTable_ass_subscript(RecentTable *t, PyObject *key, PyObject *entry)
     if (v4 == 0)
         return PyDict_SetItem(t->other, key, entry);
     Entry *e = entry_of(entry);
-    if (e == NULL)
-        return -1;
-    if ((size_t)(t->used + 1) * 2 > t->mask + 1 && RecentTable_grow(t) < 0) {
-        entry_release(e);
-        return -1;
-    }
-    Slot *s = slot_of(t, src, dst, sport, dport, proto);
-    Entry *old = s->entry;
-    if (old == NULL) {
-        s->src = src;
-        s->dst = dst;
-        s->sport = sport;
-        s->dport = dport;
-        s->proto = proto;
-        t->used += 1;
-    }
-    s->entry = e;
-    entry_release(old);
-    return 0;
+    return e != NULL ? insert(t, src, dst, sport, dport, proto, e) : -1;
 }
 
 static int
@@ -604,9 +628,10 @@ RecentTable_items(RecentTable *t, PyObject *unused)
         Slot *s = &t->slots[i];
         if (s->entry == NULL)
             continue;
-        PyObject *entry = entry_tuple(s->entry);
-        PyObject *item = entry == NULL ? NULL : Py_BuildValue("((BBkHkH)N)", s->proto, 4, (unsigned long)s->src,
-                                                              s->sport, (unsigned long)s->dst, s->dport, entry);
+        PyObject *entry = entry_tuple(s);
+        Entry *e = s->entry;
+        PyObject *item = entry == NULL ? NULL : Py_BuildValue("((BBkHkH)N)", e->proto, 4, (unsigned long)e->src,
+                                                              e->sport, (unsigned long)e->dst, e->dport, entry);
         if (item == NULL || PyList_Append(items, item) < 0)
             Py_CLEAR(items);
         Py_XDECREF(item);
@@ -627,39 +652,52 @@ RecentTable_items(RecentTable *t, PyObject *unused)
 static PyObject *
 RecentTable_remember_flow(RecentTable *t, PyObject *const *args, Py_ssize_t nargs)
 {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "remember_flow(key, nic, record, timeouts, table, head, both_ways, limit)");
         return NULL;
     }
-    PyObject *key = args[0];
+    if (t->slots == NULL || t->other == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
+        return NULL;
+    }
     Py_ssize_t limit = PyLong_AsSsize_t(args[7]);
     int both = PyObject_IsTrue(args[6]);
     if ((limit == -1 && PyErr_Occurred()) || both < 0)
         return NULL;
-    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 6) {
-        PyErr_SetString(PyExc_TypeError, "a flow key is (proto, version, src, sport, dst, dport)");
+    PyObject *timeouts = args[3], *head = args[5];
+    if (!Py_IS_TYPE(args[2], &RecordType) || ((Record *)args[2])->state == NULL ||
+            !(PyDict_Check(timeouts) || PyFloat_Check(timeouts) || PyLong_Check(timeouts)) ||
+            !PyTuple_Check(head) || PyTuple_GET_SIZE(head) != 4) {
+        PyErr_SetString(PyExc_TypeError, "remember_flow needs a C FlowRecord, its timeouts and a 4-tuple head");
+        return NULL;
+    }
+    int v4 = numbers_of(args[0], &src, &dst, &sport, &dport, &proto);
+    if (v4 <= 0) {
+        if (v4 == 0)
+            PyErr_SetString(PyExc_TypeError, "remember_flow takes the key of an IPv4 flow");
         return NULL;
     }
     if (RecentTable_length(t) >= limit)
-        Py_XDECREF(RecentTable_clear_method(t, NULL));
+        Py_DECREF(RecentTable_clear_method(t, NULL));
     for (int backward = 0; backward <= both; backward++) {
-        PyObject *k = key;
-        if (backward) {
-            k = PyTuple_Pack(6, PyTuple_GET_ITEM(key, 0), PyTuple_GET_ITEM(key, 1), PyTuple_GET_ITEM(key, 4),
-                             PyTuple_GET_ITEM(key, 5), PyTuple_GET_ITEM(key, 2), PyTuple_GET_ITEM(key, 3));
-            if (k == NULL)
-                return NULL;
-        }
-        PyObject *leg = PyTuple_Pack(6, args[1], k, args[2], backward ? Py_False : Py_True, args[3], args[4]);
-        PyObject *legs = leg != NULL ? PyTuple_Pack(1, leg) : NULL;
-        PyObject *value = legs != NULL ? PyTuple_Pack(3, legs, Py_None, args[5]) : NULL;
-        int done = value != NULL ? RecentTable_ass_subscript(t, k, value) : -1;
-        Py_XDECREF(leg);
-        Py_XDECREF(legs);
-        Py_XDECREF(value);
-        if (backward)
-            Py_DECREF(k);
-        if (done < 0)
+        Entry *e = PyMem_Malloc(sizeof(Entry) + sizeof(EntryLeg));
+        if (e == NULL)
+            return PyErr_NoMemory();
+        e->refs = 1;
+        e->n = 1;
+        e->translated = Py_NewRef(Py_None);
+        e->head = Py_NewRef(head);
+        EntryLeg *leg = &e->legs[0];
+        leg->nic = Py_NewRef(args[1]);
+        leg->key = NULL;  /* the slot's */
+        leg->record = (Record *)Py_NewRef(args[2]);
+        leg->forward = !backward;
+        leg->timeouts = Py_NewRef(timeouts);
+        leg->table = Py_NewRef(args[4]);
+        if ((backward ? insert(t, dst, src, dport, sport, proto, e) : insert(t, src, dst, sport, dport, proto, e)) < 0)
             return NULL;
     }
     Py_RETURN_NONE;

@@ -132,6 +132,7 @@ class Dataplane:
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
         self._recent: MutableMapping[Key, tuple[tuple, Key | None, tuple]] = RecentTable() if fast else {}
+        self._remember_flow = self._recent.remember_flow if fast else None
         nics_v4 = {ip: (nic, self._tables[nic.name].by_key) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
         self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
                               self._new_at_nic, Direction.INBOUND) if fast else None
@@ -424,20 +425,13 @@ class Dataplane:
                     for nic, _, record, forward in reversed(legs)]
             recent[(proto, version, b, b_port, a, a_port)] = self._recent_entry(back, None)
 
-    def _remember_at_nic(self, key: Key, nic: NetworkInterface, record: FlowRecord) -> None:
-        """`_remember` of a new flow at one NIC, untranslated: the common new flow, so written out
-        (and made in C where the recent-flow table is the C one)."""
-        table = self._tables[nic.name]
-        timeouts = table.timeouts.of_protocol(key[0])
-        outcome = record.outcome
-        head = (outcome.direction, nic.name, outcome.nsg, outcome.rule)
-        both_ways = ip_key(key[1], key[2]) not in self._translated_ips
+    def _remember_at_nic(self, key: Key, nic: NetworkInterface, record: FlowRecord, table: FlowTable, head: tuple,
+                         both_ways: bool) -> None:
+        """What `RecentTable.remember_flow` does in C, for a dict (and IPv6 keys)."""
         recent = self._recent
-        if self._fast is not None:
-            recent.remember_flow(key, nic, record, timeouts, table, head, both_ways, RECENT_FLOWS)
-            return
         if len(recent) >= RECENT_FLOWS:
             recent.clear()
+        timeouts = table.timeouts.of_protocol(key[0])
         recent[key] = (((nic, key, record, True, timeouts, table),), None, head)
         if both_ways:
             proto, version, a, a_port, b, b_port = key
@@ -501,7 +495,8 @@ class Dataplane:
             return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
         state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         outcome = self._outcomes.get((nsg, rule, reason, where)) or self._outcome_of(nsg, rule, reason, where)
-        record = self._tables[nic.name].open(key, state, ts, outcome)
+        table = self._tables[nic.name]
+        record = table.open(key, state, ts, outcome)
         if record is None:
             stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
@@ -510,8 +505,16 @@ class Dataplane:
         stats.flows_created += 1
         if self.listener is not None:
             self.listener.flow_started(nic.name, record, ts)
-        if key[0] == TCP or key[0] == UDP:
-            self._remember_at_nic(key, nic, record)
+        proto = key[0]
+        if proto == TCP or proto == UDP:
+            # remembered from its first packet: a flow at one NIC, untranslated (the common new flow)
+            head = (where, nic.name, nsg, rule)
+            both_ways = ip_key(key[1], key[2]) not in self._translated_ips
+            if self._remember_flow is not None and key[1] == 4:
+                self._remember_flow(key, nic, record, table.timeouts.of_protocol(proto), table, head, both_ways,
+                                    RECENT_FLOWS)
+            else:
+                self._remember_at_nic(key, nic, record, table, head, both_ways)
         stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
                                     evaluations))
