@@ -331,6 +331,7 @@ typedef struct {
     Slot *slots;
     size_t mask;       /* slots - 1, a power of two less one */
     Py_ssize_t used;
+    Py_ssize_t limit;  /* entries it holds at most: the C path empties it when full, as the Python path does */
     PyObject *other;   /* dict of the keys the slots do not hold */
 } RecentTable;
 
@@ -424,13 +425,14 @@ RecentTable_grow(RecentTable *t)
 static PyObject *
 RecentTable_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "RecentTable() takes no arguments");
+    Py_ssize_t limit;
+    static char *names[] = {"limit", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n", names, &limit))
         return NULL;
-    }
     RecentTable *t = (RecentTable *)type->tp_alloc(type, 0);
     if (t == NULL)
         return NULL;
+    t->limit = limit;
     t->mask = 1023;
     t->slots = PyMem_Calloc(t->mask + 1, sizeof(Slot));
     t->other = PyDict_New();
@@ -646,66 +648,9 @@ RecentTable_items(RecentTable *t, PyObject *unused)
 }
 
 
-/* remember_flow(key, nic, record, timeouts, table, head, both_ways, limit): Dataplane._remember_at_nic's
-   two entries (the flow's key forward, and the reversed key backward when both_ways), made here for the
-   common new flow; the table is emptied first when it holds `limit` entries. */
-static PyObject *
-RecentTable_remember_flow(RecentTable *t, PyObject *const *args, Py_ssize_t nargs)
-{
-    uint32_t src, dst;
-    uint16_t sport, dport;
-    uint8_t proto;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "remember_flow(key, nic, record, timeouts, table, head, both_ways, limit)");
-        return NULL;
-    }
-    if (t->slots == NULL || t->other == NULL) {
-        PyErr_SetString(PyExc_TypeError, "the recent-flow table was cleared by the collector");
-        return NULL;
-    }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[7]);
-    int both = PyObject_IsTrue(args[6]);
-    if ((limit == -1 && PyErr_Occurred()) || both < 0)
-        return NULL;
-    PyObject *timeouts = args[3], *head = args[5];
-    if (!Py_IS_TYPE(args[2], &RecordType) || ((Record *)args[2])->state == NULL ||
-            !(PyDict_Check(timeouts) || PyFloat_Check(timeouts) || PyLong_Check(timeouts)) ||
-            !PyTuple_Check(head) || PyTuple_GET_SIZE(head) != 4) {
-        PyErr_SetString(PyExc_TypeError, "remember_flow needs a C FlowRecord, its timeouts and a 4-tuple head");
-        return NULL;
-    }
-    int v4 = numbers_of(args[0], &src, &dst, &sport, &dport, &proto);
-    if (v4 <= 0) {
-        if (v4 == 0)
-            PyErr_SetString(PyExc_TypeError, "remember_flow takes the key of an IPv4 flow");
-        return NULL;
-    }
-    if (RecentTable_length(t) >= limit)
-        Py_DECREF(RecentTable_clear_method(t, NULL));
-    for (int backward = 0; backward <= both; backward++) {
-        Entry *e = PyMem_Malloc(sizeof(Entry) + sizeof(EntryLeg));
-        if (e == NULL)
-            return PyErr_NoMemory();
-        e->refs = 1;
-        e->n = 1;
-        e->translated = Py_NewRef(Py_None);
-        e->head = Py_NewRef(head);
-        EntryLeg *leg = &e->legs[0];
-        leg->nic = Py_NewRef(args[1]);
-        leg->key = NULL;  /* the slot's */
-        leg->record = (Record *)Py_NewRef(args[2]);
-        leg->forward = !backward;
-        leg->timeouts = Py_NewRef(timeouts);
-        leg->table = Py_NewRef(args[4]);
-        if ((backward ? insert(t, dst, src, dport, sport, proto, e) : insert(t, src, dst, sport, dport, proto, e)) < 0)
-            return NULL;
-    }
-    Py_RETURN_NONE;
-}
 
 static PyMethodDef RecentTable_methods[] = {
-    {"remember_flow", (PyCFunction)(void (*)(void))RecentTable_remember_flow, METH_FASTCALL,
-     "the entries of a new untranslated flow at one NIC"},
+
     {"items", (PyCFunction)RecentTable_items, METH_NOARGS, "a list of (key, entry)"},
     {"get", (PyCFunction)(void (*)(void))RecentTable_get, METH_FASTCALL, "the entry of a key, or the default"},
     {"clear", (PyCFunction)RecentTable_clear_method, METH_NOARGS, "forget every entry"},
@@ -746,7 +691,9 @@ typedef struct {
     PyObject *closed;      /* TcpState.CLOSED */
     PyObject *packet_type; /* decode.Packet */
     PyObject *verdict_type;/* pipeline.Verdict */
-    PyObject *nics;        /* dict: IPv4 address → (NIC, its table's dict of records) */
+    PyObject *nics;        /* dict: IPv4 address → (NIC, its table's dict of records, the table, its TCP
+                              timeouts by state, its UDP timeout, the NIC's name) */
+    PyObject *translated;  /* frozenset: the IPv4 public IPs and load-balancer frontends */
     PyObject *new_at_nic;  /* Dataplane._new_at_nic(packet, ts, key, nic, Direction.INBOUND, False) */
     PyObject *inbound;     /* Direction.INBOUND */
     long long packets;     /* packets taken here: Dataplane.stats folds them in */
@@ -802,11 +749,11 @@ static int
 FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", "nics", "new_at_nic",
-                            "inbound", NULL};
-    PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_at_nic, *inbound;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OO", names, &RecentTableType, &recent, &PyList_Type,
+                            "inbound", "translated", NULL};
+    PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_at_nic, *inbound, *translated;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OOO!", names, &RecentTableType, &recent, &PyList_Type,
                                      &moves, &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type,
-                                     &PyDict_Type, &nics, &new_at_nic, &inbound))
+                                     &PyDict_Type, &nics, &new_at_nic, &inbound, &PyFrozenSet_Type, &translated))
         return -1;
     if (check_fields(packet_type, "packet_type", packet_fields) < 0 ||
             check_fields(verdict_type, "verdict_type", verdict_fields) < 0)
@@ -834,6 +781,7 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(nics); Py_XSETREF(self->nics, nics);
     Py_INCREF(new_at_nic); Py_XSETREF(self->new_at_nic, new_at_nic);
     Py_INCREF(inbound); Py_XSETREF(self->inbound, inbound);
+    Py_INCREF(translated); Py_XSETREF(self->translated, translated);
     Py_INCREF(recent); Py_XSETREF(self->recent, (RecentTable *)recent);  /* last: set, it says every field is */
     self->packets = self->allowed = 0;
     self->next_sweep = -Py_HUGE_VAL;
@@ -863,6 +811,7 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->nics);
     Py_VISIT(self->new_at_nic);
     Py_VISIT(self->inbound);
+    Py_VISIT(self->translated);
     return 0;
 }
 
@@ -877,6 +826,7 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->nics);
     Py_CLEAR(self->new_at_nic);
     Py_CLEAR(self->inbound);
+    Py_CLEAR(self->translated);
     return 0;
 }
 
@@ -1002,6 +952,120 @@ make_key(const Common *c, int canonical)
     return key;
 }
 
+/* The two entries of an untranslated flow at one NIC (the packet's key, whose leg is `forward`, and
+   the reversed key), as Dataplane._remember makes them; the table is emptied first when full. */
+static int
+remember_both(RecentTable *t, const Common *c, PyObject *nic, Record *record, int forward, PyObject *timeouts,
+              PyObject *table, PyObject *head)
+{
+    if (RecentTable_length(t) >= t->limit) {
+        PyObject *done = RecentTable_clear_method(t, NULL);
+        if (done == NULL)
+            return -1;
+        Py_DECREF(done);
+    }
+    for (int backward = 0; backward <= 1; backward++) {
+        Entry *e = PyMem_Malloc(sizeof(Entry) + sizeof(EntryLeg));
+        if (e == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        e->refs = 1;
+        e->n = 1;
+        e->translated = Py_NewRef(Py_None);
+        e->head = Py_NewRef(head);
+        EntryLeg *leg = &e->legs[0];
+        leg->nic = Py_NewRef(nic);
+        leg->key = NULL;  /* the slot's */
+        leg->record = (Record *)Py_NewRef((PyObject *)record);
+        leg->forward = backward ? !forward : forward;
+        leg->timeouts = Py_NewRef(timeouts);
+        leg->table = Py_NewRef(table);
+        uint32_t src = (uint32_t)c->src, dst = (uint32_t)c->dst;
+        uint16_t sport = (uint16_t)c->sport, dport = (uint16_t)c->dport;
+        int done = backward ? insert(t, dst, src, dport, sport, (uint8_t)c->proto, e)
+                            : insert(t, src, dst, sport, dport, (uint8_t)c->proto, e);
+        if (done < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+nic_entry_ok(PyObject *at)
+{
+    if (PyTuple_Check(at) && PyTuple_GET_SIZE(at) == 6 && PyDict_Check(PyTuple_GET_ITEM(at, 1)) &&
+            PyDict_Check(PyTuple_GET_ITEM(at, 3)) && PyUnicode_Check(PyTuple_GET_ITEM(at, 5)))
+        return 1;
+    PyErr_SetString(PyExc_TypeError, "nics must map an address to (NIC, dict of its flow records, table, TCP "
+                    "timeouts, UDP timeout, NIC name)");
+    return 0;
+}
+
+/* A packet between one NIC and an address outside the scenario (neither a NIC's nor a translated one)
+   whose flow has a live, untranslated record at that NIC and no recent entry: both directions are
+   remembered, as Dataplane._packet remembers them at such a flow's second packet. 1 when remembered,
+   0 when the Python path decides, -1 on error. */
+static int
+remember_known(FastPath *self, const Common *c, double ts)
+{
+    PyObject *src = PyLong_FromUnsignedLong(c->src), *dst = PyLong_FromUnsignedLong(c->dst);
+    PyObject *at_src = NULL, *at_dst = NULL, *canonical = NULL;
+    int result = -1;
+    if (src == NULL || dst == NULL)
+        goto done;
+    at_src = PyDict_GetItemWithError(self->nics, src);
+    if (at_src == NULL && PyErr_Occurred())
+        goto done;
+    at_dst = PyDict_GetItemWithError(self->nics, dst);
+    if (at_dst == NULL && PyErr_Occurred())
+        goto done;
+    result = 0;
+    if ((at_src == NULL) == (at_dst == NULL))
+        goto done;
+    PyObject *at = at_src != NULL ? at_src : at_dst;
+    int outside_translated = PySet_Contains(self->translated, at_src != NULL ? dst : src);
+    if (outside_translated != 0 || !nic_entry_ok(at)) {
+        result = outside_translated < 0 || PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    int swapped = second_endpoint_lower(c);
+    canonical = make_key(c, 1);
+    if (canonical == NULL) {
+        result = -1;
+        goto done;
+    }
+    PyObject *found = PyDict_GetItemWithError(PyTuple_GET_ITEM(at, 1), canonical);
+    if (found == NULL) {
+        result = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    if (!Py_IS_TYPE(found, &RecordType))
+        goto done;
+    Record *r = (Record *)found;
+    PyObject *outcome = r->outcome;
+    if (r->state == NULL || !r->bucket || r->expires <= ts || r->state == self->closed || r->nat != Py_None ||
+            !PyTuple_Check(outcome) || PyTuple_GET_SIZE(outcome) != 5)
+        goto done;
+    PyObject *head = PyTuple_Pack(4, PyTuple_GET_ITEM(outcome, 4), PyTuple_GET_ITEM(at, 5), PyTuple_GET_ITEM(outcome, 0),
+                                  PyTuple_GET_ITEM(outcome, 1));
+    if (head == NULL) {
+        result = -1;
+        goto done;
+    }
+    /* the packet travels as the flow's first did when both are or both are not in canonical order */
+    int forward = swapped == (r->reversed != 0);
+    PyObject *timeouts = PyTuple_GET_ITEM(at, c->proto == 6 ? 3 : 4);
+    result = remember_both(self->recent, c, PyTuple_GET_ITEM(at, 0), r, forward, timeouts, PyTuple_GET_ITEM(at, 2),
+                           head) < 0 ? -1 : 1;
+    Py_DECREF(head);
+done:
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    Py_XDECREF(canonical);
+    return result;
+}
+
 /* The NIC of a new flow from outside the scenario to one of its NICs, when its destination's table holds
    no record of it (a dead one included: the Python path ends those): where Dataplane._packet would
    call _new_at_nic. A new reference, or NULL (with an exception set on error). */
@@ -1019,10 +1083,8 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
     Py_XDECREF(dst);
     if (at_dst == NULL)
         return NULL;
-    if (!PyTuple_Check(at_dst) || PyTuple_GET_SIZE(at_dst) != 2 || !PyDict_Check(PyTuple_GET_ITEM(at_dst, 1))) {
-        PyErr_SetString(PyExc_TypeError, "nics must map an address to (NIC, dict of its flow records)");
+    if (!nic_entry_ok(at_dst))
         return NULL;
-    }
     PyObject *canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
     if (canonical == NULL)
         return NULL;
@@ -1097,8 +1159,13 @@ pass_recent(FastPath *self, const Common *c, double ts, Entry **entry_out, PyObj
     }
     Entry *e = slot_of(recent, (uint32_t)c->src, (uint32_t)c->dst, (uint16_t)c->sport, (uint16_t)c->dport,
                        (uint8_t)c->proto)->entry;
-    if (e == NULL)
-        return 0;
+    if (e == NULL) {
+        int remembered = remember_known(self, c, ts);
+        if (remembered <= 0)
+            return remembered;
+        e = slot_of(recent, (uint32_t)c->src, (uint32_t)c->dst, (uint16_t)c->sport, (uint16_t)c->dport,
+                    (uint8_t)c->proto)->entry;
+    }
     for (Py_ssize_t i = 0; i < e->n; i++) {
         Record *r = e->legs[i].record;
         if (r->state == NULL) {

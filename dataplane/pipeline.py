@@ -131,11 +131,11 @@ class Dataplane:
         self._translations = self.policy.translations
         self._next_sweep = float("-inf")
         self._outcomes: dict[tuple, Outcome] = {}
-        self._recent: MutableMapping[Key, tuple[tuple, Key | None, tuple]] = RecentTable() if fast else {}
-        self._remember_flow = self._recent.remember_flow if fast else None
-        nics_v4 = {ip: (nic, self._tables[nic.name].by_key) for ip, nic in self._nics_by_ip.items() if ip < 2**32}
-        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
-                              self._new_at_nic, Direction.INBOUND) if fast else None
+        self._recent: MutableMapping[Key, tuple[tuple, Key | None, tuple]] = RecentTable(RECENT_FLOWS) if fast else {}
+        self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
+        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, self._nics_v4(),
+                              self._new_at_nic, Direction.INBOUND,
+                              frozenset(ip for ip in self._translated_ips if ip < 2**32)) if fast else None
         self._fast_process = self._fast.process if fast else None
         self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
             self._fast.pass_frames if fast else None
@@ -154,7 +154,17 @@ class Dataplane:
         how many times went backwards, and the verdicts of the new flows."""
         self._router = self.policy.route
         self._route = self._router.legs
-        self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
+
+    def _nics_v4(self) -> dict[int, tuple]:
+        """What the C fast path needs of each NIC by IPv4 address: the NIC, its table's records, the
+        table, its TCP timeouts by state and its UDP timeout, and its name."""
+        nics = {}
+        for ip, nic in self._nics_by_ip.items():
+            if ip < 2**32:
+                table = self._tables[nic.name]
+                nics[ip] = (nic, table.by_key, table, table.timeouts.of_protocol(TCP), table.timeouts.of_protocol(UDP),
+                            nic.name)
+        return nics
 
     @property
     def stats(self) -> Statistics:
@@ -411,8 +421,9 @@ class Dataplane:
         return legs, (t if t != key else None)
 
     def _remember(self, key: Key, legs: list, translated: Key | None) -> None:
-        """A flow's next packets, both ways when nothing is translated, skip the path search (and take
-        the C fast path when built): from its first packet for a flow at one NIC, else from its second."""
+        """A flow with a second packet is likely to have many: its next packets, both ways when
+        nothing is translated, skip the path search (and take the C fast path when built, which
+        remembers a flow at one NIC itself)."""
         recent = self._recent
         if len(recent) >= RECENT_FLOWS:
             recent.clear()
@@ -424,19 +435,6 @@ class Dataplane:
             back = [(nic, (proto, version, b, b_port, a, a_port), record, not forward)
                     for nic, _, record, forward in reversed(legs)]
             recent[(proto, version, b, b_port, a, a_port)] = self._recent_entry(back, None)
-
-    def _remember_at_nic(self, key: Key, nic: NetworkInterface, record: FlowRecord, table: FlowTable, head: tuple,
-                         both_ways: bool) -> None:
-        """What `RecentTable.remember_flow` does in C, for a dict (and IPv6 keys)."""
-        recent = self._recent
-        if len(recent) >= RECENT_FLOWS:
-            recent.clear()
-        timeouts = table.timeouts.of_protocol(key[0])
-        recent[key] = (((nic, key, record, True, timeouts, table),), None, head)
-        if both_ways:
-            proto, version, a, a_port, b, b_port = key
-            back = (proto, version, b, b_port, a, a_port)
-            recent[back] = (((nic, back, record, False, timeouts, table),), None, head)
 
     def _recent_entry(self, legs: list, translated: Key | None) -> tuple:
         """(legs, translated, head): each leg with what the C fast path needs of it besides (its
@@ -495,8 +493,7 @@ class Dataplane:
             return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
         state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         outcome = self._outcomes.get((nsg, rule, reason, where)) or self._outcome_of(nsg, rule, reason, where)
-        table = self._tables[nic.name]
-        record = table.open(key, state, ts, outcome)
+        record = self._tables[nic.name].open(key, state, ts, outcome)
         if record is None:
             stats.flows_refused += 1
             return self._refuse(p, ts, [], "flow-limit", nic.name)
@@ -505,16 +502,6 @@ class Dataplane:
         stats.flows_created += 1
         if self.listener is not None:
             self.listener.flow_started(nic.name, record, ts)
-        proto = key[0]
-        if proto == TCP or proto == UDP:
-            # remembered from its first packet: a flow at one NIC, untranslated (the common new flow)
-            head = (where, nic.name, nsg, rule)
-            both_ways = ip_key(key[1], key[2]) not in self._translated_ips
-            if self._remember_flow is not None and key[1] == 4:
-                self._remember_flow(key, nic, record, table.timeouts.of_protocol(proto), table, head, both_ways,
-                                    RECENT_FLOWS)
-            else:
-                self._remember_at_nic(key, nic, record, table, head, both_ways)
         stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
                                     evaluations))

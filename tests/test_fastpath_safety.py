@@ -84,9 +84,9 @@ def test_the_c_path_moves_an_earlier_deadline_in_the_timing_wheel_as_reschedule_
 
 def fast_path_arguments() -> dict:
     """What Dataplane gives its FastPath, by name, for tests that change one of them."""
-    return {"recent": RecentTable(), "moves": TCP_MOVES_BY_FLAGS, "closed": CLOSED, "packet_type": Packet,
+    return {"recent": RecentTable(32768), "moves": TCP_MOVES_BY_FLAGS, "closed": CLOSED, "packet_type": Packet,
             "verdict_type": Verdict, "nics": {}, "new_at_nic": busy_dataplane()._new_at_nic,
-            "inbound": Direction.INBOUND}
+            "inbound": Direction.INBOUND, "translated": frozenset()}
 
 
 def test_pass_frames_given_a_list_instead_of_an_iterator_raises() -> None:
@@ -274,7 +274,7 @@ def test_the_recent_flow_table_keeps_what_a_dict_keeps(operations) -> None:
     """IPv4 keys go to the C slots, IPv6 ones to the dict beside them: both behave as one dict."""
     (_, (legs, translated, head)), = BUSY_ENTRIES
     entries = [(legs, translated, head), (legs, (6, 4, 1, 2, 3, 4), head), (legs + legs, None, head)]
-    table, model = RecentTable(), {}
+    table, model = RecentTable(32768), {}
     for operation in operations:
         if operation[0] == "set":
             table[operation[1]] = model[operation[1]] = entries[operation[2]]

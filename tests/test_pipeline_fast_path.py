@@ -171,7 +171,7 @@ def test_the_c_path_leaves_the_verdicts_records_and_counters_of_the_python_path(
 
 @needs_c
 def test_a_connection_from_outside_to_one_nic_passes_in_c_from_its_second_packet() -> None:
-    """Both directions of an untranslated flow at one NIC are remembered with its first packet."""
+    """Both directions of an untranslated flow at one NIC are remembered, in C, at its second packet."""
     dp = Dataplane(scenario_from_document(SCENARIO))
     client, web = HOSTS[6], HOSTS[0]
     syn = Packet(4, 6, client, web, 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
