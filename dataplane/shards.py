@@ -1,0 +1,82 @@
+"""Which worker a packet belongs to, so that every packet of a flow lands in one shard.
+
+A flow's packets share its endpoint outside the scenario (the Internet end), before and after any
+translation, so that endpoint is the shard key; a flow with both ends inside is keyed by the pair,
+with a public IP standing for its NIC's address. Addresses alone (no ports) keep a flow's later IP
+fragments, which carry none, with their first; an ICMP error is keyed by the packet it quotes.
+Traffic between two inside ends where a load-balancer frontend or backend takes part goes to shard
+0: its translated and untranslated forms share no address to key on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+
+from .addresses import ip_key
+from .decode import Packet, Skip, decode_frame
+from .nat import Translations
+from .topology import Scenario
+
+_MIX = 0x9E3779B97F4A7C15
+"""An odd 64-bit constant (Fibonacci hashing): neighbouring addresses spread over the shards."""
+
+
+class Shards(NamedTuple):
+    """The shard count and what is inside the scenario, as shard keys need it."""
+
+    count: int
+    inside: tuple[tuple[int, int], ...]
+    """Inclusive (first, last) `ip_key` ranges of the VNets' address spaces."""
+    aliases: dict[int, int]
+    """Public IP → the private address of its NIC."""
+    translated: frozenset[int]
+    """Public IPs and load-balancer frontends: inside, though outside every VNet."""
+    pinned: frozenset[int]
+    """Load-balancer frontends and backend addresses: inside-to-inside traffic with one goes to shard 0."""
+
+    @classmethod
+    def of(cls, scenario: Scenario, count: int) -> "Shards":
+        ranges = set()
+        for vnet in scenario.virtual_networks.values():
+            for prefix in vnet.address_space:
+                net = ipaddress.ip_network(prefix)
+                first = ip_key(net.version, int(net.network_address))
+                ranges.add((first, first + net.num_addresses - 1))
+        translations = Translations(scenario)
+        backends = {ip_key(4, ip) for slots in translations.frontends.values()
+                    for _, targets in slots.values() for _, ip in targets}
+        return cls(count, tuple(sorted(ranges)), dict(translations.public_private),
+                   frozenset(translations.public) | frozenset(translations.frontends),
+                   frozenset(translations.frontends) | frozenset(backends))
+
+    def is_inside(self, key: int) -> bool:
+        if key in self.translated:
+            return True
+        return any(first <= key <= last for first, last in self.inside)
+
+
+def shard_of(shards: Shards, packet: Packet | Skip) -> int:
+    """The shard of a decoded packet; a frame that decoded to nothing goes to shard 0."""
+    if shards.count == 1 or type(packet) is Skip:
+        return 0
+    p = packet.inner if packet.inner is not None else packet
+    a, b = ip_key(p.version, p.src), ip_key(p.version, p.dst)
+    a_inside, b_inside = shards.is_inside(a), shards.is_inside(b)
+    if a_inside != b_inside:
+        return _spread(b if a_inside else a, shards.count)
+    if a_inside and (a in shards.pinned or b in shards.pinned):
+        return 0
+    a, b = shards.aliases.get(a, a), shards.aliases.get(b, b)
+    low, high = (a, b) if a <= b else (b, a)
+    return _spread(low * 31 + high, shards.count)
+
+
+def frame_shard(shards: Shards, data: bytes, linktype: int) -> int:
+    """The shard of a captured frame: the one place the worker loop decides which frames it skips."""
+    return shard_of(shards, decode_frame(data, linktype))
+
+
+def _spread(key: int, count: int) -> int:
+    folded = (key ^ (key >> 64) ^ (key >> 128)) & 0xFFFFFFFFFFFFFFFF
+    return (((folded * _MIX) & 0xFFFFFFFFFFFFFFFF) >> 32) % count
