@@ -122,9 +122,9 @@ class FlowLogs:
         if key in self._denied:
             return
         self._denied[key] = verdict.ts
-        self._tuples.append(_Tuple(verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES),
-                                   verdict.nic, proto, version, src, sport, dst, dport, "I" if inbound else "O", "D",
-                                   None))
+        self._keep(_Tuple(verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES),
+                          verdict.nic, proto, version, src, sport, dst, dport, "I" if inbound else "O", "D", None),
+                   verdict.nic, None)
 
     def tick(self, ts: float) -> None:
         """Close every minute that ended before ts: C tuples for active flows, then the records."""
@@ -156,18 +156,30 @@ class FlowLogs:
     def _emit(self, ts: float, nic: str, record: FlowRecord, state: str, counters) -> None:
         o = record.outcome
         proto, version, src, sport, dst, dport = record.initiator
-        self._tuples.append(_Tuple(ts, o.nsg, rule_label(o.rule, o.default_rule), nic, proto, version, src, sport,
-                                   dst, dport, "I" if o.direction == "Inbound" else "O", state, counters))
+        self._keep(_Tuple(ts, o.nsg, rule_label(o.rule, o.default_rule), nic, proto, version, src, sport,
+                          dst, dport, "I" if o.direction == "Inbound" else "O", state, counters), nic, record)
+
+    def _keep(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> None:
+        """A tuple of the open minute; a subclass may keep more with it (`workers` keeps its order)."""
+        self._tuples.append(t)
 
     def _flush(self, minute: float) -> None:
         if not self._tuples:
             return
         tuples, self._tuples = self._tuples, []
         self._denied.clear()
-        for record in _nsg_records(minute, tuples):
-            self._emit_record("nsg", record)
-        for record in _vnet_records(minute, tuples):
-            self._emit_record("vnet", record)
+        self._closed(minute, tuples)
+
+    def _closed(self, minute: float, tuples: list) -> None:
+        emit_minute(self._emit_record, minute, tuples)
+
+
+def emit_minute(emit: Emit, minute: float, tuples: list[_Tuple]) -> None:
+    """The records of one closed minute, NSG flow log records first."""
+    for record in _nsg_records(minute, tuples):
+        emit("nsg", record)
+    for record in _vnet_records(minute, tuples):
+        emit("vnet", record)
 
 
 def _endpoints(t: _Tuple) -> tuple[str, str]:

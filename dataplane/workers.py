@@ -1,0 +1,337 @@
+"""`replay --workers N` and `--dask ADDRESS`: the flows of a replay sharded over processes.
+
+Every worker reads the whole capture and lets its Dataplane see only its shard's packets
+(`shards.py` keeps a flow's packets together); for the others it only lets the capture's clock run,
+so flows idle out and flow-log minutes close exactly when they would in one process. Each worker
+hands back its verdicts by packet index and its flow-log tuples with the place each had in the
+one-process order, and the client merges and writes every output: the files equal one worker's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import Counter
+from dataclasses import fields
+from typing import Any, Callable, NamedTuple
+
+from .conntrack import FlowRecord
+from .errors import CaptureError, DataplaneError
+from .flowlog import FlowLogs, _Tuple, emit_minute
+from .pipeline import Dataplane, Statistics
+from .replay import (Capture, Outputs, Summary, Update, _close_all, _flow_logs, _write_frame, _write_json, merged,
+                     verdict_writer, PcapWriter, _fill_summary)
+from .report import Traffic, render_replay_report, require_extra
+from .shards import Shards, frame_shard
+from .topology import Scenario
+
+CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[cluster]'"
+
+
+class Wanted(NamedTuple):
+    """What the client needs back from each worker besides the counts."""
+
+    verdicts: bool
+    evaluations: bool
+    flow_logs: bool
+
+
+class ShardResult(NamedTuple):
+    verdicts: list[tuple[int, Any, int]]
+    """(packet index, Verdict, wire length) of the shard's packets."""
+    minutes: list[tuple[float, list[tuple[tuple, _Tuple]]]]
+    """Closed flow-log minutes: (minute, [(place in the one-process order, tuple)])."""
+    stats: Statistics
+    hits: dict[tuple[str, str], int]
+    unsupported_link_types: dict[int, int]
+    frames: int
+    first_ts: float | None
+    last_ts: float | None
+    backwards: int
+    linktype: int | None
+    updates_applied: int
+    error: CaptureError | None
+
+
+class ShardFlowLogs(FlowLogs):
+    """Flow logs that keep minutes as tuples, each with its place in the order one process makes them:
+    (packet index, phase, ...) for tuples made at a packet; a minute's C tuples last, in the order their
+    flows began, as `FlowLogs.tick` makes them."""
+
+    def __init__(self, nic_order: dict[str, int]) -> None:
+        super().__init__(lambda kind, record: None)
+        self.minutes: list[tuple[float, list]] = []
+        self._nic_order = nic_order
+        self._began: dict[int, tuple] = {}
+        self._index = 0
+        self._phase: tuple = ()
+        self._seq = 0
+
+    def at(self, index: int, phase: tuple) -> None:
+        """Where the replay is: phase (0, n) the n-th NSG update, (1,) the sweep of expired flows,
+        (2,) the packet itself, (3,) the end of the capture."""
+        self._index, self._phase, self._seq = index, phase, 0
+
+    def _keep(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> None:
+        if t.state == "C":
+            self._tuples.append(((1, self._began[id(record)]), t))
+            return
+        phase = self._phase
+        if phase == (2,):
+            self._seq += 1
+            place = (0, self._index, 2, self._seq)
+        elif phase == (1,):  # the order of Dataplane.advance
+            place = (0, self._index, 1, record.expires, self._nic_order[nic], record.key)
+        else:  # NSG by NSG, NIC by NIC, each table's flows in the order they began
+            place = (0, self._index, *phase, self._nic_order[nic], self._began[id(record)])
+        if t.state == "B":
+            self._began[id(record)] = place
+        elif t.state == "E":
+            del self._began[id(record)]
+        self._tuples.append((place, t))
+
+    def _closed(self, minute: float, tuples: list) -> None:
+        self.minutes.append((minute, tuples))
+
+
+def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shards: Shards, index: int,
+              wanted: Wanted) -> ShardResult:
+    """One worker: the whole capture read, the shard's packets replayed, the others' clock kept."""
+    logs = ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}) \
+        if wanted.flow_logs else None
+    dataplane = Dataplane(scenario, listener=logs)
+    process, pass_time = dataplane.process, dataplane.pass_time
+    pending = sorted(updates, key=lambda u: u.at)
+    applied = 0
+    hits: dict[tuple[str, str], int] = {}
+    unsupported: dict[int, int] = {}
+    verdicts: list[tuple[int, Any, int]] = []
+    captures: list[Capture] = []
+    first_ts = last_ts = None
+    error = None
+    i = 0
+    try:
+        captures = [Capture(p) for p in paths]
+        for frame in merged(captures):
+            ts, linktype, data, wirelen = frame
+            if first_ts is None:
+                first_ts = ts
+            last_ts = ts
+            while pending and ts >= first_ts + pending[0].at:
+                update = pending.pop(0)
+                if logs is not None:
+                    logs.at(i, (0, applied))
+                applied += 1
+                dataplane.replace_nsg(update.nsg, first_ts + update.at)
+            if logs is not None:
+                logs.at(i, (1,))
+            pass_time(ts)
+            if frame_shard(shards, data, linktype) != index:
+                if logs is not None:
+                    logs.tick(ts)
+                i += 1
+                continue
+            if logs is not None:
+                logs.at(i, (2,))
+            verdict = process(data, ts, linktype)
+            if verdict.reason == "unsupported-link-type":
+                unsupported[linktype] = unsupported.get(linktype, 0) + 1
+            for evaluation in verdict.evaluations:
+                slot = (evaluation.nsg, evaluation.rule)
+                hits[slot] = hits.get(slot, 0) + 1
+            if logs is not None:
+                logs.verdict(verdict)
+            if wanted.verdicts:
+                verdicts.append((i, verdict if wanted.evaluations else verdict._replace(evaluations=()), wirelen))
+            i += 1
+    except CaptureError as e:
+        error = e
+    finally:
+        for capture in captures:
+            capture.close()
+    if last_ts is not None:
+        if logs is not None:
+            logs.at(i, (1,))
+        dataplane.advance(last_ts)
+        if logs is not None:
+            logs.at(i, (3,))
+        dataplane.close(last_ts)
+    if logs is not None:
+        logs.close()
+    return ShardResult(verdicts, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported, i,
+                       first_ts, last_ts, sum(c.backwards for c in captures),
+                       next((c.linktype for c in captures if c.linktype is not None), None), applied, error)
+
+
+def worker_count(text: str) -> int:
+    """`--workers N`, or `auto` for the machine's cores."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise DataplaneError(f"--workers {text!r}: expected a positive number of processes or 'auto'")
+    return count
+
+
+Runner = Callable[[Callable[..., ShardResult], list[tuple]], list[ShardResult]]
+"""Runs run_shard once per argument tuple, somewhere, and returns the results in order."""
+
+
+def local_runner(workers: int) -> Runner:
+    """A pool of processes on this machine; Ctrl-C stops them at once."""
+    def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
+        pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=_ignore_interrupts)
+        try:
+            results = pool.starmap(function, calls)
+        except BaseException:
+            pool.terminate()
+            raise
+        pool.close()
+        pool.join()
+        return results
+    return run
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group: the client stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def dask_runner(address: str, workers: int | None) -> tuple[Runner, int]:
+    """A Dask cluster (`local`: processes on this machine, listening on loopback only) and the shard
+    count: --workers when given, else one shard per worker thread of the cluster."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DataplaneError(CLUSTER_EXTRA) from None
+    if address == "local":
+        count = workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        cluster = None
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as e:
+            raise DataplaneError(f"--dask {address}: cannot reach the scheduler: {e}") from None
+        count = workers or sum(client.nthreads().values()) or 1
+
+    def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
+        try:
+            futures = [client.submit(function, *call, pure=False) for call in calls]
+            return client.gather(futures)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return run, count
+
+
+def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updates: list[Update],
+                   count: int, runner: Runner, clock: Callable[[], float] | None) -> Summary:
+    """`replay` over `count` shards: the results and every output as one process gives them."""
+    writers: dict[str, Any] = {}
+    flowlogs = _flow_logs(outputs, writers)
+    if outputs.report:
+        require_extra()
+    traffic = Traffic() if outputs.report else None
+    captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
+    wanted = Wanted(bool(outputs.verdicts) or captures_out or traffic is not None, traffic is not None,
+                    flowlogs is not None)
+    shards = Shards.of(scenario, count)
+    summary = Summary()
+    started = clock() if clock else 0.0
+    results: list[ShardResult] = []
+    captures: list[Capture] = []
+    try:
+        results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
+        first = results[0]
+        for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
+            scenario.network_security_groups[update.nsg.name] = update.nsg
+        if flowlogs is not None:
+            _write_flow_logs(flowlogs, results)
+        verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
+        if outputs.verdicts:
+            lines = writers["verdicts"] = verdict_writer(outputs.verdicts)
+            for index, verdict, _ in verdicts:
+                lines.write(verdict.to_json(index))
+        if traffic is not None:
+            for _, verdict, wirelen in verdicts:
+                traffic.verdict(verdict, wirelen)
+        if captures_out:
+            captures = [Capture(p) for p in paths]
+            for (_, verdict, _), frame in zip(verdicts, merged(captures)):
+                _write_frame(writers, outputs, frame, verdict)
+    except KeyboardInterrupt as e:
+        summary.interrupted = True
+        e.summary = summary  # type: ignore[attr-defined]
+        raise
+    finally:
+        linktype = next((r.linktype for r in results if r.linktype is not None), 1)
+        for name in ("allowed", "denied", "translated"):
+            if getattr(outputs, name) and name not in writers:
+                writers[name] = PcapWriter(getattr(outputs, name), linktype)
+        failure = _close_all(writers.values())
+        for capture in captures:
+            capture.close()
+        if results:
+            _merge_summary(summary, results, scenario, updates)
+        summary.seconds = (clock() - started) if clock else 0.0
+        if outputs.summary:
+            _write_json(outputs.summary, summary.to_json())
+        if outputs.report and traffic is not None:
+            sources = [f"scenario {scenario.file}"] if scenario.file else []
+            render_replay_report(summary.to_json(), traffic, outputs.report,
+                                 sources=sources + [f"capture {p}" for p in paths])
+        if failure is not None:
+            raise failure
+    error = results[0].error
+    if error is not None:
+        error.summary = summary  # type: ignore[attr-defined]
+        raise error
+    return summary
+
+
+def _write_flow_logs(flowlogs: FlowLogs, results: list[ShardResult]) -> None:
+    """Each minute's tuples from every shard, in the order one process makes them."""
+    minutes: dict[float, list] = {}
+    for result in results:
+        for minute, tuples in result.minutes:
+            minutes.setdefault(minute, []).extend(tuples)
+    for minute in sorted(minutes):
+        emit_minute(flowlogs._emit_record, minute, [t for _, t in sorted(minutes[minute], key=_place)])
+
+
+def _place(kept: tuple) -> tuple:
+    return kept[0]
+
+
+def _merge_summary(summary: Summary, results: list[ShardResult], scenario: Scenario,
+                   updates: list[Update]) -> None:
+    stats = Statistics()
+    hits: Counter = Counter()
+    unsupported: Counter = Counter()
+    for result in results:
+        for f in fields(Statistics):
+            if f.name == "skipped":
+                for reason, n in result.stats.skipped.items():
+                    stats.skipped[reason] = stats.skipped.get(reason, 0) + n
+            else:
+                setattr(stats, f.name, getattr(stats, f.name) + getattr(result.stats, f.name))
+        hits.update(result.hits)
+        unsupported.update(result.unsupported_link_types)
+    _fill_summary(summary, stats, dict(hits), scenario)
+    first = results[0]
+    summary.unsupported_link_types = dict(unsupported)
+    summary.capture_seconds = (first.last_ts - first.first_ts) if first.first_ts is not None else 0.0
+    summary.timestamps_backwards = first.backwards
+    if first.error is not None:
+        summary.error = str(first.error)
+    summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
+                         f"{summary.capture_seconds:g} s after its first packet"
+                         for u in sorted(updates, key=lambda u: u.at)[first.updates_applied:]]
