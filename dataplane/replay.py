@@ -469,7 +469,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 if traffic is not None:
                     traffic.verdict(verdict, frame.wirelen)
                 if captures_out:
-                    _write_frame(writers, outputs, frame, verdict)
+                    _write_frame(writers, outputs, frame, verdict.decision, verdict.translated)
     except CaptureError as e:
         summary.error = str(e)
         e.summary = summary  # type: ignore[attr-defined]
@@ -584,9 +584,10 @@ def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
     return FlowLogs(emit)
 
 
-def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, verdict: Verdict) -> None:
-    for name, wanted in (("allowed", verdict.decision == "Allow"), ("denied", verdict.decision == "Deny"),
-                         ("translated", verdict.decision == "Allow")):
+def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, decision: str,
+                 translated: tuple | None) -> None:
+    for name, wanted in (("allowed", decision == "Allow"), ("denied", decision == "Deny"),
+                         ("translated", decision == "Allow")):
         path = getattr(outputs, name)
         if not path or not wanted:
             continue
@@ -594,8 +595,8 @@ def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, verdic
         if writer is None:
             writer = writers[name] = PcapWriter(path, frame.linktype)
         data = frame.data
-        if name == "translated" and verdict.translated is not None:
-            data = translate_frame(data, frame.linktype, verdict.translated)
+        if name == "translated" and translated is not None:
+            data = translate_frame(data, frame.linktype, translated)
         writer.write(frame.ts, data, max(frame.wirelen, len(data)))
 
 

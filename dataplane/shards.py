@@ -72,9 +72,28 @@ def shard_of(shards: Shards, packet: Packet | Skip) -> int:
     return _spread(low * 31 + high, shards.count)
 
 
-def frame_shard(shards: Shards, data: bytes, linktype: int) -> int:
-    """The shard of a captured frame: the one place the worker loop decides which frames it skips."""
-    return shard_of(shards, decode_frame(data, linktype))
+class FrameShards:
+    """The shard of each captured frame: the one place the worker loop decides which frames it skips.
+
+    An Ethernet IPv4 frame that is not ICMP (an ICMP error is keyed by what it quotes) is looked up
+    by its two addresses, without decoding, in a bounded cache of the pairs seen."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self, shards: Shards) -> None:
+        self.shards = shards
+        self._pairs: dict[bytes, int] = {}
+
+    def __call__(self, data: bytes, linktype: int) -> int:
+        if linktype == 1 and len(data) >= 34 and data[12] == 8 and data[13] == 0 and data[23] != 1:
+            pair = data[26:34]
+            shard = self._pairs.get(pair)
+            if shard is None:
+                if len(self._pairs) >= self.LIMIT:
+                    self._pairs.clear()
+                shard = self._pairs[pair] = shard_of(self.shards, decode_frame(data, linktype))
+            return shard
+        return shard_of(self.shards, decode_frame(data, linktype))
 
 
 def _spread(key: int, count: int) -> int:

@@ -23,7 +23,7 @@ from .pipeline import Dataplane, Statistics
 from .replay import (Capture, Outputs, Summary, Update, _close_all, _flow_logs, _write_frame, _write_json, merged,
                      verdict_writer, PcapWriter, _fill_summary)
 from .report import Traffic, render_replay_report, require_extra
-from .shards import Shards, frame_shard
+from .shards import FrameShards, Shards
 from .topology import Scenario
 
 CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[cluster]'"
@@ -33,15 +33,16 @@ class Wanted(NamedTuple):
     """What the client needs back from each worker besides the counts."""
 
     verdicts: bool
-    evaluations: bool
+    report: bool
     flow_logs: bool
 
 
 class ShardResult(NamedTuple):
-    verdicts: list[tuple[int, Any, int]]
-    """(packet index, Verdict, wire length) of the shard's packets."""
-    minutes: list[tuple[float, list[tuple[tuple, _Tuple]]]]
-    """Closed flow-log minutes: (minute, [(place in the one-process order, tuple)])."""
+    verdicts: list[tuple[int, dict[str, Any], str, tuple | None, Any, int]]
+    """Of each of the shard's packets: (index, verdict line, decision, translated key, the Verdict when
+    a report needs it, wire length). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
+    """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
     stats: Statistics
     hits: dict[tuple[str, str], int]
     unsupported_link_types: dict[int, int]
@@ -92,7 +93,7 @@ class ShardFlowLogs(FlowLogs):
         self._tuples.append((place, t))
 
     def _closed(self, minute: float, tuples: list) -> None:
-        self.minutes.append((minute, tuples))
+        self.minutes.append((minute, [(place, tuple(t)) for place, t in tuples]))  # plain: they pickle faster
 
 
 def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shards: Shards, index: int,
@@ -102,11 +103,12 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         if wanted.flow_logs else None
     dataplane = Dataplane(scenario, listener=logs)
     process, pass_time = dataplane.process, dataplane.pass_time
+    shard_of_frame = FrameShards(shards)
     pending = sorted(updates, key=lambda u: u.at)
     applied = 0
     hits: dict[tuple[str, str], int] = {}
     unsupported: dict[int, int] = {}
-    verdicts: list[tuple[int, Any, int]] = []
+    verdicts: list[tuple] = []
     captures: list[Capture] = []
     first_ts = last_ts = None
     error = None
@@ -127,7 +129,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if logs is not None:
                 logs.at(i, (1,))
             pass_time(ts)
-            if frame_shard(shards, data, linktype) != index:
+            if shard_of_frame(data, linktype) != index:
                 if logs is not None:
                     logs.tick(ts)
                 i += 1
@@ -143,7 +145,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if logs is not None:
                 logs.verdict(verdict)
             if wanted.verdicts:
-                verdicts.append((i, verdict if wanted.evaluations else verdict._replace(evaluations=()), wirelen))
+                verdicts.append((i, verdict.to_json(i), verdict.decision, verdict.translated,
+                                 verdict if wanted.report else None, wirelen))
             i += 1
     except CaptureError as e:
         error = e
@@ -182,9 +185,12 @@ Runner = Callable[[Callable[..., ShardResult], list[tuple]], list[ShardResult]]
 
 
 def local_runner(workers: int) -> Runner:
-    """A pool of processes on this machine; Ctrl-C stops them at once."""
+    """A pool of processes on this machine; Ctrl-C stops them at once. Forked from a server that has
+    imported the package (not from this process, whose threads a fork would not carry)."""
     def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
-        pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=_ignore_interrupts)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        pool = context.Pool(workers, initializer=_ignore_interrupts)
         try:
             results = pool.starmap(function, calls)
         except BaseException:
@@ -258,15 +264,15 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
         if outputs.verdicts:
             lines = writers["verdicts"] = verdict_writer(outputs.verdicts)
-            for index, verdict, _ in verdicts:
-                lines.write(verdict.to_json(index))
+            for v in verdicts:
+                lines.write(v[1])
         if traffic is not None:
-            for _, verdict, wirelen in verdicts:
+            for *_, verdict, wirelen in verdicts:
                 traffic.verdict(verdict, wirelen)
         if captures_out:
             captures = [Capture(p) for p in paths]
-            for (_, verdict, _), frame in zip(verdicts, merged(captures)):
-                _write_frame(writers, outputs, frame, verdict)
+            for (_, _, decision, translated, _, _), frame in zip(verdicts, merged(captures)):
+                _write_frame(writers, outputs, frame, decision, translated)
     except KeyboardInterrupt as e:
         summary.interrupted = True
         e.summary = summary  # type: ignore[attr-defined]
@@ -304,7 +310,7 @@ def _write_flow_logs(flowlogs: FlowLogs, results: list[ShardResult]) -> None:
         for minute, tuples in result.minutes:
             minutes.setdefault(minute, []).extend(tuples)
     for minute in sorted(minutes):
-        emit_minute(flowlogs._emit_record, minute, [t for _, t in sorted(minutes[minute], key=_place)])
+        emit_minute(flowlogs._emit_record, minute, [_Tuple._make(t) for _, t in sorted(minutes[minute], key=_place)])
 
 
 def _place(kept: tuple) -> tuple:
