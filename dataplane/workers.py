@@ -241,6 +241,10 @@ def dask_runner(address: str, workers: int | None) -> tuple[Runner, int]:
 def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updates: list[Update],
                    count: int, runner: Runner, clock: Callable[[], float] | None) -> Summary:
     """`replay` over `count` shards: the results and every output as one process gives them."""
+    for path in paths:
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise DataplaneError("every worker reads the whole capture, and a pipe or device can be read only "
+                                 "once: replay it with one worker", file=path)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)
     if outputs.report:
