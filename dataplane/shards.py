@@ -53,7 +53,10 @@ class Shards(NamedTuple):
     def is_inside(self, key: int) -> bool:
         if key in self.translated:
             return True
-        return any(first <= key <= last for first, last in self.inside)
+        for first, last in self.inside:
+            if first <= key <= last:
+                return True
+        return False
 
 
 def shard_of(shards: Shards, packet: Packet | Skip) -> int:
@@ -61,7 +64,11 @@ def shard_of(shards: Shards, packet: Packet | Skip) -> int:
     if shards.count == 1 or type(packet) is Skip:
         return 0
     p = packet.inner if packet.inner is not None else packet
-    a, b = ip_key(p.version, p.src), ip_key(p.version, p.dst)
+    return pair_shard(shards, ip_key(p.version, p.src), ip_key(p.version, p.dst))
+
+
+def pair_shard(shards: Shards, a: int, b: int) -> int:
+    """The shard of a packet between a and b (`ip_key`s), either way round."""
     a_inside, b_inside = shards.is_inside(a), shards.is_inside(b)
     if a_inside != b_inside:
         return _spread(b if a_inside else a, shards.count)
@@ -76,7 +83,7 @@ class FrameShards:
     """The shard of each captured frame: the one place the worker loop decides which frames it skips.
 
     An Ethernet IPv4 frame that is not ICMP (an ICMP error is keyed by what it quotes) is looked up
-    by its two addresses, without decoding, in a bounded cache of the pairs seen."""
+    by its two addresses (either way round), without decoding, in a bounded cache of the pairs seen."""
 
     LIMIT = 1 << 16
 
@@ -86,12 +93,14 @@ class FrameShards:
 
     def __call__(self, data: bytes, linktype: int) -> int:
         if linktype == 1 and len(data) >= 34 and data[12] == 8 and data[13] == 0 and data[23] != 1:
-            pair = data[26:34]
+            a, b = data[26:30], data[30:34]
+            pair = a + b if a <= b else b + a
             shard = self._pairs.get(pair)
             if shard is None:
                 if len(self._pairs) >= self.LIMIT:
                     self._pairs.clear()
-                shard = self._pairs[pair] = shard_of(self.shards, decode_frame(data, linktype))
+                shard = self._pairs[pair] = pair_shard(self.shards, int.from_bytes(a), int.from_bytes(b)) \
+                    if self.shards.count > 1 else 0
             return shard
         return shard_of(self.shards, decode_frame(data, linktype))
 

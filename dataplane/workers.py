@@ -9,18 +9,19 @@ one-process order, and the client merges and writes every output: the files equa
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
 from collections import Counter
 from dataclasses import fields
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple, emit_minute
 from .pipeline import Dataplane, Statistics
-from .replay import (Capture, Outputs, Summary, Update, _close_all, _flow_logs, _write_frame, _write_json, merged,
+from .replay import (PASS_BATCH, Capture, Frame, Outputs, Summary, Update, _close_all, _flow_logs, _write_frame, _write_json, merged,
                      verdict_writer, PcapWriter, _fill_summary)
 from .report import Traffic, render_replay_report, require_extra
 from .shards import FrameShards, Shards
@@ -96,46 +97,81 @@ class ShardFlowLogs(FlowLogs):
         self.minutes.append((minute, [(place, tuple(t)) for place, t in tuples]))  # plain: they pickle faster
 
 
+class ShardFrames:
+    """The shard's frames out of all the capture's: the one place a worker passes over the others'
+    frames, which only move its clock (NSG updates, the sweep of idle flows, flow-log minutes)."""
+
+    def __init__(self, dataplane: Dataplane, logs: ShardFlowLogs | None, shards: Shards, index: int,
+                 updates: list[Update]) -> None:
+        self._dataplane, self._logs, self._index = dataplane, logs, index
+        self._shard = FrameShards(shards)
+        self._pending = sorted(updates, key=lambda u: u.at)
+        self.count = 0
+        """Frames read so far; the one last yielded has index count - 1."""
+        self.applied = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+
+    def of(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        pass_time, shard, index, logs, pending = (self._dataplane.pass_time, self._shard, self._index, self._logs,
+                                                  self._pending)
+        for frame in frames:
+            ts = frame[0]
+            i = self.count
+            self.count = i + 1
+            if self.first_ts is None:
+                self.first_ts = ts
+            self.last_ts = ts
+            while pending and ts >= self.first_ts + pending[0].at:
+                update = pending.pop(0)
+                if logs is not None:
+                    logs.at(i, (0, self.applied))
+                self.applied += 1
+                self._dataplane.replace_nsg(update.nsg, self.first_ts + update.at)
+            if logs is not None:
+                logs.at(i, (1,))
+            pass_time(ts)
+            if shard(frame[2], frame[1]) == index:
+                if logs is not None:
+                    logs.at(i, (2,))
+                yield frame
+            elif logs is not None:
+                logs.tick(ts)
+
+
 def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shards: Shards, index: int,
               wanted: Wanted) -> ShardResult:
-    """One worker: the whole capture read, the shard's packets replayed, the others' clock kept."""
+    """One worker: the whole capture read, the shard's packets replayed, the others' clock kept. Without
+    per-packet outputs the C fast path passes the packets of known flows, as in one process."""
     logs = ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}) \
         if wanted.flow_logs else None
     dataplane = Dataplane(scenario, listener=logs)
-    process, pass_time = dataplane.process, dataplane.pass_time
-    shard_of_frame = FrameShards(shards)
-    pending = sorted(updates, key=lambda u: u.at)
-    applied = 0
+    process = dataplane.process
+    own = ShardFrames(dataplane, logs, shards, index, updates)
     hits: dict[tuple[str, str], int] = {}
     unsupported: dict[int, int] = {}
     verdicts: list[tuple] = []
     captures: list[Capture] = []
-    first_ts = last_ts = None
+    per_packet = wanted.verdicts or logs is not None
+    pass_frames = dataplane.pass_frames if not per_packet else None
     error = None
-    i = 0
     try:
         captures = [Capture(p) for p in paths]
-        for frame in merged(captures):
+        frames = own.of(merged(captures))
+        while True:
+            if pass_frames is not None:
+                passed, _, frame = pass_frames(frames, math.inf, PASS_BATCH)
+                if isinstance(frame, BaseException):
+                    raise frame
+                if frame is None:
+                    if passed < PASS_BATCH:
+                        break
+                    continue
+            else:
+                frame = next(frames, None)
+                if frame is None:
+                    break
             ts, linktype, data, wirelen = frame
-            if first_ts is None:
-                first_ts = ts
-            last_ts = ts
-            while pending and ts >= first_ts + pending[0].at:
-                update = pending.pop(0)
-                if logs is not None:
-                    logs.at(i, (0, applied))
-                applied += 1
-                dataplane.replace_nsg(update.nsg, first_ts + update.at)
-            if logs is not None:
-                logs.at(i, (1,))
-            pass_time(ts)
-            if shard_of_frame(data, linktype) != index:
-                if logs is not None:
-                    logs.tick(ts)
-                i += 1
-                continue
-            if logs is not None:
-                logs.at(i, (2,))
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
                 unsupported[linktype] = unsupported.get(linktype, 0) + 1
@@ -145,26 +181,26 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if logs is not None:
                 logs.verdict(verdict)
             if wanted.verdicts:
+                i = own.count - 1
                 verdicts.append((i, verdict.to_json(i), verdict.decision, verdict.translated,
                                  verdict if wanted.report else None, wirelen))
-            i += 1
     except CaptureError as e:
         error = e
     finally:
         for capture in captures:
             capture.close()
-    if last_ts is not None:
+    if own.last_ts is not None:
         if logs is not None:
-            logs.at(i, (1,))
-        dataplane.advance(last_ts)
+            logs.at(own.count, (1,))
+        dataplane.advance(own.last_ts)
         if logs is not None:
-            logs.at(i, (3,))
-        dataplane.close(last_ts)
+            logs.at(own.count, (3,))
+        dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    return ShardResult(verdicts, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported, i,
-                       first_ts, last_ts, sum(c.backwards for c in captures),
-                       next((c.linktype for c in captures if c.linktype is not None), None), applied, error)
+    return ShardResult(verdicts, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported,
+                       own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
+                       next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
 
 def worker_count(text: str) -> int:
