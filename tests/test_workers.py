@@ -144,6 +144,15 @@ def test_parquet_verdicts_of_two_workers_equal_one_workers(tmp_path) -> None:
     assert two["summary"] == one["summary"]
 
 
+def test_the_report_of_two_workers_is_the_report_of_one(tmp_path) -> None:
+    pytest.importorskip("altair", reason="the report needs dataplane[report]")
+    outputs = {"--report": "report.html", "--summary": "summary.json"}
+    one = run(SCENARIO, DEMO / "web.pcap", tmp_path / "one", outputs=outputs)
+    two = run(SCENARIO, DEMO / "web.pcap", tmp_path / "two", "--workers", "2", outputs=outputs)
+    assert len(one["report.html"]) > 1000
+    assert two == one
+
+
 def test_a_truncated_capture_gives_two_workers_the_error_and_outputs_of_one(tmp_path, capsys) -> None:
     capture = tmp_path / "cut.pcap"
     capture.write_bytes((DEMO / "web.pcap").read_bytes()[:-10])
