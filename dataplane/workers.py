@@ -113,21 +113,19 @@ class ShardFrames:
         self.last_ts: float | None = None
 
     def of(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        pass_time, shard, index, logs, pending = (self._dataplane.pass_time, self._shard, self._index, self._logs,
-                                                  self._pending)
+        pass_time, shard, index, logs = self._dataplane.pass_time, self._shard, self._index, self._logs
+        due = math.inf
+        """When the next update is due."""
         for frame in frames:
             ts = frame[0]
             i = self.count
             self.count = i + 1
+            self.last_ts = ts
             if self.first_ts is None:
                 self.first_ts = ts
-            self.last_ts = ts
-            while pending and ts >= self.first_ts + pending[0].at:
-                update = pending.pop(0)
-                if logs is not None:
-                    logs.at(i, (0, self.applied))
-                self.applied += 1
-                self._dataplane.replace_nsg(update.nsg, self.first_ts + update.at)
+                due = self._next_update()
+            if ts >= due:
+                due = self._update(i, ts)
             if logs is not None:
                 logs.at(i, (1,))
             pass_time(ts)
@@ -137,6 +135,20 @@ class ShardFrames:
                 yield frame
             elif logs is not None:
                 logs.tick(ts)
+
+    def _next_update(self) -> float:
+        return self.first_ts + self._pending[0].at if self._pending else math.inf
+
+    def _update(self, i: int, ts: float) -> float:
+        """Every update due at ts, deployed as one process deploys it; when the next one is due."""
+        pending = self._pending
+        while pending and ts >= self.first_ts + pending[0].at:
+            update = pending.pop(0)
+            if self._logs is not None:
+                self._logs.at(i, (0, self.applied))
+            self.applied += 1
+            self._dataplane.replace_nsg(update.nsg, self.first_ts + update.at)
+        return self._next_update()
 
 
 def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shards: Shards, index: int,
