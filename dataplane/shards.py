@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from .addresses import ip_key
+from .addresses import V6, ip_key
 from .decode import Packet, Skip, decode_frame
 from .nat import Translations
 from .topology import Scenario
@@ -44,9 +44,10 @@ class Shards(NamedTuple):
                 first = ip_key(net.version, int(net.network_address))
                 ranges.add((first, first + net.num_addresses - 1))
         translations = Translations(scenario)
-        backends = {ip_key(4, ip) for slots in translations.frontends.values()
+        backends = {ip if ip < 1 << 32 else ip | V6 for slots in translations.frontends.values()
                     for _, targets in slots.values() for _, ip in targets}
-        return cls(count, tuple(sorted(ranges)), dict(translations.public_private),
+        aliases = {public: private | (public & V6) for public, private in translations.public_private.items()}
+        return cls(count, tuple(sorted(ranges)), aliases,
                    frozenset(translations.public) | frozenset(translations.frontends),
                    frozenset(translations.frontends) | frozenset(backends))
 
