@@ -75,10 +75,9 @@ class ShardFlowLogs(FlowLogs):
         (2,) the packet itself, (3,) the end of the capture."""
         self._index, self._phase, self._seq = index, phase, 0
 
-    def _keep(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> None:
+    def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> tuple:
         if t.state == "C":
-            self._tuples.append(((1, self._began[id(record)]), t))
-            return
+            return (1, self._began[id(record)]), t
         phase = self._phase
         if phase == (2,):
             self._seq += 1
@@ -91,7 +90,7 @@ class ShardFlowLogs(FlowLogs):
             self._began[id(record)] = place
         elif t.state == "E":
             del self._began[id(record)]
-        self._tuples.append((place, t))
+        return place, t
 
     def _closed(self, minute: float, tuples: list) -> None:
         self.minutes.append((minute, [(place, tuple(t)) for place, t in tuples]))  # plain: they pickle faster

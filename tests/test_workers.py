@@ -5,6 +5,7 @@ of a NAT) in one shard."""
 from __future__ import annotations
 
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -133,6 +134,57 @@ def test_two_workers_translate_and_log_nat_flows_as_one_does(nat_scenario, tmp_p
     translated = [json.loads(line) for line in one["verdicts.jsonl"].splitlines() if b"translated" in line]
     assert len(translated) > 10 and one["summary"]["flows"]["created"] > 20
     assert two == one
+
+
+def mixed_traffic(seed: int) -> list:
+    """Random conversations over twelve minutes, with quiet gaps that let flows idle out: Internet
+    clients to the frontend and the jump box, web to db inside the VNet, pings, UDP, denied probes."""
+    rng = random.Random(seed)
+    packets = []
+    for n in range(150):
+        t = rng.choice((0, 200, 420)) + rng.uniform(0, 200)
+        client, port = f"198.18.{rng.randrange(4)}.{rng.randrange(1, 40)}", rng.randrange(1024, 65535)
+        kind = rng.randrange(5)
+        if kind == 0:
+            backend = rng.choice((WEB1, WEB2))
+            steps = [(IP(src=client, dst=FRONTEND) / TCP(sport=port, dport=80, flags="S")),
+                     (IP(src=backend, dst=client) / TCP(sport=8080, dport=port, flags="SA")),
+                     (IP(src=client, dst=FRONTEND) / TCP(sport=port, dport=80, flags="A"))]
+        elif kind == 1:
+            office = f"203.0.113.{rng.randrange(1, 20)}"
+            steps = [(IP(src=office, dst=JUMP_PUBLIC) / TCP(sport=port, dport=22, flags="S")),
+                     (IP(src=JUMP, dst=office) / TCP(sport=22, dport=port, flags="SA")),
+                     (IP(src=office, dst=JUMP_PUBLIC) / TCP(sport=port, dport=22, flags="PA"))]
+        elif kind == 2:
+            web = rng.choice((WEB1, WEB2))
+            steps = [(IP(src=web, dst="10.10.2.4") / TCP(sport=port, dport=1433, flags="S")),
+                     (IP(src="10.10.2.4", dst=web) / TCP(sport=1433, dport=port, flags="SA")),
+                     (IP(src=web, dst="10.10.2.4") / TCP(sport=port, dport=1433, flags="F"))]
+        elif kind == 3:
+            steps = [(IP(src=JUMP, dst=rng.choice((WEB1, WEB2))) / ICMP(type=8, id=n)),
+                     (IP(src=client, dst=JUMP_PUBLIC) / UDP(sport=port, dport=53))]
+        else:
+            steps = [(IP(src=client, dst=rng.choice((JUMP_PUBLIC, FRONTEND))) / TCP(sport=port, dport=3389,
+                                                                                   flags="S"))]
+        for step in steps:
+            packets.append((t, step))
+            t += rng.uniform(0.001, 40)
+    frames = []
+    for t, p in sorted(packets, key=lambda tp: tp[0]):
+        frame = ether() / p
+        frame.time = T0 + 13 + t
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_three_workers_write_what_one_writes_on_random_mixed_traffic(seed, nat_scenario, tmp_path) -> None:
+    capture = tmp_path / "mixed.pcap"
+    wrpcap(str(capture), mixed_traffic(seed))
+    one = run(nat_scenario, capture, tmp_path / "one")
+    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3")
+    assert one["summary"]["flows"]["expired"] > 10
+    assert three == one
 
 
 def test_parquet_verdicts_of_two_workers_equal_one_workers(tmp_path) -> None:
