@@ -98,7 +98,10 @@ class ShardFlowLogs(FlowLogs):
 
 class ShardFrames:
     """The shard's frames out of all the capture's: the one place a worker passes over the others'
-    frames, which only move its clock (NSG updates, the sweep of idle flows, flow-log minutes)."""
+    frames, which only move its clock (NSG updates, the sweep of idle flows, flow-log minutes). Such a
+    frame changes nothing unless it is the first or last, or its time reaches the next update, sweep
+    (`Dataplane.pass_time`) or flow-log minute: a reader that filters shards in C need only hand those
+    over, with the count of frames before each."""
 
     def __init__(self, dataplane: Dataplane, logs: ShardFlowLogs | None, shards: Shards, index: int,
                  updates: list[Update]) -> None:
