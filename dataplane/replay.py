@@ -25,7 +25,7 @@ from .conntrack import LATEST_TIME
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs
 from .nsg import NetworkSecurityGroup, load_nsgs
-from .pipeline import Dataplane, Statistics, Verdict
+from .pipeline import Dataplane, Statistics
 from .flows import key_to_flow
 from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario

@@ -21,8 +21,8 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple, emit_minute
 from .pipeline import Dataplane, Statistics
-from .replay import (PASS_BATCH, Capture, Frame, Outputs, Summary, Update, _close_all, _flow_logs, _write_frame, _write_json, merged,
-                     verdict_writer, PcapWriter, _fill_summary)
+from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
+                     _flow_logs, _write_frame, _write_json, merged, verdict_writer)
 from .report import Traffic, render_replay_report, require_extra
 from .shards import FrameShards, Shards
 from .topology import Scenario
@@ -309,6 +309,9 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
     results: list[ShardResult] = []
     captures: list[Capture] = []
     try:
+        lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
+        if lines is not None:
+            writers["verdicts"] = lines
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
@@ -316,8 +319,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if flowlogs is not None:
             _write_flow_logs(flowlogs, results)
         verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
-        if outputs.verdicts:
-            lines = writers["verdicts"] = verdict_writer(outputs.verdicts)
+        if lines is not None:
             for v in verdicts:
                 lines.write(v[1])
         if traffic is not None:

@@ -192,7 +192,8 @@ def test_parquet_verdicts_of_two_workers_equal_one_workers(tmp_path) -> None:
     outputs = {"--verdicts": "verdicts.parquet", "--summary": "summary.json"}
     one = run(SCENARIO, DEMO / "web.pcap", tmp_path / "one", outputs=outputs)
     two = run(SCENARIO, DEMO / "web.pcap", tmp_path / "two", "--workers", "2", outputs=outputs)
-    assert pq.read_table(tmp_path / "two" / "verdicts.parquet").equals(pq.read_table(tmp_path / "one" / "verdicts.parquet"))
+    table = pq.read_table(tmp_path / "one" / "verdicts.parquet")
+    assert pq.read_table(tmp_path / "two" / "verdicts.parquet").equals(table)
     assert two["summary"] == one["summary"]
 
 
@@ -216,7 +217,21 @@ def test_a_truncated_capture_gives_two_workers_the_error_and_outputs_of_one(tmp_
     assert two == one
 
 
-def test_workers_auto_and_bad_counts(tmp_path, capsys) -> None:
+def test_an_interrupted_sharded_replay_still_writes_its_outputs(tmp_path, capsys, monkeypatch) -> None:
+    import dataplane.workers
+
+    def interrupted(workers):
+        def run(function, calls):
+            raise KeyboardInterrupt
+        return run
+    monkeypatch.setattr(dataplane.workers, "local_runner", interrupted)
+    files = run(SCENARIO, DEMO / "web.pcap", tmp_path / "two", "--workers", "2")
+    assert files["status"] == 130 and files["summary"]["interrupted"]
+    assert files["verdicts.jsonl"] == b"" and files["allowed.pcap"][:4] == bytes.fromhex("d4c3b2a1")
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_worker_count_that_is_not_positive_is_an_error(capsys) -> None:
     assert main(["replay", str(SCENARIO), str(DEMO / "web.pcap"), "--workers", "0"]) == 2
     assert "--workers '0': expected a positive number" in capsys.readouterr().err
 
