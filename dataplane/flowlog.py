@@ -194,15 +194,14 @@ class FlowLogs:
         self._closed(minute, tuples)
 
     def _closed(self, minute: float, tuples: list) -> None:
-        emit_minute(self._emit_record, minute, tuples)
+        self.write_minute(minute, tuples)
 
-
-def emit_minute(emit: Emit, minute: float, tuples: list[_Tuple]) -> None:
-    """The records of one closed minute, NSG flow log records first."""
-    for record in _nsg_records(minute, tuples):
-        emit("nsg", record)
-    for record in _vnet_records(minute, tuples):
-        emit("vnet", record)
+    def write_minute(self, minute: float, tuples: list[_Tuple]) -> None:
+        """The records of one closed minute to `emit`, NSG flow log records first."""
+        for record in _nsg_records(minute, tuples):
+            self._emit_record("nsg", record)
+        for record in _vnet_records(minute, tuples):
+            self._emit_record("vnet", record)
 
 
 def _endpoints(t: _Tuple) -> tuple[str, str]:

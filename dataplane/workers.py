@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
-from .flowlog import FlowLogs, _Tuple, emit_minute
+from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
 from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _write_frame, _write_json, merged, verdict_writer)
@@ -366,7 +366,7 @@ def _write_flow_logs(flowlogs: FlowLogs, results: list[ShardResult]) -> None:
         for minute, tuples in result.minutes:
             minutes.setdefault(minute, []).extend(tuples)
     for minute in sorted(minutes):
-        emit_minute(flowlogs._emit_record, minute, [_Tuple._make(t) for _, t in sorted(minutes[minute], key=_place)])
+        flowlogs.write_minute(minute, [_Tuple._make(t) for _, t in sorted(minutes[minute], key=_place)])
 
 
 def _place(kept: tuple) -> tuple:

@@ -5,6 +5,7 @@ of a NAT) in one shard."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from dataplane.cli import main
 from dataplane.decode import decode_frame
 from dataplane.shards import Shards, shard_of
 from dataplane.topology import load_scenario
+from dataplane.workers import worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -229,6 +231,10 @@ def test_an_interrupted_sharded_replay_still_writes_its_outputs(tmp_path, capsys
     assert files["status"] == 130 and files["summary"]["interrupted"]
     assert files["verdicts.jsonl"] == b"" and files["allowed.pcap"][:4] == bytes.fromhex("d4c3b2a1")
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_workers_auto_is_one_per_core() -> None:
+    assert worker_count("auto") == os.cpu_count()
 
 
 def test_a_worker_count_that_is_not_positive_is_an_error(capsys) -> None:
