@@ -130,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
         replay_.add_argument(f"--{option}", metavar="DIR", help=text)
     replay_.add_argument("--update", action="append", default=[], metavar="TIME=NSG_FILE",
                          help="deploy a new NSG version TIME seconds after the first packet (repeatable)")
+    replay_.add_argument("--workers", default="1", metavar="N",
+                         help="shard the flows over N processes ('auto': one per core); the results are the same")
+    replay_.add_argument("--dask", metavar="ADDRESS",
+                         help="shard over a Dask cluster: 'local', or a scheduler such as tcp://host:8786 "
+                              "(needs dataplane[cluster])")
     replay_.set_defaults(run=cmd_replay)
     whatif.add_commands(sub)
     importer.add_commands(sub)
@@ -452,7 +457,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """The packet path (decoder, flow tables, flow logs) is imported only by the command that uses it."""
     from .replay import Outputs, Update
     from .topology import load_scenario
+    from .workers import worker_count
 
+    workers = worker_count(args.workers)
     scenario = load_scenario(args.scenario)
     updates = [Update.parse(text) for text in args.update]
     for update in updates:
@@ -471,19 +478,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
                       TimeRemainingColumn(), console=err, transient=True) as bar:
             task = bar.add_task("replaying", total=total)
             summary, status = _run_replay(scenario, args, outputs, updates,
-                                          lambda done: bar.update(task, completed=done), time.perf_counter)
+                                          lambda done: bar.update(task, completed=done), time.perf_counter, workers)
     else:
-        summary, status = _run_replay(scenario, args, outputs, updates, None, time.perf_counter)
+        summary, status = _run_replay(scenario, args, outputs, updates, None, time.perf_counter, workers)
     _print_summary(summary)
     return status
 
 
 def _run_replay(scenario: Scenario, args: argparse.Namespace, outputs: "Outputs", updates: list["Update"],
-                progress: Callable[[int], None] | None, clock: Callable[[], float]) -> tuple["Summary", int]:
+                progress: Callable[[int], None] | None, clock: Callable[[], float],
+                workers: int) -> tuple["Summary", int]:
     from .replay import replay
 
     try:
-        return replay(scenario, args.captures, outputs, updates=updates, progress=progress, clock=clock), 0
+        return replay(scenario, args.captures, outputs, updates=updates, progress=progress, clock=clock,
+                      workers=workers, dask=args.dask), 0
     except CaptureError as e:
         print(f"error: {e}", file=sys.stderr)
         print("error: the outputs hold what was replayed before the error", file=sys.stderr)

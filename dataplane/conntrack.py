@@ -269,16 +269,30 @@ class FlowTable:
 
     def advance(self, now: float) -> None:
         """End every flow whose deadline is at or before now."""
+        for record in self.ending(now):
+            self._end(record, now)
+
+    def ending(self, now: float) -> list[FlowRecord]:
+        """The records whose deadline is at or before now, in deadline order, still in the table (the
+        caller ends them with `expire`); the others of the buckets looked at move to their new bucket."""
         due = self.due
+        ending = []
         while due and due[0] <= now:
             bucket = heapq.heappop(due)
             for record in self.wheel.pop(bucket):
                 if record.bucket != bucket or self._flows.get(record.key) is not record:
                     continue
                 if record.expires <= now:
-                    self._end(record, now)
+                    record.bucket = 0
+                    ending.append(record)
                 else:
                     self._schedule(record)
+        ending.sort(key=_by_deadline)
+        return ending
+
+    def expire(self, record: FlowRecord, now: float) -> None:
+        """End a record `ending` returned."""
+        self._end(record, now)
 
     def _end_due_this_second(self, now: float) -> None:
         """`advance` works in whole seconds; a full table also frees the records of the current second
@@ -316,6 +330,10 @@ class FlowTable:
             why = "closed" if record.state is TcpState.CLOSED else "expired"
         if self.on_end is not None:
             self.on_end(record, why, min(now, record.expires) if why in ("expired", "closed") else now)
+
+
+def _by_deadline(record: FlowRecord) -> tuple:
+    return record.expires, record.key
 
 
 class FragmentTable:

@@ -89,6 +89,8 @@ class FlowLogs:
         self._live: dict[int, tuple[str, FlowRecord]] = {}
         self._denied: dict[tuple, float] = {}
         self._tuples: list[_Tuple] = []
+        self._held: list[tuple[float, Any]] = []
+        """E tuples of flows that ended in a minute after the open one, until the open one closes."""
         self._minute: float | None = None
 
     # -- inputs --------------------------------------------------------------------------------
@@ -104,8 +106,12 @@ class FlowLogs:
     def flow_ended(self, nic: str, record: FlowRecord, why: str, ts: float) -> None:
         if self._live.pop(id(record), None) is None:
             return
-        self.tick(ts)
-        self._emit(ts, nic, record, "E", self._delta(record))
+        if self._minute is not None and ts >= self._minute + 60:
+            # Held rather than closing the minute here: the minute closes at the next packet's time,
+            # whichever flows ended meanwhile (so that every shard of `replay --workers` closes it alike).
+            self._held.append((ts, self._entry(self._tuple(ts, nic, record, "E", self._delta(record)), nic, record)))
+        else:
+            self._emit(ts, nic, record, "E", self._delta(record))
         del self._reported[id(record)]
 
     def verdict(self, verdict: Verdict) -> None:
@@ -122,9 +128,9 @@ class FlowLogs:
         if key in self._denied:
             return
         self._denied[key] = verdict.ts
-        self._tuples.append(_Tuple(verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES),
-                                   verdict.nic, proto, version, src, sport, dst, dport, "I" if inbound else "O", "D",
-                                   None))
+        self._tuples.append(self._entry(
+            _Tuple(verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES), verdict.nic,
+                   proto, version, src, sport, dst, dport, "I" if inbound else "O", "D", None), verdict.nic, None))
 
     def tick(self, ts: float) -> None:
         """Close every minute that ended before ts: C tuples for active flows, then the records."""
@@ -138,12 +144,25 @@ class FlowLogs:
                     self._emit(boundary, nic, record, "C", delta)
             self._flush(self._minute)
             self._minute = boundary
+            self._release()
             if self._tuples == [] and not self._live:
                 self._minute = ts - ts % 60
+                if self._held:
+                    first = min(when for when, _ in self._held)
+                    self._minute = min(self._minute, first - first % 60)
+                self._release()
 
     def close(self) -> None:
+        if self._held:
+            self.tick(max(when for when, _ in self._held))
         if self._minute is not None:
             self._flush(self._minute)
+
+    def _release(self) -> None:
+        """The held tuples of the minute now open join it."""
+        end = self._minute + 60
+        self._tuples += [entry for when, entry in self._held if when < end]
+        self._held = [(when, entry) for when, entry in self._held if when >= end]
 
     # -- tuples --------------------------------------------------------------------------------
 
@@ -154,16 +173,31 @@ class FlowLogs:
         return tuple(a - b for a, b in zip(now, before))  # type: ignore[return-value]
 
     def _emit(self, ts: float, nic: str, record: FlowRecord, state: str, counters) -> None:
+        self._tuples.append(self._entry(self._tuple(ts, nic, record, state, counters), nic, record))
+
+    @staticmethod
+    def _tuple(ts: float, nic: str, record: FlowRecord, state: str, counters) -> _Tuple:
         o = record.outcome
         proto, version, src, sport, dst, dport = record.initiator
-        self._tuples.append(_Tuple(ts, o.nsg, rule_label(o.rule, o.default_rule), nic, proto, version, src, sport,
-                                   dst, dport, "I" if o.direction == "Inbound" else "O", state, counters))
+        return _Tuple(ts, o.nsg, rule_label(o.rule, o.default_rule), nic, proto, version, src, sport, dst, dport,
+                      "I" if o.direction == "Inbound" else "O", state, counters)
+
+    def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> Any:
+        """What a minute keeps of a tuple; a subclass may keep more with it (`workers` keeps its order)."""
+        return t
 
     def _flush(self, minute: float) -> None:
         if not self._tuples:
             return
         tuples, self._tuples = self._tuples, []
         self._denied.clear()
+        self._closed(minute, tuples)
+
+    def _closed(self, minute: float, tuples: list) -> None:
+        self.write_minute(minute, tuples)
+
+    def write_minute(self, minute: float, tuples: list[_Tuple]) -> None:
+        """The records of one closed minute to `emit`, NSG flow log records first."""
         for record in _nsg_records(minute, tuples):
             self._emit_record("nsg", record)
         for record in _vnet_records(minute, tuples):

@@ -11,6 +11,7 @@ live flows until they idle out, unless the NSG has `flush_connection`.
 from __future__ import annotations
 
 import ipaddress
+import operator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, MutableMapping, NamedTuple, Protocol, Sequence
@@ -254,13 +255,25 @@ class Dataplane:
         return {name: len(table) for name, table in self._tables.items()}
 
     def advance(self, now: float) -> None:
-        """Let the capture clock run to `now`: flows idle past their timeout end."""
-        for table in self._tables.values():
-            table.advance(now)
+        """Let the capture clock run to `now`: flows idle past their timeout end, in deadline order
+        across the NICs, so that what a listener hears does not depend on which NICs share the run."""
+        due = []
+        for order, table in enumerate(self._tables.values()):
+            due += [(record.expires, order, record.key, table, record) for record in table.ending(now)]
+        if len(due) > 1:
+            due.sort(key=_deadline_order)
+        for *_, table, record in due:
+            table.expire(record, now)
         self._next_sweep = now + 1.0
         if self._fast is not None:
             self._fast.next_sweep = self._next_sweep
         self._fragments.advance(now)
+
+    def pass_time(self, now: float) -> None:
+        """The clock of a packet this Dataplane does not see (another shard's): the sweep its
+        `process` would have made."""
+        if now >= self._next_sweep:
+            self.advance(now)
 
     def close(self, now: float) -> None:
         """End of the capture: every live flow ends, so flow logs can close them out."""
@@ -617,4 +630,5 @@ TCP_MOVES_BY_FLAGS = [{state: (tcp_next(state, flags, False), tcp_next(state, fl
                       for flags in range(256)]
 """`tcp_next` tabulated: [flags][state][from initiator] → next state, for the per-packet path."""
 TCP_FIRST_STATES = [tcp_first_state(flags) for flags in range(256)]
+_deadline_order = operator.itemgetter(0, 1, 2)
 DIRECTION_NAMES = {direction: direction.value for direction in Direction}

@@ -27,7 +27,7 @@ from .conntrack import LATEST_TIME
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs
 from .nsg import NetworkSecurityGroup, load_nsgs
-from .pipeline import Dataplane, Verdict
+from .pipeline import Dataplane, Statistics
 from .flows import key_to_flow
 from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario
@@ -449,8 +449,11 @@ Progress = Callable[[int], None]
 
 def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = None, *,
            updates: Iterable[Update] = (), progress: Progress | None = None,
-           clock: Callable[[], float] | None = None) -> Summary:
+           clock: Callable[[], float] | None = None, workers: int = 1, dask: str | None = None) -> Summary:
     """Replay captures through the scenario; outputs are written even when a capture breaks off.
+
+    `workers` > 1 shards the flows over that many processes, `dask` over a Dask cluster (`local`, or
+    a scheduler's address): the results are the same (`workers.py`). Flow-log input replays in one.
 
     Raises CaptureError (a capture breaks off) and KeyboardInterrupt (the user stopped it) after
     closing every output, with the summary of what was done attached as `error.summary`.
@@ -461,6 +464,13 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     from .traffic import is_flow_log, replay_flow_logs  # traffic builds on this module
     if paths and all(is_flow_log(p) for p in paths):
         return replay_flow_logs(scenario, paths, outputs, updates=updates, clock=clock)
+    if workers > 1 or dask is not None:
+        from .workers import dask_runner, local_runner, replay_sharded
+        if dask is not None:
+            runner, count = dask_runner(dask, workers if workers > 1 else None)
+        else:
+            runner, count = local_runner(workers), workers
+        return replay_sharded(scenario, paths, outputs, list(updates), count, runner, clock)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)
     if outputs.report:
@@ -545,7 +555,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 if traffic is not None:
                     traffic.verdict(verdict, frame.wirelen)
                 if captures_out:
-                    _write_frame(writers, outputs, frame, verdict)
+                    _write_frame(writers, outputs, frame, verdict.decision, verdict.translated)
     except CaptureError as e:
         summary.error = str(e)
         e.summary = summary  # type: ignore[attr-defined]
@@ -568,7 +578,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         failure = _close_all(writers.values())
         for capture in captures:
             capture.close()
-        _fill_summary(summary, dataplane, hits, scenario)
+        _fill_summary(summary, dataplane.stats, hits, scenario)
         summary.seconds = (clock() - started) if clock else 0.0
         summary.capture_seconds = (last_ts - first_ts) if first_ts is not None else 0.0
         summary.timestamps_backwards = sum(c.backwards for c in captures)
@@ -662,9 +672,10 @@ def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
     return FlowLogs(emit)
 
 
-def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, verdict: Verdict) -> None:
-    for name, wanted in (("allowed", verdict.decision == "Allow"), ("denied", verdict.decision == "Deny"),
-                         ("translated", verdict.decision == "Allow")):
+def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, decision: str,
+                 translated: tuple | None) -> None:
+    for name, wanted in (("allowed", decision == "Allow"), ("denied", decision == "Deny"),
+                         ("translated", decision == "Allow")):
         path = getattr(outputs, name)
         if not path or not wanted:
             continue
@@ -672,8 +683,8 @@ def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, verdic
         if writer is None:
             writer = writers[name] = PcapWriter(path, frame.linktype)
         data = frame.data
-        if name == "translated" and verdict.translated is not None:
-            data = translate_frame(data, frame.linktype, verdict.translated)
+        if name == "translated" and translated is not None:
+            data = translate_frame(data, frame.linktype, translated)
         writer.write(frame.ts, data, max(frame.wirelen, len(data)))
 
 
@@ -707,8 +718,7 @@ def translate_frame(data: bytes, linktype: int, key: tuple) -> bytes:
     return bytes(packet)
 
 
-def _fill_summary(summary: Summary, dataplane: Dataplane, hits: dict, scenario: Scenario) -> None:
-    stats = dataplane.stats
+def _fill_summary(summary: Summary, stats: Statistics, hits: dict, scenario: Scenario) -> None:
     summary.packets, summary.allowed, summary.denied = stats.packets, stats.allowed, stats.denied
     summary.skipped = dict(stats.skipped)
     for (nsg, rule), count in sorted(hits.items()):

@@ -815,3 +815,28 @@ def test_a_verdict_prints_as_the_contracts_json_line() -> None:
         "index": 7, "ts": 1.5, "flow": f"tcp {OFFICE}:50000 > {EDGE_PUBLIC}:22", "direction": "Inbound",
         "nic": "edge", "decision": "Allow", "nsg": "nsg-edge", "rule": "AllowSsh", "reason": "rules",
         "state": "syn-sent", "translated": f"tcp {OFFICE}:50000 > {EDGE}:22"}
+
+
+def test_a_sweep_ends_flows_in_deadline_order_across_nics() -> None:
+    """What a listener hears does not depend on which NICs share a run (replay --workers)."""
+    from pathlib import Path
+
+    class Ended:
+        def __init__(self) -> None:
+            self.nics: list[str] = []
+
+        def flow_started(self, nic, record, ts) -> None:
+            pass
+
+        def flow_ended(self, nic, record, why, ts) -> None:
+            self.nics.append(nic)
+
+    ended = Ended()
+    demo = Path(__file__).resolve().parents[1] / "pcaps" / "demo" / "scenario.yaml"
+    dp = Dataplane.from_file(demo, listener=ended)
+    first = ether() / IP(src="203.0.113.50", dst="20.50.1.10") / TCP(sport=53000, dport=22, flags="S")
+    second = ether() / IP(src="198.51.100.7", dst="20.50.1.100") / TCP(sport=53001, dport=80, flags="S")
+    assert dp.process(bytes(first), 0.0).decision == "Allow"
+    assert dp.process(bytes(second), 0.5).nic in ("web1-nic", "web2-nic")
+    dp.advance(10_000.0)
+    assert ended.nics[0] == "jump-nic" and len(ended.nics) == 2

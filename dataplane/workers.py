@@ -1,0 +1,399 @@
+"""`replay --workers N` and `--dask ADDRESS`: the flows of a replay sharded over processes.
+
+Every worker reads the whole capture and lets its Dataplane see only its shard's packets
+(`shards.py` keeps a flow's packets together); for the others it only lets the capture's clock run,
+so flows idle out and flow-log minutes close exactly when they would in one process. Each worker
+hands back its verdicts by packet index and its flow-log tuples with the place each had in the
+one-process order, and the client merges and writes every output: the files equal one worker's.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+from collections import Counter
+from dataclasses import fields
+from typing import Any, Callable, Iterator, NamedTuple
+
+from .conntrack import FlowRecord
+from .errors import CaptureError, DataplaneError
+from .flowlog import FlowLogs, _Tuple
+from .pipeline import Dataplane, Statistics
+from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
+                     _flow_logs, _write_frame, _write_json, merged, verdict_writer)
+from .report import Traffic, render_replay_report, require_extra
+from .shards import FrameShards, Shards
+from .topology import Scenario
+
+CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[cluster]'"
+
+
+class Wanted(NamedTuple):
+    """What the client needs back from each worker besides the counts."""
+
+    verdicts: bool
+    report: bool
+    flow_logs: bool
+
+
+class ShardResult(NamedTuple):
+    verdicts: list[tuple[int, dict[str, Any], str, tuple | None, Any, int]]
+    """Of each of the shard's packets: (index, verdict line, decision, translated key, the Verdict when
+    a report needs it, wire length). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
+    """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
+    stats: Statistics
+    hits: dict[tuple[str, str], int]
+    unsupported_link_types: dict[int, int]
+    frames: int
+    first_ts: float | None
+    last_ts: float | None
+    backwards: int
+    linktype: int | None
+    updates_applied: int
+    error: CaptureError | None
+
+
+class ShardFlowLogs(FlowLogs):
+    """Flow logs that keep minutes as tuples, each with its place in the order one process makes them:
+    (packet index, phase, ...) for tuples made at a packet; a minute's C tuples last, in the order their
+    flows began, as `FlowLogs.tick` makes them."""
+
+    def __init__(self, nic_order: dict[str, int]) -> None:
+        super().__init__(lambda kind, record: None)
+        self.minutes: list[tuple[float, list]] = []
+        self._nic_order = nic_order
+        self._began: dict[int, tuple] = {}
+        self._index = 0
+        self._phase: tuple = ()
+        self._seq = 0
+
+    def at(self, index: int, phase: tuple) -> None:
+        """Where the replay is: phase (0, n) the n-th NSG update, (1,) the sweep of expired flows,
+        (2,) the packet itself, (3,) the end of the capture."""
+        self._index, self._phase, self._seq = index, phase, 0
+
+    def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> tuple:
+        if t.state == "C":
+            return (1, self._began[id(record)]), t
+        phase = self._phase
+        if phase == (2,):
+            self._seq += 1
+            place = (0, self._index, 2, self._seq)
+        elif phase == (1,):  # the order of Dataplane.advance
+            place = (0, self._index, 1, record.expires, self._nic_order[nic], record.key)
+        else:  # NSG by NSG, NIC by NIC, each table's flows in the order they began
+            place = (0, self._index, *phase, self._nic_order[nic], self._began[id(record)])
+        if t.state == "B":
+            self._began[id(record)] = place
+        elif t.state == "E":
+            del self._began[id(record)]
+        return place, t
+
+    def _closed(self, minute: float, tuples: list) -> None:
+        self.minutes.append((minute, [(place, tuple(t)) for place, t in tuples]))  # plain: they pickle faster
+
+
+class ShardFrames:
+    """The shard's frames out of all the capture's: the one place a worker passes over the others'
+    frames, which only move its clock (NSG updates, the sweep of idle flows, flow-log minutes). Such a
+    frame changes nothing unless it is the first or last, or its time reaches the next update, sweep
+    (`Dataplane.pass_time`) or flow-log minute: a reader that filters shards in C need only hand those
+    over, with the count of frames before each."""
+
+    def __init__(self, dataplane: Dataplane, logs: ShardFlowLogs | None, shards: Shards, index: int,
+                 updates: list[Update]) -> None:
+        self._dataplane, self._logs, self._index = dataplane, logs, index
+        self._shard = FrameShards(shards)
+        self._pending = sorted(updates, key=lambda u: u.at)
+        self.count = 0
+        """Frames read so far; the one last yielded has index count - 1."""
+        self.applied = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+
+    def of(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        pass_time, shard, index, logs = self._dataplane.pass_time, self._shard, self._index, self._logs
+        due = math.inf
+        """When the next update is due."""
+        for frame in frames:
+            ts = frame[0]
+            i = self.count
+            self.count = i + 1
+            self.last_ts = ts
+            if self.first_ts is None:
+                self.first_ts = ts
+                due = self._next_update()
+            if ts >= due:
+                due = self._update(i, ts)
+            if logs is not None:
+                logs.at(i, (1,))
+            pass_time(ts)
+            if shard(frame[2], frame[1]) == index:
+                if logs is not None:
+                    logs.at(i, (2,))
+                yield frame
+            elif logs is not None:
+                logs.tick(ts)
+
+    def _next_update(self) -> float:
+        return self.first_ts + self._pending[0].at if self._pending else math.inf
+
+    def _update(self, i: int, ts: float) -> float:
+        """Every update due at ts, deployed as one process deploys it; when the next one is due."""
+        pending = self._pending
+        while pending and ts >= self.first_ts + pending[0].at:
+            update = pending.pop(0)
+            if self._logs is not None:
+                self._logs.at(i, (0, self.applied))
+            self.applied += 1
+            self._dataplane.replace_nsg(update.nsg, self.first_ts + update.at)
+        return self._next_update()
+
+
+def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shards: Shards, index: int,
+              wanted: Wanted) -> ShardResult:
+    """One worker: the whole capture read, the shard's packets replayed, the others' clock kept. Without
+    per-packet outputs the C fast path passes the packets of known flows, as in one process."""
+    logs = ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}) \
+        if wanted.flow_logs else None
+    dataplane = Dataplane(scenario, listener=logs)
+    process = dataplane.process
+    own = ShardFrames(dataplane, logs, shards, index, updates)
+    hits: dict[tuple[str, str], int] = {}
+    unsupported: dict[int, int] = {}
+    verdicts: list[tuple] = []
+    captures: list[Capture] = []
+    per_packet = wanted.verdicts or logs is not None
+    pass_frames = dataplane.pass_frames if not per_packet else None
+    error = None
+    try:
+        captures = [Capture(p) for p in paths]
+        frames = own.of(merged(captures))
+        while True:
+            if pass_frames is not None:
+                passed, _, frame = pass_frames(frames, math.inf, PASS_BATCH)
+                if isinstance(frame, BaseException):
+                    raise frame
+                if frame is None:
+                    if passed < PASS_BATCH:
+                        break
+                    continue
+            else:
+                frame = next(frames, None)
+                if frame is None:
+                    break
+            ts, linktype, data, wirelen = frame
+            verdict = process(data, ts, linktype)
+            if verdict.reason == "unsupported-link-type":
+                unsupported[linktype] = unsupported.get(linktype, 0) + 1
+            for evaluation in verdict.evaluations:
+                slot = (evaluation.nsg, evaluation.rule)
+                hits[slot] = hits.get(slot, 0) + 1
+            if logs is not None:
+                logs.verdict(verdict)
+            if wanted.verdicts:
+                i = own.count - 1
+                verdicts.append((i, verdict.to_json(i), verdict.decision, verdict.translated,
+                                 verdict if wanted.report else None, wirelen))
+    except CaptureError as e:
+        error = e
+    finally:
+        for capture in captures:
+            capture.close()
+    if own.last_ts is not None:
+        if logs is not None:
+            logs.at(own.count, (1,))
+        dataplane.advance(own.last_ts)
+        if logs is not None:
+            logs.at(own.count, (3,))
+        dataplane.close(own.last_ts)
+    if logs is not None:
+        logs.close()
+    return ShardResult(verdicts, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported,
+                       own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
+                       next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
+
+
+def worker_count(text: str) -> int:
+    """`--workers N`, or `auto` for the machine's cores."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise DataplaneError(f"--workers {text!r}: expected a positive number of processes or 'auto'")
+    return count
+
+
+Runner = Callable[[Callable[..., ShardResult], list[tuple]], list[ShardResult]]
+"""Runs run_shard once per argument tuple, somewhere, and returns the results in order."""
+
+
+def local_runner(workers: int) -> Runner:
+    """A pool of processes on this machine; Ctrl-C stops them at once. Forked from a server that has
+    imported the package (not from this process, whose threads a fork would not carry)."""
+    def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        pool = context.Pool(workers, initializer=_ignore_interrupts)
+        try:
+            results = pool.starmap(function, calls)
+        except BaseException:
+            pool.terminate()
+            raise
+        pool.close()
+        pool.join()
+        return results
+    return run
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group: the client stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def dask_runner(address: str, workers: int | None) -> tuple[Runner, int]:
+    """A Dask cluster (`local`: processes on this machine, listening on loopback only) and the shard
+    count: --workers when given, else one shard per worker thread of the cluster."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DataplaneError(CLUSTER_EXTRA) from None
+    if address == "local":
+        count = workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        cluster = None
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as e:
+            raise DataplaneError(f"--dask {address}: cannot reach the scheduler: {e}") from None
+        count = workers or sum(client.nthreads().values()) or 1
+
+    def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
+        try:
+            futures = [client.submit(function, *call, pure=False) for call in calls]
+            return client.gather(futures)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return run, count
+
+
+def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updates: list[Update],
+                   count: int, runner: Runner, clock: Callable[[], float] | None) -> Summary:
+    """`replay` over `count` shards: the results and every output as one process gives them."""
+    for path in paths:
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise DataplaneError("every worker reads the whole capture, and a pipe or device can be read only "
+                                 "once: replay it with one worker", file=path)
+    writers: dict[str, Any] = {}
+    flowlogs = _flow_logs(outputs, writers)
+    if outputs.report:
+        require_extra()
+    traffic = Traffic() if outputs.report else None
+    captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
+    wanted = Wanted(bool(outputs.verdicts) or captures_out or traffic is not None, traffic is not None,
+                    flowlogs is not None)
+    shards = Shards.of(scenario, count)
+    summary = Summary()
+    started = clock() if clock else 0.0
+    results: list[ShardResult] = []
+    captures: list[Capture] = []
+    try:
+        lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
+        if lines is not None:
+            writers["verdicts"] = lines
+        results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
+        first = results[0]
+        for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
+            scenario.network_security_groups[update.nsg.name] = update.nsg
+        if flowlogs is not None:
+            _write_flow_logs(flowlogs, results)
+        verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
+        if lines is not None:
+            for v in verdicts:
+                lines.write(v[1])
+        if traffic is not None:
+            for *_, verdict, wirelen in verdicts:
+                traffic.verdict(verdict, wirelen)
+        if captures_out:
+            captures = [Capture(p) for p in paths]
+            for (_, _, decision, translated, _, _), frame in zip(verdicts, merged(captures)):
+                _write_frame(writers, outputs, frame, decision, translated)
+    except KeyboardInterrupt as e:
+        summary.interrupted = True
+        e.summary = summary  # type: ignore[attr-defined]
+        raise
+    finally:
+        linktype = next((r.linktype for r in results if r.linktype is not None), 1)
+        for name in ("allowed", "denied", "translated"):
+            if getattr(outputs, name) and name not in writers:
+                writers[name] = PcapWriter(getattr(outputs, name), linktype)
+        failure = _close_all(writers.values())
+        for capture in captures:
+            capture.close()
+        if results:
+            _merge_summary(summary, results, scenario, updates)
+        summary.seconds = (clock() - started) if clock else 0.0
+        if outputs.summary:
+            _write_json(outputs.summary, summary.to_json())
+        if outputs.report and traffic is not None:
+            sources = [f"scenario {scenario.file}"] if scenario.file else []
+            render_replay_report(summary.to_json(), traffic, outputs.report,
+                                 sources=sources + [f"capture {p}" for p in paths])
+        if failure is not None:
+            raise failure
+    error = results[0].error
+    if error is not None:
+        error.summary = summary  # type: ignore[attr-defined]
+        raise error
+    return summary
+
+
+def _write_flow_logs(flowlogs: FlowLogs, results: list[ShardResult]) -> None:
+    """Each minute's tuples from every shard, in the order one process makes them."""
+    minutes: dict[float, list] = {}
+    for result in results:
+        for minute, tuples in result.minutes:
+            minutes.setdefault(minute, []).extend(tuples)
+    for minute in sorted(minutes):
+        flowlogs.write_minute(minute, [_Tuple._make(t) for _, t in sorted(minutes[minute], key=_place)])
+
+
+def _place(kept: tuple) -> tuple:
+    return kept[0]
+
+
+def _merge_summary(summary: Summary, results: list[ShardResult], scenario: Scenario,
+                   updates: list[Update]) -> None:
+    stats = Statistics()
+    hits: Counter = Counter()
+    unsupported: Counter = Counter()
+    for result in results:
+        for f in fields(Statistics):
+            if f.name == "skipped":
+                for reason, n in result.stats.skipped.items():
+                    stats.skipped[reason] = stats.skipped.get(reason, 0) + n
+            else:
+                setattr(stats, f.name, getattr(stats, f.name) + getattr(result.stats, f.name))
+        hits.update(result.hits)
+        unsupported.update(result.unsupported_link_types)
+    _fill_summary(summary, stats, dict(hits), scenario)
+    first = results[0]
+    summary.unsupported_link_types = dict(unsupported)
+    summary.capture_seconds = (first.last_ts - first.first_ts) if first.first_ts is not None else 0.0
+    summary.timestamps_backwards = first.backwards
+    if first.error is not None:
+        summary.error = str(first.error)
+    summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
+                         f"{summary.capture_seconds:g} s after its first packet"
+                         for u in sorted(updates, key=lambda u: u.at)[first.updates_applied:]]

@@ -1,0 +1,315 @@
+"""`replay --workers N` and `--dask`: flows sharded over processes give what one process gives, file
+for file; the shard function keeps every packet of a flow (replies, fragments, ICMP errors, both sides
+of a NAT) in one shard."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.utils import wrpcap
+
+from dataplane.cli import main
+from dataplane.decode import decode_frame
+from dataplane.shards import Shards, shard_of
+from dataplane.topology import load_scenario
+from dataplane.workers import worker_count
+
+from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
+from frames import ether
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "pcaps" / "demo"
+SCENARIO = DEMO / "scenario.yaml"
+SHARED_SCENARIO = ROOT / "tests" / "fixtures" / "shared-captures" / "scenario.yaml"
+T0 = 1_700_000_000.0
+FRONTEND, REMOTE, OFFICE, JUMP_PUBLIC, JUMP = "20.50.1.100", "93.184.216.34", "203.0.113.50", "20.50.1.10", \
+    "10.10.3.4"
+WEB1, WEB2 = "10.10.1.4", "10.10.1.5"
+OUTPUTS = {"--verdicts": "verdicts.jsonl", "--flow-log": "flow-log.json", "--vnet-flow-log": "vnet-flow-log.json",
+           "--allowed": "allowed.pcap", "--denied": "denied.pcap", "--translated": "translated.pcap",
+           "--summary": "summary.json", "--flow-log-dir": "nsg-tree", "--vnet-flow-log-dir": "vnet-tree"}
+
+
+def run(scenario: Path, capture: Path, folder: Path, *options: str, outputs: dict[str, str] = OUTPUTS) -> dict:
+    """Every output of one replay, by name (a folder as its files), with the wall-clock rate left out."""
+    folder.mkdir()
+    argv = ["replay", str(scenario), str(capture), *options]
+    for option, name in outputs.items():
+        argv += [option, str(folder / name)]
+    status = main(argv)
+    files = {"status": status}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(folder))] = path.read_bytes()
+    summary = json.loads(files.pop("summary.json"))
+    del summary["packets_per_second"]
+    files["summary"] = summary
+    return files
+
+
+def same_with_two_workers(scenario: Path, capture: Path, tmp_path: Path, *options: str) -> tuple[dict, dict]:
+    one = run(scenario, capture, tmp_path / "one", *options)
+    two = run(scenario, capture, tmp_path / "two", "--workers", "2", *options)
+    return one, two
+
+
+@pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
+def test_two_workers_write_what_one_writes_on_every_demo_capture(name, tmp_path) -> None:
+    one, two = same_with_two_workers(SCENARIO, DEMO / f"{name}.pcap", tmp_path)
+    assert one["summary"]["packets"] > 0
+    assert two == one
+
+
+def test_two_workers_apply_an_update_as_one_does(tmp_path) -> None:
+    one, two = same_with_two_workers(SCENARIO, DEMO / "rule-removal.pcap", tmp_path,
+                                     "--update", f"120={DEMO / 'nsg-jump-locked.json'}")
+    assert one["summary"]["rule_hits"]["nsg-jump"] == {"AllowSshFromOffice": 2, "DenyAllInBound": 2}
+    assert two == one
+
+
+@pytest.mark.parametrize("name", shared_captures(), ids=str)
+def test_two_workers_write_what_one_writes_on_every_shared_capture(name, tmp_path) -> None:
+    capture = scenario_capture(SHARED_PCAPS / name, tmp_path)
+    one, two = same_with_two_workers(SHARED_SCENARIO, capture, tmp_path)
+    assert two == one
+
+
+@pytest.fixture
+def nat_scenario(tmp_path) -> Path:
+    """The demo, with web1 and web2 leaving to the Internet behind the load balancer's frontend."""
+    doc = yaml.safe_load(SCENARIO.read_text())
+    doc["load_balancers"][0]["outbound_pool"] = ["web1-nic", "web2-nic"]
+    for nsg in doc["network_security_groups"]:
+        if nsg["name"] == "nsg-web-nic":
+            nsg["security_rules"].append(
+                {"name": "AllowHttpsOut", "priority": 100, "direction": "Outbound", "access": "Allow",
+                 "protocol": "Tcp", "sourceAddressPrefix": "*", "sourcePortRange": "*",
+                 "destinationAddressPrefix": "Internet", "destinationPortRange": "443"})
+    path = tmp_path / "nat.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def nat_traffic() -> list:
+    """Clients through the frontend and their replies from the backends; both backends to one remote
+    end from the same source port (the frontend must hand one of them another port) and the replies to
+    the frontend's ports; SSH through the jump box's public IP; fragments and an ICMP error; over three
+    minutes, so flows idle out and flow-log minutes close."""
+    packets = []
+    for i in range(24):
+        client, port, t = f"198.18.0.{10 + i}", 50000 + i, 5.0 * i
+        backend = (WEB1, WEB2)[i % 2]
+        packets += [(t, IP(src=client, dst=FRONTEND) / TCP(sport=port, dport=80, flags="S")),
+                    (t + 0.01, IP(src=backend, dst=client) / TCP(sport=8080, dport=port, flags="SA")),
+                    (t + 0.02, IP(src=client, dst=FRONTEND) / TCP(sport=port, dport=80, flags="A"))]
+    for i, (web, frontend_port) in enumerate(((WEB1, 40000), (WEB2, 1024))):
+        t = 7.0 + i
+        packets += [(t, IP(src=web, dst=REMOTE) / TCP(sport=40000, dport=443, flags="S")),
+                    (t + 0.05, IP(src=REMOTE, dst=FRONTEND) / TCP(sport=443, dport=frontend_port, flags="SA")),
+                    (t + 70, IP(src=web, dst=REMOTE) / TCP(sport=40000, dport=443, flags="PA"))]
+    packets += [(12.0, IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP(sport=53000, dport=22, flags="S")),
+                (12.01, IP(src=JUMP, dst=OFFICE) / TCP(sport=22, dport=53000, flags="SA")),
+                (130.0, IP(src=OFFICE, dst=JUMP_PUBLIC) / TCP(sport=53000, dport=22, flags="PA"))]
+    big = IP(src="198.18.1.1", dst=FRONTEND, id=77) / UDP(sport=5000, dport=80) / (b"x" * 3000)
+    packets += [(20.0 + k * 0.001, f) for k, f in enumerate(fragment(big, fragsize=1000))]
+    quoted = IP(src=JUMP_PUBLIC, dst=OFFICE) / TCP(sport=22, dport=53000, flags="A")
+    packets.append((12.5, IP(src="192.0.2.1", dst=JUMP_PUBLIC) / ICMP(type=3, code=4) / bytes(quoted)[:28]))
+    frames = []
+    for t, p in sorted(packets, key=lambda tp: tp[0]):
+        frame = ether() / p
+        frame.time = T0 + t
+        frames.append(frame)
+    return frames
+
+
+def test_two_workers_translate_and_log_nat_flows_as_one_does(nat_scenario, tmp_path) -> None:
+    capture = tmp_path / "nat.pcap"
+    wrpcap(str(capture), nat_traffic())
+    one, two = same_with_two_workers(nat_scenario, capture, tmp_path)
+    translated = [json.loads(line) for line in one["verdicts.jsonl"].splitlines() if b"translated" in line]
+    assert len(translated) > 10 and one["summary"]["flows"]["created"] > 20
+    assert two == one
+
+
+def mixed_traffic(seed: int) -> list:
+    """Random conversations over twelve minutes, with quiet gaps that let flows idle out: Internet
+    clients to the frontend and the jump box, web to db inside the VNet, pings, UDP, denied probes."""
+    rng = random.Random(seed)
+    packets = []
+    for n in range(150):
+        t = rng.choice((0, 200, 420)) + rng.uniform(0, 200)
+        client, port = f"198.18.{rng.randrange(4)}.{rng.randrange(1, 40)}", rng.randrange(1024, 65535)
+        kind = rng.randrange(5)
+        if kind == 0:
+            backend = rng.choice((WEB1, WEB2))
+            steps = [(IP(src=client, dst=FRONTEND) / TCP(sport=port, dport=80, flags="S")),
+                     (IP(src=backend, dst=client) / TCP(sport=8080, dport=port, flags="SA")),
+                     (IP(src=client, dst=FRONTEND) / TCP(sport=port, dport=80, flags="A"))]
+        elif kind == 1:
+            office = f"203.0.113.{rng.randrange(1, 20)}"
+            steps = [(IP(src=office, dst=JUMP_PUBLIC) / TCP(sport=port, dport=22, flags="S")),
+                     (IP(src=JUMP, dst=office) / TCP(sport=22, dport=port, flags="SA")),
+                     (IP(src=office, dst=JUMP_PUBLIC) / TCP(sport=port, dport=22, flags="PA"))]
+        elif kind == 2:
+            web = rng.choice((WEB1, WEB2))
+            steps = [(IP(src=web, dst="10.10.2.4") / TCP(sport=port, dport=1433, flags="S")),
+                     (IP(src="10.10.2.4", dst=web) / TCP(sport=1433, dport=port, flags="SA")),
+                     (IP(src=web, dst="10.10.2.4") / TCP(sport=port, dport=1433, flags="F"))]
+        elif kind == 3:
+            steps = [(IP(src=JUMP, dst=rng.choice((WEB1, WEB2))) / ICMP(type=8, id=n)),
+                     (IP(src=client, dst=JUMP_PUBLIC) / UDP(sport=port, dport=53))]
+        else:
+            steps = [(IP(src=client, dst=rng.choice((JUMP_PUBLIC, FRONTEND))) / TCP(sport=port, dport=3389,
+                                                                                   flags="S"))]
+        for step in steps:
+            packets.append((t, step))
+            t += rng.uniform(0.001, 40)
+    frames = []
+    for t, p in sorted(packets, key=lambda tp: tp[0]):
+        frame = ether() / p
+        frame.time = T0 + 13 + t
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_three_workers_write_what_one_writes_on_random_mixed_traffic(seed, nat_scenario, tmp_path) -> None:
+    capture = tmp_path / "mixed.pcap"
+    wrpcap(str(capture), mixed_traffic(seed))
+    one = run(nat_scenario, capture, tmp_path / "one")
+    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3")
+    assert one["summary"]["flows"]["expired"] > 10
+    assert three == one
+
+
+def test_parquet_verdicts_of_two_workers_equal_one_workers(tmp_path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    outputs = {"--verdicts": "verdicts.parquet", "--summary": "summary.json"}
+    one = run(SCENARIO, DEMO / "web.pcap", tmp_path / "one", outputs=outputs)
+    two = run(SCENARIO, DEMO / "web.pcap", tmp_path / "two", "--workers", "2", outputs=outputs)
+    table = pq.read_table(tmp_path / "one" / "verdicts.parquet")
+    assert pq.read_table(tmp_path / "two" / "verdicts.parquet").equals(table)
+    assert two["summary"] == one["summary"]
+
+
+def test_the_report_of_two_workers_is_the_report_of_one(tmp_path) -> None:
+    pytest.importorskip("altair", reason="the report needs dataplane[report]")
+    outputs = {"--report": "report.html", "--summary": "summary.json"}
+    one = run(SCENARIO, DEMO / "web.pcap", tmp_path / "one", outputs=outputs)
+    two = run(SCENARIO, DEMO / "web.pcap", tmp_path / "two", "--workers", "2", outputs=outputs)
+    assert len(one["report.html"]) > 1000
+    assert two == one
+
+
+def test_a_truncated_capture_gives_two_workers_the_error_and_outputs_of_one(tmp_path, capsys) -> None:
+    capture = tmp_path / "cut.pcap"
+    capture.write_bytes((DEMO / "web.pcap").read_bytes()[:-10])
+    one = run(SCENARIO, capture, tmp_path / "one")
+    first = capsys.readouterr().err
+    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2")
+    assert one["status"] == two["status"] == 2
+    assert "truncated at byte" in first and capsys.readouterr().err == first
+    assert two == one
+
+
+def test_an_interrupted_sharded_replay_still_writes_its_outputs(tmp_path, capsys, monkeypatch) -> None:
+    import dataplane.workers
+
+    def interrupted(workers):
+        def run(function, calls):
+            raise KeyboardInterrupt
+        return run
+    monkeypatch.setattr(dataplane.workers, "local_runner", interrupted)
+    files = run(SCENARIO, DEMO / "web.pcap", tmp_path / "two", "--workers", "2")
+    assert files["status"] == 130 and files["summary"]["interrupted"]
+    assert files["verdicts.jsonl"] == b"" and files["allowed.pcap"][:4] == bytes.fromhex("d4c3b2a1")
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_workers_auto_is_one_per_core() -> None:
+    assert worker_count("auto") == os.cpu_count()
+
+
+def test_a_worker_count_that_is_not_positive_is_an_error(capsys) -> None:
+    assert main(["replay", str(SCENARIO), str(DEMO / "web.pcap"), "--workers", "0"]) == 2
+    assert "--workers '0': expected a positive number" in capsys.readouterr().err
+
+
+# -- the shard function ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shards() -> Shards:
+    return Shards.of(load_scenario(SCENARIO), 7)
+
+
+def shard(shards: Shards, packet) -> int:
+    return shard_of(shards, decode_frame(bytes(ether() / packet)))
+
+
+def test_both_directions_of_a_flow_are_in_one_shard(shards) -> None:
+    for i in range(50):
+        client = f"198.51.100.{i}"
+        assert shard(shards, IP(src=client, dst=JUMP_PUBLIC) / TCP(sport=1000 + i, dport=22)) == \
+            shard(shards, IP(src=JUMP, dst=client) / TCP(sport=22, dport=1000 + i))
+
+
+def test_flows_spread_over_every_shard(shards) -> None:
+    seen = {shard(shards, IP(src=f"198.51.{i // 256}.{i % 256}", dst=FRONTEND) / TCP(dport=80)) for i in range(500)}
+    assert seen == set(range(7))
+
+
+def test_translated_and_untranslated_forms_are_in_one_shard(shards) -> None:
+    before = shard(shards, IP(src=WEB1, dst=REMOTE) / TCP(sport=40000, dport=443))
+    assert shard(shards, IP(src=FRONTEND, dst=REMOTE) / TCP(sport=1024, dport=443)) == before
+    assert shard(shards, IP(src=REMOTE, dst=FRONTEND) / TCP(sport=443, dport=1024)) == before
+    assert shard(shards, IP(src=REMOTE, dst=WEB1) / TCP(sport=443, dport=40000)) == before
+
+
+def test_later_fragments_are_in_the_shard_of_the_first(shards) -> None:
+    pieces = fragment(IP(src="198.18.1.1", dst=FRONTEND, id=9) / UDP(sport=5000, dport=80) / (b"x" * 3000),
+                      fragsize=1000)
+    assert len({shard(shards, p) for p in pieces}) == 1
+
+
+def test_an_icmp_error_is_in_the_shard_of_the_flow_it_quotes(shards) -> None:
+    flows = [(JUMP_PUBLIC, f"203.0.113.{i}") for i in range(30)]
+    for inside, outside in flows:
+        quoted = bytes(IP(src=inside, dst=outside) / TCP(sport=22, dport=53000))[:28]
+        error = IP(src="192.0.2.1", dst=inside) / ICMP(type=3, code=4) / quoted
+        assert shard(shards, error) == shard(shards, IP(src=outside, dst=JUMP) / TCP(sport=53000, dport=22))
+
+
+def test_traffic_through_an_inside_frontend_goes_to_shard_zero(shards) -> None:
+    assert shard(shards, IP(src=JUMP, dst=FRONTEND) / TCP(sport=3000, dport=80)) == 0
+    assert shard(shards, IP(src=JUMP, dst=WEB1) / TCP(sport=3000, dport=8080)) == 0
+
+
+def test_a_frame_that_is_not_ip_goes_to_shard_zero(shards) -> None:
+    from scapy.layers.l2 import ARP
+    assert shard(shards, ARP(psrc="10.10.1.4", pdst="10.10.1.5")) == 0
+
+
+# -- Dask ------------------------------------------------------------------------------------------------
+
+
+def test_dask_local_writes_what_the_local_run_writes(tmp_path) -> None:
+    pytest.importorskip("distributed", reason="dask's distributed is not installed: pip install 'dataplane[cluster]'")
+    one = run(SCENARIO, DEMO / "web.pcap", tmp_path / "one")
+    dask = run(SCENARIO, DEMO / "web.pcap", tmp_path / "dask", "--dask", "local", "--workers", "2")
+    assert dask == one
+
+
+def test_dask_without_the_cluster_extra_is_an_error_naming_it(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    status = main(["replay", str(SCENARIO), str(DEMO / "web.pcap"), "--dask", "local"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "pip install 'dataplane[cluster]'" in err and "Traceback" not in err
