@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <stdlib.h>
 
 typedef struct {
     PyObject_HEAD
@@ -680,6 +681,213 @@ static PyTypeObject RecentTableType = {
     .tp_methods = RecentTable_methods,
     .tp_as_mapping = &RecentTable_as_mapping,
     .tp_as_sequence = &RecentTable_as_sequence,
+};
+
+/* -- ShardFilter ----------------------------------------------------------------------------- */
+
+/* shards.FrameShards for the records pass_records walks: the shard of an Ethernet IPv4 frame that is
+   not ICMP, from its two addresses, as shards.pair_shard computes it (IPv4 parts of the Shards only). */
+typedef struct {
+    PyObject_HEAD
+    long index, count;
+    uint32_t (*inside)[2];    /* inclusive IPv4 ranges */
+    Py_ssize_t n_inside;
+    uint32_t *translated, *pinned;  /* sorted */
+    Py_ssize_t n_translated, n_pinned;
+    uint32_t (*aliases)[2];   /* (public, private), sorted by public */
+    Py_ssize_t n_aliases;
+} ShardFilter;
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The IPv4 members of a set of ip_keys, sorted; NULL with an exception on error. */
+static uint32_t *
+v4_members(PyObject *set, Py_ssize_t *n)
+{
+    PyObject *items = PySequence_List(set);
+    if (items == NULL)
+        return NULL;
+    uint32_t *out = PyMem_Malloc((PyList_GET_SIZE(items) + 1) * sizeof(uint32_t));
+    *n = 0;
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(items); i++) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(items, i), &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            PyMem_Free(out);
+            out = NULL;
+        } else if (!overflow && v >= 0 && v <= 0xFFFFFFFFLL) {
+            out[(*n)++] = (uint32_t)v;
+        }
+    }
+    Py_DECREF(items);
+    if (out == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return NULL;
+    }
+    qsort(out, *n, sizeof(uint32_t), cmp_u32);
+    return out;
+}
+
+static int
+has(const uint32_t *sorted, Py_ssize_t n, uint32_t v)
+{
+    return bsearch(&v, sorted, n, sizeof(uint32_t), cmp_u32) != NULL;
+}
+
+static int
+ShardFilter_init(ShardFilter *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"index", "count", "inside", "aliases", "translated", "pinned", NULL};
+    PyObject *inside, *aliases, *translated, *pinned;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "llOO!OO", names, &self->index, &self->count, &inside, &PyDict_Type,
+                                     &aliases, &translated, &pinned))
+        return -1;
+    if (self->count < 1 || self->index < 0 || self->index >= self->count) {
+        PyErr_SetString(PyExc_ValueError, "a shard index must be within its count");
+        return -1;
+    }
+    PyObject *ranges = PySequence_List(inside), *pairs = PyDict_Items(aliases);
+    if (ranges == NULL || pairs == NULL) {
+        Py_XDECREF(ranges);
+        Py_XDECREF(pairs);
+        return -1;
+    }
+    PyMem_Free(self->inside);
+    PyMem_Free(self->aliases);
+    self->inside = PyMem_Malloc((PyList_GET_SIZE(ranges) + 1) * sizeof(*self->inside));
+    self->aliases = PyMem_Malloc((PyList_GET_SIZE(pairs) + 1) * sizeof(*self->aliases));
+    self->n_inside = self->n_aliases = 0;
+    int ok = self->inside != NULL && self->aliases != NULL;
+    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(ranges); i++) {
+        PyObject *range = PyList_GET_ITEM(ranges, i), *first_, *last_;
+        ok = PyArg_ParseTuple(range, "O!O!", &PyLong_Type, &first_, &PyLong_Type, &last_);
+        int o1 = 0, o2 = 0;
+        long long first = ok ? PyLong_AsLongLongAndOverflow(first_, &o1) : 0;
+        long long last = ok ? PyLong_AsLongLongAndOverflow(last_, &o2) : 0;
+        ok = ok && !PyErr_Occurred();
+        if (ok && !o1 && first >= 0 && first <= 0xFFFFFFFFLL) {  /* an IPv6 range's keys are past 2**128 */
+            self->inside[self->n_inside][0] = (uint32_t)first;
+            self->inside[self->n_inside++][1] = o2 || last > 0xFFFFFFFFLL ? 0xFFFFFFFFU : (uint32_t)last;
+        }
+    }
+    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(pairs); i++) {
+        PyObject *public_ = PyTuple_GET_ITEM(PyList_GET_ITEM(pairs, i), 0);
+        PyObject *private_ = PyTuple_GET_ITEM(PyList_GET_ITEM(pairs, i), 1);
+        int o1, o2;
+        long long a = PyLong_AsLongLongAndOverflow(public_, &o1), b = PyLong_AsLongLongAndOverflow(private_, &o2);
+        ok = !PyErr_Occurred();
+        if (ok && !o1 && !o2 && a >= 0 && a <= 0xFFFFFFFFLL && b >= 0 && b <= 0xFFFFFFFFLL) {
+            self->aliases[self->n_aliases][0] = (uint32_t)a;
+            self->aliases[self->n_aliases++][1] = (uint32_t)b;
+        }
+    }
+    Py_DECREF(ranges);
+    Py_DECREF(pairs);
+    if (!ok) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return -1;
+    }
+    qsort(self->aliases, self->n_aliases, sizeof(*self->aliases), cmp_u32);  /* by public: the first member */
+    PyMem_Free(self->translated);
+    PyMem_Free(self->pinned);
+    self->translated = v4_members(translated, &self->n_translated);
+    self->pinned = self->translated != NULL ? v4_members(pinned, &self->n_pinned) : NULL;
+    return self->pinned != NULL ? 0 : -1;
+}
+
+static void
+ShardFilter_dealloc(ShardFilter *self)
+{
+    PyMem_Free(self->inside);
+    PyMem_Free(self->aliases);
+    PyMem_Free(self->translated);
+    PyMem_Free(self->pinned);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+is_inside(const ShardFilter *f, uint32_t a)
+{
+    if (has(f->translated, f->n_translated, a))
+        return 1;
+    for (Py_ssize_t i = 0; i < f->n_inside; i++) {
+        if (f->inside[i][0] <= a && a <= f->inside[i][1])
+            return 1;
+    }
+    return 0;
+}
+
+static uint32_t
+alias(const ShardFilter *f, uint32_t a)
+{
+    uint32_t (*found)[2] = bsearch(&a, f->aliases, f->n_aliases, sizeof(*f->aliases), cmp_u32);
+    return found != NULL ? (*found)[1] : a;
+}
+
+static long
+spread(uint64_t key, long count)
+{
+    return (long)(((key * 0x9E3779B97F4A7C15ULL) >> 32) % (uint64_t)count);
+}
+
+static long
+pair_shard(const ShardFilter *f, uint32_t a, uint32_t b)
+{
+    int a_inside = is_inside(f, a), b_inside = is_inside(f, b);
+    if (a_inside != b_inside)
+        return spread(a_inside ? b : a, f->count);
+    if (a_inside && (has(f->pinned, f->n_pinned, a) || has(f->pinned, f->n_pinned, b)))
+        return 0;
+    a = alias(f, a);
+    b = alias(f, b);
+    uint64_t low = a <= b ? a : b, high = a <= b ? b : a;
+    return spread(low * 31 + high, f->count);
+}
+
+/* The shard of a frame (-1: not an Ethernet IPv4 frame other than ICMP, which the Python side keys). */
+static long
+frame_shard(const ShardFilter *f, const unsigned char *b, Py_ssize_t n)
+{
+    if (n < 34 || b[12] != 8 || b[13] != 0 || b[23] == 1)
+        return -1;
+    uint32_t a = (uint32_t)b[26] << 24 | (uint32_t)b[27] << 16 | (uint32_t)b[28] << 8 | b[29];
+    uint32_t d = (uint32_t)b[30] << 24 | (uint32_t)b[31] << 16 | (uint32_t)b[32] << 8 | b[33];
+    return f->count == 1 ? 0 : pair_shard(f, a, d);
+}
+
+static PyObject *
+ShardFilter_shard(ShardFilter *self, PyObject *frame)
+{
+    if (!PyBytes_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "shard(frame): frame must be bytes");
+        return NULL;
+    }
+    return PyLong_FromLong(frame_shard(self, (const unsigned char *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)));
+}
+
+static PyMethodDef ShardFilter_methods[] = {
+    {"shard", (PyCFunction)ShardFilter_shard, METH_O, "the shard of an Ethernet frame, or -1 when C does not key it"},
+    {NULL},
+};
+
+static PyTypeObject ShardFilterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane._fastpath.ShardFilter",
+    .tp_basicsize = sizeof(ShardFilter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "shards.FrameShards in C, for the records pass_records walks: ShardFilter(index, count, inside, "
+              "aliases, translated, pinned)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ShardFilter_init,
+    .tp_dealloc = (destructor)ShardFilter_dealloc,
+    .tp_methods = ShardFilter_methods,
 };
 
 /* -- FastPath ------------------------------------------------------------------------------ */
@@ -1384,8 +1592,13 @@ u32_at(const unsigned char *b, int big)
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit)");
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard])");
+        return NULL;
+    }
+    ShardFilter *shard = nargs == 7 && args[6] != Py_None ? (ShardFilter *)args[6] : NULL;
+    if (shard != NULL && !Py_IS_TYPE(args[6], &ShardFilterType)) {
+        PyErr_SetString(PyExc_TypeError, "shard must be a ShardFilter or None");
         return NULL;
     }
     if (!ready(self))
@@ -1463,8 +1676,23 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             data = pos + 28;
             ethernet = linktypes[iface];
         }
+        if (!(ts < until && ts < self->next_sweep && ethernet))
+            break;
+        if (shard != NULL) {
+            long which = frame_shard(shard, b + data, caplen);
+            if (which < 0)
+                break;
+            if (which != shard->index) {  /* another shard's: it only moves this one's clock */
+                if (ts < last)
+                    backwards += 1;
+                last = ts;
+                passed += 1;
+                pos = pcapng ? pos + (Py_ssize_t)u32_at(b + pos + 4, big) : data + caplen;
+                continue;
+            }
+        }
         Common c;
-        if (!(ts < until && ts < self->next_sweep && ethernet && parse_raw(b + data, caplen, &c)))
+        if (!parse_raw(b + data, caplen, &c))
             break;
         int done = pass_recent(self, &c, ts, &entry, &state);
         if (done < 0) {
@@ -1558,7 +1786,8 @@ PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
     RecordType.tp_vectorcall = Record_vectorcall;
-    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecentTableType) < 0 || PyType_Ready(&FastPathType) < 0)
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecentTableType) < 0 || PyType_Ready(&ShardFilterType) < 0 ||
+            PyType_Ready(&FastPathType) < 0)
         return NULL;
     s_value = PyUnicode_InternFromString("_value_");
     s_reschedule = PyUnicode_InternFromString("reschedule");
@@ -1585,6 +1814,7 @@ PyInit__fastpath(void)
         return NULL;
     if (PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0 ||
             PyModule_AddObjectRef(m, "RecentTable", (PyObject *)&RecentTableType) < 0 ||
+            PyModule_AddObjectRef(m, "ShardFilter", (PyObject *)&ShardFilterType) < 0 ||
             PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -99,13 +99,15 @@ class Capture:
             self._stream.close()
         self._raw.close()
 
-    def pass_records(self, pass_records: Callable, until: float, limit: int) -> tuple[int, float | None, list]:
+    def pass_records(self, pass_records: Callable, until: float, limit: int,
+                     shard: Any = None) -> tuple[int, float | None, list]:
         """Let the C fast path take records from here on (`Dataplane.pass_records`): how many it
-        took, the last one's time, and the verdicts of the new flows among them."""
+        took, the last one's time, and the verdicts of the new flows among them. With a `ShardFilter`
+        it also takes, without deciding them, the records of other shards."""
         if self.format is None:
             return 0, None, []
         passed, self._pos, last, backwards, decided = pass_records(self._buffer, self._pos, self.format,
-                                                                   self._last, until, limit)
+                                                                   self._last, until, limit, shard)
         if not passed:
             return 0, None, decided
         self.backwards += backwards

@@ -11,7 +11,7 @@ Traffic between two inside ends where a load-balancer frontend or backend takes 
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .addresses import V6, ip_key
 from .decode import Packet, Skip, decode_frame
@@ -109,3 +109,9 @@ class FrameShards:
 def _spread(key: int, count: int) -> int:
     folded = (key ^ (key >> 64) ^ (key >> 128)) & 0xFFFFFFFFFFFFFFFF
     return (((folded * _MIX) & 0xFFFFFFFFFFFFFFFF) >> 32) % count
+
+
+def shard_filter_of(shards: Shards, index: int) -> Any:
+    """`FrameShards` in C (`_fastpath.ShardFilter`), for the C path walking a capture's records."""
+    from ._fastpath import ShardFilter
+    return ShardFilter(index, shards.count, shards.inside, shards.aliases, shards.translated, shards.pinned)

@@ -24,7 +24,7 @@ from .pipeline import Dataplane, Statistics
 from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _write_frame, _write_json, merged, verdict_writer)
 from .report import Traffic, render_replay_report, require_extra
-from .shards import FrameShards, Shards
+from .shards import FrameShards, Shards, shard_filter_of
 from .topology import Scenario
 
 CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[cluster]'"
@@ -141,6 +141,11 @@ class ShardFrames:
     def _next_update(self) -> float:
         return self.first_ts + self._pending[0].at if self._pending else math.inf
 
+    def until(self) -> float:
+        """Up to when a reader may skip frames past this shard without handing them over: the next
+        update (the sweeps it leaves to the C path, which stops before one is due)."""
+        return -math.inf if self.first_ts is None else self._next_update()
+
     def _update(self, i: int, ts: float) -> float:
         """Every update due at ts, deployed as one process deploys it; when the next one is due."""
         pending = self._pending
@@ -168,12 +173,28 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     captures: list[Capture] = []
     per_packet = wanted.verdicts or logs is not None
     pass_frames = dataplane.pass_frames if not per_packet else None
+    pass_records = dataplane.pass_records if pass_frames is not None and len(paths) == 1 else None
     error = None
     try:
         captures = [Capture(p) for p in paths]
         frames = own.of(merged(captures))
+        shard_filter = shard_filter_of(shards, index) if pass_records is not None else None
         while True:
-            if pass_frames is not None:
+            if pass_records is not None and own.first_ts is not None:
+                passed, last, decided = captures[0].pass_records(pass_records, own.until(), PASS_BATCH, shard_filter)
+                for verdict in decided:
+                    for evaluation in verdict.evaluations:
+                        slot = (evaluation.nsg, evaluation.rule)
+                        hits[slot] = hits.get(slot, 0) + 1
+                if passed:
+                    own.count += passed
+                    own.last_ts = last
+                    if passed == PASS_BATCH:
+                        continue
+                frame = next(frames, None)
+                if frame is None:
+                    break
+            elif pass_frames is not None:
                 passed, _, frame = pass_frames(frames, math.inf, PASS_BATCH)
                 if isinstance(frame, BaseException):
                     raise frame

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.utils import wrpcap
 
 from dataplane.cli import main
 from dataplane.decode import decode_frame
-from dataplane.shards import Shards, shard_of
+from dataplane.pipeline import FastPath
+from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.workers import worker_count
 
@@ -29,6 +32,7 @@ DEMO = ROOT / "pcaps" / "demo"
 SCENARIO = DEMO / "scenario.yaml"
 SHARED_SCENARIO = ROOT / "tests" / "fixtures" / "shared-captures" / "scenario.yaml"
 T0 = 1_700_000_000.0
+needs_c = pytest.mark.skipif(FastPath is None, reason="the C extension was not built (no compiler at install)")
 FRONTEND, REMOTE, OFFICE, JUMP_PUBLIC, JUMP = "20.50.1.100", "93.184.216.34", "203.0.113.50", "20.50.1.10", \
     "10.10.3.4"
 WEB1, WEB2 = "10.10.1.4", "10.10.1.5"
@@ -290,6 +294,30 @@ def test_an_icmp_error_is_in_the_shard_of_the_flow_it_quotes(shards) -> None:
 def test_traffic_through_an_inside_frontend_goes_to_shard_zero(shards) -> None:
     assert shard(shards, IP(src=JUMP, dst=FRONTEND) / TCP(sport=3000, dport=80)) == 0
     assert shard(shards, IP(src=JUMP, dst=WEB1) / TCP(sport=3000, dport=8080)) == 0
+
+
+ADDRESSES = st.sampled_from([FRONTEND, REMOTE, OFFICE, JUMP_PUBLIC, JUMP, WEB1, WEB2, "10.10.2.4", "10.20.0.1",
+                             "198.18.0.1", "0.0.0.0", "255.255.255.255"]) | st.ip_addresses(v=4).map(str)
+
+
+@needs_c
+@given(ADDRESSES, ADDRESSES, st.sampled_from([1, 6, 17, 50]), st.integers(1, 9))
+def test_the_c_shard_filter_shards_frames_as_frame_shards_does(src, dst, proto, count) -> None:
+    """The C path skips other shards' records itself: it must agree with the Python keying, and leave
+    to Python the frames it does not key (ICMP, whose errors are keyed by what they quote)."""
+    frame = bytes(ether() / IP(src=src, dst=dst, proto=proto) / (b"\0" * 20))
+    shards = Shards.of(load_scenario(SCENARIO), count)
+    c_shard = shard_filter_of(shards, 0).shard(frame)
+    assert c_shard == (-1 if proto == 1 else FrameShards(shards)(frame, 1))
+
+
+@pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
+def test_two_workers_sum_up_what_one_does_when_nothing_is_written_per_packet(name, tmp_path) -> None:
+    """Without per-packet outputs each worker's C path walks the whole capture, skipping other shards'."""
+    outputs = {"--summary": "summary.json"}
+    one = run(SCENARIO, DEMO / f"{name}.pcap", tmp_path / "one", outputs=outputs)
+    two = run(SCENARIO, DEMO / f"{name}.pcap", tmp_path / "two", "--workers", "2", outputs=outputs)
+    assert two == one
 
 
 def test_a_frame_that_is_not_ip_goes_to_shard_zero(shards) -> None:
