@@ -60,9 +60,11 @@ def parse_yaml(text: str, *, file: str | None = None) -> Any:
     import yaml
 
     python_loader, libyaml_loader = bounded_loaders()
-    loader = libyaml_loader if libyaml_loader is not None and _shallow(text) else python_loader
+    fast = libyaml_loader is not None and _shallow(text)
+    loader = (libyaml_loader if fast else python_loader)(text)
+    loader.measured = not fast or "&" in text  # shallow and without an anchor: nothing to expand or refuse
     try:
-        return yaml.load(text, Loader=loader)
+        return loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -71,6 +73,8 @@ def parse_yaml(text: str, *, file: str | None = None) -> Any:
         raise DataplaneError(f"is nested deeper than {MAX_DEPTH} levels", file=file) from None
     except _Refused as e:
         raise DataplaneError(str(e), file=file) from None
+    finally:
+        loader.dispose()
 
 
 def _json_as_azure_reads_it(text: str | bytes) -> Any:
@@ -137,9 +141,11 @@ def bounded_loaders() -> tuple[type[yaml.SafeLoader], type[yaml.CSafeLoader] | N
     class Bounds:
         """Measures a document as its aliases would expand before building it."""
 
+        measured = True
+
         def get_single_node(self) -> yaml.Node | None:
             node = super().get_single_node()  # type: ignore[misc]
-            if node is not None and _expanded_size(node, {}, 1) > MAX_YAML_NODES:
+            if node is not None and self.measured and _expanded_size(node, {}, 1) > MAX_YAML_NODES:
                 raise _Refused(f"its YAML aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
             return node
 

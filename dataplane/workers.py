@@ -9,10 +9,12 @@ one-process order, and the client merges and writes every output: the files equa
 
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 import os
 import signal
+import threading
 from collections import Counter
 from dataclasses import fields
 from typing import Any, Callable, Iterator, NamedTuple
@@ -165,6 +167,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     logs = ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}) \
         if wanted.flow_logs else None
     dataplane = Dataplane(scenario, listener=logs)
+    gc.freeze()  # as replay does: full collections need not walk the scenario again and again
     process = dataplane.process
     own = ShardFrames(dataplane, logs, shards, index, updates)
     hits: dict[tuple[str, str], int] = {}
@@ -259,8 +262,11 @@ def local_runner(workers: int) -> Runner:
     """A pool of processes on this machine; Ctrl-C stops them at once. Forked from a server that has
     imported the package (not from this process, whose threads a fork would not carry)."""
     def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        if threading.active_count() == 1:
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
         pool = context.Pool(workers, initializer=_ignore_interrupts)
         try:
             results = pool.starmap(function, calls)
