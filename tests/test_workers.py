@@ -320,6 +320,15 @@ def test_two_workers_sum_up_what_one_does_when_nothing_is_written_per_packet(nam
     assert two == one
 
 
+@pytest.mark.parametrize("name", shared_captures(), ids=str)
+def test_two_workers_sum_up_every_shared_capture_as_one_does_when_nothing_is_written_per_packet(name, tmp_path) -> None:
+    capture = scenario_capture(SHARED_PCAPS / name, tmp_path)
+    outputs = {"--summary": "summary.json"}
+    one = run(SHARED_SCENARIO, capture, tmp_path / "one", outputs=outputs)
+    two = run(SHARED_SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=outputs)
+    assert two == one
+
+
 def test_a_frame_that_is_not_ip_goes_to_shard_zero(shards) -> None:
     from scapy.layers.l2 import ARP
     assert shard(shards, ARP(psrc="10.10.1.4", pdst="10.10.1.5")) == 0
