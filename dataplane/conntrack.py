@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import heapq
 import math
+import operator
 from typing import Callable, Iterator, Mapping
 
 from .errors import DataplaneError
@@ -332,8 +333,7 @@ class FlowTable:
             self.on_end(record, why, min(now, record.expires) if why in ("expired", "closed") else now)
 
 
-def _by_deadline(record: FlowRecord) -> tuple:
-    return record.expires, record.key
+_by_deadline = operator.attrgetter("expires", "key")
 
 
 class FragmentTable:

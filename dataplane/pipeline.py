@@ -257,13 +257,18 @@ class Dataplane:
     def advance(self, now: float) -> None:
         """Let the capture clock run to `now`: flows idle past their timeout end, in deadline order
         across the NICs, so that what a listener hears does not depend on which NICs share the run."""
-        due = []
-        for order, table in enumerate(self._tables.values()):
-            due += [(record.expires, order, record.key, table, record) for record in table.ending(now)]
-        if len(due) > 1:
+        ending = [(order, table, records) for order, table in enumerate(self._tables.values())
+                  if (records := table.ending(now))]
+        if len(ending) == 1:  # the common sweep: one NIC's records, already in deadline order
+            _, table, records = ending[0]
+            for record in records:
+                table.expire(record, now)
+        elif ending:
+            due = [(record.expires, order, record.key, table, record) for order, table, records in ending
+                   for record in records]
             due.sort(key=_deadline_order)
-        for *_, table, record in due:
-            table.expire(record, now)
+            for *_, table, record in due:
+                table.expire(record, now)
         self._next_sweep = now + 1.0
         if self._fast is not None:
             self._fast.next_sweep = self._next_sweep
