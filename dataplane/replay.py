@@ -467,11 +467,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     if paths and all(is_flow_log(p) for p in paths):
         return replay_flow_logs(scenario, paths, outputs, updates=updates, clock=clock)
     if workers > 1 or dask is not None:
-        from .workers import dask_runner, local_runner, replay_sharded
-        if dask is not None:
-            runner, count = dask_runner(dask, workers if workers > 1 else None)
-        else:
-            runner, count = local_runner(workers), workers
+        from .workers import replay_sharded, runner_of
+        runner, count = runner_of(workers, dask)
         return replay_sharded(scenario, paths, outputs, list(updates), count, runner, clock)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)
