@@ -19,7 +19,7 @@ import signal
 import threading
 from collections import Counter
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from .addresses import ip_key
 from .conntrack import FlowRecord
@@ -31,6 +31,7 @@ from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, U
 from .report import Traffic, render_replay_report, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
+from .traffic import FlowTally, decide_flows, flow_log_summary
 
 if TYPE_CHECKING:
     from .whatif import Report
@@ -466,10 +467,13 @@ class ShardFlows:
     def __init__(self, shards: Shards, index: int) -> None:
         self._shards, self._index = shards, index
         self._pairs: dict[tuple, int] = {}
+        self.count = 0
+        """Flows read so far; the one last yielded has index count - 1."""
 
-    def of(self, flows: Iterator[Any]) -> Iterator[Any]:
+    def of(self, flows: Iterable[Any]) -> Iterator[Any]:
         shards, index, pairs = self._shards, self._index, self._pairs
         for flow in flows:
+            self.count += 1
             _, version, src, _, dst, _ = flow.key
             pair = (version, src, dst)
             shard = pairs.get(pair)
@@ -499,3 +503,52 @@ def whatif_sharded(before: Scenario, after: Scenario, paths: list[str], logs: bo
     _check_rereadable(paths, folders=logs)
     shards = whatif_shards(before, after, count)
     return merged_reports(runner(whatif_shard, [(before, after, paths, logs, shards, i) for i in range(count)]))
+
+
+# -- replay of flow logs ---------------------------------------------------------------------------
+
+def replay_flow_log_shard(scenario: Scenario, paths: list[str], shards: Shards, index: int,
+                          verdicts: bool) -> tuple[list[dict], FlowTally, CaptureError | None]:
+    """One worker of a flow-log replay: all the logs read, the shard's flows decided; its verdict lines
+    (by their index among all the flows), its tally, and the error of a malformed log."""
+    lines: list[dict] = []
+    tally = FlowTally()
+    error = None
+    try:
+        decide_flows(scenario, paths, tally, lines.append if verdicts else None, ShardFlows(shards, index))
+    except CaptureError as e:
+        error = e
+    return lines, tally, error
+
+
+def replay_flow_logs_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, count: int, runner: Runner,
+                             clock: Callable[[], float] | None, started: float) -> Summary:
+    """A flow-log replay over `count` shards: the verdict lines in the order of the flows, the tallies
+    added up (each keyed anew by its shard: the identities they are keyed by are each process's own)."""
+    _check_rereadable(paths, folders=True)
+    shards = Shards.of(scenario, count)
+    tally = FlowTally()
+    error = None
+    results: list[tuple[list[dict], FlowTally, CaptureError | None]] = []
+    lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
+    try:
+        results = runner(replay_flow_log_shard, [(scenario, paths, shards, index, lines is not None)
+                                                 for index in range(count)])
+        if lines is not None:
+            for line in sorted((line for shard_lines, _, _ in results for line in shard_lines), key=_index):
+                lines.write(line)
+    finally:
+        if lines is not None:
+            lines.close()
+        for index, (_, shard_tally, error) in enumerate(results):
+            tally.tally.update({(decision, logged, (index, kept)): counts
+                                for (decision, logged, kept), counts in shard_tally.tally.items()})
+            tally.first, tally.last = min(tally.first, shard_tally.first), max(tally.last, shard_tally.last)
+        summary = flow_log_summary(scenario, tally, error, outputs, clock, started)
+    if error is not None:
+        raise error
+    return summary
+
+
+def _index(line: dict) -> int:
+    return line["index"]

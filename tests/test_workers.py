@@ -365,12 +365,7 @@ def test_two_workers_give_the_whatif_report_of_one_on_captures(name, tmp_path, c
 
 
 def test_two_workers_give_the_whatif_report_of_one_on_flow_logs(tmp_path, capsys) -> None:
-    logs = []
-    for name in ("web", "rule-removal", "scan"):
-        for option in ("--flow-log", "--vnet-flow-log"):
-            logs.append(tmp_path / f"{name}{option}.json")
-            main(["replay", str(SCENARIO), str(DEMO / f"{name}.pcap"), option, str(logs[-1])])
-    capsys.readouterr()
+    logs = demo_flow_logs(tmp_path, capsys)
     before, after = scenarios(str(SCENARIO), [str(LOCKED)])
     one = whatif(before, after, list(map(str, logs)))
     assert one.changes
@@ -390,3 +385,50 @@ def test_whatif_dask_without_the_cluster_extra_is_an_error_naming_it(capsys, mon
     err = capsys.readouterr().err
     assert status == 2
     assert "pip install 'dataplane[cluster]'" in err and "Traceback" not in err
+
+
+# -- replay of flow logs ---------------------------------------------------------------------------------
+
+FLOW_LOG_OUTPUTS = {"--verdicts": "verdicts.jsonl", "--summary": "summary.json"}
+
+
+def demo_flow_logs(folder: Path, capsys) -> list[Path]:
+    """Our NSG and VNet flow logs of the demo captures."""
+    logs = []
+    for name in ("web", "rule-removal", "scan"):
+        for option in ("--flow-log", "--vnet-flow-log"):
+            logs.append(folder / f"{name}{option}.json")
+            main(["replay", str(SCENARIO), str(DEMO / f"{name}.pcap"), option, str(logs[-1])])
+    capsys.readouterr()
+    return logs
+
+
+def run_flow_logs(folder: Path, logs: list[Path], *options: str) -> dict:
+    folder.mkdir()
+    argv = ["replay", str(SCENARIO), *map(str, logs), *options]
+    for option, name in FLOW_LOG_OUTPUTS.items():
+        argv += [option, str(folder / name)]
+    files = {"status": main(argv), "verdicts": (folder / "verdicts.jsonl").read_bytes()}
+    summary = json.loads((folder / "summary.json").read_text())
+    del summary["packets_per_second"]
+    return files | {"summary": summary}
+
+
+def test_two_workers_replay_flow_logs_as_one_does(tmp_path, capsys) -> None:
+    logs = demo_flow_logs(tmp_path, capsys)
+    one = run_flow_logs(tmp_path / "one", logs)
+    assert one["verdicts"]
+    assert run_flow_logs(tmp_path / "two", logs, "--workers", "2") == one
+
+
+def test_a_malformed_flow_log_gives_two_workers_the_error_and_outputs_of_one(tmp_path, capsys) -> None:
+    logs = demo_flow_logs(tmp_path, capsys)
+    broken = tmp_path / "PT1H.json"
+    broken.write_text(json.dumps({"records": [{"time": "2024-05-01T10:00:00Z", "macAddress": "000D3A000001",
+                                               "flowRecords": {"flows": [{"aclID": "x", "flowGroups": [
+                                                   {"rule": "r", "flowTuples": ["1,2,3"]}]}]}}]}))
+    one = run_flow_logs(tmp_path / "one", [*logs, broken])
+    one_err = capsys.readouterr().err
+    two = run_flow_logs(tmp_path / "two", [*logs, broken], "--workers", "2")
+    assert two == one and one["status"] == 2 and one["summary"]["error"] and one["verdicts"]
+    assert capsys.readouterr().err == one_err
