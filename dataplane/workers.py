@@ -31,9 +31,9 @@ from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, U
 from .report import Traffic, render_replay_report, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
-from .traffic import FlowTally, decide_flows, flow_log_summary
 
 if TYPE_CHECKING:
+    from .traffic import FlowTally
     from .whatif import Report
 
 CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[cluster]'"
@@ -510,7 +510,10 @@ def whatif_sharded(before: Scenario, after: Scenario, paths: list[str], logs: bo
 def replay_flow_log_shard(scenario: Scenario, paths: list[str], shards: Shards, index: int,
                           verdicts: bool) -> tuple[list[dict], FlowTally, CaptureError | None]:
     """One worker of a flow-log replay: all the logs read, the shard's flows decided; its verdict lines
-    (by their index among all the flows), its tally, and the error of a malformed log."""
+    (by their index among all the flows), its tally, and the error of a malformed log. `traffic` is a
+    layer above this module, so it is imported here."""
+    from .traffic import FlowTally, decide_flows
+
     lines: list[dict] = []
     tally = FlowTally()
     error = None
@@ -525,6 +528,8 @@ def replay_flow_logs_sharded(scenario: Scenario, paths: list[str], outputs: Outp
                              clock: Callable[[], float] | None, started: float) -> Summary:
     """A flow-log replay over `count` shards: the verdict lines in the order of the flows, the tallies
     added up (each keyed anew by its shard: the identities they are keyed by are each process's own)."""
+    from .traffic import FlowTally, flow_log_summary
+
     _check_rereadable(paths, folders=True)
     shards = Shards.of(scenario, count)
     tally = FlowTally()
