@@ -455,7 +455,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     """Replay captures through the scenario; outputs are written even when a capture breaks off.
 
     `workers` > 1 shards the flows over that many processes, `dask` over a Dask cluster (`local`, or
-    a scheduler's address): the results are the same (`workers.py`). Flow-log input replays in one.
+    a scheduler's address): the results are the same (`workers.py`), of captures and of flow logs.
 
     Raises CaptureError (a capture breaks off) and KeyboardInterrupt (the user stopped it) after
     closing every output, with the summary of what was done attached as `error.summary`.
@@ -465,13 +465,10 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     _check_outputs(outputs, paths, scenario, updates)
     from .traffic import is_flow_log, replay_flow_logs  # traffic builds on this module
     if paths and all(is_flow_log(p) for p in paths):
-        return replay_flow_logs(scenario, paths, outputs, updates=updates, clock=clock)
+        return replay_flow_logs(scenario, paths, outputs, updates=updates, clock=clock, workers=workers, dask=dask)
     if workers > 1 or dask is not None:
-        from .workers import dask_runner, local_runner, replay_sharded
-        if dask is not None:
-            runner, count = dask_runner(dask, workers if workers > 1 else None)
-        else:
-            runner, count = local_runner(workers), workers
+        from .workers import replay_sharded, runner_of
+        runner, count = runner_of(workers, dask)
         return replay_sharded(scenario, paths, outputs, list(updates), count, runner, clock)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)

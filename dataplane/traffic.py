@@ -639,11 +639,12 @@ CAPTURE_ONLY_OUTPUTS = ("flow_log", "vnet_flow_log", "allowed", "denied", "trans
 
 
 def replay_flow_logs(scenario: Scenario, paths: list[str], outputs: Outputs, *, updates: Iterable[Any] = (),
-                     clock: Callable[[], float] | None = None) -> Summary:
+                     clock: Callable[[], float] | None = None, workers: int = 1, dask: str | None = None) -> Summary:
     """`replay` with flow logs as traffic: one verdict line per flow, with its packets and bytes.
 
     The summary counts packets as logged (denied tuples carry none), and flows by decision, by
     those matching no NIC, and by those the scenario decides otherwise than Azure logged them.
+    `workers` > 1 or `dask` shard the flows as `replay` does (`workers.py`): the outputs are the same.
     Raises CaptureError on a malformed log after closing the outputs, the summary attached.
     """
     for name in CAPTURE_ONLY_OUTPUTS:
@@ -652,39 +653,75 @@ def replay_flow_logs(scenario: Scenario, paths: list[str], outputs: Outputs, *, 
                                  "--verdicts and --summary")
     if list(updates):
         raise DataplaneError("--update needs captures as traffic: flow logs are decided flow by flow")
-    decide = FlowDecider(scenario).decide
-    summary = Summary()
-    tally: dict[tuple, list] = {}  # (decision, as logged, id of evaluations) → [flows, packets, evaluations]
     started = clock() if clock else 0.0
-    first, last = math.inf, -math.inf
+    if workers > 1 or dask is not None:
+        from .workers import replay_flow_logs_sharded, runner_of
+        runner, count = runner_of(workers, dask)
+        return replay_flow_logs_sharded(scenario, paths, outputs, count, runner, clock, started)
+    tally = FlowTally()
     verdicts = verdict_writer(outputs.verdicts) if outputs.verdicts else None
+    error = None
     try:
-        for index, flow in enumerate(read_flow_logs(paths)):
-            decided = decide(flow)
-            if flow[3] < first:
-                first = flow[3]
-            if flow[4] > last:
-                last = flow[4]
-            slot = (decided[1], flow[10], id(decided[5])) if decided is not None else (None, None, 0)
-            counts = tally.get(slot)
-            if counts is None:
-                counts = tally[slot] = [0, 0, decided[5] if decided is not None else ()]
-            counts[0] += 1
-            counts[1] += flow[5] + flow[7]
-            if verdicts is not None:
-                verdicts.write(verdict_json(index, flow, decided))
+        decide_flows(scenario, paths, tally, verdicts.write if verdicts is not None else None)
     except CaptureError as e:
-        summary.error = str(e)
-        e.summary = summary  # type: ignore[attr-defined]
+        error = e
         raise
     finally:
         if verdicts is not None:
             verdicts.close()
-        _fill_summary(summary, tally, scenario)
-        summary.seconds = (clock() - started) if clock else 0.0
-        summary.capture_seconds = last - first if first <= last else 0.0
-        if outputs.summary:
-            write_json(outputs.summary, summary.to_json())
+        summary = flow_log_summary(scenario, tally, error, outputs, clock, started)
+    return summary
+
+
+class FlowTally:
+    """What `decide_flows` counts: the tally by (decision, as logged, id of evaluations) → [flows, packets,
+    evaluations], and the first and last time of the flows."""
+
+    def __init__(self) -> None:
+        self.tally: dict[tuple, list] = {}
+        self.first = math.inf
+        self.last = -math.inf
+
+
+def decide_flows(scenario: Scenario, paths: list[str], into: FlowTally, write: Callable[[dict], None] | None,
+                 shard: Any = None) -> None:
+    """Every flow of the logs (with `shard`, a `workers.ShardFlows`, the shard's) decided and counted into
+    `into`, its verdict line written by its place among all the flows; raises CaptureError on a malformed
+    log with what came before counted."""
+    decide = FlowDecider(scenario).decide
+    tally = into.tally
+    flows: Iterable[LoggedFlow] = read_flow_logs(paths)
+    if shard is not None:
+        flows = shard.of(flows)
+    for index, flow in enumerate(flows):
+        decided = decide(flow)
+        if flow[3] < into.first:
+            into.first = flow[3]
+        if flow[4] > into.last:
+            into.last = flow[4]
+        slot = (decided[1], flow[10], id(decided[5])) if decided is not None else (None, None, 0)
+        counts = tally.get(slot)
+        if counts is None:
+            counts = tally[slot] = [0, 0, decided[5] if decided is not None else ()]
+        counts[0] += 1
+        counts[1] += flow[5] + flow[7]
+        if write is not None:
+            write(verdict_json(index if shard is None else shard.count - 1, flow, decided))
+
+
+def flow_log_summary(scenario: Scenario, tally: FlowTally, error: CaptureError | None, outputs: Outputs,
+                     clock: Callable[[], float] | None, started: float) -> Summary:
+    """The summary of a flow-log replay, written to --summary; a malformed log's error names it and
+    carries it."""
+    summary = Summary()
+    _fill_summary(summary, tally.tally, scenario)
+    summary.seconds = (clock() - started) if clock else 0.0
+    summary.capture_seconds = tally.last - tally.first if tally.first <= tally.last else 0.0
+    if error is not None:
+        summary.error = str(error)
+        error.summary = summary  # type: ignore[attr-defined]
+    if outputs.summary:
+        write_json(outputs.summary, summary.to_json())
     return summary
 
 

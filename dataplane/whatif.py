@@ -20,7 +20,7 @@ import math
 import sys
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
 from .documents import read_document
@@ -155,17 +155,37 @@ def plan_scenarios(plan_path: str) -> tuple[Scenario, Scenario]:
 
 # -- the pass over the traffic ---------------------------------------------------------------------
 
-def whatif(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+def whatif(before: Scenario, after: Scenario, paths: list[str], *, workers: int = 1,
+           dask: str | None = None) -> Report:
     """Captures or flow logs (all of one kind) through both scenarios. The packet path and the flow-log
-    reader are imported here, so that building the command line does not load them."""
+    reader are imported here, so that building the command line does not load them.
+
+    `workers` > 1 shards the flows over that many processes, `dask` over a Dask cluster, as `replay`
+    does: the report is the same (`workers.py`)."""
     from .traffic import is_flow_log
 
     kinds = {is_flow_log(p) for p in paths}
     if len(kinds) > 1:
         raise DataplaneError("the traffic mixes captures and flow logs; give one kind")
-    if kinds == {True}:
+    logs = kinds == {True}
+    if workers > 1 or dask is not None:
+        from .workers import runner_of, whatif_sharded
+        runner, count = runner_of(workers, dask)
+        return whatif_sharded(before, after, paths, logs, count, runner)
+    if logs:
         return whatif_flow_logs(before, after, paths)
     return whatif_captures(before, after, paths)
+
+
+def merged_reports(reports: list[Report]) -> Report:
+    """The report of every shard's flows: a flow's changes are all in one shard, in the order one process
+    makes them, so a stable sort of theirs gives one process's order."""
+    changes = sorted((c for r in reports for c in r.changes), key=_change_order)
+    return Report(sum(r.flows for r in reports), sum(r.unmatched for r in reports), tuple(changes))
+
+
+def _change_order(c: ChangedFlow) -> tuple[float, str]:
+    return c.first_seen, c.flow
 
 
 def flow_key(p: Packet) -> tuple:
@@ -196,11 +216,13 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
         (proto, version, dst, dport, src, sport)
 
 
-def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: Any = None) -> Report:
+    """`shard` (a `workers.ShardFrames` maker) limits the report to one shard's flows."""
     from .pipeline import Dataplane
     from .replay import Capture, merged
 
     dataplanes = (Dataplane(before), Dataplane(after))
+    owns = [shard(dp) for dp in dataplanes] if shard is not None else None
     private = nic_addresses(before, after)
     aliases: dict[tuple, tuple] = {}
     captures: list[Capture] = []
@@ -216,7 +238,13 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Repo
             if not batch:
                 break
             last_ts = batch[-1][0]
-            firsts = [_firsts(dp, batch, seen, private, aliases) for dp in dataplanes]
+            if owns is None:
+                firsts = [_firsts(dp, batch, seen, private, aliases) for dp in dataplanes]
+            else:
+                mine: list = []
+                firsts = [_firsts(dp, frames_of, seen, private, aliases) for dp, frames_of in
+                          zip(dataplanes, (_kept(owns[0].of(iter(batch)), mine), owns[1].of(iter(batch))))]
+                batch = mine
             for key, v0 in firsts[0].items():
                 seen.add(key)
                 if v0.decision == "Skip":
@@ -239,15 +267,22 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str]) -> Repo
                 dp.close(last_ts)
         for capture in captures:
             capture.close()
-    changes = tuple(sorted((ChangedFlow(*c) for c in changed.values()), key=lambda c: (c.first_seen, c.flow)))
+    changes = tuple(sorted((ChangedFlow(*c) for c in changed.values()), key=_change_order))
     return Report(len(seen), unmatched, changes)
+
+
+def _kept(frames: Iterable[Frame], into: list) -> Iterator[Frame]:
+    """The frames, each also kept in `into`."""
+    for frame in frames:
+        into.append(frame)
+        yield frame
 
 
 def _fate(v: Verdict) -> Fate:
     return Fate(v.decision, v.nsg, v.rule, v.reason)
 
 
-def _firsts(dp: Dataplane, batch: list[Frame], seen: set, private: frozenset,
+def _firsts(dp: Dataplane, batch: Iterable[Frame], seen: set, private: frozenset,
             aliases: dict[tuple, tuple]) -> dict[tuple, Verdict]:
     """The verdict of the first packet of each flow new in this batch, by the flow as the NSGs saw it
     (`aliases` learns the captured keys that name it). First packets never take the C fast path (it
@@ -316,16 +351,17 @@ FATES_KEPT = 65536
 """Pairs of decisions whose fates `whatif_flow_logs` remembers."""
 
 
-def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str]) -> Report:
+def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str], shard: Any = None) -> Report:
     """Most flows are decided from the deciders' kept decisions, so the fates and change of a pair of
-    decisions are made once, kept by the identities of both (the pair kept with them)."""
+    decisions are made once, kept by the identities of both (the pair kept with them). `shard` (a
+    `workers.ShardFlows`) limits the report to one shard's flows."""
     from .traffic import FlowDecider, read_flow_logs
 
     decide_before, decide_after = FlowDecider(before).decide, FlowDecider(after).decide
     flows = unmatched = 0
     changes = []
     pairs: dict[tuple[int, int], tuple] = {}
-    for flow in read_flow_logs(paths):
+    for flow in read_flow_logs(paths) if shard is None else shard.of(read_flow_logs(paths)):
         flows += 1
         before_, after_ = decide_before(flow), decide_after(flow)
         if before_ is None:
@@ -342,7 +378,7 @@ def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str]) -> Rep
         if kind is not None:
             changes.append(ChangedFlow(flow.flow, None, flow.first, flow.last, flow.packets, flow.bytes, kind,
                                        fate0, fate1))
-    changes.sort(key=lambda c: (c.first_seen, c.flow))
+    changes.sort(key=_change_order)
     return Report(flows, unmatched, tuple(changes))
 
 
@@ -363,12 +399,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--fail-on", choices=list(FAIL_ON), default=NEWLY_DENIED,
                    help="exit 1 when a change of this kind is found (default: newly-denied)")
     p.add_argument("--report", metavar="FILE", help="an HTML report with charts (needs dataplane[report])")
+    p.add_argument("--workers", default="1", metavar="N",
+                   help="shard the flows over N processes ('auto': one per core); the report is the same")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="shard over a Dask cluster: 'local', or a scheduler such as tcp://host:8786 "
+                        "(needs dataplane[cluster])")
     p.set_defaults(run=cmd_whatif)
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
     from .report import render_whatif_report, require_extra
+    from .workers import worker_count
 
+    workers = worker_count(args.workers)
     if args.report:
         require_extra()
     if args.terraform_plan:
@@ -381,7 +424,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
             raise DataplaneError("give SCENARIO --change FILE TRAFFIC..., or --terraform-plan PLAN TRAFFIC...")
         before, after = scenarios(args.scenario, args.change)
         traffic, sources = args.traffic, [f"scenario {args.scenario}", *(f"change {c}" for c in args.change)]
-    report = whatif(before, after, traffic)
+    report = whatif(before, after, traffic, workers=workers, dask=args.dask)
     if args.report:
         sources += [f"traffic {t}" for t in traffic]
         render_whatif_report((c.to_json() for c in report.changes), args.report, sources=sources)

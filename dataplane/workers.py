@@ -1,10 +1,12 @@
-"""`replay --workers N` and `--dask ADDRESS`: the flows of a replay sharded over processes.
+"""`replay|whatif --workers N` and `--dask ADDRESS`: the flows sharded over processes.
 
 Every worker reads the whole capture and lets its Dataplane see only its shard's packets
 (`shards.py` keeps a flow's packets together); for the others it only lets the capture's clock run,
 so flows idle out and flow-log minutes close exactly when they would in one process. Each worker
 hands back its verdicts by packet index and its flow-log tuples with the place each had in the
 one-process order, and the client merges and writes every output: the files equal one worker's.
+`whatif` shards the same way: each worker reports its shard's flows, and the reports add up to one
+process's.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import signal
 import threading
 from collections import Counter
 from dataclasses import fields
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
+from .addresses import ip_key
 from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
@@ -26,8 +29,12 @@ from .pipeline import Dataplane, Statistics
 from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _write_frame, _write_json, merged, verdict_writer)
 from .report import Traffic, render_replay_report, require_extra
-from .shards import FrameShards, Shards, shard_filter_of
+from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
+
+if TYPE_CHECKING:
+    from .traffic import FlowTally
+    from .whatif import Report
 
 CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[cluster]'"
 
@@ -118,8 +125,8 @@ class ShardFrames:
 
     def of(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         pass_time, shard, index, logs = self._dataplane.pass_time, self._shard, self._index, self._logs
-        due = math.inf
-        """When the next update is due."""
+        due = self._next_update() if self.first_ts is not None else math.inf
+        """When the next update is due: `of` may go on over the capture batch by batch."""
         for frame in frames:
             ts = frame[0]
             i = self.count
@@ -254,8 +261,8 @@ def worker_count(text: str) -> int:
     return count
 
 
-Runner = Callable[[Callable[..., ShardResult], list[tuple]], list[ShardResult]]
-"""Runs run_shard once per argument tuple, somewhere, and returns the results in order."""
+Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+"""Runs a worker (run_shard, whatif_shard) once per argument tuple, somewhere, and returns the results in order."""
 
 
 def local_runner(workers: int) -> Runner:
@@ -315,13 +322,25 @@ def dask_runner(address: str, workers: int | None) -> tuple[Runner, int]:
     return run, count
 
 
+def runner_of(workers: int, dask: str | None) -> tuple[Runner, int]:
+    """`--dask ADDRESS` (with `--workers N` as its shard count), else `--workers N` local processes."""
+    if dask is not None:
+        return dask_runner(dask, workers if workers > 1 else None)
+    return local_runner(workers), workers
+
+
+def _check_rereadable(paths: list[str], folders: bool = False) -> None:
+    """Every worker reads the whole input: a pipe or device cannot be read again."""
+    for path in paths:
+        if os.path.exists(path) and not os.path.isfile(path) and not (folders and os.path.isdir(path)):
+            raise DataplaneError("every worker reads the whole input, and a pipe or device can be read only "
+                                 "once: give it to one worker", file=path)
+
+
 def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updates: list[Update],
                    count: int, runner: Runner, clock: Callable[[], float] | None) -> Summary:
     """`replay` over `count` shards: the results and every output as one process gives them."""
-    for path in paths:
-        if os.path.exists(path) and not os.path.isfile(path):
-            raise DataplaneError("every worker reads the whole capture, and a pipe or device can be read only "
-                                 "once: replay it with one worker", file=path)
+    _check_rereadable(paths)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)
     if outputs.report:
@@ -424,3 +443,117 @@ def _merge_summary(summary: Summary, results: list[ShardResult], scenario: Scena
     summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
                          f"{summary.capture_seconds:g} s after its first packet"
                          for u in sorted(updates, key=lambda u: u.at)[first.updates_applied:]]
+
+
+# -- whatif ----------------------------------------------------------------------------------------
+
+def whatif_shards(before: Scenario, after: Scenario, count: int) -> Shards:
+    """Shards that keep a flow whole in both scenarios: what is inside either is inside, and an address
+    the two translate differently (a public IP moved to another NIC) is pinned to shard 0 with its NICs."""
+    one, two = Shards.of(before, count), Shards.of(after, count)
+    moved = {public for public, private in one.aliases.items() if two.aliases.get(public, private) != private}
+    moved |= {public for public, private in two.aliases.items() if one.aliases.get(public, private) != private}
+    nics = {aliases[public] for aliases in (one.aliases, two.aliases) for public in moved if public in aliases}
+    return Shards(count, tuple(sorted(set(one.inside) | set(two.inside))), one.aliases | two.aliases,
+                  one.translated | two.translated, one.pinned | two.pinned | moved | nics)
+
+
+class ShardFlows:
+    """A shard's flows out of a flow log's: each flow is decided on its own, so the shard of its two
+    addresses (`pair_shard`, as a capture's packets are sharded) is all that keeps it."""
+
+    LIMIT = 1 << 16
+
+    def __init__(self, shards: Shards, index: int) -> None:
+        self._shards, self._index = shards, index
+        self._pairs: dict[tuple, int] = {}
+        self.count = 0
+        """Flows read so far; the one last yielded has index count - 1."""
+
+    def of(self, flows: Iterable[Any]) -> Iterator[Any]:
+        shards, index, pairs = self._shards, self._index, self._pairs
+        for flow in flows:
+            self.count += 1
+            _, version, src, _, dst, _ = flow.key
+            pair = (version, src, dst)
+            shard = pairs.get(pair)
+            if shard is None:
+                if len(pairs) >= self.LIMIT:
+                    pairs.clear()
+                shard = pairs[pair] = pair_shard(shards, ip_key(version, src), ip_key(version, dst))
+            if shard == index:
+                yield flow
+
+
+def whatif_shard(before: Scenario, after: Scenario, paths: list[str], logs: bool, shards: Shards,
+                 index: int) -> Report:
+    """One worker of `whatif`: all the traffic read, the shard's flows reported."""
+    from .whatif import whatif_captures, whatif_flow_logs
+
+    if logs:
+        return whatif_flow_logs(before, after, paths, ShardFlows(shards, index))
+    return whatif_captures(before, after, paths, lambda dataplane: ShardFrames(dataplane, None, shards, index, []))
+
+
+def whatif_sharded(before: Scenario, after: Scenario, paths: list[str], logs: bool, count: int,
+                   runner: Runner) -> Report:
+    """`whatif` over `count` shards: the report one process gives."""
+    from .whatif import merged_reports
+
+    _check_rereadable(paths, folders=logs)
+    shards = whatif_shards(before, after, count)
+    return merged_reports(runner(whatif_shard, [(before, after, paths, logs, shards, i) for i in range(count)]))
+
+
+# -- replay of flow logs ---------------------------------------------------------------------------
+
+def replay_flow_log_shard(scenario: Scenario, paths: list[str], shards: Shards, index: int,
+                          verdicts: bool) -> tuple[list[dict], FlowTally, CaptureError | None]:
+    """One worker of a flow-log replay: all the logs read, the shard's flows decided; its verdict lines
+    (by their index among all the flows), its tally, and the error of a malformed log. `traffic` is a
+    layer above this module, so it is imported here."""
+    from .traffic import FlowTally, decide_flows
+
+    lines: list[dict] = []
+    tally = FlowTally()
+    error = None
+    try:
+        decide_flows(scenario, paths, tally, lines.append if verdicts else None, ShardFlows(shards, index))
+    except CaptureError as e:
+        error = e
+    return lines, tally, error
+
+
+def replay_flow_logs_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, count: int, runner: Runner,
+                             clock: Callable[[], float] | None, started: float) -> Summary:
+    """A flow-log replay over `count` shards: the verdict lines in the order of the flows, the tallies
+    added up (each keyed anew by its shard: the identities they are keyed by are each process's own)."""
+    from .traffic import FlowTally, flow_log_summary
+
+    _check_rereadable(paths, folders=True)
+    shards = Shards.of(scenario, count)
+    tally = FlowTally()
+    error = None
+    results: list[tuple[list[dict], FlowTally, CaptureError | None]] = []
+    lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
+    try:
+        results = runner(replay_flow_log_shard, [(scenario, paths, shards, index, lines is not None)
+                                                 for index in range(count)])
+        if lines is not None:
+            for line in sorted((line for shard_lines, _, _ in results for line in shard_lines), key=_index):
+                lines.write(line)
+    finally:
+        if lines is not None:
+            lines.close()
+        for index, (_, shard_tally, error) in enumerate(results):
+            tally.tally.update({(decision, logged, (index, kept)): counts
+                                for (decision, logged, kept), counts in shard_tally.tally.items()})
+            tally.first, tally.last = min(tally.first, shard_tally.first), max(tally.last, shard_tally.last)
+        summary = flow_log_summary(scenario, tally, error, outputs, clock, started)
+    if error is not None:
+        raise error
+    return summary
+
+
+def _index(line: dict) -> int:
+    return line["index"]

@@ -22,6 +22,7 @@ from dataplane.decode import decode_frame
 from dataplane.pipeline import FastPath
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
+from dataplane.whatif import scenarios, whatif
 from dataplane.workers import worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
@@ -350,3 +351,93 @@ def test_dask_without_the_cluster_extra_is_an_error_naming_it(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert status == 2
     assert "pip install 'dataplane[cluster]'" in err and "Traceback" not in err
+
+
+# -- whatif ----------------------------------------------------------------------------------------------
+
+LOCKED = DEMO / "nsg-jump-locked.json"
+
+
+def run_whatif(capsys, folder: Path, traffic: list[Path], *options: str) -> tuple[int, str, bytes]:
+    """whatif's exit status, printed report and JSON lines."""
+    folder.mkdir()
+    status = main(["whatif", str(SCENARIO), "--change", str(LOCKED), *map(str, traffic),
+                   "--json", str(folder / "changes.jsonl"), *options])
+    return status, capsys.readouterr().out, (folder / "changes.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["web", "rule-removal", "scan", "icmp-ipv6"])
+def test_two_workers_give_the_whatif_report_of_one_on_captures(name, tmp_path, capsys) -> None:
+    one = run_whatif(capsys, tmp_path / "one", [DEMO / f"{name}.pcap"])
+    two = run_whatif(capsys, tmp_path / "two", [DEMO / f"{name}.pcap"], "--workers", "2")
+    assert two == one
+
+
+def test_two_workers_give_the_whatif_report_of_one_on_flow_logs(tmp_path, capsys) -> None:
+    logs = demo_flow_logs(tmp_path, capsys)
+    before, after = scenarios(str(SCENARIO), [str(LOCKED)])
+    one = whatif(before, after, list(map(str, logs)))
+    assert one.changes
+    assert whatif(before, after, list(map(str, logs)), workers=2) == one
+
+
+def test_whatif_dask_local_reports_what_the_local_run_reports(tmp_path, capsys) -> None:
+    pytest.importorskip("distributed", reason="dask's distributed is not installed: pip install 'dataplane[cluster]'")
+    one = run_whatif(capsys, tmp_path / "one", [DEMO / "rule-removal.pcap"])
+    dask = run_whatif(capsys, tmp_path / "dask", [DEMO / "rule-removal.pcap"], "--dask", "local", "--workers", "2")
+    assert dask == one
+
+
+def test_whatif_dask_without_the_cluster_extra_is_an_error_naming_it(capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    status = main(["whatif", str(SCENARIO), "--change", str(LOCKED), str(DEMO / "web.pcap"), "--dask", "local"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "pip install 'dataplane[cluster]'" in err and "Traceback" not in err
+
+
+# -- replay of flow logs ---------------------------------------------------------------------------------
+
+FLOW_LOG_OUTPUTS = {"--verdicts": "verdicts.jsonl", "--summary": "summary.json"}
+
+
+def demo_flow_logs(folder: Path, capsys) -> list[Path]:
+    """Our NSG and VNet flow logs of the demo captures."""
+    logs = []
+    for name in ("web", "rule-removal", "scan"):
+        for option in ("--flow-log", "--vnet-flow-log"):
+            logs.append(folder / f"{name}{option}.json")
+            main(["replay", str(SCENARIO), str(DEMO / f"{name}.pcap"), option, str(logs[-1])])
+    capsys.readouterr()
+    return logs
+
+
+def run_flow_logs(folder: Path, logs: list[Path], *options: str) -> dict:
+    folder.mkdir()
+    argv = ["replay", str(SCENARIO), *map(str, logs), *options]
+    for option, name in FLOW_LOG_OUTPUTS.items():
+        argv += [option, str(folder / name)]
+    files = {"status": main(argv), "verdicts": (folder / "verdicts.jsonl").read_bytes()}
+    summary = json.loads((folder / "summary.json").read_text())
+    del summary["packets_per_second"]
+    return files | {"summary": summary}
+
+
+def test_two_workers_replay_flow_logs_as_one_does(tmp_path, capsys) -> None:
+    logs = demo_flow_logs(tmp_path, capsys)
+    one = run_flow_logs(tmp_path / "one", logs)
+    assert one["verdicts"]
+    assert run_flow_logs(tmp_path / "two", logs, "--workers", "2") == one
+
+
+def test_a_malformed_flow_log_gives_two_workers_the_error_and_outputs_of_one(tmp_path, capsys) -> None:
+    logs = demo_flow_logs(tmp_path, capsys)
+    broken = tmp_path / "PT1H.json"
+    broken.write_text(json.dumps({"records": [{"time": "2024-05-01T10:00:00Z", "macAddress": "000D3A000001",
+                                               "flowRecords": {"flows": [{"aclID": "x", "flowGroups": [
+                                                   {"rule": "r", "flowTuples": ["1,2,3"]}]}]}}]}))
+    one = run_flow_logs(tmp_path / "one", [*logs, broken])
+    one_err = capsys.readouterr().err
+    two = run_flow_logs(tmp_path / "two", [*logs, broken], "--workers", "2")
+    assert two == one and one["status"] == 2 and one["summary"]["error"] and one["verdicts"]
+    assert capsys.readouterr().err == one_err
