@@ -264,6 +264,43 @@ PASS_BATCH = 4096
 """Frames the C path may pass between two looks at the progress bar."""
 
 
+class Taken(NamedTuple):
+    passed: int
+    """Frames the C path took."""
+    last: float | None
+    """The last one's time."""
+    frame: Any
+    """The frame Python decides next (None at the end), or the exception the frames raised (raised
+    once what passed is counted)."""
+    again: bool
+    """The C path filled a batch: take again (after a look at the progress)."""
+    read: bool
+    """The C path walked the capture: the caller counts what it took, then reads the next frame."""
+
+
+def take_frames(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
+                pass_frames: Callable | None, until: float, hits: dict[tuple[str, str], int],
+                shard: Any = None) -> Taken:
+    """Let the C path take what it can before Python decides a frame: `pass_records` walking one
+    capture's buffer (its new flows' rule hits counted into `hits`), else `pass_frames` over the frames."""
+    if pass_records is not None and capture is not None:
+        passed, last, decided = capture.pass_records(pass_records, until, PASS_BATCH, shard)
+        count_hits(hits, decided)
+        return Taken(passed, last, None, passed == PASS_BATCH, True)
+    if pass_frames is not None:
+        passed, last, frame = pass_frames(frames, until, PASS_BATCH)
+        return Taken(passed, last, frame, frame is None and passed == PASS_BATCH, False)
+    return Taken(0, None, next(frames, None), False, False)
+
+
+def count_hits(hits: dict[tuple[str, str], int], verdicts: Iterable[Verdict]) -> None:
+    """The rule hits of new flows: one per NSG evaluation of each verdict."""
+    for verdict in verdicts:
+        for evaluation in verdict.evaluations:
+            slot = (evaluation.nsg, evaluation.rule)
+            hits[slot] = hits.get(slot, 0) + 1
+
+
 def merged(captures: list[Capture]) -> Iterator[Frame]:
     """Frames of several captures in timestamp order."""
     if len(captures) == 1:
@@ -501,37 +538,20 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             if progress is not None and index >= shown + 2048:
                 progress(sum(c.bytes_read for c in captures))
                 shown = index
-            if pass_frames is not None:
-                until = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
-                if pass_records is not None:
-                    passed, last, decided = captures[0].pass_records(pass_records, until, PASS_BATCH)
-                    for verdict in decided:
-                        for evaluation in verdict.evaluations:
-                            slot = (evaluation.nsg, evaluation.rule)
-                            hits[slot] = hits.get(slot, 0) + 1
-                    if passed:
-                        index += passed
-                        last_ts = last
-                        if passed == PASS_BATCH:
-                            continue
-                    frame = next(frames, None)
-                    if frame is None:
-                        break
-                else:
-                    passed, last, frame = pass_frames(frames, until, PASS_BATCH)
-                    if passed:
-                        index += passed
-                        last_ts = last
-                    if isinstance(frame, BaseException):
-                        raise frame
-                    if frame is None:
-                        if passed < PASS_BATCH:
-                            break
-                        continue
-            else:
+            until = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
+            passed, last, frame, again, read = take_frames(frames, captures[0] if captures else None,
+                                                           pass_records, pass_frames, until, hits)
+            if passed:
+                index += passed
+                last_ts = last
+            if isinstance(frame, BaseException):
+                raise frame
+            if again:
+                continue
+            if read:
                 frame = next(frames, None)
-                if frame is None:
-                    break
+            if frame is None:
+                break
             index += 1
             ts, linktype, data, _ = frame
             if first_ts is None:
@@ -543,9 +563,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
                 summary.unsupported_link_types[linktype] = summary.unsupported_link_types.get(linktype, 0) + 1
-            for evaluation in verdict.evaluations:
-                slot = (evaluation.nsg, evaluation.rule)
-                hits[slot] = hits.get(slot, 0) + 1
+            count_hits(hits, (verdict,))
             if per_packet:
                 if verdict_lines is not None:
                     verdict_lines.write(verdict.to_json(index - 1))

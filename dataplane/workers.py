@@ -27,7 +27,7 @@ from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
 from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
-                     _flow_logs, _write_frame, _write_json, merged, verdict_writer)
+                     _flow_logs, _write_frame, _write_json, count_hits, merged, take_frames, verdict_writer)
 from .report import Traffic, render_replay_report, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -190,39 +190,26 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         frames = own.of(merged(captures))
         shard_filter = shard_filter_of(shards, index) if pass_records is not None else None
         while True:
-            if pass_records is not None and own.first_ts is not None:
-                passed, last, decided = captures[0].pass_records(pass_records, own.until(), PASS_BATCH, shard_filter)
-                for verdict in decided:
-                    for evaluation in verdict.evaluations:
-                        slot = (evaluation.nsg, evaluation.rule)
-                        hits[slot] = hits.get(slot, 0) + 1
-                if passed:
-                    own.count += passed
-                    own.last_ts = last
-                    if passed == PASS_BATCH:
-                        continue
+            walking = pass_records is not None and own.first_ts is not None
+            passed, last, frame, again, read = take_frames(frames, captures[0], pass_records if walking else None,
+                                                           pass_frames, own.until() if walking else math.inf, hits,
+                                                           shard_filter)
+            if read and passed:  # records the walk took never went through `own`
+                own.count += passed
+                own.last_ts = last
+            if isinstance(frame, BaseException):
+                raise frame
+            if again:
+                continue
+            if read:
                 frame = next(frames, None)
-                if frame is None:
-                    break
-            elif pass_frames is not None:
-                passed, _, frame = pass_frames(frames, math.inf, PASS_BATCH)
-                if isinstance(frame, BaseException):
-                    raise frame
-                if frame is None:
-                    if passed < PASS_BATCH:
-                        break
-                    continue
-            else:
-                frame = next(frames, None)
-                if frame is None:
-                    break
+            if frame is None:
+                break
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
                 unsupported[linktype] = unsupported.get(linktype, 0) + 1
-            for evaluation in verdict.evaluations:
-                slot = (evaluation.nsg, evaluation.rule)
-                hits[slot] = hits.get(slot, 0) + 1
+            count_hits(hits, (verdict,))
             if logs is not None:
                 logs.verdict(verdict)
             if wanted.verdicts:
