@@ -902,6 +902,8 @@ typedef struct {
     PyObject *nics;        /* dict: IPv4 address → (NIC, its table's dict of records, the table, its TCP
                               timeouts by state, its UDP timeout, the NIC's name) */
     PyObject *translated;  /* frozenset: the IPv4 public IPs and load-balancer frontends */
+    PyObject *publics;     /* dict: a NIC's IPv4 public IP → (its nics entry, its private address) */
+    PyObject *new_translated; /* Dataplane._new_translated(packet, ts, key) */
     PyObject *new_at_nic;  /* Dataplane._new_at_nic(packet, ts, key, nic, Direction.INBOUND, False) */
     PyObject *inbound;     /* Direction.INBOUND */
     long long packets;     /* packets taken here: Dataplane.stats folds them in */
@@ -957,12 +959,18 @@ static int
 FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 {
     static char *names[] = {"recent", "moves", "closed", "packet_type", "verdict_type", "nics", "new_at_nic",
-                            "inbound", "translated", NULL};
+                            "inbound", "translated", "publics", "new_translated", NULL};
     PyObject *recent, *moves, *closed, *packet_type, *verdict_type, *nics, *new_at_nic, *inbound, *translated;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OOO!", names, &RecentTableType, &recent, &PyList_Type,
-                                     &moves, &closed, &PyType_Type, &packet_type, &PyType_Type, &verdict_type,
-                                     &PyDict_Type, &nics, &new_at_nic, &inbound, &PyFrozenSet_Type, &translated))
+    PyObject *publics, *new_translated;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OO!O!O!OOO!O!O", names, &RecentTableType, &recent,
+                                     &PyList_Type, &moves, &closed, &PyType_Type, &packet_type, &PyType_Type,
+                                     &verdict_type, &PyDict_Type, &nics, &new_at_nic, &inbound, &PyFrozenSet_Type,
+                                     &translated, &PyDict_Type, &publics, &new_translated))
         return -1;
+    if (!PyCallable_Check(new_translated)) {
+        PyErr_SetString(PyExc_TypeError, "new_translated must be callable");
+        return -1;
+    }
     if (check_fields(packet_type, "packet_type", packet_fields) < 0 ||
             check_fields(verdict_type, "verdict_type", verdict_fields) < 0)
         return -1;
@@ -990,6 +998,8 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(new_at_nic); Py_XSETREF(self->new_at_nic, new_at_nic);
     Py_INCREF(inbound); Py_XSETREF(self->inbound, inbound);
     Py_INCREF(translated); Py_XSETREF(self->translated, translated);
+    Py_INCREF(publics); Py_XSETREF(self->publics, publics);
+    Py_INCREF(new_translated); Py_XSETREF(self->new_translated, new_translated);
     Py_INCREF(recent); Py_XSETREF(self->recent, (RecentTable *)recent);  /* last: set, it says every field is */
     self->packets = self->allowed = 0;
     self->next_sweep = -Py_HUGE_VAL;
@@ -1020,6 +1030,8 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->new_at_nic);
     Py_VISIT(self->inbound);
     Py_VISIT(self->translated);
+    Py_VISIT(self->publics);
+    Py_VISIT(self->new_translated);
     return 0;
 }
 
@@ -1035,6 +1047,8 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->new_at_nic);
     Py_CLEAR(self->inbound);
     Py_CLEAR(self->translated);
+    Py_CLEAR(self->publics);
+    Py_CLEAR(self->new_translated);
     return 0;
 }
 
@@ -1301,6 +1315,75 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
     return record == NULL && !PyErr_Occurred() ? Py_NewRef(PyTuple_GET_ITEM(at_dst, 0)) : NULL;
 }
 
+/* A flow from outside to a NIC's public IP, whose NIC holds no record of it after DNAT: 1, else 0 (or
+   -1 on error). The source must be neither a NIC's address nor a translated one. */
+static int
+new_public(FastPath *self, const Common *c)
+{
+    PyObject *src = PyLong_FromUnsignedLong(c->src), *dst = PyLong_FromUnsignedLong(c->dst), *at, *key = NULL;
+    int result = -1;
+    if (src == NULL || dst == NULL)
+        goto done;
+    at = PyDict_GetItemWithError(self->publics, dst);
+    result = 0;
+    if (at == NULL || PyDict_GetItemWithError(self->nics, src) != NULL || PyErr_Occurred())
+        goto done;
+    int translated = PySet_Contains(self->translated, src);
+    if (translated != 0 || !PyTuple_Check(at) || PyTuple_GET_SIZE(at) != 2 || !nic_entry_ok(PyTuple_GET_ITEM(at, 0)) ||
+            !PyLong_Check(PyTuple_GET_ITEM(at, 1)))
+        goto done;
+    Common inside = *c;
+    inside.dst = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(at, 1));
+    if (PyErr_Occurred())
+        goto done;
+    key = make_key(&inside, 1);
+    if (key == NULL)
+        goto done;
+    PyObject *record = PyDict_GetItemWithError(PyTuple_GET_ITEM(PyTuple_GET_ITEM(at, 0), 1), key);
+    result = record == NULL && !PyErr_Occurred();
+done:
+    if (PyErr_Occurred())
+        result = -1;
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    Py_XDECREF(key);
+    return result;
+}
+
+/* The first packet of a new flow the Python path would decide without looking further: one from outside
+   to a NIC's address (Dataplane._new_at_nic), or to a NIC's public IP whose NIC holds no record of it
+   (Dataplane._new_translated: the route, then the policy). The verdict (a new reference), or NULL: with
+   an exception set on error, else it is not such a packet. */
+static PyObject *
+hand_off(FastPath *self, const Common *c, PyObject *when)
+{
+    PyObject *key = make_key(c, 0);
+    if (key == NULL)
+        return NULL;
+    PyObject *verdict = NULL, *packet = NULL;
+    PyObject *nic = new_inbound_nic(self, c, key);
+    int public = nic == NULL && !PyErr_Occurred() ? new_public(self, c) : 0;
+    if ((nic != NULL || public == 1) && (packet = make_packet(self, c)) != NULL) {
+        self->packets += 1;
+        if (nic != NULL) {
+            PyObject *callee = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
+            PyObject *call[6] = {packet, when, key, nic, inbound, Py_False};
+            verdict = PyObject_Vectorcall(callee, call, 6, NULL);
+            Py_DECREF(callee);
+            Py_DECREF(inbound);
+        } else {
+            PyObject *callee = Py_NewRef(self->new_translated);
+            PyObject *call[3] = {packet, when, key};
+            verdict = PyObject_Vectorcall(callee, call, 3, NULL);
+            Py_DECREF(callee);
+        }
+    }
+    Py_XDECREF(packet);
+    Py_XDECREF(nic);
+    Py_DECREF(key);
+    return verdict;
+}
+
 /* FlowTable.reschedule in C: the record goes to the timing wheel's bucket of its deadline (the table's
    `wheel`, bucket → records, and `due`, the heap of buckets). A deadline past 2**53 s (the wheel's
    limit) goes to the Python method, which refuses it. */
@@ -1458,22 +1541,11 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     if (ts >= self->next_sweep)  /* the Python path sweeps the tables first */
         return make_packet(self, &c);
     int passed = pass_recent(self, &c, ts, &entry, &state);
-    if (passed <= 0) {
-        PyObject *key = passed == 0 ? make_key(&c, 0) : NULL;
-        PyObject *nic = key != NULL ? new_inbound_nic(self, &c, key) : NULL;
-        PyObject *result = passed == 0 && !PyErr_Occurred() ? make_packet(self, &c) : NULL;
-        if (result != NULL && nic != NULL) {
-            PyObject *packet = result, *new_at_nic = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
-            PyObject *call[6] = {packet, args[1], key, nic, inbound, Py_False};
-            self->packets += 1;
-            result = PyObject_Vectorcall(new_at_nic, call, 6, NULL);
-            Py_DECREF(new_at_nic);
-            Py_DECREF(inbound);
-            Py_DECREF(packet);
-        }
-        Py_XDECREF(nic);
-        Py_XDECREF(key);
-        return result;
+    if (passed < 0)
+        return NULL;
+    if (passed == 0) {
+        PyObject *verdict = hand_off(self, &c, args[1]);
+        return verdict != NULL || PyErr_Occurred() ? verdict : make_packet(self, &c);
     }
     /* head: (direction, nic, nsg, rule) of the flow's last leg */
     PyObject *head = entry->head;
@@ -1703,27 +1775,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             entry_release(entry);
             Py_DECREF(state);
         } else {
-            /* the first packet of a flow from outside to a NIC: decided by the one-NIC path, as in process */
-            PyObject *key = make_key(&c, 0);
-            PyObject *nic = key != NULL ? new_inbound_nic(self, &c, key) : NULL;
-            PyObject *packet = nic != NULL ? make_packet(self, &c) : NULL;
-            PyObject *when = packet != NULL ? PyFloat_FromDouble(ts) : NULL;
-            PyObject *verdict = NULL;
-            if (when != NULL) {
-                PyObject *new_at_nic = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
-                PyObject *call[6] = {packet, when, key, nic, inbound, Py_False};
-                self->packets += 1;
-                verdict = PyObject_Vectorcall(new_at_nic, call, 6, NULL);
-                Py_DECREF(new_at_nic);
-                Py_DECREF(inbound);
-            }
-            Py_XDECREF(key);
-            Py_XDECREF(nic);
-            Py_XDECREF(packet);
+            /* the first packet of a new flow the Python path would send straight to a decision, as in process */
+            PyObject *when = PyFloat_FromDouble(ts);
+            PyObject *verdict = when != NULL ? hand_off(self, &c, when) : NULL;
             Py_XDECREF(when);
             if (verdict == NULL || PyList_Append(decided, verdict) < 0) {
-                if (verdict == NULL && when != NULL)
-                    self->packets -= 1;  /* not decided: the caller's Python path takes the packet */
                 Py_XDECREF(verdict);
                 if (PyErr_Occurred())
                     error = 1;

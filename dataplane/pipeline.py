@@ -134,9 +134,13 @@ class Dataplane:
         self._outcomes: dict[tuple, Outcome] = {}
         self._recent: MutableMapping[Key, tuple[tuple, Key | None, tuple]] = RecentTable(RECENT_FLOWS) if fast else {}
         self._translated_ips = frozenset(self._translations.public) | frozenset(self._translations.frontends)
-        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, self._nics_v4(),
+        nics_v4 = self._nics_v4()
+        publics = {ip: (nics_v4[private], private) for ip, private in self._translations.public_private.items()
+                   if ip < 2**32 and private in nics_v4}
+        self._fast = FastPath(self._recent, TCP_MOVES_BY_FLAGS, CLOSED, Packet, Verdict, nics_v4,
                               self._new_at_nic, Direction.INBOUND,
-                              frozenset(ip for ip in self._translated_ips if ip < 2**32)) if fast else None
+                              frozenset(ip for ip in self._translated_ips if ip < 2**32), publics,
+                              self._new_translated) if fast else None
         self._fast_process = self._fast.process if fast else None
         self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
             self._fast.pass_frames if fast else None
@@ -523,6 +527,11 @@ class Dataplane:
         stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",
                                     evaluations))
+
+    def _new_translated(self, p: Packet, ts: float, key: Key) -> Verdict:
+        """The first packet of a flow from outside to a NIC's public IP, its NIC holding no record of it:
+        where `_packet` would arrive after its look-ups (the C fast path hands such packets here)."""
+        return self._new(p, ts, key, False, self._route(key), fresh=True)
 
     def _new(self, p: Packet, ts: float, key: Key, fragment_alone: bool, route: Route | None = None,
              fresh: bool = False) -> Verdict:

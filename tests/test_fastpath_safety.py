@@ -86,7 +86,8 @@ def fast_path_arguments() -> dict:
     """What Dataplane gives its FastPath, by name, for tests that change one of them."""
     return {"recent": RecentTable(32768), "moves": TCP_MOVES_BY_FLAGS, "closed": CLOSED, "packet_type": Packet,
             "verdict_type": Verdict, "nics": {}, "new_at_nic": busy_dataplane()._new_at_nic,
-            "inbound": Direction.INBOUND, "translated": frozenset()}
+            "inbound": Direction.INBOUND, "translated": frozenset(), "publics": {},
+            "new_translated": busy_dataplane()._new_translated}
 
 
 def test_pass_frames_given_a_list_instead_of_an_iterator_raises() -> None:
