@@ -20,6 +20,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.utils import wrpcap
 
 from dataplane.documents import _shallow, bounded_loaders, parse_yaml
+from dataplane.errors import DataplaneError
 from frames import ether
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,18 @@ def test_libyaml_and_the_python_reader_read_a_document_alike(doc, flow_style) ->
     text = yaml.safe_dump({"doc": doc}, default_flow_style=flow_style)
     assert _shallow(text)
     assert parse_yaml(text) == yaml.load(text, Loader=bounded_loaders()[0]) == {"doc": doc}
+
+
+@pytest.mark.parametrize("text", ["c: {<<: {b: 1}, d: 2}", "!!set {a, b}", "x: !!binary aGVsbG8=", "a: 2001-01-01",
+                                  "a: [1, 2.5, true, null, ~, 0x10, '7', 1_000]", "!!omap [a: 1, b: 2]"],
+                         ids=["merge-key", "set", "binary", "timestamp", "scalars", "omap"])
+def test_the_plain_yaml_builder_leaves_what_it_does_not_build_to_pyyaml(text: str) -> None:
+    assert parse_yaml(text) == yaml.load(text, Loader=bounded_loaders()[0])
+
+
+def test_an_unhashable_yaml_key_is_an_error_as_pyyaml_reads_it() -> None:
+    with pytest.raises(DataplaneError, match="is not valid JSON or YAML at line 1"):
+        parse_yaml("? [1, 2]\n: x\n")
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
