@@ -3,16 +3,19 @@
    Record: conntrack.FlowRecord with its fields inline, and not tracked by the cyclic garbage
    collector (a record never refers back to anything that refers to it), so half a million live
    flows cost the collector nothing.
+   RecentTable: the dataplane's recent-flow table, a mapping whose IPv4 keys are plain numbers in an
+   open-addressing table and whose entries are C structs, so a frame's flow is found without making a
+   Python object, and live entries cost the collector nothing.
+   ShardFilter: shards.FrameShards for the records pass_records walks in a worker.
 
    FastPath.process(frame, ts): the common frame (Ethernet, IPv4 without options or fragments,
-   TCP or UDP) of a flow in the dataplane's recent-flow table passes here without Python code; the
-   first packet of a flow from outside to a NIC goes straight to Dataplane._new_at_nic; anything
+   TCP or UDP) of a flow in the recent-flow table passes here without Python code (a flow at one NIC
+   is remembered here at its second packet); the first packet of a flow from outside to a NIC goes
+   straight to Dataplane._new_at_nic, to a NIC's public IP to Dataplane._new_translated; anything
    else comes back decoded (a Packet) or as None (the Python decoder's case).
-   RecentTable: the dataplane's recent-flow table, a mapping whose IPv4 keys are plain numbers in an
-   open-addressing table, so a frame's flow is found without making a Python object.
-   FastPath.pass_records(buffer, pos, format, last, until, limit): the replay's loop, when it writes
-   nothing per packet: the records of recent flows pass straight from the capture's buffer (pcap or
-   pcapng), and the first other record goes back to the Python reader and Dataplane.process.
+   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard]): the replay's loop, when it
+   writes nothing per packet: the same straight from the capture's buffer (pcap or pcapng), and the
+   first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    tests/test_pipeline_fast_path.py proves both paths decide every packet alike;
