@@ -29,6 +29,7 @@ from dataplane.conntrack import FlowRecord, PureFlowRecord, TcpState
 from dataplane.decode import Packet, decode_frame
 from dataplane.pipeline import FastPath
 from dataplane.policy import Policy
+from dataplane.errors import CaptureError
 from dataplane.replay import Capture, Outputs, Update, replay
 
 from datafiles import SHARED_PCAPS, scenario_frames, shared_captures
@@ -271,6 +272,49 @@ def test_a_replay_reads_every_capture_form_into_the_c_path_as_it_reads_pcap(name
     scenario = load_scenario(DEMO / "scenario.yaml")
     expected = replay(scenario, [str(source)], Outputs(verdicts=str(tmp_path / "v.jsonl"))).to_json()
     assert replay(load_scenario(DEMO / "scenario.yaml"), [str(capture)]).to_json() == expected
+
+
+def _pcap_of(timed_frames: list[tuple[float, bytes]], cut: int) -> bytes:
+    records = b"".join(struct.pack("<IIII", int(t), round(t % 1 * 1e6), len(f), len(f)) + f for t, f in timed_frames)
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + records[:len(records) - cut]
+
+
+def _pcapng_of(timed_frames: list[tuple[float, bytes]], cut: int) -> bytes:
+    blocks = [struct.pack("<IIIHHQI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, 0xFFFFFFFFFFFFFFFF, 28),
+              struct.pack("<IIHHII", 1, 20, 1, 0, 65535, 20)]
+    for t, f in timed_frames:
+        padded = f + bytes(-len(f) % 4)
+        micros = round(t * 1e6)
+        blocks.append(struct.pack("<IIIIIII", 6, 32 + len(padded), 0, micros >> 32, micros & 0xFFFFFFFF, len(f), len(f))
+                      + padded + struct.pack("<I", 32 + len(padded)))
+    data = b"".join(blocks)
+    return data[:len(data) - cut]
+
+
+@needs_c
+@settings(max_examples=60, deadline=None)
+@given(conversations, steps, st.sampled_from(["pcap", "pcapng"]), st.integers(0, 40))
+def test_the_c_walk_of_a_capture_counts_what_the_per_packet_path_counts(tmp_path_factory, flows, sequence, form, cut):
+    """Random conversations (public IPs, frontends, second boundaries, flows closing and idling out),
+    written as a capture that may break off mid-record: a replay that lets the C code walk the buffer
+    sums up what one deciding every packet in Python sums up, error included."""
+    now, timed = 1_700_000_000.0, []
+    for which, reply, flags, dt, payload in sequence:
+        proto, client, server, client_port, port = flows[which % len(flows)]
+        src, dst, sport, dport = (server, client, port, client_port) if reply else (client, server, client_port, port)
+        now += dt
+        timed.append((now, frame(Packet(4, proto, src, dst, sport, dport, flags if proto == 6 else 0, -1, -1, 0, 0, 0,
+                                        0, False, False, (), None), payload)))
+    folder = tmp_path_factory.mktemp("walk")
+    capture = folder / f"random.{form}"
+    capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed, cut))
+    summaries = []
+    for outputs in (Outputs(), Outputs(verdicts=str(folder / "v.jsonl"))):
+        try:
+            summaries.append(replay(scenario_from_document(SCENARIO), [str(capture)], outputs).to_json())
+        except CaptureError as e:
+            summaries.append(e.summary.to_json())  # type: ignore[attr-defined]
+    assert summaries[0] == summaries[1]
 
 
 def test_the_c_extension_is_built_where_ci_asks_for_it() -> None:
