@@ -130,16 +130,21 @@ def _parser() -> argparse.ArgumentParser:
         replay_.add_argument(f"--{option}", metavar="DIR", help=text)
     replay_.add_argument("--update", action="append", default=[], metavar="TIME=NSG_FILE",
                          help="deploy a new NSG version TIME seconds after the first packet (repeatable)")
-    replay_.add_argument("--workers", default="1", metavar="N",
-                         help="shard the flows over N processes ('auto': one per core); the results are the same")
-    replay_.add_argument("--dask", metavar="ADDRESS",
-                         help="shard over a Dask cluster: 'local', or a scheduler such as tcp://host:8786 "
-                              "(needs dataplane[cluster])")
+    _add_sharding_options(replay_, "the results are the same")
     replay_.set_defaults(run=cmd_replay)
-    whatif.add_commands(sub)
+    _add_sharding_options(whatif.add_commands(sub), "the report is the same")
     importer.add_commands(sub)
     analysis.add_commands(sub)
     return parser
+
+
+def _add_sharding_options(p: argparse.ArgumentParser, same: str) -> None:
+    """`--workers` and `--dask`, alike for every command that shards its work (`workers.py`)."""
+    p.add_argument("--workers", default="1", metavar="N",
+                   help=f"shard the flows over N processes ('auto': one per core); {same}")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="shard over a Dask cluster: 'local', or a scheduler such as tcp://host:8786 "
+                        "(needs dataplane[cluster])")
 
 
 def _prefix(text: str) -> str:

@@ -202,19 +202,18 @@ def bounded_loaders() -> tuple[type[yaml.SafeLoader], type[yaml.CSafeLoader] | N
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int) -> int:
-    """Values in the document once every alias is replaced by what it names; shared nodes counted each time."""
-    import yaml
-
+    """Values in the document once every alias is replaced by what it names; shared nodes counted each time.
+    Nodes are told apart by their `id` ("scalar", "sequence", "mapping"), as PyYAML's own composer does."""
     if depth > MAX_DEPTH:
         raise _Refused(f"is nested deeper than {MAX_DEPTH} levels")
     known = sizes.get(id(node))
     if known is not None:
         return known
     size = 1
-    if isinstance(node, yaml.SequenceNode):
+    if node.id == "sequence":
         for child in node.value:
             size += _expanded_size(child, sizes, depth + 1)
-    elif isinstance(node, yaml.MappingNode):
+    elif node.id == "mapping":
         for key, value in node.value:
             size += _expanded_size(key, sizes, depth + 1) + _expanded_size(value, sizes, depth + 1)
     sizes[id(node)] = size

@@ -27,7 +27,7 @@ from .conntrack import LATEST_TIME
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs
 from .nsg import NetworkSecurityGroup, load_nsgs
-from .pipeline import Dataplane, Statistics
+from .pipeline import Dataplane, Statistics, Verdict
 from .flows import key_to_flow
 from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario
@@ -329,7 +329,24 @@ class Update(NamedTuple):
         return cls(seconds, nsgs[0])
 
 
-class PcapWriter:
+class _Batched:
+    """An output written in batches: `flush` writes what is pending; closing flushes first."""
+
+    path: str
+    _file: Any
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            with _naming(self.path):
+                self._file.close()
+
+
+class PcapWriter(_Batched):
     """A classic pcap file (microsecond timestamps) written in batches."""
 
     def __init__(self, path: str, linktype: int):
@@ -352,15 +369,8 @@ class PcapWriter:
             self._file.write(b"".join(self._pending))
         self._pending.clear()
 
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            with _naming(self.path):
-                self._file.close()
 
-
-class LinesWriter:
+class LinesWriter(_Batched):
     def __init__(self, path: str):
         self.path = path
         self._file = _open_output(path, "w")
@@ -377,13 +387,6 @@ class LinesWriter:
             self._pending.clear()
             with _naming(self.path):
                 self._file.write(text)
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            with _naming(self.path):
-                self._file.close()
 
 
 class ParquetWriter:
@@ -601,15 +604,21 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         summary.timestamps_backwards = sum(c.backwards for c in captures)
         summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
                              f"{summary.capture_seconds:g} s after its first packet" for u in pending]
-        if outputs.summary:
-            _write_json(outputs.summary, summary.to_json())
-        if outputs.report and traffic is not None:
-            sources = [f"scenario {scenario.file}"] if scenario.file else []
-            render_replay_report(summary.to_json(), traffic, outputs.report,
-                                 sources=sources + [f"capture {c.path}" for c in captures])
+        _write_summary(outputs, summary, traffic, scenario, [c.path for c in captures])
         if failure is not None:
             raise failure
     return summary
+
+
+def _write_summary(outputs: Outputs, summary: Summary, traffic: Traffic | None, scenario: Scenario,
+                   captures: list[str]) -> None:
+    """The summary file and the HTML report, once every other output is closed."""
+    if outputs.summary:
+        _write_json(outputs.summary, summary.to_json())
+    if outputs.report and traffic is not None:
+        sources = [f"scenario {scenario.file}"] if scenario.file else []
+        render_replay_report(summary.to_json(), traffic, outputs.report,
+                             sources=sources + [f"capture {c}" for c in captures])
 
 
 class RecordsFile:

@@ -384,7 +384,7 @@ def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str], shard:
 
 # -- the command -----------------------------------------------------------------------------------
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("whatif", help="what a proposed NSG change does to real traffic (captures or flow logs)")
     p.add_argument("scenario", metavar="SCENARIO", help="the scenario (with --terraform-plan: the first TRAFFIC)")
     p.add_argument("--change", action="append", default=[], metavar="FILE",
@@ -399,12 +399,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--fail-on", choices=list(FAIL_ON), default=NEWLY_DENIED,
                    help="exit 1 when a change of this kind is found (default: newly-denied)")
     p.add_argument("--report", metavar="FILE", help="an HTML report with charts (needs dataplane[report])")
-    p.add_argument("--workers", default="1", metavar="N",
-                   help="shard the flows over N processes ('auto': one per core); the report is the same")
-    p.add_argument("--dask", metavar="ADDRESS",
-                   help="shard over a Dask cluster: 'local', or a scheduler such as tcp://host:8786 "
-                        "(needs dataplane[cluster])")
     p.set_defaults(run=cmd_whatif)
+    return p
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:

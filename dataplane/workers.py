@@ -26,9 +26,9 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
-from .replay import (PASS_BATCH, Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
-                     _flow_logs, _write_frame, _write_json, count_hits, merged, take_frames, verdict_writer)
-from .report import Traffic, render_replay_report, require_extra
+from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary, _flow_logs,
+                     _write_frame, _write_summary, count_hits, merged, take_frames, verdict_writer)
+from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
 
@@ -377,12 +377,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if results:
             _merge_summary(summary, results, scenario, updates)
         summary.seconds = (clock() - started) if clock else 0.0
-        if outputs.summary:
-            _write_json(outputs.summary, summary.to_json())
-        if outputs.report and traffic is not None:
-            sources = [f"scenario {scenario.file}"] if scenario.file else []
-            render_replay_report(summary.to_json(), traffic, outputs.report,
-                                 sources=sources + [f"capture {p}" for p in paths])
+        _write_summary(outputs, summary, traffic, scenario, paths)
         if failure is not None:
             raise failure
     error = results[0].error
