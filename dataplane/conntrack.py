@@ -20,10 +20,12 @@ import enum
 import heapq
 import math
 import operator
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, MutableMapping, NamedTuple
 
+from .addresses import V6
 from .errors import DataplaneError
 from .flows import ICMP, ICMPV6, TCP, UDP
+from .rules import DEFAULT_RULE_NAMES
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -145,6 +147,12 @@ def canonical(key):
     return proto, version, b, b_port, a, a_port
 
 
+def reverse(key):
+    """The 5-tuple of a packet going the other way."""
+    proto, version, a, a_port, b, b_port = key
+    return proto, version, b, b_port, a, a_port
+
+
 class FlowRecord:
     """One flow at one NIC, kept small: a NIC may hold 500,000 of them (reference §3).
 
@@ -169,10 +177,7 @@ class FlowRecord:
 
     @property
     def initiator(self):
-        if not self.reversed:
-            return self.key
-        proto, version, a, a_port, b, b_port = self.key
-        return proto, version, b, b_port, a, a_port
+        return reverse(self.key) if self.reversed else self.key
 
     def __repr__(self) -> str:
         return f"FlowRecord({self.initiator}, {self.state}, expires={self.expires})"
@@ -357,3 +362,362 @@ class FragmentTable:
         if self._firsts:
             for key in [k for k, (deadline, _) in self._firsts.items() if deadline <= now]:
                 del self._firsts[key]
+
+
+class Outcome(NamedTuple):
+    """How a flow was decided at one NIC; shared by every flow decided alike."""
+
+    nsg: str | None
+    rule: str | None
+    default_rule: bool
+    reason: str
+    direction: str
+
+
+RECENT_FLOWS = 32768
+"""Packet keys of flows past their first packet, remembered with their records, so that their next
+packets skip the NIC lookups. Bounded: the memory per tracked flow stays the flow table's."""
+
+
+class Conntrack:
+    """Every NIC's flow table, and flow identity across them: the records a packet belongs to.
+
+    At its NIC a record is keyed by the 5-tuple as that NIC sees it. A translated record is also indexed
+    by the tuple its packets carry beyond the translation (`outside_key`), as Linux conntrack indexes a
+    flow by its original and its reply tuple: a packet addressed to a public IP, a load-balancer frontend
+    or a port a shared frontend handed out finds its flow by that one look-up. A leg is (NIC, key at the
+    NIC, record or None, whether the packet travels as the flow's first did); in the recent-flow table a
+    leg goes on with what the C fast path needs (the NIC's timeouts for the protocol, its table).
+    """
+
+    def __init__(self, scenario, nics_by_ip: dict, arriving: Callable, translated_ips: frozenset,
+                 record_type: type, stats, snat, recent: MutableMapping, listener=None):
+        self.nics_by_ip = nics_by_ip
+        self.translated_ips = translated_ips
+        self.arriving = arriving
+        """`route.Router.arriving`: the NIC, address and port a packet to a translated address goes to."""
+        self.stats = stats
+        self.snat = snat
+        self.recent = recent
+        self.listener = listener
+        self.tables: dict[str, FlowTable] = {}
+        for nic in scenario.network_interfaces.values():
+            timeouts = Timeouts(scenario.timeouts, scenario.virtual_networks[nic.vnet].flow_timeout_minutes)
+            self.tables[nic.name] = FlowTable(timeouts, scenario.max_flows_per_nic, self._ended(nic.name),
+                                              record_type)
+        self.outside: dict[tuple, tuple] = {}
+        """canonical outside key → ((NIC, record), ...): two when both ends of a flow are translated."""
+        self.outcomes: dict[tuple, Outcome] = {}
+        """(nsg, rule, reason, direction) → its Outcome, shared by every record decided alike."""
+
+    def nics_v4(self) -> dict[int, tuple]:
+        """What the C fast path needs of each NIC by IPv4 address: the NIC, its table's records, the
+        table, its TCP timeouts by state and its UDP timeout, and its name."""
+        nics = {}
+        for ip, nic in self.nics_by_ip.items():
+            if ip < 2**32:
+                table = self.tables[nic.name]
+                nics[ip] = (nic, table.by_key, table, table.timeouts.of_protocol(TCP), table.timeouts.of_protocol(UDP),
+                            nic.name)
+        return nics
+
+    def publics_v4(self, public_private: dict[int, int]) -> dict[int, tuple]:
+        """Public IPv4 address → (what `nics_v4` gives of its NIC, the NIC's private address)."""
+        nics = self.nics_v4()
+        return {ip: (nics[private], private) for ip, private in public_private.items()
+                if ip < 2**32 and private in nics}
+
+    def outcome(self, nsg: str | None, rule: str | None, reason: str, direction: str) -> Outcome:
+        slot = (nsg, rule, reason, direction)
+        outcome = self.outcomes.get(slot)
+        if outcome is None:
+            outcome = self.outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
+        return outcome
+
+    # -- finding a packet's records ---------------------------------------------------------------
+
+    def legs(self, key, route_legs, ts: float, syn: bool) -> tuple[list, Any, bool]:
+        """The legs of a packet whose route (for a new flow) is `route_legs`; its key as it finally
+        travels when a record translated it (else None); whether any NIC knows the flow. A SYN on the
+        5-tuple of a closed connection opens a new one: the closed records end here."""
+        legs, translated, found = self._legs(key, route_legs, ts)
+        if syn and found:
+            for i, (nic, leg_key, record, forward) in enumerate(legs):
+                if record is not None and record.state is TcpState.CLOSED:
+                    self.tables[nic.name].remove(record, "closed", ts)
+                    legs[i] = (nic, leg_key, None, forward)
+        return legs, translated, found
+
+    def _legs(self, key, route_legs, ts: float) -> tuple[list, Any, bool]:
+        legs = []
+        found = False
+        tables = self.tables
+        for leg in route_legs:
+            record, forward = tables[leg.nic.name].find(leg.key, ts)
+            if record is not None:
+                if record.nat is not None:
+                    return self._through_translations(key, ts)
+                found = True
+            legs.append((leg.nic, leg.key, record, forward))
+        if self.outside and canonical(key) in self.outside:
+            return self._through_translations(key, ts)
+        return legs, None, found
+
+    def _through_translations(self, key, ts: float) -> tuple[list, Any, bool]:
+        """The legs of a packet of a translated flow: its source NIC's record translates what leaves it;
+        what is addressed to a translation finds the record behind it by its outside key, else goes to
+        the NIC a new flow's packet would (the flow is known there no more)."""
+        proto, version, src, sport, dst, dport = key
+        legs = []
+        t = key
+        tables = self.tables
+        offset = 0 if version == 4 else V6
+        src_nic = self.nics_by_ip.get(src | offset)
+        left = None
+        if src_nic is not None:
+            left, forward = tables[src_nic.name].find(t, ts)
+            legs.append((src_nic, t, left, forward))
+            if left is not None and left.nat is not None and forward == (left.outcome.direction == "Outbound"):
+                t = (proto, version, left.nat.ip, left.nat.port, dst, dport)
+        dst_nic = self.nics_by_ip.get(dst | offset)
+        if dst_nic is None:
+            for nic, record in self.outside.get(canonical(t), ()):
+                nat = record.nat
+                if record is not left and nat.ip == dst and nat.port == dport and \
+                        tables[nic.name].get(record.key, ts) is record:
+                    forward = record.outcome.direction != "Outbound"
+                    t = record.initiator if forward else reverse(record.initiator)
+                    legs.append((nic, t, record, forward))
+                    return legs, (t if t != key else None), True
+            back = self.arriving(src_nic, t)
+            if back is not None:
+                dst_nic = back.nic
+                t = (proto, version, t[2], t[3], back.dst, back.dport)
+        if dst_nic is not None:
+            record, forward = tables[dst_nic.name].find(t, ts)
+            legs.append((dst_nic, t, record, forward))
+            if record is not None and record.nat is not None and forward == (record.outcome.direction == "Outbound"):
+                t = (proto, version, record.nat.ip, record.nat.port, t[4], t[5])
+        return legs, (t if t != key else None), True
+
+    def pass_related(self, addresses, quoted, length: int, ts: float):
+        """An ICMP error about a known flow, counted in it (it goes back to whoever sent the quoted
+        packet): (NIC, record), or None when no flow is known."""
+        found = self._related(addresses, quoted, ts)
+        if found is None:
+            return None
+        nic, record, original = found
+        if original:
+            record.packets_in += 1
+            record.bytes_in += length
+        else:
+            record.packets_out += 1
+            record.bytes_out += length
+        return nic, record
+
+    def _related(self, addresses, quoted, ts: float):
+        """The leg of the flow a quoted packet belongs to, looked up at the NIC of each of the error's
+        addresses, and for an address of no NIC beyond the translations (the quoted packet's source
+        is then one)."""
+        proto, version, src, sport, dst, dport = quoted
+        offset = 0 if version == 4 else V6
+        for ip in addresses:
+            nic = self.nics_by_ip.get(ip | offset)
+            if nic is not None:
+                record, forward = self.tables[nic.name].find(quoted, ts)
+                if record is not None:
+                    return nic, record, forward
+                continue
+            for nic, record in self.outside.get(canonical(quoted), ()):
+                if record.nat.ip == src and record.nat.port == sport and \
+                        self.tables[nic.name].get(record.key, ts) is record:
+                    return nic, record, record.outcome.direction == "Outbound"
+        return None
+
+    # -- flows past their first packet ------------------------------------------------------------
+
+    def recent_flow(self, key, ts: float):
+        """The recent-flow entry of a packet's key while every record in it is live and not closed."""
+        entry = self.recent.get(key)
+        if entry is not None:
+            for leg in entry[0]:
+                record = leg[2]
+                if not record.bucket or record.expires <= ts or record.state is TcpState.CLOSED:
+                    return None
+        return entry
+
+    def remember(self, key, legs: list, translated) -> None:
+        """A flow with a second packet is likely to have many: its next packets, both ways when
+        nothing is translated, skip the path search (and take the C fast path when built, which
+        remembers a flow at one NIC itself)."""
+        recent = self.recent
+        if len(recent) >= RECENT_FLOWS:
+            recent.clear()
+        recent[key] = self._recent_entry(legs, translated)
+        # A reply to a public IP or frontend goes on to the NIC or backend behind it: not these legs backwards.
+        if translated is None and key[2] | (0 if key[1] == 4 else V6) not in self.translated_ips and \
+                all(record.nat is None for _, _, record, _ in legs):
+            back = [(nic, reverse(leg_key), record, not forward) for nic, leg_key, record, forward in reversed(legs)]
+            recent[reverse(key)] = self._recent_entry(back, None)
+
+    def _recent_entry(self, legs: list, translated) -> tuple:
+        """(legs, translated, head): head is what a Verdict says of the flow."""
+        tables = self.tables
+        nic, _, record, _ = legs[-1]
+        outcome = record.outcome
+        return (tuple((nic, key, record, forward, tables[nic.name].timeouts.of_protocol(key[0]), tables[nic.name])
+                      for nic, key, record, forward in legs), translated,
+                (outcome.direction, nic.name, outcome.nsg, outcome.rule))
+
+    def pass_known(self, legs, length: int, moves, ts: float):
+        """A packet of a flow every NIC on its path knows: counted and timed at each; the flow's state
+        after it (`moves`: the TCP transitions of its flags, None for other protocols)."""
+        tables = self.tables
+        state = None
+        for nic, _, record, forward, *_ in legs:
+            if forward:
+                record.packets_out += 1
+                record.bytes_out += length
+            else:
+                record.packets_in += 1
+                record.bytes_in += length
+            state = record.state
+            if moves is not None:
+                state = moves[state][forward]
+            tables[nic.name].touch(record, state, ts)
+        return state
+
+    # -- new flows --------------------------------------------------------------------------------
+
+    def open(self, nic, key, state, ts: float, outcome: Outcome, length: int, nat=None, started: bool = True):
+        """The record of a new flow at a NIC, its first packet counted; None when the table is full.
+        `started=False` leaves telling the listener to the caller (`started`), once every NIC has one."""
+        record = self.tables[nic.name].open(key, state, ts, outcome, nat)
+        if record is None:
+            self.stats.flows_refused += 1
+            return None
+        record.packets_out = 1
+        record.bytes_out = length
+        if nat is not None:
+            outside = canonical(outside_key(record))
+            self.outside[outside] = self.outside.get(outside, ()) + ((nic, record),)
+        if started:
+            self.started(nic.name, record, ts)
+        return record
+
+    def open_legs(self, key, legs, results, reason: str, state, ts: float, length: int, fresh: bool):
+        """The records of a new flow at each NIC of its route (`route.Leg`s, with the policy's result
+        at each) that has none yet (`fresh`: the caller knows none has), a shared frontend's port
+        handed out on the way. Returns (None, None, that port or None); or, when a table or the
+        frontend's ports are full, (why, the NIC or None, None) with nothing kept."""
+        created = []
+        port = None  # the port a shared frontend handed out, which the legs after it see
+        for leg, result in zip(legs, results):
+            nic, nat, leg_key = leg.nic, leg.nat, leg.key
+            if port is not None:
+                leg_key = leg_key[:3] + (port,) + leg_key[4:]
+            if not fresh:
+                known = self.tables[nic.name].find(leg_key, ts)[0]
+                if known is not None:
+                    if known.nat is not None and known.nat.frontend is not None:
+                        port = known.nat.port
+                    continue
+            if nat is not None and nat.frontend is not None:
+                port = self.snat.allocate(nat.frontend, key)
+                if port is None:
+                    self.refuse(created, ts)
+                    return "snat-exhausted", None, None
+                nat = nat._replace(port=port)
+            if reason == "rules" and result.nsg is not None:
+                outcome = self.outcome(result.nsg, result.rule, "rules", leg.direction.value)
+            else:
+                outcome = self.outcome(None, None, "no-nsg" if reason == "rules" else reason, leg.direction.value)
+            record = self.open(nic, leg_key, state, ts, outcome, length, nat, started=False)
+            if record is None:
+                if nat is not None and nat.frontend is not None:
+                    self.snat.release(nat.frontend, key, port)
+                self.refuse(created, ts)
+                return "flow-limit", nic.name, None
+            created.append((nic, record))
+        for nic, record in created:
+            self.started(nic.name, record, ts)
+        return None, None, port
+
+    def started(self, nic_name: str, record, ts: float) -> None:
+        self.stats.flows_created += 1
+        if self.listener is not None:
+            self.listener.flow_started(nic_name, record, ts)
+
+    def refuse(self, created: list, ts: float) -> None:
+        """Records a flow refused after some of its NICs had opened them end unreported."""
+        for nic, record in created:
+            self.tables[nic.name].remove(record, "refused", ts)
+
+    def _ended(self, nic: str) -> Callable[[Any, str, float], None]:
+        stats = self.stats
+
+        def ended(record, why: str, when: float) -> None:
+            if why == "closed":
+                stats.flows_closed += 1
+            elif why == "expired":
+                stats.flows_expired += 1
+            elif why == "flushed":
+                stats.flows_flushed += 1
+            elif why == "end-of-capture":
+                stats.flows_open_at_end += 1
+            nat = record.nat
+            if nat is not None:
+                outside = canonical(outside_key(record))
+                kept = tuple(entry for entry in self.outside.get(outside, ()) if entry[1] is not record)
+                if kept:
+                    self.outside[outside] = kept
+                else:
+                    self.outside.pop(outside, None)
+                if nat.frontend is not None:
+                    self.snat.release(nat.frontend, record.initiator, nat.port)
+            if self.listener is not None and why != "refused":
+                self.listener.flow_ended(nic, record, why, when)
+        return ended
+
+    # -- the clock --------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Flows idle past their timeout end, in deadline order across the NICs, so that what a
+        listener hears does not depend on which NICs share the run."""
+        ending = [(order, table, records) for order, table in enumerate(self.tables.values())
+                  if (records := table.ending(now))]
+        if len(ending) == 1:  # the common sweep: one NIC's records, already in deadline order
+            _, table, records = ending[0]
+            for record in records:
+                table.expire(record, now)
+        elif ending:
+            due = [(record.expires, order, record.key, table, record) for order, table, records in ending
+                   for record in records]
+            due.sort(key=_deadline_order)
+            for *_, table, record in due:
+                table.expire(record, now)
+
+    def end_all(self, why: str, now: float) -> None:
+        for table in self.tables.values():
+            table.end_all(why, now)
+
+    def flush(self, nics: list[str], allowed: Callable[[Any], bool], now: float) -> None:
+        """The flows at these NICs that the rules no longer allow end (an NSG with flush_connection)."""
+        for name in nics:
+            table = self.tables[name]
+            for record in table:
+                if not allowed(record.initiator):
+                    table.remove(record, "flushed", now)
+
+
+def outside_key(record):
+    """The 5-tuple of a translated record's first packet beyond its translation: the source replaced
+    for a flow that left its NIC, the destination for one that arrived."""
+    proto, version, a, a_port, b, b_port = record.initiator
+    nat = record.nat
+    if record.outcome.direction == "Outbound":
+        return proto, version, nat.ip, nat.port, b, b_port
+    return proto, version, a, a_port, nat.ip, nat.port
+
+
+_deadline_order = operator.itemgetter(0, 1, 2)

@@ -79,21 +79,19 @@ class Translations:
 
 
 class SnatPorts:
-    """Source ports of a shared frontend, handed out without collision and given back on expiry, with
-    the NIC and private endpoint each was handed to, so that replies to a frontend port find them."""
+    """Source ports of a shared frontend, handed out without collision and given back on expiry (the
+    flow record a port was handed to is found by its outside key: `conntrack.Conntrack`)."""
 
     FIRST, LAST = 1024, 65535
 
     def __init__(self) -> None:
         self._used: dict[tuple[int, int, int, int], set[int]] = {}
         self._next: dict[tuple[int, int, int, int], int] = {}
-        self.owners: dict[tuple, tuple[NetworkInterface, int, int]] = {}
-        """(proto, version, frontend, port, remote, remote port) → (NIC, private address, private port)"""
 
-    def allocate(self, frontend: int, key: tuple, owner: NetworkInterface) -> int | None:
+    def allocate(self, frontend: int, key: tuple) -> int | None:
         """A free port of the frontend toward the remote end of key (a flow's first packet), its source
         port if free; None when exhausted."""
-        proto, version, src, wanted, remote, remote_port = key
+        proto, _, _, wanted, remote, remote_port = key
         slot = (frontend, proto, remote, remote_port)
         used = self._used.setdefault(slot, set())
         port = None
@@ -111,12 +109,10 @@ class SnatPorts:
             else:
                 return None
         used.add(port)
-        self.owners[(proto, version, frontend, port, remote, remote_port)] = (owner, src, wanted)
         return port
 
     def release(self, frontend: int, initiator: tuple, port: int) -> None:
-        proto, version, _, _, remote, remote_port = initiator
-        self.owners.pop((proto, version, frontend, port, remote, remote_port), None)
+        proto, _, _, _, remote, remote_port = initiator
         slot = (frontend, proto, remote, remote_port)
         used = self._used.get(slot)
         if used is not None:

@@ -58,6 +58,14 @@ class Decision(NamedTuple):
     def allowed(self) -> bool:
         return self.decision == ALLOW
 
+    def where(self, route: Route) -> tuple[str, str | None]:
+        """The direction and NIC a verdict names: the last NSG evaluated, else the route's last NIC."""
+        if self.evaluations:
+            return self.evaluations[-1].direction, self.evaluations[-1].nic
+        if route.legs and route.blocked is None:
+            return route.legs[-1].direction.value, route.legs[-1].nic.name
+        return "Outbound", None
+
     def to_json(self) -> dict[str, Any]:
         return {"flow": str(key_to_flow(self.flow)), "decision": self.decision, "nsg": self.nsg, "rule": self.rule,
                 "translated": str(key_to_flow(self.translated)),

@@ -138,22 +138,12 @@ class Router:
             return Outbound(int(public), None) if public is not None else None
         return None
 
-    def behind(self, quoted: Key, owners: dict) -> tuple[NetworkInterface | None, Key]:
-        """The NIC and private 5-tuple behind a quoted packet that left through a translation (a public
-        IP, an SNAT frontend whose port `owners` knows, or a load-balancer frontend replying), so that
-        an ICMP error sent to the public side finds its flow."""
-        proto, version, src, sport, dst, dport = quoted
-        back = owners.get(quoted)
-        if back is not None:
-            nic, private, private_port = back
-            return nic, (proto, version, private, private_port, dst, dport)
-        translations = self.translations
-        public = src if version == 4 else src | V6
-        nic = translations.public.get(public)
-        private = translations.public_private.get(public)
-        if private is not None:
-            return nic, (proto, version, private, sport, dst, dport)
-        balanced = self.inbound(proto, version, dst, dport, src, sport)
-        if balanced is not None and balanced.nic is not None:
-            return balanced.nic, (proto, version, balanced.dst, balanced.dport, dst, dport)
-        return None, quoted
+    def arriving(self, src_nic: NetworkInterface | None, key: Key) -> Inbound | None:
+        """Where a packet to a public IP or frontend goes that no flow record translates: where a new
+        flow's would; from inside a VNet only a frontend or an address outside it is translated."""
+        proto, version, src, sport, dst, dport = key
+        if src_nic is not None and (dst if version == 4 else dst | V6) not in self.translations.frontends and \
+                self.virtual_network(src_nic.vnet).contains(version, dst):
+            return None
+        inbound = self.inbound(proto, version, src, sport, dst, dport)
+        return inbound if inbound is not None and inbound.nic is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,22 @@ def single_nsg_scenario(nsg: NetworkSecurityGroup, *, address_space: tuple[str, 
     """No topology: one NSG and what VirtualNetwork means around it (for `check --nsg`)."""
     vnet = VirtualNetwork("vnet", tuple(address_space), (), None, ())
     return Scenario({"vnet": vnet}, {}, {}, {nsg.name: nsg}, service_tags or bundled_service_tags())
+
+
+def single_nic_scenario(nsg: NetworkSecurityGroup, nic_ip: str, address_space: str,
+                        public_ip: str | None = None) -> Scenario:
+    """One NSG on one NIC (`vm-nic`, in VNet `vnet`, subnet `default` covering it)."""
+    net = ipaddress.ip_network(address_space)
+    nic: dict[str, Any] = {"name": "vm-nic", "subnet": "vnet/default", "private_ips": [nic_ip]}
+    if public_ip:
+        nic["public_ip"] = public_ip
+    doc = {"virtual_networks": [{"name": "vnet", "address_space": [str(net)],
+                                 "subnets": [{"name": "default", "prefix": str(net)}]}],
+           "network_interfaces": [nic]}
+    scenario = scenario_from_document(doc)
+    scenario.network_security_groups[nsg.name] = nsg
+    scenario.network_interfaces["vm-nic"] = replace(scenario.network_interfaces["vm-nic"], nsg=nsg.name)
+    return scenario
 
 
 class _Loader:

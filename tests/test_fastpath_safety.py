@@ -70,7 +70,7 @@ def test_the_c_path_moves_an_earlier_deadline_in_the_timing_wheel_as_reschedule_
     """A RST moves the flow's deadline earlier than its bucket: the C path files the record under its
     new second itself, as FlowTable.reschedule would."""
     dp = busy_dataplane()
-    table = dp._tables["web1"]
+    table = dp.conntrack.tables["web1"]
     passed = dp._fast.packets
     dp.process(frame(RST), 0.15)
     assert dp._fast.packets == passed + 1, "the RST passed in C"
@@ -134,7 +134,7 @@ def test_an_uninitialised_fast_path_raises() -> None:
 
 @pytest.mark.parametrize("name", ["key", "state", "outcome", "nat"])
 def test_a_flow_record_field_cannot_be_deleted(name) -> None:
-    record = busy_dataplane()._tables["web1"].by_key[(6, 4, WEB, 8080, CLIENT, 40000)]
+    record = busy_dataplane().conntrack.tables["web1"].by_key[(6, 4, WEB, 8080, CLIENT, 40000)]
     with pytest.raises(AttributeError, match=name):
         delattr(record, name)
 
@@ -161,10 +161,10 @@ def test_a_timeout_that_is_not_a_number_raises(packet) -> None:
         dp.process(frame(packet, 20), 0.2)
         dp.process(frame(packet._replace(src=packet.dst, dst=packet.src, sport=8080, dport=40000), 20), 0.21)
     with pytest.raises(TypeError):
-        for key, (legs, translated, head) in dp._recent.items():
+        for key, (legs, translated, head) in dp.conntrack.recent.items():
             nic, leg_key, record, forward, timeouts, table = legs[0]
             timeouts = {state: "soon" for state in timeouts} if isinstance(timeouts, dict) else "soon"
-            dp._recent[key] = (((nic, leg_key, record, forward, timeouts, table),), translated, head)
+            dp.conntrack.recent[key] = (((nic, leg_key, record, forward, timeouts, table),), translated, head)
         dp.process(frame(packet, 20), 0.3)
 
 
@@ -172,8 +172,8 @@ def test_a_recent_flow_whose_legs_hold_no_c_flow_record_is_refused() -> None:
     child = in_child("""
         dp = busy_dataplane()
         try:
-            for key, (legs, translated, head) in dp._recent.items():
-                dp._recent[key] = ((legs[0][:2] + ("not a record",) + legs[0][3:],), translated, head)
+            for key, (legs, translated, head) in dp.conntrack.recent.items():
+                dp.conntrack.recent[key] = ((legs[0][:2] + ("not a record",) + legs[0][3:],), translated, head)
             dp.process(frame(ACK), 0.5)
         except TypeError:
             print("TypeError")
@@ -185,8 +185,8 @@ def test_a_recent_flow_entry_of_another_shape_is_refused() -> None:
     child = in_child("""
         dp = busy_dataplane()
         try:
-            for key, _ in dp._recent.items():
-                dp._recent[key] = ("legs", None)
+            for key, _ in dp.conntrack.recent.items():
+                dp.conntrack.recent[key] = ("legs", None)
             dp.process(frame(ACK), 0.5)
         except TypeError:
             print("TypeError")
@@ -264,7 +264,7 @@ def test_a_reply_to_a_translated_address_in_a_new_second_is_decided_as_the_pytho
         assert fast.process(frame(p), ts) == slow.process(frame(p), ts), ts
 
 
-BUSY_ENTRIES = [item for item in busy_dataplane()._recent.items() if item[0][2] == CLIENT]
+BUSY_ENTRIES = [item for item in busy_dataplane().conntrack.recent.items() if item[0][2] == CLIENT]
 KEYS = st.tuples(st.sampled_from([6, 17]), st.sampled_from([4, 6]), st.integers(0, 3), st.integers(0, 2),
                  st.integers(0, 3), st.integers(0, 2))
 

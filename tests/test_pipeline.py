@@ -559,6 +559,43 @@ def test_a_snat_port_is_given_back_when_its_flow_ends() -> None:
     assert later.translated == key(6, FRONTEND, 41000, REMOTE, 443)
 
 
+def test_a_translated_flow_is_found_by_its_outside_tuple_only_while_it_lives() -> None:
+    """Conntrack indexes a translated record by the tuple beyond its translation (the reply tuple after
+    NAT): the index holds it while the record lives, and forgets it when the flow ends."""
+    dp = dataplane()
+    port = dp.process(tcp(APP2, 41000, REMOTE, 443), 0).translated[3]
+    outside = key(6, FRONTEND, port, REMOTE, 443)
+    [(nic, record)] = dp.conntrack.outside[min(outside, outside[:2] + outside[4:] + outside[2:4],
+                                               key=lambda k: (k[2], k[3]))]
+    assert (nic.name, record.initiator) == ("app2", key(6, APP2, 41000, REMOTE, 443))
+    dp.advance(1000.0)
+    assert dp.conntrack.outside == {}
+
+
+def test_a_flow_between_two_translated_ends_passes_both_ways() -> None:
+    """app2 leaves by the frontend (SNAT, its source port below the frontend's range, so changed) to
+    edge's public IP (DNAT): both records have the same outside tuple, and each packet finds the record
+    of the NIC it goes to."""
+    groups = copy.deepcopy(SCENARIO["network_security_groups"])
+    groups[2]["security_rules"].append(rule("AllowHttpsIn", 120, "Inbound", "Allow", "Tcp", "443"))
+    dp = dataplane(network_security_groups=groups)
+    request = dp.process(tcp(APP2, 1000, EDGE_PUBLIC, 443), 0)
+    assert (request.decision, request.nic, request.rule) == ("Allow", "edge", "AllowHttpsIn")
+    assert request.translated == key(6, FRONTEND, 1024, EDGE, 443)
+    reply = dp.process(tcp(EDGE, 443, FRONTEND, 1024, "SA"), 0.1)
+    assert (reply.decision, reply.reason, reply.nic) == ("Allow", "flow", "app2")
+    assert reply.translated == key(6, EDGE_PUBLIC, 443, APP2, 1000)
+    assert [(nic, record.state.value, record.packets_in) for nic, record in dp.flows()] == \
+        [("app2", "syn-received", 1), ("edge", "syn-received", 1)]
+
+
+def test_a_snat_port_handed_to_a_flow_the_table_refused_is_free_again() -> None:
+    dp = dataplane(max_flows_per_nic=1)
+    dp.process(tcp(APP2, 41000, REMOTE, 443), 0)
+    assert dp.process(tcp(APP2, 41001, REMOTE, 443), 0).reason == "flow-limit"
+    assert dp.process(tcp(APP3, 41001, REMOTE, 443), 0).translated[3] == 41001
+
+
 def test_a_packet_to_the_frontend_for_a_snat_port_no_flow_holds_is_not_let_in() -> None:
     dp = dataplane()
     dp.process(tcp(APP2, 41000, REMOTE, 443), 0)

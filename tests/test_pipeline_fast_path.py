@@ -1,7 +1,7 @@
 """The dataplane's fast paths decide as its plain paths do.
 
 `Dataplane.process` takes shortcuts: a new flow that touches one NIC untranslated asks the policy
-for that NIC alone (`_new_at_nic`), busy flows skip the NIC lookups (`_recent`), and where the C
+for that NIC alone (`_new_at_nic`), busy flows skip the NIC lookups (`Conntrack.recent`), and where the C
 extension is built, the packets of busy flows pass in C (`_fastpath.c`) and flow records live in C.
 Here a dataplane with the shortcuts and one without them see the same random packets and must agree
 on every verdict, every record and every counter; and every new flow's verdict agrees with
@@ -94,7 +94,7 @@ def plain(dp: Dataplane) -> Dataplane:
     process = dp.process
 
     def process_without_recent(packet, ts, linktype=1):
-        dp._recent.clear()
+        dp.conntrack.recent.clear()
         return process(packet, ts, linktype)
 
     dp.process = process_without_recent
