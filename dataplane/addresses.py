@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .documents import parse_json
 from .errors import DataplaneError, RuleError
-from .rules import parse_prefix
+from .rules import dotted_quad, parse_prefix
 
 if TYPE_CHECKING:
     from netaddr import IPSet
@@ -89,11 +89,23 @@ class ServiceTags:
 
     @classmethod
     def bundled(cls) -> "ServiceTags":
-        """The small set shipped with the package: the global (non-regional) tags of Azure's file."""
+        """The small set shipped with the package: the global (non-regional) tags of Azure's file. It is
+        read on first use, as reading it takes longer than loading a 1,000-rule scenario, and most
+        scenarios name no tag beyond the built-in ones."""
+        tags = cls.__new__(cls)
+        tags.source = "bundled"
+        return tags
+
+    def __getattr__(self, name: str) -> object:
+        """Only the bundled set lacks its tags and change number, until this reads them."""
+        if name not in ("_tags", "change_number"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self)
         from importlib import resources
 
         data = resources.files("dataplane").joinpath("data/servicetags-global.json.gz").read_bytes()
-        return cls.from_document(json.loads(gzip.decompress(data)), source="bundled")
+        read = self.from_document(json.loads(gzip.decompress(data)), source="bundled")
+        self._tags, self.change_number = read._tags, read.change_number
+        return getattr(self, name)
 
     def get(self, name: str) -> tuple[str, ...] | None:
         return self._tags.get(name.lower())
@@ -138,18 +150,19 @@ class AddressResolver:
 
     def __init__(self, virtual_network: Iterable[str] = (), *, service_tags: ServiceTags | None = None,
                  asgs: Mapping[str, Iterable[str]] | None = None):
-        from netaddr import IPSet
-
         self.virtual_network = tuple(virtual_network)
         self.service_tags = service_tags
         self.asgs = {name.lower(): tuple(addrs) for name, addrs in (asgs or {}).items()}
         self._cache: dict[str, Ranges] = {}
-        vnet = IPSet(self.virtual_network) | IPSet([HOST_IP])
-        internet = (IPSet(["0.0.0.0/0"]) - IPSet(INTERNET_EXCLUDED_V4)) | IPSet([INTERNET_V6])
-        self._builtin = {
-            "virtualnetwork": ipset_ranges(vnet),
-            "internet": ipset_ranges(internet - vnet),
-        }
+        quads = [dotted_quad(item) for item in self.virtual_network]
+        if None in quads:
+            self._builtin = _builtin_ranges_netaddr(self.virtual_network)
+        else:
+            vnet_v4 = merge_ranges([(q.first, q.last) for q in quads] + [_HOST_RANGE])  # type: ignore[union-attr]
+            self._builtin = {
+                "virtualnetwork": (vnet_v4, ()),
+                "internet": (_subtract(_INTERNET_V4, vnet_v4), _INTERNET_V6_RANGES),
+            }
 
     def resolve(self, item: str, *, rule: str | None = None, field: str | None = None) -> Ranges:
         """`*`, an IP, a CIDR or a tag → ranges. An unknown tag is an error naming it."""
@@ -175,11 +188,11 @@ class AddressResolver:
         return ipset_ranges(IPSet(addrs)) if addrs else NOTHING
 
     def _tag(self, name: str, rule: str | None, field: str | None) -> Ranges:
-        from netaddr import IPSet
-
         key = name.lower()
         if key in self._builtin:
             return self._builtin[key]
+        from netaddr import IPSet  # here, not above: the built-in tags are most of those rules name
+
         if key in PLATFORM_TAGS:
             return ipset_ranges(IPSet(PLATFORM_TAGS[key]))
         prefixes = self.service_tags.get(name) if self.service_tags is not None else None
@@ -188,6 +201,43 @@ class AddressResolver:
             raise RuleError(f"unknown service tag {name!r} (not built in, and not in {where})",
                             rule=rule, code="SecurityRuleInvalidAddressPrefix", field=field)
         return ipset_ranges(IPSet(prefixes))
+
+
+def _builtin_ranges_netaddr(virtual_network: tuple[str, ...]) -> dict[str, Ranges]:
+    """VirtualNetwork and Internet as netaddr reads the address spaces given, in whatever spelling."""
+    from netaddr import IPSet
+
+    vnet = IPSet(virtual_network) | IPSet([HOST_IP])
+    internet = (IPSet(["0.0.0.0/0"]) - IPSet(INTERNET_EXCLUDED_V4)) | IPSet([INTERNET_V6])
+    return {"virtualnetwork": ipset_ranges(vnet), "internet": ipset_ranges(internet - vnet)}
+
+
+def _subtract(ranges: tuple[tuple[int, int], ...], minus: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """`ranges` without the addresses of `minus`, both as `merge_ranges` gives them: the ranges an IPSet
+    difference gives, without importing netaddr (a tenth of a scenario's loading time)."""
+    out = []
+    for lo, hi in ranges:
+        for m_lo, m_hi in minus:
+            if m_hi < lo or m_lo > hi:
+                continue
+            if m_lo > lo:
+                out.append((lo, m_lo - 1))
+            lo = m_hi + 1
+            if lo > hi:
+                break
+        if lo <= hi:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _prefix_ranges(prefixes: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    """Ranges of valid prefixes of one family."""
+    return merge_ranges((p.first, p.last) for p in map(parse_prefix, prefixes))  # type: ignore[union-attr]
+
+
+_HOST_RANGE = _prefix_ranges([HOST_IP])[0]
+_INTERNET_V4 = _subtract(((0, 2**32 - 1),), _prefix_ranges(INTERNET_EXCLUDED_V4))
+_INTERNET_V6_RANGES = _prefix_ranges([INTERNET_V6])
 
 
 class RangeSet:

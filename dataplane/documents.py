@@ -8,6 +8,7 @@ aliases would expand past `MAX_YAML_NODES` nodes (the "billion laughs") are refu
 
 from __future__ import annotations
 
+import gc
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +64,8 @@ def parse_yaml(text: str, *, file: str | None = None) -> Any:
     fast = libyaml_loader is not None and _shallow(text)
     loader = (libyaml_loader if fast else python_loader)(text)
     loader.measured = not fast or "&" in text  # shallow and without an anchor: nothing to expand or refuse
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of new nodes, marks and values, none garbage: collecting would walk them in vain
     try:
         return loader.get_single_data()
     except yaml.YAMLError as e:
@@ -74,6 +77,8 @@ def parse_yaml(text: str, *, file: str | None = None) -> Any:
     except _Refused as e:
         raise DataplaneError(str(e), file=file) from None
     finally:
+        if collecting:
+            gc.enable()
         loader.dispose()
 
 
@@ -100,7 +105,7 @@ class _NotPlain(Exception):
     """A YAML node the plain builder leaves to PyYAML's constructor."""
 
 
-_STR, _MAP, _SEQ, _MERGE = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq", "merge"))
+_STR, _INT, _MAP, _SEQ, _MERGE = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "map", "seq", "merge"))
 
 
 def _bounded_int(text: str) -> int:
@@ -134,8 +139,11 @@ def _shallow(text: str) -> bool:
     flow = text.count("[") + text.count("{")
     if flow >= MAX_DEPTH:
         return False
+    lines = text.splitlines()
+    if max(map(len, lines), default=0) < MAX_DEPTH - flow:  # a line's depth is at most its length: no need to count
+        return True
     deepest = max((len(line) - len(line.lstrip(" ")) + line.count("-") + line.count("?") + line.count(":")
-                   for line in text.splitlines()), default=0)
+                   for line in lines), default=0)
     return flow + deepest < MAX_DEPTH
 
 
@@ -145,10 +153,16 @@ def bounded_loaders() -> tuple[type[yaml.SafeLoader], type[yaml.CSafeLoader] | N
     that reading JSON never loads PyYAML."""
     import yaml
 
+    scalar_node = yaml.ScalarNode
+
     class Bounds:
         """Measures a document as its aliases would expand before building it."""
 
         measured = True
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)  # type: ignore[call-arg]
+            self.implicit_tags: dict[str, str] = {}  # a plain scalar's tag depends on its text alone
 
         def get_single_node(self) -> yaml.Node | None:
             node = super().get_single_node()  # type: ignore[misc]
@@ -167,25 +181,48 @@ def bounded_loaders() -> tuple[type[yaml.SafeLoader], type[yaml.CSafeLoader] | N
                     pass
             return self.construct_document(node)  # type: ignore[attr-defined]
 
+        def resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
+            """PyYAML's, without its walk through the implicit resolvers for a scalar none of them could
+            claim (a quoted one, or a plain one whose first character starts no bool, int, null...: most
+            keys and names), and walking them once only for each distinct plain scalar."""
+            if kind is scalar_node and not self.yaml_path_resolvers:
+                resolvers = self.yaml_implicit_resolvers
+                if not implicit[0] or (value and value[0] not in resolvers and None not in resolvers):
+                    return self.DEFAULT_SCALAR_TAG
+                tag = self.implicit_tags.get(value)
+                if tag is None:
+                    tag = self.implicit_tags[value] = super().resolve(kind, value, implicit)  # type: ignore[misc]
+                return tag
+            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+
         def _plain(self, node: yaml.Node) -> Any:
             """The document as SafeConstructor builds it, without its generic machinery (a fifth of the
-            time); merge keys, unhashable keys and other collection tags are left to it."""
+            time); merge keys, unhashable keys and other collection tags are left to it. String scalars,
+            most of the nodes, are read in place rather than through a call each."""
             tag = node.tag
             if isinstance(node, yaml.ScalarNode):
-                return node.value if tag == _STR else self.construct_object(node)  # type: ignore[attr-defined]
+                if tag == _STR:
+                    return node.value
+                if tag == _INT and _plain_decimal(node.value):
+                    return int(node.value)
+                return self.construct_object(node)  # type: ignore[attr-defined]
             if tag == _MAP and isinstance(node, yaml.MappingNode):
                 mapping = {}
                 for key_node, value_node in node.value:
-                    if key_node.tag == _MERGE:
+                    key_tag = key_node.tag
+                    if key_tag == _MERGE:
                         raise _NotPlain
-                    key = self._plain(key_node)
+                    key = key_node.value if key_tag == _STR and key_node.__class__ is scalar_node \
+                        else self._plain(key_node)
                     try:
-                        mapping[key] = self._plain(value_node)
+                        mapping[key] = value_node.value if value_node.tag == _STR and \
+                            value_node.__class__ is scalar_node else self._plain(value_node)
                     except TypeError:  # an unhashable key: SafeConstructor's error names it
                         raise _NotPlain from None
                 return mapping
             if tag == _SEQ and isinstance(node, yaml.SequenceNode):
-                return [self._plain(item) for item in node.value]
+                return [item.value if item.tag == _STR and item.__class__ is scalar_node else self._plain(item)
+                        for item in node.value]
             raise _NotPlain
 
         def construct_yaml_int(self, node: yaml.Node) -> int:
@@ -199,6 +236,12 @@ def bounded_loaders() -> tuple[type[yaml.SafeLoader], type[yaml.CSafeLoader] | N
     for loader in loaders:
         loader.add_constructor("tag:yaml.org,2002:int", loader.construct_yaml_int)
     return loaders[0], loaders[1] if len(loaders) > 1 else None
+
+
+def _plain_decimal(text: str) -> bool:
+    """Whether an int scalar is one SafeConstructor reads as plain decimal (`int(text)`), within bounds:
+    no sign, `_`, base prefix, octal leading zero or sexagesimal `:`."""
+    return text.isascii() and text.isdigit() and (text[0] != "0" or text == "0") and len(text) <= MAX_NUMBER_DIGITS
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int) -> int:

@@ -44,6 +44,8 @@ PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp", "esp": "Esp", "ah": "Ah
 _NAME = re.compile(r"^\w(?:[\w.\-]*\w)?$")
 _TAG = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)*$")
 _PORT = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
+_OCTET = r"(0|[1-9][0-9]{0,2})"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(0|[1-9][0-9]?))?")
 # Tags match case-insensitively (`INTERNET` is Internet, as Azure upper-cases tags in its own errors); the
 # classic underscore spellings are refused by the Resource Manager API (reference §4).
 CLASSIC_TAG_SPELLINGS = frozenset({"VIRTUAL_NETWORK", "AZURE_LOADBALANCER"})
@@ -55,6 +57,7 @@ RULE_PROPERTIES = (
     "sourceApplicationSecurityGroups", "destinationAddressPrefix", "destinationAddressPrefixes",
     "destinationApplicationSecurityGroups", "access", "priority", "direction",
 )
+_RULE_PROPERTY_SET = frozenset(RULE_PROPERTIES)
 # Read-only or resource-envelope keys that real `az`/REST output carries beside the properties.
 RULE_METADATA = frozenset({"id", "etag", "type", "provisioningState", "resourceGroup", "name", "properties"})
 
@@ -88,6 +91,9 @@ class Prefix(NamedTuple):
 def parse_prefix(text: str) -> Prefix | None:
     """An IP or CIDR as Azure accepts it; host bits are masked off (10.0.0.7/24 → 10.0.0.0/24).
     An IPv6 zone (`fe80::1%eth0`), which `ipaddress` reads, is not an address Azure takes."""
+    quad = dotted_quad(text)
+    if quad is not None:
+        return quad
     if "%" in text:
         return None
     if "/" in text:
@@ -99,6 +105,23 @@ def parse_prefix(text: str) -> Prefix | None:
     except ValueError:
         return None
     return Prefix(net.version, int(net.network_address), int(net.broadcast_address))
+
+
+def dotted_quad(text: str) -> Prefix | None:
+    """An IPv4 address or CIDR in the one spelling every parser reads alike (decimal octets without
+    leading zeros, a prefix length rather than a mask), host bits masked off; None for anything else.
+    Most prefixes of a rule set are such, and reading them takes a tenth of `ipaddress`' time."""
+    m = _DOTTED_QUAD.fullmatch(text)
+    if m is None:
+        return None
+    a, b, c, d, length = m.groups()
+    a, b, c, d = int(a), int(b), int(c), int(d)
+    bits = 32 if length is None else int(length)
+    if a > 255 or b > 255 or c > 255 or d > 255 or bits > 32:
+        return None
+    host = (1 << (32 - bits)) - 1
+    first = ((a << 24) | (b << 16) | (c << 8) | d) & ~host
+    return Prefix(4, first, first | host)
 
 
 def is_tag_syntax(text: str) -> bool:
@@ -220,6 +243,11 @@ class _Problems:
         self.items.append(RuleError(message, rule=self.rule, code=code, field=field_))
 
 
+# Each side's property names, made once rather than for every rule.
+_SIDE_KEYS = tuple((side, (f"{side}AddressPrefix", f"{side}AddressPrefixes", f"{side}ApplicationSecurityGroups",
+                             f"{side}PortRange", f"{side}PortRanges")) for side in ("source", "destination"))
+
+
 def rule_from_azure(data: Any, *, classic: bool = False) -> SecurityRule:
     """Build a rule from Azure's JSON (flattened `az` output or REST's nested `properties`).
 
@@ -233,7 +261,7 @@ def rule_from_azure(data: Any, *, classic: bool = False) -> SecurityRule:
     merged = {**{k: v for k, v in data.items() if k not in RULE_METADATA}, **props}
     p = _Problems(name if isinstance(name, str) else None)
     for key in merged:
-        if key not in RULE_PROPERTIES and key not in RULE_METADATA:
+        if key not in _RULE_PROPERTY_SET and key not in RULE_METADATA:
             p.add("InvalidRequestFormat", key, "is not a property of a security rule")
 
     if not isinstance(name, str) or not name:
@@ -255,13 +283,13 @@ def rule_from_azure(data: Any, *, classic: bool = False) -> SecurityRule:
         description = ""
 
     sides = {}
-    for side in ("source", "destination"):
+    for side, (prefix, prefixes, asgs, port_range, port_ranges) in _SIDE_KEYS:
         sides[side] = (
-            _optional_str(merged, f"{side}AddressPrefix", p),
-            _str_list(merged, f"{side}AddressPrefixes", p),
-            tuple(asg_name(r) for r in _list(merged, f"{side}ApplicationSecurityGroups", p)),
-            _port_str(merged, f"{side}PortRange", p),
-            tuple(str(v) if isinstance(v, int) else v for v in _str_list(merged, f"{side}PortRanges", p, ints=True)),
+            _optional_str(merged, prefix, p),
+            _str_list(merged, prefixes, p),
+            tuple(asg_name(r) for r in _list(merged, asgs, p)),
+            _port_str(merged, port_range, p),
+            tuple(str(v) if isinstance(v, int) else v for v in _str_list(merged, port_ranges, p, ints=True)),
         )
     rule = SecurityRule(
         name=name, priority=priority, direction=direction, access=access, protocol=protocol,
@@ -303,26 +331,28 @@ def validate_rule(rule: SecurityRule, *, classic: bool = False) -> list[RuleErro
     if len(rule.description) > DESCRIPTION_MAX:
         p.add("SecurityRuleInvalidDescription", "description",
               f"is {len(rule.description)} characters long; at most {DESCRIPTION_MAX} are allowed")
-    for side in ("source", "destination"):
-        _check_addresses(rule, side, p, classic)
-        _check_ports(rule, side, p, classic)
+    _check_addresses("source", rule.source_address_prefix, rule.source_address_prefixes,
+                     rule.source_application_security_groups, p, classic)
+    _check_ports("source", rule.source_port_range, rule.source_port_ranges, p, classic)
+    _check_addresses("destination", rule.destination_address_prefix, rule.destination_address_prefixes,
+                     rule.destination_application_security_groups, p, classic)
+    _check_ports("destination", rule.destination_port_range, rule.destination_port_ranges, p, classic)
     return p.items
 
 
-def _check_addresses(rule: SecurityRule, side: str, p: _Problems, classic: bool) -> None:
-    single = getattr(rule, f"{side}_address_prefix")
-    many = getattr(rule, f"{side}_address_prefixes")
-    asgs = getattr(rule, f"{side}_application_security_groups")
-    given = [f for f, v in ((f"{side}AddressPrefix", single is not None), (f"{side}AddressPrefixes", bool(many)),
-                            (f"{side}ApplicationSecurityGroups", bool(asgs))) if v]
+def _check_addresses(side: str, single: str | None, many: tuple[str, ...], asgs: tuple[str, ...], p: _Problems,
+                     classic: bool) -> None:
+    given = (single is not None) + bool(many) + bool(asgs)  # a count: naming the fields is for errors only
     if not given:
         p.add("SecurityRuleInvalidAddressPrefix", f"{side}AddressPrefix",
               f"no {side} given: set one of {side}AddressPrefix, {side}AddressPrefixes, "
               f"{side}ApplicationSecurityGroups")
         return
-    if len(given) > 1:
-        p.add("SecurityRuleInvalidAddressPrefix", given[1],
-              f"only one of {', '.join(given)} can be used per security rule")
+    if given > 1:
+        named = [f for f, v in ((f"{side}AddressPrefix", single is not None), (f"{side}AddressPrefixes", bool(many)),
+                                (f"{side}ApplicationSecurityGroups", bool(asgs))) if v]
+        p.add("SecurityRuleInvalidAddressPrefix", named[1],
+              f"only one of {', '.join(named)} can be used per security rule")
         return
     if single is not None:
         if single != "*" and parse_prefix(single) is None and not is_tag_syntax(single):
@@ -356,9 +386,7 @@ def _check_addresses(rule: SecurityRule, side: str, p: _Problems, classic: bool)
                   f"{len(asgs)} application security groups; at most {MAX_ASGS_PER_SIDE} per side")
 
 
-def _check_ports(rule: SecurityRule, side: str, p: _Problems, classic: bool) -> None:
-    single = getattr(rule, f"{side}_port_range")
-    many = getattr(rule, f"{side}_port_ranges")
+def _check_ports(side: str, single: str | None, many: tuple[str, ...], p: _Problems, classic: bool) -> None:
     if single is not None and many:
         p.add("SecurityRuleInvalidPortRange", f"{side}PortRanges",
               f"only one of {side}PortRange, {side}PortRanges can be used per security rule")
@@ -438,11 +466,17 @@ def _priority(value: Any, p: _Problems) -> int:
 
 def _enum(value: Any, kind: type[enum.Enum], name: str, p: _Problems) -> Any:
     if isinstance(value, str):
-        for member in kind:
-            if member.value.lower() == value.lower():
-                return member
+        member = _members_by_lower(kind).get(value.lower())
+        if member is not None:
+            return member
     p.add("InvalidRequestFormat", name, f"{_show(value)} is not one of {', '.join(m.value for m in kind)}")
     return next(iter(kind))
+
+
+@lru_cache(maxsize=None)
+def _members_by_lower(kind: type[enum.Enum]) -> dict[str, enum.Enum]:
+    """Members by lower-cased value: walking an Enum class is slow, and two fields of every rule are enums."""
+    return {member.value.lower(): member for member in reversed(kind)}
 
 
 def _optional_str(data: dict, key: str, p: _Problems) -> str | None:
