@@ -161,7 +161,7 @@ class AddressResolver:
             vnet_v4 = merge_ranges([(q.first, q.last) for q in quads] + [_HOST_RANGE])  # type: ignore[union-attr]
             self._builtin = {
                 "virtualnetwork": (vnet_v4, ()),
-                "internet": (_subtract(_INTERNET_V4, vnet_v4), _INTERNET_V6_RANGES),
+                "internet": (subtract_ranges(_INTERNET_V4, vnet_v4), _INTERNET_V6_RANGES),
             }
 
     def resolve(self, item: str, *, rule: str | None = None, field: str | None = None) -> Ranges:
@@ -212,9 +212,11 @@ def _builtin_ranges_netaddr(virtual_network: tuple[str, ...]) -> dict[str, Range
     return {"virtualnetwork": ipset_ranges(vnet), "internet": ipset_ranges(internet - vnet)}
 
 
-def _subtract(ranges: tuple[tuple[int, int], ...], minus: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-    """`ranges` without the addresses of `minus`, both as `merge_ranges` gives them: the ranges an IPSet
-    difference gives, without importing netaddr (a tenth of a scenario's loading time)."""
+def subtract_ranges(ranges: tuple[tuple[int, int], ...],
+                    minus: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """`ranges` without the values of `minus`, both sorted and disjoint as `merge_ranges` gives them: for
+    addresses, the ranges an IPSet difference gives, without importing netaddr (a tenth of a scenario's
+    loading time)."""
     out = []
     for lo, hi in ranges:
         for m_lo, m_hi in minus:
@@ -236,7 +238,7 @@ def _prefix_ranges(prefixes: Iterable[str]) -> tuple[tuple[int, int], ...]:
 
 
 _HOST_RANGE = _prefix_ranges([HOST_IP])[0]
-_INTERNET_V4 = _subtract(((0, 2**32 - 1),), _prefix_ranges(INTERNET_EXCLUDED_V4))
+_INTERNET_V4 = subtract_ranges(((0, 2**32 - 1),), _prefix_ranges(INTERNET_EXCLUDED_V4))
 _INTERNET_V6_RANGES = _prefix_ranges([INTERNET_V6])
 
 

@@ -507,12 +507,7 @@ class Conntrack:
         if found is None:
             return None
         nic, record, original = found
-        if original:
-            record.packets_in += 1
-            record.bytes_in += length
-        else:
-            record.packets_out += 1
-            record.bytes_out += length
+        count(record, not original, length)
         return nic, record
 
     def _related(self, addresses, quoted, ts: float):
@@ -575,12 +570,7 @@ class Conntrack:
         tables = self.tables
         state = None
         for nic, _, record, forward, *_ in legs:
-            if forward:
-                record.packets_out += 1
-                record.bytes_out += length
-            else:
-                record.packets_in += 1
-                record.bytes_in += length
+            count(record, forward, length)
             state = record.state
             if moves is not None:
                 state = moves[state][forward]
@@ -708,6 +698,16 @@ class Conntrack:
             for record in table:
                 if not allowed(record.initiator):
                     table.remove(record, "flushed", now)
+
+
+def count(record, forward: bool, length: int) -> None:
+    """A packet of the flow: `forward`, as its first packet went (out), else back (in)."""
+    if forward:
+        record.packets_out += 1
+        record.bytes_out += length
+    else:
+        record.packets_in += 1
+        record.bytes_in += length
 
 
 def outside_key(record):

@@ -21,7 +21,7 @@ from bisect import bisect_right
 from functools import lru_cache
 from typing import Callable, Iterator, NamedTuple, Sequence
 
-from .addresses import AddressResolver
+from .addresses import AddressResolver, subtract_ranges as subtract
 from .classifier import FULL_PORTS, PROTOCOL_NUMBERS, _side_ranges
 from .flows import AH, ESP, ICMP, ICMPV6, TCP, UDP
 from .rules import SecurityRule
@@ -89,22 +89,6 @@ def intersect(a: Intervals, b: Intervals) -> Intervals:
             i += 1
         else:
             j += 1
-    return tuple(out)
-
-
-def subtract(a: Intervals, b: Intervals) -> Intervals:
-    out = []
-    for lo, hi in a:
-        for blo, bhi in b:
-            if bhi < lo or blo > hi:
-                continue
-            if blo > lo:
-                out.append((lo, blo - 1))
-            lo = bhi + 1
-            if lo > hi:
-                break
-        if lo <= hi:
-            out.append((lo, hi))
     return tuple(out)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
+from .conntrack import canonical
 from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
 from .documents import read_document
 from .errors import DataplaneError
@@ -193,9 +194,7 @@ def flow_key(p: Packet) -> tuple:
     proto, version, src, dst, sport, dport = p[1], p[0], p[2], p[3], p[4], p[5]
     if p[7] >= 0:
         sport = dport = p[9] if p[7] in ICMP_ECHO.get(proto, ()) else p[7] * 256 + p[8]
-    if (src, sport) <= (dst, dport):
-        return proto, version, src, sport, dst, dport
-    return proto, version, dst, dport, src, sport
+    return canonical((proto, version, src, sport, dst, dport))
 
 
 def nic_addresses(*scenarios: Scenario) -> frozenset[tuple[int, int]]:
@@ -211,9 +210,7 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
     proto, version, a, _, b, _ = captured
     if t is None or (version, a) in private or (version, b) in private:
         return captured
-    _, _, src, sport, dst, dport = t
-    return (proto, version, src, sport, dst, dport) if (src, sport) <= (dst, dport) else \
-        (proto, version, dst, dport, src, sport)
+    return canonical((proto, version) + t[2:])
 
 
 def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: Any = None) -> Report:
@@ -330,7 +327,7 @@ def _count(batch: list[Frame], changed: dict[tuple, list], aliases: dict[tuple, 
             ethertype, vihl, total, _, frag, proto, src, dst, sport, dport = unpack(data)
             if ethertype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and total >= 40 and n >= 14 + total \
                     and (proto == 6 or proto == 17):
-                c = get((proto, 4, src, sport, dst, dport) if (src, sport) <= (dst, dport) else
+                c = get((proto, 4, src, sport, dst, dport) if (src, sport) <= (dst, dport) else  # canonical, inline
                         (proto, 4, dst, dport, src, sport))
                 if c is not None:
                     c[3] = ts

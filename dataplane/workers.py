@@ -256,21 +256,36 @@ def local_runner(workers: int) -> Runner:
     """A pool of processes on this machine; Ctrl-C stops them at once. Forked from a server that has
     imported the package (not from this process, whose threads a fork would not carry)."""
     def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
+        global _INHERITED
         if threading.active_count() == 1:
             context = multiprocessing.get_context("fork")
+            _INHERITED = (function, calls)  # forked workers find the scenario in memory: nothing to pickle
+            function, calls = _inherited, [(i,) for i in range(len(calls))]
         else:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
-        pool = context.Pool(workers, initializer=_ignore_interrupts)
         try:
-            results = pool.starmap(function, calls)
-        except BaseException:
-            pool.terminate()
-            raise
-        pool.close()
-        pool.join()
+            pool = context.Pool(workers, initializer=_ignore_interrupts)
+            try:
+                results = pool.starmap(function, calls)
+            except BaseException:
+                pool.terminate()
+                raise
+            pool.close()
+            pool.join()
+        finally:
+            _INHERITED = None
         return results
     return run
+
+
+_INHERITED: tuple[Callable[..., Any], list[tuple]] | None = None
+"""The function and calls of a local run, for workers forked after they were set."""
+
+
+def _inherited(i: int) -> Any:
+    function, calls = _INHERITED  # type: ignore[misc]
+    return function(*calls[i])
 
 
 def _ignore_interrupts() -> None:
