@@ -1659,11 +1659,77 @@ u32_at(const unsigned char *b, int big)
 
 #define MAX_INTERFACES 64
 
+/* A capture's format as replay.Capture.format gives it: (pcapng, big-endian, ((linktype, seconds per
+   tick) per interface), the largest captured length, the latest time). */
+typedef struct {
+    int pcapng, big, count;
+    int ethernet[MAX_INTERFACES];
+    long linktype[MAX_INTERFACES];
+    double resolution[MAX_INTERFACES];
+    long long max_caplen;
+    double latest;
+} Format;
+
+static int
+format_of(PyObject *format, Format *f)
+{
+    PyObject *interfaces;
+    if (!PyTuple_Check(format) || !PyArg_ParseTuple(format, "ppO!Ld", &f->pcapng, &f->big, &PyTuple_Type,
+                                                   &interfaces, &f->max_caplen, &f->latest))
+        return -1;
+    f->count = (int)PyTuple_GET_SIZE(interfaces);
+    if (f->count > MAX_INTERFACES)
+        f->count = MAX_INTERFACES;  /* a record of a later interface stops the walk */
+    for (int i = 0; i < f->count; i++) {
+        PyObject *interface = PyTuple_GET_ITEM(interfaces, i);
+        if (!PyTuple_Check(interface) || !PyArg_ParseTuple(interface, "ld", &f->linktype[i], &f->resolution[i]))
+            return -1;
+        f->ethernet[i] = f->linktype[i] == 1;
+    }
+    return 0;
+}
+
+/* The record at pos: its time, where its frame starts, its captured length and interface; the position
+   of the next record, or -1 where a walk stops (the buffer's end, a record cut by it, anything unusual:
+   the Python reader reads it and names what is wrong). The time is the one the Python reader computes,
+   by the same operations in the same order. */
+static Py_ssize_t
+record_at(const unsigned char *b, Py_ssize_t end, Py_ssize_t pos, const Format *f, double *ts, Py_ssize_t *data,
+          Py_ssize_t *caplen, int *iface)
+{
+    if (!f->pcapng) {
+        if (end - pos < 16)
+            return -1;
+        uint32_t sec = u32_at(b + pos, f->big), frac = u32_at(b + pos + 4, f->big);
+        *caplen = u32_at(b + pos + 8, f->big);
+        if (*caplen > f->max_caplen || end - pos - 16 < *caplen)
+            return -1;
+        *ts = (double)sec + (double)frac * f->resolution[0];
+        *data = pos + 16;
+        *iface = 0;
+        return *data + *caplen;
+    }
+    if (end - pos < 32 || u32_at(b + pos, f->big) != 6)
+        return -1;
+    Py_ssize_t length = u32_at(b + pos + 4, f->big);
+    if (length < 32 || length % 4 || length > (1 << 28) || end - pos < length)
+        return -1;
+    uint32_t i = u32_at(b + pos + 8, f->big);
+    uint64_t when = (uint64_t)u32_at(b + pos + 12, f->big) << 32 | u32_at(b + pos + 16, f->big);
+    *caplen = u32_at(b + pos + 20, f->big);
+    if (i >= (uint32_t)f->count || *caplen > length - 32)
+        return -1;
+    *ts = (double)when * f->resolution[i];
+    if (*ts > f->latest)
+        return -1;
+    *data = pos + 28;
+    *iface = (int)i;
+    return pos + length;
+}
+
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
-   verdicts are returned, for the rule hits), and the first other record (or one cut by the buffer's end, or anything unusual: the
-   Python reader reads it and names what is wrong) stops the walk where it starts. The times are those
-   the Python reader computes, by the same operations in the same order. */
+   verdicts are returned, for the rule hits), and the first other record stops the walk where it starts. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1681,26 +1747,9 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     if (pos == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *format = args[2];
-    int pcapng, big, count = 0;
-    PyObject *interfaces;
-    long long max_caplen;
-    double latest;
-    if (!PyTuple_Check(format) || !PyArg_ParseTuple(format, "ppO!Ld", &pcapng, &big, &PyTuple_Type, &interfaces,
-                                                   &max_caplen, &latest))
+    Format f;
+    if (format_of(args[2], &f) < 0)
         return NULL;
-    int linktypes[MAX_INTERFACES];
-    double resolutions[MAX_INTERFACES];
-    count = (int)PyTuple_GET_SIZE(interfaces);
-    if (count > MAX_INTERFACES)
-        count = MAX_INTERFACES;  /* a record of a later interface stops the walk */
-    for (int i = 0; i < count; i++) {
-        PyObject *interface = PyTuple_GET_ITEM(interfaces, i);
-        long linktype;
-        if (!PyTuple_Check(interface) || !PyArg_ParseTuple(interface, "ld", &linktype, &resolutions[i]))
-            return NULL;
-        linktypes[i] = linktype == 1;
-    }
     double last = PyFloat_AsDouble(args[3]), until = PyFloat_AsDouble(args[4]);
     Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred())
@@ -1723,35 +1772,9 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     while (passed < limit) {
         Py_ssize_t data, caplen;
         double ts;
-        int ethernet;
-        if (!pcapng) {
-            if (end - pos < 16)
-                break;
-            uint32_t sec = u32_at(b + pos, big), frac = u32_at(b + pos + 4, big);
-            caplen = u32_at(b + pos + 8, big);
-            if (caplen > max_caplen || end - pos - 16 < caplen)
-                break;
-            ts = (double)sec + (double)frac * resolutions[0];
-            data = pos + 16;
-            ethernet = linktypes[0];
-        } else {
-            if (end - pos < 32 || u32_at(b + pos, big) != 6)
-                break;
-            Py_ssize_t length = u32_at(b + pos + 4, big);
-            if (length < 32 || length % 4 || length > (1 << 28) || end - pos < length)
-                break;
-            uint32_t iface = u32_at(b + pos + 8, big);
-            uint64_t when = (uint64_t)u32_at(b + pos + 12, big) << 32 | u32_at(b + pos + 16, big);
-            caplen = u32_at(b + pos + 20, big);
-            if (iface >= (uint32_t)count || caplen > length - 32)
-                break;
-            ts = (double)when * resolutions[iface];
-            if (ts > latest)
-                break;
-            data = pos + 28;
-            ethernet = linktypes[iface];
-        }
-        if (!(ts < until && ts < self->next_sweep && ethernet))
+        int iface;
+        Py_ssize_t next = record_at(b, end, pos, &f, &ts, &data, &caplen, &iface);
+        if (next < 0 || !(ts < until && ts < self->next_sweep && f.ethernet[iface]))
             break;
         if (shard != NULL) {
             long which = frame_shard(shard, b + data, caplen);
@@ -1762,7 +1785,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
                     backwards += 1;
                 last = ts;
                 passed += 1;
-                pos = pcapng ? pos + (Py_ssize_t)u32_at(b + pos + 4, big) : data + caplen;
+                pos = next;
                 continue;
             }
         }
@@ -1794,7 +1817,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             backwards += 1;
         last = ts;
         passed += 1;
-        pos = pcapng ? pos + (Py_ssize_t)u32_at(b + pos + 4, big) : data + caplen;
+        pos = next;
     }
     PyBuffer_Release(&view);
     if (error) {
@@ -1802,6 +1825,92 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return Py_BuildValue("(nndnN)", passed, pos, last, backwards, decided);
+}
+
+/* whatif's count of its changed flows, straight from a capture's buffer: each common frame (as
+   parse_raw reads it) whose flow, by its direction-independent 5-tuple (through `aliases`, the captured
+   keys that name another), is in `changed` sets the flow's last time and adds a packet and the frame's
+   length, as whatif._count does; the first other record stops the walk, for the Python reader. */
+static PyObject *
+count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "count_records(buffer, pos, format, last, limit, changed, aliases)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    Format f;
+    if (format_of(args[2], &f) < 0)
+        return NULL;
+    double last = PyFloat_AsDouble(args[3]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *changed = args[5], *aliases = args[6];
+    if (!PyDict_Check(changed) || !PyDict_Check(aliases)) {
+        PyErr_SetString(PyExc_TypeError, "changed and aliases must be dicts");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = view.buf;
+    Py_ssize_t end = view.len, taken = 0, backwards = 0;
+    int error = 0;
+    if (pos < 0)
+        pos = end;
+    while (taken < limit) {
+        Py_ssize_t data, caplen;
+        double ts;
+        int iface;
+        Py_ssize_t next = record_at(b, end, pos, &f, &ts, &data, &caplen, &iface);
+        Common c;
+        if (next < 0 || !f.ethernet[iface] || !parse_raw(b + data, caplen, &c))
+            break;
+        if (PyDict_GET_SIZE(changed)) {
+            PyObject *key = make_key(&c, 1);
+            PyObject *named = key != NULL ? PyDict_GetItemWithError(aliases, key) : NULL;
+            PyObject *flow = key != NULL && !PyErr_Occurred() ? PyDict_GetItemWithError(changed, named ? named : key)
+                                                               : NULL;
+            Py_XDECREF(key);
+            if (PyErr_Occurred()) {
+                error = 1;
+                break;
+            }
+            if (flow != NULL) {
+                if (!PyList_Check(flow) || PyList_GET_SIZE(flow) < 6) {
+                    PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items");
+                    error = 1;
+                    break;
+                }
+                PyObject *when = PyFloat_FromDouble(ts);
+                PyObject *packets = when ? PyNumber_Add(PyList_GET_ITEM(flow, 4), small[1]) : NULL;
+                PyObject *length = packets ? PyLong_FromSsize_t(caplen) : NULL;
+                PyObject *bytes = length ? PyNumber_Add(PyList_GET_ITEM(flow, 5), length) : NULL;
+                Py_XDECREF(length);
+                if (bytes == NULL) {
+                    Py_XDECREF(when);
+                    Py_XDECREF(packets);
+                    error = 1;
+                    break;
+                }
+                PyList_SetItem(flow, 3, when);
+                PyList_SetItem(flow, 4, packets);
+                PyList_SetItem(flow, 5, bytes);
+            }
+        }
+        if (ts < last)
+            backwards += 1;
+        last = ts;
+        taken += 1;
+        pos = next;
+    }
+    PyBuffer_Release(&view);
+    if (error)
+        return NULL;
+    return Py_BuildValue("(nndn)", taken, pos, last, backwards);
 }
 
 static PyMethodDef FastPath_methods[] = {
@@ -1839,7 +1948,13 @@ static PyTypeObject FastPathType = {
     .tp_members = FastPath_members,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, NULL};
+static PyMethodDef module_methods[] = {
+    {"count_records", (PyCFunction)(void (*)(void))count_records, METH_FASTCALL,
+     "count_records(buffer, pos, format, last, limit, changed, aliases) -> (taken, pos, last, backwards)"},
+    {NULL}
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, module_methods};
 
 PyMODINIT_FUNC
 PyInit__fastpath(void)

@@ -99,20 +99,24 @@ class Capture:
             self._stream.close()
         self._raw.close()
 
-    def pass_records(self, pass_records: Callable, until: float, limit: int,
-                     shard: Any = None) -> tuple[int, float | None, list]:
-        """Let the C fast path take records from here on (`Dataplane.pass_records`): how many it
-        took, the last one's time, and the verdicts of the new flows among them. With a `ShardFilter`
-        it also takes, without deciding them, the records of other shards."""
+    @property
+    def mapped(self) -> bool:
+        """Whether the whole file is in the buffer (mapped), so other readers of it may walk it alike."""
+        return isinstance(self._buffer, mmap.mmap)
+
+    def walk(self, function: Callable, *args: Any) -> tuple:
+        """Let a C walk take records from here on: `function(buffer, pos, format, last, *args)` returns
+        how many it took, where it stopped, the last one's time, how many went backwards and what else
+        it gives (`Dataplane.pass_records`: the verdicts of the new flows among them); this returns
+        (how many, the last one's time or None, what else). The frames generator goes on from there."""
         if self.format is None:
-            return 0, None, []
-        passed, self._pos, last, backwards, decided = pass_records(self._buffer, self._pos, self.format,
-                                                                   self._last, until, limit, shard)
-        if not passed:
-            return 0, None, decided
+            return 0, None
+        taken, self._pos, last, backwards, *rest = function(self._buffer, self._pos, self.format, self._last, *args)
+        if not taken:
+            return (0, None, *rest)
         self.backwards += backwards
         self._last = last
-        return passed, last, decided
+        return (taken, last, *rest)
 
     def _fill(self, n: int) -> None:
         """At least n bytes from the position on, where the stream has them. A corrupt stream is
@@ -284,8 +288,9 @@ def take_frames(frames: Iterator[Frame], capture: Capture | None, pass_records: 
     """Let the C path take what it can before Python decides a frame: `pass_records` walking one
     capture's buffer (its new flows' rule hits counted into `hits`), else `pass_frames` over the frames."""
     if pass_records is not None and capture is not None:
-        passed, last, decided = capture.pass_records(pass_records, until, PASS_BATCH, shard)
-        count_hits(hits, decided)
+        passed, last, *decided = capture.walk(pass_records, until, PASS_BATCH, shard)
+        if decided:
+            count_hits(hits, decided[0])
         return Taken(passed, last, None, passed == PASS_BATCH, True)
     if pass_frames is not None:
         passed, last, frame = pass_frames(frames, until, PASS_BATCH)

@@ -20,7 +20,7 @@ import math
 import sys
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from .conntrack import canonical
 from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
@@ -30,6 +30,11 @@ from .nsg import load_nsgs
 from .flows import key_to_flow
 from .terraform import is_plan, prior_state
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
+
+try:
+    from ._fastpath import count_records
+except ImportError:  # installed without a C compiler
+    count_records = None
 
 if TYPE_CHECKING:
     from .pipeline import Dataplane, Verdict
@@ -229,19 +234,26 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
     last_ts = None
     try:
         captures = [Capture(p) for p in paths]
-        frames = merged(captures)
+        walks = _walks(dataplanes, captures, paths) if owns is None else None
+        frames = merged(captures) if walks is None else None
         while True:
-            batch = list(islice(frames, BATCH))
-            if not batch:
-                break
-            last_ts = batch[-1][0]
-            if owns is None:
-                firsts = [_firsts(dp, batch, seen, private, aliases) for dp in dataplanes]
+            if walks is not None:
+                firsts, last = walks.firsts(seen, private, aliases)
+                if last is None:
+                    break
+                last_ts = last
             else:
-                mine: list = []
-                firsts = [_firsts(dp, frames_of, seen, private, aliases) for dp, frames_of in
-                          zip(dataplanes, (_kept(owns[0].of(iter(batch)), mine), owns[1].of(iter(batch))))]
-                batch = mine
+                batch = list(islice(frames, BATCH))
+                if not batch:
+                    break
+                last_ts = batch[-1][0]
+                if owns is None:
+                    firsts = [_firsts(dp, batch, seen, private, aliases) for dp in dataplanes]
+                else:
+                    mine: list = []
+                    firsts = [_firsts(dp, frames_of, seen, private, aliases) for dp, frames_of in
+                              zip(dataplanes, (_kept(owns[0].of(iter(batch)), mine), owns[1].of(iter(batch))))]
+                    batch = mine
             for key, v0 in firsts[0].items():
                 seen.add(key)
                 if v0.decision == "Skip":
@@ -256,7 +268,9 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
                     changed[key] = [v0.flow, str(key_to_flow(translated)) if translated else None, v0.ts, v0.ts,
                                     0, 0, kind, fate0, fate1]
             seen.update(firsts[1])
-            if changed:
+            if walks is not None:
+                walks.count(changed, aliases)
+            elif changed:
                 _count(batch, changed, aliases)
     finally:
         for dp in dataplanes:
@@ -266,6 +280,66 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
             capture.close()
     changes = tuple(sorted((ChangedFlow(*c) for c in changed.values()), key=_change_order))
     return Report(len(seen), unmatched, changes)
+
+
+class _Walks:
+    """One mapped capture read three times in C, batch by batch, as `Capture.walk` reads: by each
+    dataplane (the firsts of a batch: the verdicts of its new flows, the C path passing the rest), then
+    for the counts of the flows found changed. The Python reader reads what the C walks stop at."""
+
+    def __init__(self, dataplanes: tuple, captures: list) -> None:
+        self._walkers = [(dp, capture, capture.frames()) for dp, capture in zip(dataplanes, captures)]
+        self._counter = (captures[2], captures[2].frames())
+        self._taken = 0
+
+    def firsts(self, seen: set, private: frozenset, aliases: dict[tuple, tuple]) -> tuple[list, float | None]:
+        """The firsts of the next batch by each dataplane, and the batch's last time (None at the end)."""
+        firsts = []
+        last = None
+        for dp, capture, frames in self._walkers:
+            found: dict[tuple, Verdict] = {}
+            note = _noter(found, seen, private, aliases)
+            taken = 0
+            while taken < BATCH:
+                passed, t, *decided = capture.walk(dp.pass_records, math.inf, BATCH - taken)
+                if passed:
+                    taken, last = taken + passed, t
+                    for v in decided[0]:
+                        note(v)
+                    continue
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                note(dp.process(frame[2], frame[0], frame[1]))
+                taken, last = taken + 1, frame[0]
+            firsts.append(found)
+            self._taken = taken
+        return firsts, last
+
+    def count(self, changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
+        """Counts of the changed flows over the batch the dataplanes took."""
+        capture, frames = self._counter
+        taken = 0
+        while taken < self._taken:
+            n = capture.walk(count_records, self._taken - taken, changed, aliases)[0]
+            taken += n
+            if n:
+                continue
+            frame = next(frames, None)
+            if frame is None:
+                break
+            _count([frame], changed, aliases)
+            taken += 1
+
+
+def _walks(dataplanes: tuple, captures: list, paths: list[str]) -> _Walks | None:
+    """The C walks, where the C extension is built and the input is one mapped capture."""
+    from .replay import Capture
+
+    if count_records is None or len(captures) != 1 or not captures[0].mapped:
+        return None
+    captures.extend(Capture(paths[0]) for _ in range(2))
+    return _Walks(dataplanes, captures)
 
 
 def _kept(frames: Iterable[Frame], into: list) -> Iterator[Frame]:
@@ -279,14 +353,10 @@ def _fate(v: Verdict) -> Fate:
     return Fate(v.decision, v.nsg, v.rule, v.reason)
 
 
-def _firsts(dp: Dataplane, batch: Iterable[Frame], seen: set, private: frozenset,
-            aliases: dict[tuple, tuple]) -> dict[tuple, Verdict]:
-    """The verdict of the first packet of each flow new in this batch, by the flow as the NSGs saw it
-    (`aliases` learns the captured keys that name it). First packets never take the C fast path (it
-    passes only flows it has met), so they all come back from `process`."""
-    firsts: dict[tuple, Verdict] = {}
-    process = dp.process
-
+def _noter(firsts: dict[tuple, Verdict], seen: set, private: frozenset,
+           aliases: dict[tuple, tuple]) -> Callable[[Verdict], None]:
+    """What keeps the verdict of the first packet of each flow new in a batch, by the flow as the NSGs
+    saw it (`aliases` learns the captured keys that name it)."""
     def note(v: Verdict) -> None:
         p = v.packet
         if p is None or p[12] > 0:  # not IP, or a later fragment: not the start of a flow
@@ -299,7 +369,16 @@ def _firsts(dp: Dataplane, batch: Iterable[Frame], seen: set, private: frozenset
                 aliases[captured] = key
         if key not in seen and key not in firsts:
             firsts[key] = v
+    return note
 
+
+def _firsts(dp: Dataplane, batch: Iterable[Frame], seen: set, private: frozenset,
+            aliases: dict[tuple, tuple]) -> dict[tuple, Verdict]:
+    """The verdict of the first packet of each flow new in this batch (`_noter`). First packets never
+    take `pass_frames` (it passes only flows it has met), so they all come back from `process`."""
+    firsts: dict[tuple, Verdict] = {}
+    note = _noter(firsts, seen, private, aliases)
+    process = dp.process
     pass_frames = dp.pass_frames
     if pass_frames is None:
         for frame in batch:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.utils import wrpcap
+from scapy.utils import wrpcap, wrpcapng
 
+from dataplane import whatif as whatif_module
 from dataplane.cli import main
 from dataplane.whatif import NEWLY_ALLOWED, NEWLY_DENIED, RULE_CHANGED, scenarios, whatif
 
@@ -18,6 +19,7 @@ from datafiles import SHARED_DATA, need
 from frames import ether
 
 T0 = 1_700_000_000.0
+DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo"
 WEB, DB = "10.0.1.4", "10.0.2.4"
 OFFICE = "198.51.100.9"
 
@@ -164,6 +166,29 @@ def test_json_has_one_line_per_changed_flow_in_the_contracts_shape(story, tmp_pa
     assert denied["change"] == "newly-denied"
     assert denied["before"] == {"decision": "Allow", "nsg": "nsg-web", "rule": "AllowHttp", "reason": "rules"}
     assert denied["after"] == {"decision": "Deny", "nsg": "nsg-web", "rule": "DenyAllInBound", "reason": "rules"}
+
+
+@pytest.mark.skipif(whatif_module.count_records is None, reason="the C extension is not built")
+@pytest.mark.parametrize("kind", ["pcap", "pcapng", "demo"])
+def test_the_c_walks_of_one_capture_give_the_report_of_the_python_reader(story, tmp_path, monkeypatch, kind):
+    """One mapped capture is read in C by each dataplane and for the counts; the Python reader of every
+    frame is the reference (the demo: IPv6, ICMP and a scan, against a locked-down jump host)."""
+    if kind == "demo":
+        before, after = scenarios(str(DEMO / "scenario.yaml"), [str(DEMO / "nsg-jump-locked.json")])
+        captures = [str(DEMO / name) for name in ("web.pcap", "icmp-ipv6.pcap", "scan.pcap", "rule-removal.pcap")]
+    else:
+        before, after = scenarios(str(story["scenario"]), [str(story["change"])])
+        captures = [str(story["capture"])]
+        if kind == "pcapng":
+            captures = [str(tmp_path / "traffic.pcapng")]
+            wrpcapng(captures[0], traffic())
+    for capture in captures:
+        walked = whatif(before, after, [capture])
+        monkeypatch.setattr(whatif_module, "count_records", None)
+        read = whatif(before, after, [capture])
+        monkeypatch.undo()
+        assert walked == read
+        assert kind == "demo" or walked.changes
 
 
 def test_newly_denied_flows_exit_1_by_default(story, capsys):
