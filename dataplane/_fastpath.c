@@ -18,7 +18,10 @@
    first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
-   tests/test_pipeline_fast_path.py proves both paths decide every packet alike;
+   count_records(buffer, pos, format, last, limit, changed, aliases): whatif's count of the packets and
+   bytes of its changed flows, from the same buffer.
+   tests/test_pipeline_fast_path.py proves both paths decide every packet alike, tests/test_whatif.py
+   that whatif's C walks report what its Python reader does;
    tests/test_fastpath_safety.py that misuse raises and that a Dataplane and its FastPath are freed. */
 
 #define PY_SSIZE_T_CLEAN
