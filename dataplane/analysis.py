@@ -9,7 +9,7 @@
 - `exposure`: per NIC, what a new connection from a source space reaches after NAT and both NSGs.
 
 Every finding and region carries a packet of it as a `Flow`, so `check` reproduces it. The core
-prints nothing and reads no file; `add_commands` holds the command lines.
+prints nothing and reads no file; the `cmd_*` functions run the command lines `cli` defines.
 """
 
 from __future__ import annotations
@@ -571,44 +571,6 @@ def region_json(region: Region) -> dict[str, Any]:
 
 class UsageError(DataplaneError):
     """A command line of `analyze`, `diff` or `exposure` that cannot be acted on."""
-
-
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser("analyze", help="dead and risky rules: shadowed, redundant, partly overridden")
-    p.add_argument("files", nargs="*", metavar="FILE", help="NSG files (default with --scenario: all its NSGs)")
-    p.add_argument("--scenario", metavar="FILE", help="what addresses mean, and NICs' paths for chaining findings")
-    _nsg_context_options(p)
-    p.add_argument("--traffic", nargs="+", default=[], metavar="CAPTURE",
-                   help="with --scenario: captures to replay; rules that decide no flow are `never-hit`")
-    p.add_argument("--strict", action="store_true", help="exit 1 when there are findings")
-    p.add_argument("--json", action="store_true", help="one JSON object per finding")
-    p.set_defaults(run=cmd_analyze)
-
-    p = sub.add_parser("diff", help="where two versions of an NSG (or two scenarios) decide differently")
-    for name in ("old", "new"):
-        # Optional for --terraform-plan; nargs="?" would let OLD take NEW's place when an option comes between.
-        p.add_argument(name, metavar=name.upper()).required = False
-    p.add_argument("--terraform-plan", metavar="PLAN",
-                   help="`terraform show -json` of a plan: every NSG it changes, before against after")
-    p.add_argument("--scenario", metavar="FILE", help="with NSG files: what addresses mean")
-    _nsg_context_options(p)
-    p.add_argument("--json", action="store_true", help="one JSON object per region")
-    p.set_defaults(run=cmd_diff)
-
-    p = sub.add_parser("exposure", help="per NIC, what new connections from the Internet (or a source) reach")
-    p.add_argument("--scenario", required=True, metavar="FILE")
-    p.add_argument("--from", dest="source", default="Internet", metavar="Internet|PREFIX|TAG",
-                   help="the source space (default: Internet)")
-    p.add_argument("--json", action="store_true", help="one JSON object per region")
-    p.set_defaults(run=cmd_exposure)
-
-
-def _nsg_context_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="which NSG of each file, when a file holds several")
-    p.add_argument("--direction", choices=["inbound", "outbound"], help="default: both")
-    p.add_argument("--address-space", action="append", default=[], metavar="PREFIX",
-                   help="without --scenario: what VirtualNetwork means (repeatable)")
-    p.add_argument("--service-tags", metavar="FILE", help="without --scenario: Azure's ServiceTags JSON")
 
 
 def _directions(args: argparse.Namespace) -> list[Direction]:

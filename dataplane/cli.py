@@ -75,8 +75,6 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import analysis, importer, whatif
-
     parser = argparse.ArgumentParser(prog="dataplane", description="Simulate Azure Network Security Groups offline.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -132,10 +130,81 @@ def _parser() -> argparse.ArgumentParser:
                          help="deploy a new NSG version TIME seconds after the first packet (repeatable)")
     _add_sharding_options(replay_, "the results are the same")
     replay_.set_defaults(run=cmd_replay)
-    _add_sharding_options(whatif.add_commands(sub), "the report is the same")
-    importer.add_commands(sub)
-    analysis.add_commands(sub)
+
+    p = sub.add_parser("whatif", help="what a proposed NSG change does to real traffic (captures or flow logs)")
+    p.add_argument("scenario", metavar="SCENARIO", help="the scenario (with --terraform-plan: the first TRAFFIC)")
+    p.add_argument("--change", action="append", default=[], metavar="FILE",
+                   help="an NSG file (replaces the NSG of its name) or a scenario file (repeatable)")
+    p.add_argument("--terraform-plan", metavar="PLAN",
+                   help="`terraform show -json` of a plan: before is its prior state, after its planned values")
+    # Optional: with --terraform-plan, SCENARIO's place holds the first TRAFFIC. nargs="*" would instead take
+    # nothing after SCENARIO and leave the TRAFFIC that follows `--change FILE` unrecognised.
+    p.add_argument("traffic", nargs="+", metavar="TRAFFIC",
+                   help="captures, or Azure flow logs (files or folders)").required = False
+    p.add_argument("--json", metavar="FILE", help="one JSON line per changed flow")
+    p.add_argument("--fail-on", choices=FAIL_ON, default=FAIL_ON[0],
+                   help="exit 1 when a change of this kind is found (default: newly-denied)")
+    p.add_argument("--report", metavar="FILE", help="an HTML report with charts (needs dataplane[report])")
+    p.set_defaults(run=_command("whatif", "cmd_whatif"))
+    _add_sharding_options(p, "the report is the same")
+
+    p = sub.add_parser("import", help="build a scenario from az CLI, REST, Resource Graph, exported ARM or Terraform JSON")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="SCENARIO", help="write here (YAML, or JSON for .json); default stdout")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="drop what refers to resources not among the inputs, with a warning")
+    p.set_defaults(run=_command("importer", "cmd_import"))
+
+    p = sub.add_parser("analyze", help="dead and risky rules: shadowed, redundant, partly overridden")
+    p.add_argument("files", nargs="*", metavar="FILE", help="NSG files (default with --scenario: all its NSGs)")
+    p.add_argument("--scenario", metavar="FILE", help="what addresses mean, and NICs' paths for chaining findings")
+    _add_nsg_context_options(p)
+    p.add_argument("--traffic", nargs="+", default=[], metavar="CAPTURE",
+                   help="with --scenario: captures to replay; rules that decide no flow are `never-hit`")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are findings")
+    p.add_argument("--json", action="store_true", help="one JSON object per finding")
+    p.set_defaults(run=_command("analysis", "cmd_analyze"))
+
+    p = sub.add_parser("diff", help="where two versions of an NSG (or two scenarios) decide differently")
+    for name in ("old", "new"):
+        # Optional for --terraform-plan; nargs="?" would let OLD take NEW's place when an option comes between.
+        p.add_argument(name, metavar=name.upper()).required = False
+    p.add_argument("--terraform-plan", metavar="PLAN",
+                   help="`terraform show -json` of a plan: every NSG it changes, before against after")
+    p.add_argument("--scenario", metavar="FILE", help="with NSG files: what addresses mean")
+    _add_nsg_context_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per region")
+    p.set_defaults(run=_command("analysis", "cmd_diff"))
+
+    p = sub.add_parser("exposure", help="per NIC, what new connections from the Internet (or a source) reach")
+    p.add_argument("--scenario", required=True, metavar="FILE")
+    p.add_argument("--from", dest="source", default="Internet", metavar="Internet|PREFIX|TAG",
+                   help="the source space (default: Internet)")
+    p.add_argument("--json", action="store_true", help="one JSON object per region")
+    p.set_defaults(run=_command("analysis", "cmd_exposure"))
     return parser
+
+
+FAIL_ON = ["newly-denied", "newly-allowed", "any", "none"]
+"""`whatif --fail-on`: the keys of `whatif.FAIL_ON`, the first the default (a test keeps them alike)."""
+
+
+def _command(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A command whose module is imported when it runs, not when the command line is read."""
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
+    return run
+
+
+def _add_nsg_context_options(p: argparse.ArgumentParser) -> None:
+    """What an NSG file's addresses mean without a scenario (`analyze`, `diff`)."""
+    p.add_argument("--name", help="which NSG of each file, when a file holds several")
+    p.add_argument("--direction", choices=["inbound", "outbound"], help="default: both")
+    p.add_argument("--address-space", action="append", default=[], metavar="PREFIX",
+                   help="without --scenario: what VirtualNetwork means (repeatable)")
+    p.add_argument("--service-tags", metavar="FILE", help="without --scenario: Azure's ServiceTags JSON")
 
 
 def _add_sharding_options(p: argparse.ArgumentParser, same: str) -> None:

@@ -608,15 +608,6 @@ def _path(key: str) -> str:
 
 # -- the command ------------------------------------------------------------------------------------
 
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser("import", help="build a scenario from az CLI, REST, Resource Graph, exported ARM or Terraform JSON")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("-o", "--output", metavar="SCENARIO", help="write here (YAML, or JSON for .json); default stdout")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="drop what refers to resources not among the inputs, with a warning")
-    p.set_defaults(run=cmd_import)
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     import yaml
 

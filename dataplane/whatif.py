@@ -460,25 +460,6 @@ def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str], shard:
 
 # -- the command -----------------------------------------------------------------------------------
 
-def add_commands(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("whatif", help="what a proposed NSG change does to real traffic (captures or flow logs)")
-    p.add_argument("scenario", metavar="SCENARIO", help="the scenario (with --terraform-plan: the first TRAFFIC)")
-    p.add_argument("--change", action="append", default=[], metavar="FILE",
-                   help="an NSG file (replaces the NSG of its name) or a scenario file (repeatable)")
-    p.add_argument("--terraform-plan", metavar="PLAN",
-                   help="`terraform show -json` of a plan: before is its prior state, after its planned values")
-    # Optional: with --terraform-plan, SCENARIO's place holds the first TRAFFIC. nargs="*" would instead take
-    # nothing after SCENARIO and leave the TRAFFIC that follows `--change FILE` unrecognised.
-    p.add_argument("traffic", nargs="+", metavar="TRAFFIC",
-                   help="captures, or Azure flow logs (files or folders)").required = False
-    p.add_argument("--json", metavar="FILE", help="one JSON line per changed flow")
-    p.add_argument("--fail-on", choices=list(FAIL_ON), default=NEWLY_DENIED,
-                   help="exit 1 when a change of this kind is found (default: newly-denied)")
-    p.add_argument("--report", metavar="FILE", help="an HTML report with charts (needs dataplane[report])")
-    p.set_defaults(run=cmd_whatif)
-    return p
-
-
 def cmd_whatif(args: argparse.Namespace) -> int:
     from .report import render_whatif_report, require_extra
     from .workers import worker_count

@@ -88,6 +88,12 @@ def test_help_does_not_load_the_packet_path() -> None:
     assert not {"dataplane.pipeline", "dataplane.replay", "dataplane.report"} & modules
 
 
+def test_help_loads_only_the_command_line() -> None:
+    """The commands' modules (and the models under them) load when a command runs, not to list it."""
+    _, modules = loaded("--help")
+    assert {m for m in modules if m.startswith("dataplane.")} <= {"dataplane.cli", "dataplane.errors"}
+
+
 def test_lint_loads_neither_scapy_nor_rich() -> None:
     status, modules = loaded("lint", NSG)
     assert status == 0

@@ -191,6 +191,12 @@ def test_the_c_walks_of_one_capture_give_the_report_of_the_python_reader(story, 
         assert kind == "demo" or walked.changes
 
 
+def test_the_command_line_offers_the_kinds_of_change_whatif_fails_on() -> None:
+    from dataplane import cli
+
+    assert cli.FAIL_ON == list(whatif_module.FAIL_ON) and cli.FAIL_ON[0] == NEWLY_DENIED
+
+
 def test_newly_denied_flows_exit_1_by_default(story, capsys):
     status, out, _ = run(capsys, story["scenario"], "--change", story["change"], story["capture"])
     assert status == 1
