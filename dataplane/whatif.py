@@ -38,6 +38,7 @@ except ImportError:  # installed without a C compiler
 
 if TYPE_CHECKING:
     from .pipeline import Dataplane, Verdict
+    from .shards import Shards
     from .replay import Frame
 
 NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED = "newly-denied", "newly-allowed", "rule-changed"
@@ -218,13 +219,14 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
     return canonical((proto, version) + t[2:])
 
 
-def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: Any = None) -> Report:
-    """`shard` (a `workers.ShardFrames` maker) limits the report to one shard's flows."""
+def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: tuple[Shards, int] | None = None
+                    ) -> Report:
+    """`shard` (the shards and which of them) limits the report to one shard's flows."""
     from .pipeline import Dataplane
     from .replay import Capture, merged
+    from .workers import ShardFrames
 
     dataplanes = (Dataplane(before), Dataplane(after))
-    owns = [shard(dp) for dp in dataplanes] if shard is not None else None
     private = nic_addresses(before, after)
     aliases: dict[tuple, tuple] = {}
     captures: list[Capture] = []
@@ -234,8 +236,9 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
     last_ts = None
     try:
         captures = [Capture(p) for p in paths]
-        walks = _walks(dataplanes, captures, paths) if owns is None else None
+        walks = _walks(dataplanes, captures, paths, shard)
         frames = merged(captures) if walks is None else None
+        owns = [ShardFrames(dp, None, *shard, []) for dp in dataplanes] if shard is not None else None
         while True:
             if walks is not None:
                 firsts, last = walks.firsts(seen, private, aliases)
@@ -285,12 +288,18 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
 class _Walks:
     """One mapped capture read three times in C, batch by batch, as `Capture.walk` reads: by each
     dataplane (the firsts of a batch: the verdicts of its new flows, the C path passing the rest), then
-    for the counts of the flows found changed. The Python reader reads what the C walks stop at."""
+    for the counts of the flows found changed. The Python reader reads what the C walks stop at. With a
+    shard, the others' records only move the dataplanes' clocks, as `workers.ShardFrames` lets them."""
 
-    def __init__(self, dataplanes: tuple, captures: list) -> None:
+    def __init__(self, dataplanes: tuple, captures: list, shard: tuple[Shards, int] | None) -> None:
+        from .shards import FrameShards, shard_filter_of
+
         self._walkers = [(dp, capture, capture.frames()) for dp, capture in zip(dataplanes, captures)]
         self._counter = (captures[2], captures[2].frames())
         self._taken = 0
+        self._filter = shard_filter_of(*shard) if shard is not None else None
+        self._own: Callable[[Frame], bool] = (lambda frame: True) if shard is None else \
+            (lambda frame, of=FrameShards(shard[0]), index=shard[1]: of(frame[2], frame[1]) == index)
 
     def firsts(self, seen: set, private: frozenset, aliases: dict[tuple, tuple]) -> tuple[list, float | None]:
         """The firsts of the next batch by each dataplane, and the batch's last time (None at the end)."""
@@ -301,7 +310,7 @@ class _Walks:
             note = _noter(found, seen, private, aliases)
             taken = 0
             while taken < BATCH:
-                passed, t, *decided = capture.walk(dp.pass_records, math.inf, BATCH - taken)
+                passed, t, *decided = capture.walk(dp.pass_records, math.inf, BATCH - taken, self._filter)
                 if passed:
                     taken, last = taken + passed, t
                     for v in decided[0]:
@@ -310,14 +319,18 @@ class _Walks:
                 frame = next(frames, None)
                 if frame is None:
                     break
-                note(dp.process(frame[2], frame[0], frame[1]))
+                if self._own(frame):
+                    note(dp.process(frame[2], frame[0], frame[1]))
+                else:
+                    dp.pass_time(frame[0])
                 taken, last = taken + 1, frame[0]
             firsts.append(found)
             self._taken = taken
         return firsts, last
 
     def count(self, changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
-        """Counts of the changed flows over the batch the dataplanes took."""
+        """Counts of the changed flows over the batch the dataplanes took. A shard's changed flows are
+        its own: the records of other shards never carry their 5-tuples (`shards` keeps flows whole)."""
         capture, frames = self._counter
         taken = 0
         while taken < self._taken:
@@ -328,18 +341,19 @@ class _Walks:
             frame = next(frames, None)
             if frame is None:
                 break
-            _count([frame], changed, aliases)
+            if self._own(frame):
+                _count([frame], changed, aliases)
             taken += 1
 
 
-def _walks(dataplanes: tuple, captures: list, paths: list[str]) -> _Walks | None:
+def _walks(dataplanes: tuple, captures: list, paths: list[str], shard: tuple[Shards, int] | None) -> _Walks | None:
     """The C walks, where the C extension is built and the input is one mapped capture."""
     from .replay import Capture
 
     if count_records is None or len(captures) != 1 or not captures[0].mapped:
         return None
     captures.extend(Capture(paths[0]) for _ in range(2))
-    return _Walks(dataplanes, captures)
+    return _Walks(dataplanes, captures, shard)
 
 
 def _kept(frames: Iterable[Frame], into: list) -> Iterator[Frame]:

@@ -489,7 +489,7 @@ def whatif_shard(before: Scenario, after: Scenario, paths: list[str], logs: bool
 
     if logs:
         return whatif_flow_logs(before, after, paths, ShardFlows(shards, index))
-    return whatif_captures(before, after, paths, lambda dataplane: ShardFrames(dataplane, None, shards, index, []))
+    return whatif_captures(before, after, paths, (shards, index))
 
 
 def whatif_sharded(before: Scenario, after: Scenario, paths: list[str], logs: bool, count: int,

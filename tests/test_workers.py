@@ -4,6 +4,8 @@ of a NAT) in one shard."""
 
 from __future__ import annotations
 
+import gzip
+
 import json
 import os
 import random
@@ -371,6 +373,16 @@ def test_two_workers_give_the_whatif_report_of_one_on_captures(name, tmp_path, c
     one = run_whatif(capsys, tmp_path / "one", [DEMO / f"{name}.pcap"])
     two = run_whatif(capsys, tmp_path / "two", [DEMO / f"{name}.pcap"], "--workers", "2")
     assert two == one
+
+
+def test_two_workers_give_the_whatif_report_of_one_on_several_and_compressed_captures(tmp_path, capsys) -> None:
+    """Not one mapped capture: each worker reads the frames in Python (`ShardFrames`), not in C walks."""
+    packed = tmp_path / "scan.pcap.gz"
+    packed.write_bytes(gzip.compress((DEMO / "scan.pcap").read_bytes()))
+    traffic = [DEMO / "web.pcap", DEMO / "rule-removal.pcap", packed]
+    one = run_whatif(capsys, tmp_path / "one", traffic)
+    assert one[2]
+    assert run_whatif(capsys, tmp_path / "two", traffic, "--workers", "2") == one
 
 
 def test_two_workers_give_the_whatif_report_of_one_on_flow_logs(tmp_path, capsys) -> None:
