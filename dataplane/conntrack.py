@@ -507,7 +507,7 @@ class Conntrack:
         if found is None:
             return None
         nic, record, original = found
-        count(record, not original, length)
+        count_packet(record, not original, length)
         return nic, record
 
     def _related(self, addresses, quoted, ts: float):
@@ -570,7 +570,7 @@ class Conntrack:
         tables = self.tables
         state = None
         for nic, _, record, forward, *_ in legs:
-            count(record, forward, length)
+            count_packet(record, forward, length)
             state = record.state
             if moves is not None:
                 state = moves[state][forward]
@@ -700,7 +700,7 @@ class Conntrack:
                     table.remove(record, "flushed", now)
 
 
-def count(record, forward: bool, length: int) -> None:
+def count_packet(record, forward: bool, length: int) -> None:
     """A packet of the flow: `forward`, as its first packet went (out), else back (in)."""
     if forward:
         record.packets_out += 1
