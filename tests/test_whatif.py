@@ -15,7 +15,7 @@ from dataplane import whatif as whatif_module
 from dataplane.cli import main
 from dataplane.whatif import NEWLY_ALLOWED, NEWLY_DENIED, RULE_CHANGED, scenarios, whatif
 
-from datafiles import SHARED_DATA, need
+from datafiles import SHARED_DATA, SHARED_PCAPS, need, scenario_capture, shared_captures
 from frames import ether
 
 T0 = 1_700_000_000.0
@@ -189,6 +189,29 @@ def test_the_c_walks_of_one_capture_give_the_report_of_the_python_reader(story, 
         monkeypatch.undo()
         assert walked == read
         assert kind == "demo" or walked.changes
+
+
+SHARED_SCENARIO = Path(__file__).resolve().parent / "fixtures" / "shared-captures" / "scenario.yaml"
+LAB_CHANGE = {"name": "nsg-lab", "properties": {"securityRules": [
+    {"name": "AllowEchoIn", "properties": {"priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp",
+                                           "sourceAddressPrefix": "*", "sourcePortRange": "*",
+                                           "destinationAddressPrefix": "*", "destinationPortRange": "7000"}},
+    {"name": "DenyUdpOut", "properties": {"priority": 100, "direction": "Outbound", "access": "Deny", "protocol": "Udp",
+                                          "sourceAddressPrefix": "*", "sourcePortRange": "*",
+                                          "destinationAddressPrefix": "*", "destinationPortRange": "*"}}]}}
+
+
+@pytest.mark.skipif(whatif_module.count_records is None, reason="the C extension is not built")
+@pytest.mark.parametrize("name", shared_captures())
+def test_the_c_walks_of_a_shared_capture_give_the_report_of_the_python_reader(name, tmp_path, monkeypatch):
+    """Real captures: VLANs, IPv6, fragments, ICMP, a flow without its SYN, pcapng, gzip (read in Python)."""
+    change = tmp_path / "nsg-lab.json"
+    change.write_text(json.dumps(LAB_CHANGE))
+    before, after = scenarios(str(SHARED_SCENARIO), [str(change)])
+    capture = str(scenario_capture(SHARED_PCAPS / name, tmp_path))
+    walked = whatif(before, after, [capture])
+    monkeypatch.setattr(whatif_module, "count_records", None)
+    assert whatif(before, after, [capture]) == walked
 
 
 def test_the_command_line_offers_the_kinds_of_change_whatif_fails_on() -> None:
