@@ -1692,6 +1692,17 @@ format_of(PyObject *format, Format *f)
     return 0;
 }
 
+/* What every walk of a capture's buffer starts from: (buffer, pos, format, last, ...). */
+static int
+walk_arguments(PyObject *const *args, Py_ssize_t *pos, Format *f, double *last)
+{
+    *pos = PyLong_AsSsize_t(args[1]);
+    if ((*pos == -1 && PyErr_Occurred()) || format_of(args[2], f) < 0)
+        return -1;
+    *last = PyFloat_AsDouble(args[3]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* The record at pos: its time, where its frame starts, its captured length and interface; the position
    of the next record, or -1 where a walk stops (the buffer's end, a record cut by it, anything unusual:
    the Python reader reads it and names what is wrong). The time is the one the Python reader computes,
@@ -1747,13 +1758,12 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!ready(self))
         return NULL;
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
+    Py_ssize_t pos;
     Format f;
-    if (format_of(args[2], &f) < 0)
+    double last;
+    if (walk_arguments(args, &pos, &f, &last) < 0)
         return NULL;
-    double last = PyFloat_AsDouble(args[3]), until = PyFloat_AsDouble(args[4]);
+    double until = PyFloat_AsDouble(args[4]);
     Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred())
         return NULL;
@@ -1841,13 +1851,11 @@ count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "count_records(buffer, pos, format, last, limit, changed, aliases)");
         return NULL;
     }
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred())
-        return NULL;
+    Py_ssize_t pos;
     Format f;
-    if (format_of(args[2], &f) < 0)
+    double last;
+    if (walk_arguments(args, &pos, &f, &last) < 0)
         return NULL;
-    double last = PyFloat_AsDouble(args[3]);
     Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
     if (PyErr_Occurred())
         return NULL;
