@@ -1181,7 +1181,7 @@ make_key(const Common *c, int canonical)
 }
 
 /* The two entries of an untranslated flow at one NIC (the packet's key, whose leg is `forward`, and
-   the reversed key), as Dataplane._remember makes them; the table is emptied first when full. */
+   the reversed key), as Conntrack.remember makes them; the table is emptied first when full. */
 static int
 remember_both(RecentTable *t, const Common *c, PyObject *nic, Record *record, int forward, PyObject *timeouts,
               PyObject *table, PyObject *head)
