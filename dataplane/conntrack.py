@@ -22,7 +22,7 @@ import math
 import operator
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, NamedTuple
 
-from .addresses import V6
+from .addresses import ip_key
 from .errors import DataplaneError
 from .flows import ICMP, ICMPV6, TCP, UDP
 from .rules import DEFAULT_RULE_NAMES
@@ -407,7 +407,7 @@ class Conntrack:
                                               record_type)
         self.outside: dict[tuple, tuple] = {}
         """canonical outside key → ((NIC, record), ...): two when both ends of a flow are translated."""
-        self.outcomes: dict[tuple, Outcome] = {}
+        self._outcomes: dict[tuple, Outcome] = {}
         """(nsg, rule, reason, direction) → its Outcome, shared by every record decided alike."""
 
     def nics_v4(self) -> dict[int, tuple]:
@@ -429,9 +429,9 @@ class Conntrack:
 
     def outcome(self, nsg: str | None, rule: str | None, reason: str, direction: str) -> Outcome:
         slot = (nsg, rule, reason, direction)
-        outcome = self.outcomes.get(slot)
+        outcome = self._outcomes.get(slot)
         if outcome is None:
-            outcome = self.outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
+            outcome = self._outcomes[slot] = Outcome(nsg, rule, rule in DEFAULT_RULE_NAMES, reason, direction)
         return outcome
 
     # -- finding a packet's records ---------------------------------------------------------------
@@ -471,15 +471,14 @@ class Conntrack:
         legs = []
         t = key
         tables = self.tables
-        offset = 0 if version == 4 else V6
-        src_nic = self.nics_by_ip.get(src | offset)
+        src_nic = self.nics_by_ip.get(ip_key(version, src))
         left = None
         if src_nic is not None:
             left, forward = tables[src_nic.name].find(t, ts)
             legs.append((src_nic, t, left, forward))
             if left is not None and left.nat is not None and forward == (left.outcome.direction == "Outbound"):
                 t = (proto, version, left.nat.ip, left.nat.port, dst, dport)
-        dst_nic = self.nics_by_ip.get(dst | offset)
+        dst_nic = self.nics_by_ip.get(ip_key(version, dst))
         if dst_nic is None:
             for nic, record in self.outside.get(canonical(t), ()):
                 nat = record.nat
@@ -515,9 +514,8 @@ class Conntrack:
         addresses, and for an address of no NIC beyond the translations (the quoted packet's source
         is then one)."""
         proto, version, src, sport, dst, dport = quoted
-        offset = 0 if version == 4 else V6
         for ip in addresses:
-            nic = self.nics_by_ip.get(ip | offset)
+            nic = self.nics_by_ip.get(ip_key(version, ip))
             if nic is not None:
                 record, forward = self.tables[nic.name].find(quoted, ts)
                 if record is not None:
@@ -550,7 +548,7 @@ class Conntrack:
             recent.clear()
         recent[key] = self._recent_entry(legs, translated)
         # A reply to a public IP or frontend goes on to the NIC or backend behind it: not these legs backwards.
-        if translated is None and key[2] | (0 if key[1] == 4 else V6) not in self.translated_ips and \
+        if translated is None and ip_key(key[1], key[2]) not in self.translated_ips and \
                 all(record.nat is None for _, _, record, _ in legs):
             back = [(nic, reverse(leg_key), record, not forward) for nic, leg_key, record, forward in reversed(legs)]
             recent[reverse(key)] = self._recent_entry(back, None)

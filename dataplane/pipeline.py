@@ -159,13 +159,22 @@ class Dataplane:
             raise DataplaneError(f"no network security group named {name!r} in the scenario") from None
 
     def add_rule(self, nsg: str, rule: SecurityRule | dict, now: float | None = None) -> SecurityRule:
-        return self._changed(self.nsg(nsg), now, self.nsg(nsg).add_rule(rule))
+        group = self.nsg(nsg)
+        added = group.add_rule(rule)
+        self._changed(group, now)
+        return added
 
     def replace_rule(self, nsg: str, rule: SecurityRule | dict, now: float | None = None) -> SecurityRule:
-        return self._changed(self.nsg(nsg), now, self.nsg(nsg).replace_rule(rule))
+        group = self.nsg(nsg)
+        replaced = group.replace_rule(rule)
+        self._changed(group, now)
+        return replaced
 
     def remove_rule(self, nsg: str, name: str, now: float | None = None) -> SecurityRule:
-        return self._changed(self.nsg(nsg), now, self.nsg(nsg).remove_rule(name))
+        group = self.nsg(nsg)
+        removed = group.remove_rule(name)
+        self._changed(group, now)
+        return removed
 
     def replace_nsg(self, nsg: NetworkSecurityGroup, now: float | None = None) -> None:
         """Deploy a new version of an NSG (same name), as `replay --update` does."""
@@ -173,15 +182,13 @@ class Dataplane:
         self.scenario.network_security_groups[nsg.name] = nsg
         self._changed(nsg, now)
 
-    def _changed(self, nsg: NetworkSecurityGroup, now: float | None, rule: SecurityRule | None = None) -> Any:
-        """Existing flows keep their verdict (reference §8) unless the NSG flushes connections. Returns
-        the rule the change added, replaced or removed."""
+    def _changed(self, nsg: NetworkSecurityGroup, now: float | None) -> None:
+        """Existing flows keep their verdict (reference §8) unless the NSG flushes connections."""
         if nsg.flush_connection:
             nics = [nic.name for nic in self.scenario.network_interfaces.values()
                     if nsg.name in (nic.nsg, nic.subnet.nsg)]
             self.conntrack.flush(nics, lambda key: self.policy.decide_key(key).allowed,
                                  now if now is not None else self._next_sweep)
-        return rule
 
     def flows(self) -> Iterator[tuple[str, FlowRecord]]:
         return ((name, record) for name, table in self.conntrack.tables.items() for record in table)
@@ -313,8 +320,7 @@ class Dataplane:
             return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, None, p, None, "", evaluations))
         state: TcpState | Other = TCP_FIRST_STATES[p[6]] if key[0] == TCP else Other.ACTIVE
         conntrack = self.conntrack
-        outcome = conntrack.outcomes.get((nsg, rule, reason, where)) or conntrack.outcome(nsg, rule, reason, where)
-        if conntrack.open(nic, key, state, ts, outcome, p[10]) is None:
+        if conntrack.open(nic, key, state, ts, conntrack.outcome(nsg, rule, reason, where), p[10]) is None:
             return self._refuse(p, ts, "flow-limit", nic.name)
         stats.allowed += 1
         return _new_tuple(Verdict, (ts, ALLOW, reason, where, nic.name, nsg, rule, state._value_, p, None, "",

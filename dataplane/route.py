@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from typing import Callable, NamedTuple
 
-from .addresses import V6
+from .addresses import V6, ip_key
 from .nat import ANY_PORT, Nat, Translations
 from .rules import Direction
 from .topology import NetworkInterface
@@ -142,7 +142,7 @@ class Router:
         """Where a packet to a public IP or frontend goes that no flow record translates: where a new
         flow's would; from inside a VNet only a frontend or an address outside it is translated."""
         proto, version, src, sport, dst, dport = key
-        if src_nic is not None and (dst if version == 4 else dst | V6) not in self.translations.frontends and \
+        if src_nic is not None and ip_key(version, dst) not in self.translations.frontends and \
                 self.virtual_network(src_nic.vnet).contains(version, dst):
             return None
         inbound = self.inbound(proto, version, src, sport, dst, dport)

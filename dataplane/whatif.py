@@ -213,10 +213,10 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
     """The flow as the NSGs saw it, the same both ways: a request to a public IP or frontend and the
     reply from the NIC behind it are one flow, whichever of them a capture shows with the public address."""
     t = v.translated
-    proto, version, a, _, b, _ = captured
+    _, version, a, _, b, _ = captured
     if t is None or (version, a) in private or (version, b) in private:
         return captured
-    return canonical((proto, version) + t[2:])
+    return canonical(t)
 
 
 def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: tuple[Shards, int] | None = None
@@ -298,8 +298,11 @@ class _Walks:
         self._counter = (captures[2], captures[2].frames())
         self._taken = 0
         self._filter = shard_filter_of(*shard) if shard is not None else None
-        self._own: Callable[[Frame], bool] = (lambda frame: True) if shard is None else \
-            (lambda frame, of=FrameShards(shard[0]), index=shard[1]: of(frame[2], frame[1]) == index)
+        self._shard_of = FrameShards(shard[0]) if shard is not None else None
+        self._index = shard[1] if shard is not None else 0
+
+    def _own(self, frame: Frame) -> bool:
+        return self._shard_of is None or self._shard_of(frame[2], frame[1]) == self._index
 
     def firsts(self, seen: set, private: frozenset, aliases: dict[tuple, tuple]) -> tuple[list, float | None]:
         """The firsts of the next batch by each dataplane, and the batch's last time (None at the end)."""

@@ -191,6 +191,8 @@ def test_check_expectations_json_marks_each_line_ok_or_not(capsys: pytest.Captur
 
 
 def test_a_policy_test_whose_frame_would_make_scapy_ask_by_arp_fails(pytester: pytest.Pytester) -> None:
+    """The inner test's bare `Ether()` is the case under test: it runs in this process, where this suite's
+    own guard (tests/conftest.py) already refuses every scapy socket, so no ARP request can leave."""
     pytester.makepyfile("""
         from scapy.layers.inet import IP, TCP
         from scapy.layers.l2 import Ether
