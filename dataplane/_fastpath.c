@@ -18,7 +18,7 @@
    first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
-   count_records(buffer, pos, format, last, limit, changed, aliases): whatif's count of the packets and
+   Tally and count_records(buffer, pos, format, last, limit, tally): whatif's count of the packets and
    bytes of its changed flows, from the same buffer.
    tests/test_pipeline_fast_path.py proves both paths decide every packet alike, tests/test_whatif.py
    that whatif's C walks report what its Python reader does;
@@ -1840,15 +1840,209 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nndnN)", passed, pos, last, backwards, decided);
 }
 
+/* -- Tally: whatif's counts of its changed flows -------------------------------------------- */
+
+/* A changed flow by one captured 5-tuple that names it (direction-independent, IPv4), and what the walk
+   since the last flush added to it: the counts go to the flow's list when a walk ends, so a packet costs
+   a probe, not Python objects. */
+typedef struct {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto, dirty;
+    PyObject *flow;  /* whatif's list [.., .., first, last, packets, bytes, ..]; NULL: a free slot; None:
+                        a captured key that names a flow not counted */
+    double last;
+    long long packets, bytes;
+    uint64_t order;  /* when its last packet was counted: of several keys of one flow, the latest sets its time */
+} TallySlot;
+
+typedef struct {
+    PyObject_HEAD
+    TallySlot *slots;
+    size_t mask;
+    Py_ssize_t used;
+    size_t *dirty;     /* the slots counted since the last flush, each once */
+    Py_ssize_t n_dirty;
+    uint64_t counted;  /* packets counted: the slots' order */
+} Tally;
+
+static TallySlot *sorting;
+
+static int
+by_order(const void *a, const void *b)
+{
+    uint64_t x = sorting[*(const size_t *)a].order, y = sorting[*(const size_t *)b].order;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int
+Tally_init(Tally *self, PyObject *args, PyObject *kwds)
+{
+    if (!PyArg_ParseTuple(args, ":Tally"))
+        return -1;
+    if (self->slots != NULL)
+        return 0;
+    self->mask = 63;
+    self->slots = PyMem_Calloc(self->mask + 1, sizeof(TallySlot));
+    self->dirty = PyMem_Malloc((self->mask + 1) * sizeof(size_t));
+    if (self->slots == NULL || self->dirty == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+Tally_dealloc(Tally *self)
+{
+    for (size_t i = 0; self->slots != NULL && i <= self->mask; i++)
+        Py_XDECREF(self->slots[i].flow);
+    PyMem_Free(self->slots);
+    PyMem_Free(self->dirty);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static TallySlot *
+tally_slot(TallySlot *slots, size_t mask, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
+{
+    size_t i = slot_hash(src, dst, sport, dport, proto) & mask;
+    for (;;) {
+        TallySlot *s = &slots[i];
+        if (s->flow == NULL || (s->src == src && s->dst == dst && s->sport == sport && s->dport == dport &&
+                                s->proto == proto))
+            return s;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Every flow counted since the last flush gets its last time, packets and bytes (as whatif._count
+   adds them): the slots latest counted last, as a flow named by two keys (both sides of a translation)
+   ends with the time of its latest packet; on error the rest stay counted here. */
+static int
+Tally_flush(Tally *self)
+{
+    sorting = self->slots;  /* the GIL is held: no other flush runs meanwhile */
+    qsort(self->dirty, (size_t)self->n_dirty, sizeof(size_t), by_order);
+    while (self->n_dirty > 0) {
+        TallySlot *s = &self->slots[self->dirty[self->n_dirty - 1]];
+        PyObject *flow = s->flow;
+        if (PyList_GET_SIZE(flow) < 6) {
+            PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items");
+            return -1;
+        }
+        PyObject *when = PyFloat_FromDouble(s->last);
+        PyObject *n = when != NULL ? PyLong_FromLongLong(s->packets) : NULL;
+        PyObject *packets = n != NULL ? PyNumber_Add(PyList_GET_ITEM(flow, 4), n) : NULL;
+        Py_XDECREF(n);
+        n = packets != NULL ? PyLong_FromLongLong(s->bytes) : NULL;
+        PyObject *bytes = n != NULL ? PyNumber_Add(PyList_GET_ITEM(flow, 5), n) : NULL;
+        Py_XDECREF(n);
+        if (bytes == NULL) {
+            Py_XDECREF(when);
+            Py_XDECREF(packets);
+            return -1;
+        }
+        PyList_SetItem(flow, 3, when);
+        PyList_SetItem(flow, 4, packets);
+        PyList_SetItem(flow, 5, bytes);
+        s->packets = s->bytes = 0;
+        s->dirty = 0;
+        self->n_dirty--;
+    }
+    return 0;
+}
+
+/* watch(key, flow): the packets whose direction-independent 5-tuple is `key` count to `flow` (a list
+   of at least 6 items), or to nothing when flow is None; a key that is not an IPv4 5-tuple is never
+   in a common frame, so it is left to the Python reader. */
+static PyObject *
+Tally_watch(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "watch(key, flow)");
+        return NULL;
+    }
+    PyObject *flow = args[1];
+    if (flow != Py_None && (!PyList_Check(flow) || PyList_GET_SIZE(flow) < 6)) {
+        PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items, or None");
+        return NULL;
+    }
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+    int numbers = numbers_of(args[0], &src, &dst, &sport, &dport, &proto);
+    if (numbers <= 0)
+        return numbers < 0 ? NULL : Py_NewRef(Py_None);
+    if (src > dst || (src == dst && sport > dport)) {
+        uint32_t a = src; src = dst; dst = a;
+        uint16_t p = sport; sport = dport; dport = p;
+    }
+    if (Tally_flush(self) < 0)
+        return NULL;
+    if ((size_t)(self->used + 1) * 2 > self->mask + 1) {
+        size_t mask = self->mask * 2 + 1;
+        TallySlot *slots = PyMem_Calloc(mask + 1, sizeof(TallySlot));
+        size_t *dirty = PyMem_Realloc(self->dirty, (mask + 1) * sizeof(size_t));
+        if (slots == NULL || dirty == NULL) {
+            PyMem_Free(slots);
+            if (dirty != NULL)
+                self->dirty = dirty;
+            return PyErr_NoMemory();
+        }
+        self->dirty = dirty;
+        for (size_t i = 0; i <= self->mask; i++) {
+            TallySlot *s = &self->slots[i];
+            if (s->flow != NULL)
+                *tally_slot(slots, mask, s->src, s->dst, s->sport, s->dport, s->proto) = *s;
+        }
+        PyMem_Free(self->slots);
+        self->slots = slots;
+        self->mask = mask;
+    }
+    TallySlot *s = tally_slot(self->slots, self->mask, src, dst, sport, dport, proto);
+    if (s->flow == NULL) {
+        self->used++;
+        *s = (TallySlot){.src = src, .dst = dst, .sport = sport, .dport = dport, .proto = proto};
+    }
+    Py_XSETREF(s->flow, Py_NewRef(flow));
+    return Py_NewRef(Py_None);
+}
+
+static Py_ssize_t
+Tally_length(Tally *self)
+{
+    return self->used;
+}
+
+static PyMethodDef Tally_methods[] = {
+    {"watch", (PyCFunction)(void (*)(void))Tally_watch, METH_FASTCALL,
+     "watch(key, flow): count the packets of this direction-independent IPv4 5-tuple to flow (or to nothing: None)"},
+    {NULL},
+};
+
+static PySequenceMethods Tally_as_sequence = {.sq_length = (lenfunc)Tally_length};
+
+static PyTypeObject TallyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane._fastpath.Tally",
+    .tp_basicsize = sizeof(Tally),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "whatif's changed flows by their captured 5-tuples, for count_records: Tally()",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Tally_init,
+    .tp_dealloc = (destructor)Tally_dealloc,
+    .tp_methods = Tally_methods,
+    .tp_as_sequence = &Tally_as_sequence,
+};
+
 /* whatif's count of its changed flows, straight from a capture's buffer: each common frame (as
-   parse_raw reads it) whose flow, by its direction-independent 5-tuple (through `aliases`, the captured
-   keys that name another), is in `changed` sets the flow's last time and adds a packet and the frame's
-   length, as whatif._count does; the first other record stops the walk, for the Python reader. */
+   parse_raw reads it) whose flow the tally watches sets the flow's last time and adds a packet and the
+   frame's length, as whatif._count does; the first other record stops the walk, for the Python reader. */
 static PyObject *
 count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "count_records(buffer, pos, format, last, limit, changed, aliases)");
+    if (nargs != 6 || !Py_IS_TYPE(args[5], &TallyType)) {
+        PyErr_SetString(PyExc_TypeError, "count_records(buffer, pos, format, last, limit, tally)");
         return NULL;
     }
     Py_ssize_t pos;
@@ -1859,9 +2053,9 @@ count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
     if (PyErr_Occurred())
         return NULL;
-    PyObject *changed = args[5], *aliases = args[6];
-    if (!PyDict_Check(changed) || !PyDict_Check(aliases)) {
-        PyErr_SetString(PyExc_TypeError, "changed and aliases must be dicts");
+    Tally *tally = (Tally *)args[5];
+    if (tally->slots == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the Tally was not initialised");
         return NULL;
     }
     Py_buffer view;
@@ -1869,7 +2063,6 @@ count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     const unsigned char *b = view.buf;
     Py_ssize_t end = view.len, taken = 0, backwards = 0;
-    int error = 0;
     if (pos < 0)
         pos = end;
     while (taken < limit) {
@@ -1880,36 +2073,19 @@ count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Common c;
         if (next < 0 || !f.ethernet[iface] || !parse_raw(b + data, caplen, &c))
             break;
-        if (PyDict_GET_SIZE(changed)) {
-            PyObject *key = make_key(&c, 1);
-            PyObject *named = key != NULL ? PyDict_GetItemWithError(aliases, key) : NULL;
-            PyObject *flow = key != NULL && !PyErr_Occurred() ? PyDict_GetItemWithError(changed, named ? named : key)
-                                                               : NULL;
-            Py_XDECREF(key);
-            if (PyErr_Occurred()) {
-                error = 1;
-                break;
-            }
-            if (flow != NULL) {
-                if (!PyList_Check(flow) || PyList_GET_SIZE(flow) < 6) {
-                    PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items");
-                    error = 1;
-                    break;
+        if (tally->used) {
+            int swap = second_endpoint_lower(&c);
+            TallySlot *s = tally_slot(tally->slots, tally->mask, swap ? c.dst : c.src, swap ? c.src : c.dst,
+                                      swap ? c.dport : c.sport, swap ? c.sport : c.dport, c.proto);
+            if (s->flow != NULL && s->flow != Py_None) {
+                s->last = ts;
+                s->packets += 1;
+                s->bytes += caplen;
+                s->order = ++tally->counted;
+                if (!s->dirty) {
+                    s->dirty = 1;
+                    tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
                 }
-                PyObject *when = PyFloat_FromDouble(ts);
-                PyObject *packets = when ? PyNumber_Add(PyList_GET_ITEM(flow, 4), small[1]) : NULL;
-                PyObject *length = packets ? PyLong_FromSsize_t(caplen) : NULL;
-                PyObject *bytes = length ? PyNumber_Add(PyList_GET_ITEM(flow, 5), length) : NULL;
-                Py_XDECREF(length);
-                if (bytes == NULL) {
-                    Py_XDECREF(when);
-                    Py_XDECREF(packets);
-                    error = 1;
-                    break;
-                }
-                PyList_SetItem(flow, 3, when);
-                PyList_SetItem(flow, 4, packets);
-                PyList_SetItem(flow, 5, bytes);
             }
         }
         if (ts < last)
@@ -1919,7 +2095,7 @@ count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         pos = next;
     }
     PyBuffer_Release(&view);
-    if (error)
+    if (Tally_flush(tally) < 0)
         return NULL;
     return Py_BuildValue("(nndn)", taken, pos, last, backwards);
 }
@@ -1961,7 +2137,7 @@ static PyTypeObject FastPathType = {
 
 static PyMethodDef module_methods[] = {
     {"count_records", (PyCFunction)(void (*)(void))count_records, METH_FASTCALL,
-     "count_records(buffer, pos, format, last, limit, changed, aliases) -> (taken, pos, last, backwards)"},
+     "count_records(buffer, pos, format, last, limit, tally) -> (taken, pos, last, backwards)"},
     {NULL}
 };
 
@@ -1972,7 +2148,7 @@ PyInit__fastpath(void)
 {
     RecordType.tp_vectorcall = Record_vectorcall;
     if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecentTableType) < 0 || PyType_Ready(&ShardFilterType) < 0 ||
-            PyType_Ready(&FastPathType) < 0)
+            PyType_Ready(&TallyType) < 0 || PyType_Ready(&FastPathType) < 0)
         return NULL;
     s_value = PyUnicode_InternFromString("_value_");
     s_reschedule = PyUnicode_InternFromString("reschedule");
@@ -2000,6 +2176,7 @@ PyInit__fastpath(void)
     if (PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0 ||
             PyModule_AddObjectRef(m, "RecentTable", (PyObject *)&RecentTableType) < 0 ||
             PyModule_AddObjectRef(m, "ShardFilter", (PyObject *)&ShardFilterType) < 0 ||
+            PyModule_AddObjectRef(m, "Tally", (PyObject *)&TallyType) < 0 ||
             PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -32,7 +32,7 @@ from .terraform import is_plan, prior_state
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
 
 try:
-    from ._fastpath import count_records
+    from ._fastpath import Tally, count_records
 except ImportError:  # installed without a C compiler
     count_records = None
 
@@ -296,6 +296,8 @@ class _Walks:
 
         self._walkers = [(dp, capture, capture.frames()) for dp, capture in zip(dataplanes, captures)]
         self._counter = (captures[2], captures[2].frames())
+        self._tally = Tally()
+        self._watched = (0, 0)
         self._taken = 0
         self._filter = shard_filter_of(*shard) if shard is not None else None
         self._shard_of = FrameShards(shard[0]) if shard is not None else None
@@ -334,10 +336,11 @@ class _Walks:
     def count(self, changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
         """Counts of the changed flows over the batch the dataplanes took. A shard's changed flows are
         its own: the records of other shards never carry their 5-tuples (`shards` keeps flows whole)."""
+        self._watch(changed, aliases)
         capture, frames = self._counter
         taken = 0
         while taken < self._taken:
-            n = capture.walk(count_records, self._taken - taken, changed, aliases)[0]
+            n = capture.walk(count_records, self._taken - taken, self._tally)[0]
             taken += n
             if n:
                 continue
@@ -348,6 +351,20 @@ class _Walks:
                 _count([frame], changed, aliases)
             taken += 1
 
+    def _watch(self, changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
+        """The tally learns the captured keys of the flows found changed since it last looked, so it
+        counts a packet where `_count` would: `changed[aliases.get(captured, captured)]`. Both dicts only
+        grow, and a key's aliases are all learnt in the batch that finds it changed or later."""
+        flows, names = self._watched
+        watch = self._tally.watch
+        for key in islice(reversed(changed), len(changed) - flows):
+            if key not in aliases:
+                watch(key, changed[key])
+        for captured in islice(reversed(aliases), len(aliases) - names):
+            flow = changed.get(aliases[captured])
+            if flow is not None or captured in changed:
+                watch(captured, flow)
+        self._watched = (len(changed), len(aliases))
 
 def _walks(dataplanes: tuple, captures: list, paths: list[str], shard: tuple[Shards, int] | None) -> _Walks | None:
     """The C walks, where the C extension is built and the input is one mapped capture."""

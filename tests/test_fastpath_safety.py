@@ -194,6 +194,34 @@ def test_a_recent_flow_entry_of_another_shape_is_refused() -> None:
     assert (child.returncode, child.stdout) == (0, "TypeError\n"), child.stderr
 
 
+def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:
+    """A flow must be a list of six items or more when watched and when counted; count_records takes a Tally."""
+    path = str(tmp_path / "two.pcap")
+    writer = PcapWriter(path, 1)
+    for ts in (1.0, 2.0):
+        writer.write(ts, frame(ACK), len(frame(ACK)))
+    writer.close()
+    child = in_child(f"""
+        from dataplane.whatif import Tally, count_records
+        tally, flow = Tally(), ["flow", None, 0.0, 0.0, 0, 0]
+        for bad in ("flow", [0, 0]):
+            try:
+                tally.watch((6, 4, CLIENT, 40000, WEB, 8080), bad)
+            except TypeError:
+                print("TypeError")
+        tally.watch((6, 4, CLIENT, 40000, WEB, 8080), flow)
+        del flow[2:]
+        for counts in ({{}}, tally):
+            capture = Capture({path!r})
+            next(capture.frames())  # the headers read: the walk goes on from the second record
+            try:
+                capture.walk(count_records, 10, counts)
+            except TypeError:
+                print("TypeError")
+    """)
+    assert (child.returncode, child.stdout) == (0, "TypeError\n" * 4), child.stderr
+
+
 def test_a_truncated_capture_is_summed_up_alike_with_and_without_per_packet_outputs(tmp_path) -> None:
     """The capture breaks off while the C path passes a busy flow's frames in a batch."""
     capture = tmp_path / "cut.pcap"

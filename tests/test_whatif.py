@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.utils import wrpcap, wrpcapng
 
 from dataplane import whatif as whatif_module
 from dataplane.cli import main
+from dataplane.decode import Packet
+from dataplane.replay import Capture, PcapWriter
 from dataplane.whatif import NEWLY_ALLOWED, NEWLY_DENIED, RULE_CHANGED, scenarios, whatif
 
 from datafiles import SHARED_DATA, SHARED_PCAPS, need, scenario_capture, shared_captures
 from frames import ether
+from test_pipeline_fast_path import frame
 
 T0 = 1_700_000_000.0
 DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo"
@@ -212,6 +217,52 @@ def test_the_c_walks_of_a_shared_capture_give_the_report_of_the_python_reader(na
     walked = whatif(before, after, [capture])
     monkeypatch.setattr(whatif_module, "count_records", None)
     assert whatif(before, after, [capture]) == walked
+
+
+ENDS = [(0x0A000104, 80), (0x0A000104, 443), (0xCB007107, 50000), (0xCB007107, 50001), (0x0A000204, 53)]
+
+
+def _key(proto: int, a: tuple[int, int], b: tuple[int, int]) -> tuple:
+    return (proto, 4, *a, *b) if a <= b else (proto, 4, *b, *a)
+
+
+@pytest.mark.skipif(whatif_module.count_records is None, reason="the C extension is not built")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([6, 17]), st.sampled_from(ENDS), st.sampled_from(ENDS),
+                          st.integers(0, 40), st.floats(0, 0.5)), min_size=1, max_size=40), st.data())
+def test_the_tally_counts_each_flow_as_the_python_count_does(tmp_path_factory, packets, data):
+    """Changed flows named by several captured keys (both sides of a translation) and keys that name a flow
+    not counted: the tally's counts and last times, flushed when each walk ends, are `_count`'s."""
+    keys = sorted({_key(proto, a, b) for proto, a, b, *_ in packets})
+    changed = {key: ["flow", None, 0.0, 0.0, 0, 0] for key in data.draw(st.sets(st.sampled_from(keys)))}
+    aliases = data.draw(st.dictionaries(st.sampled_from(keys), st.sampled_from(keys)))
+    path = str(tmp_path_factory.mktemp("tally") / "t.pcap")
+    writer = PcapWriter(path, 1)
+    ts = T0
+    for proto, (src, sport), (dst, dport), payload, gap in packets:
+        ts += gap
+        raw = frame(Packet(4, proto, src, dst, sport, dport, 0x10, -1, -1, 0, 0, 0, 0, False, False, (), None),
+                    payload)
+        writer.write(ts, raw, len(raw))
+    writer.close()
+    tally = whatif_module.Tally()
+    expected = {key: list(flow) for key, flow in changed.items()}
+    for key in keys:
+        tally.watch(key, changed.get(aliases.get(key, key)))
+    capture = Capture(path)
+    frames = capture.frames()
+    taken = 0
+    while taken < len(packets):  # as _Walks.count: the Python count takes each record the C walk stops at
+        n = capture.walk(whatif_module.count_records, len(packets) - taken, tally)[0]
+        if not n:
+            whatif_module._count([next(frames)], changed, aliases)
+            n = 1
+        taken += n
+    capture.close()
+    capture = Capture(path)
+    whatif_module._count(list(capture.frames()), expected, aliases)
+    capture.close()
+    assert changed == expected
 
 
 def test_the_command_line_offers_the_kinds_of_change_whatif_fails_on() -> None:
