@@ -31,7 +31,7 @@ def _spin_in(processes: int) -> None:
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_the_machines_ceiling_for_two_processes(benchmark, processes):
-    benchmark.pedantic(_spin_in, args=(processes,), rounds=2, iterations=1)
+    benchmark.pedantic(_spin_in, args=(processes,), rounds=3, iterations=1)
     RATES[f"CPU-bound work in {processes} process(es)"] = processes / benchmark.stats.stats.mean
     one, two = "CPU-bound work in 1 process(es)", "CPU-bound work in 2 process(es)"
     if one in RATES and two in RATES:
@@ -46,7 +46,7 @@ def _replay_run(scenario: Path, capture: Path, workers: int) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_replay_churn_packets_per_second_by_workers(benchmark, scenario, churn, workers):
     capture, count = churn
-    benchmark.pedantic(_replay_run, args=(scenario, capture, workers), rounds=2, iterations=1)
+    benchmark.pedantic(_replay_run, args=(scenario, capture, workers), rounds=3, iterations=1)
     rate(benchmark, f"replay --workers {workers}, churn capture", count)
     one, two = "replay --workers 1, churn capture", "replay --workers 2, churn capture"
     if one in RATES and two in RATES:

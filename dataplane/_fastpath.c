@@ -2008,19 +2008,11 @@ Tally_watch(Tally *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(Py_None);
 }
 
-static Py_ssize_t
-Tally_length(Tally *self)
-{
-    return self->used;
-}
-
 static PyMethodDef Tally_methods[] = {
     {"watch", (PyCFunction)(void (*)(void))Tally_watch, METH_FASTCALL,
      "watch(key, flow): count the packets of this direction-independent IPv4 5-tuple to flow (or to nothing: None)"},
     {NULL},
 };
-
-static PySequenceMethods Tally_as_sequence = {.sq_length = (lenfunc)Tally_length};
 
 static PyTypeObject TallyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -2032,7 +2024,6 @@ static PyTypeObject TallyType = {
     .tp_init = (initproc)Tally_init,
     .tp_dealloc = (destructor)Tally_dealloc,
     .tp_methods = Tally_methods,
-    .tp_as_sequence = &Tally_as_sequence,
 };
 
 /* whatif's count of its changed flows, straight from a capture's buffer: each common frame (as

@@ -366,6 +366,7 @@ class _Walks:
                 watch(captured, flow)
         self._watched = (len(changed), len(aliases))
 
+
 def _walks(dataplanes: tuple, captures: list, paths: list[str], shard: tuple[Shards, int] | None) -> _Walks | None:
     """The C walks, where the C extension is built and the input is one mapped capture."""
     from .replay import Capture
