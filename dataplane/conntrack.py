@@ -540,9 +540,10 @@ class Conntrack:
         return entry
 
     def remember(self, key, legs: list, translated) -> None:
-        """A flow with a second packet is likely to have many: its next packets, both ways when
-        nothing is translated, skip the path search (and take the C fast path when built, which
-        remembers a flow at one NIC itself)."""
+        """A flow's next packets, both ways when nothing is translated, skip the path search (and take
+        the C fast path when built). A flow is remembered at its second packet, likely to have many
+        more, when that packet finds its records; from its first when it opens records at several NICs
+        untranslated (VM to VM), which the C path, remembering a flow at one NIC itself, cannot."""
         recent = self.recent
         if len(recent) >= RECENT_FLOWS:
             recent.clear()
@@ -629,6 +630,8 @@ class Conntrack:
             created.append((nic, record))
         for nic, record in created:
             self.started(nic.name, record, ts)
+        if fresh and (key[0] == TCP or key[0] == UDP) and all(leg.nat is None for leg in legs):
+            self.remember(key, [(nic, leg.key, record, True) for leg, (nic, record) in zip(legs, created)], None)
         return None, None, port
 
     def started(self, nic_name: str, record, ts: float) -> None:

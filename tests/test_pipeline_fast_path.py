@@ -185,6 +185,21 @@ def test_a_connection_from_outside_to_one_nic_passes_in_c_from_its_second_packet
 
 
 @needs_c
+def test_a_connection_between_two_nics_passes_in_c_from_its_reply() -> None:
+    """A flow opened untranslated at two NICs is remembered at its first packet: the C path cannot find a
+    flow's records at two NICs itself, and its reply would otherwise go through Python to be remembered."""
+    dp = Dataplane(scenario_from_document(SCENARIO))
+    web, db = HOSTS[0], HOSTS[2]
+    syn = Packet(4, 6, web, db, 40000, 1433, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+    syn_ack = syn._replace(src=db, dst=web, sport=1433, dport=40000, tcp_flags=0x12)
+    ack, data = syn._replace(tcp_flags=0x10), syn_ack._replace(tcp_flags=0x18)
+    verdicts = [dp.process(frame(p), i * 0.01) for i, p in enumerate([syn, syn_ack] + [ack, data] * 10)]
+    assert [v.reason for v in verdicts] == ["rules"] + ["flow"] * 21
+    assert verdicts[0].rule == "AllowSql" and verdicts[-1].nic == "web1"
+    assert dp._fast.packets == 21
+
+
+@needs_c
 def test_flow_records_in_c_behave_as_the_python_records() -> None:
     key = (6, 4, 20, 443, 10, 50000)
     records = [cls(key, True, TcpState.ESTABLISHED, 12.5, "outcome", None) for cls in (FlowRecord, PureFlowRecord)]
