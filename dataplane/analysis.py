@@ -28,10 +28,10 @@ from .headerspace import (ALL_PORTS, ALL_PROTOCOLS, DESTINATION, DESTINATION_POR
                           SOURCE_PORT, Intervals, MatchSet, Partition, Point, Region, RuleList, everything,
                           intersect, merge, merge_regions, rule_match_sets, subtract)
 from .nat import ANY_PORT, PROTOCOL_NUMBERS, Translations
-from .documents import read_document
+from .documents import is_plan, read_document
 from .nsg import NetworkSecurityGroup, load_nsgs, nsgs_from_document
 from .rules import Access, Direction, SecurityRule, parse_prefix
-from .terraform import is_plan, nsgs as terraform_nsgs, prior_state
+from .terraform import nsgs as terraform_nsgs, prior_state
 from .topology import NetworkInterface, Scenario, load_scenario
 
 SHADOWED, REDUNDANT, PARTLY_OVERRIDDEN = "shadowed", "redundant", "partly-overridden"

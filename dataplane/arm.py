@@ -23,11 +23,9 @@ import urllib.parse
 from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple
 
+from .documents import CLASSIC_NSG_TYPE, NSG_TYPE, RULE_TYPE, is_template
 from .errors import DataplaneError
 
-NSG_TYPE = "microsoft.network/networksecuritygroups"
-CLASSIC_NSG_TYPE = "microsoft.classicnetwork/networksecuritygroups"
-RULE_TYPE = NSG_TYPE + "/securityrules"
 DEPLOYMENT_TYPE = "microsoft.resources/deployments"
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
@@ -1170,11 +1168,6 @@ class TemplateRules(NamedTuple):
     nsgs: list[TemplateNsg]
     problems: list[DataplaneError]
     linked: list[str]
-
-
-def is_template(doc: Any) -> bool:
-    return isinstance(doc, dict) and isinstance(doc.get("resources"), (list, dict)) and (
-        isinstance(doc.get("resources"), list) or str(doc.get("languageVersion", "")).startswith("2"))
 
 
 def template_nsgs(doc: dict, *, parameters: dict[str, Any] | None = None, file: str | None = None) -> TemplateRules:

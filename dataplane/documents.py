@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .arm import without_json_extensions
 from .errors import DataplaneError
 
 if TYPE_CHECKING:
@@ -23,6 +22,25 @@ if TYPE_CHECKING:
 MAX_DEPTH = 200
 MAX_NUMBER_DIGITS = 100
 MAX_YAML_NODES = 1_000_000
+
+NSG_TYPE = "microsoft.network/networksecuritygroups"
+CLASSIC_NSG_TYPE = "microsoft.classicnetwork/networksecuritygroups"
+RULE_TYPE = NSG_TYPE + "/securityrules"
+
+
+def is_template(doc: Any) -> bool:
+    """An ARM template (evaluated by `arm`, imported only for one)."""
+    return isinstance(doc, dict) and isinstance(doc.get("resources"), (list, dict)) and (
+        isinstance(doc.get("resources"), list) or str(doc.get("languageVersion", "")).startswith("2"))
+
+
+def is_terraform(doc: Any) -> bool:
+    """`terraform show -json` output, state or plan: both carry these two keys (read by `terraform`)."""
+    return isinstance(doc, dict) and "format_version" in doc and "terraform_version" in doc
+
+
+def is_plan(doc: Any) -> bool:
+    return is_terraform(doc) and ("planned_values" in doc or "resource_changes" in doc)
 
 
 def read_text(path: str | Path) -> str:
@@ -89,6 +107,8 @@ def _json_as_azure_reads_it(text: str | bytes) -> Any:
     except json.JSONDecodeError:
         if not isinstance(text, str):
             raise
+        from .arm import without_json_extensions
+
         return json.loads(without_json_extensions(text), strict=False, parse_int=_bounded_int,
                           parse_float=_bounded_float)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from . import arm
-from .documents import read_document
+from .documents import is_template, is_terraform, read_document
 from .errors import DataplaneError, ScenarioError
 from .rules import RULE_PROPERTIES
 
@@ -94,7 +94,7 @@ def import_environment(documents: Iterable[tuple[str | None, Any]], *, allow_mis
 # -- reading the shapes -----------------------------------------------------------------------------
 
 def _resources(doc: Any, file: str | None) -> Iterator[Resource]:
-    if arm.is_template(doc):
+    if is_template(doc):
         yield from _template_resources(doc, file)
     elif isinstance(doc, list):
         for item in doc:
@@ -614,7 +614,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from . import terraform  # it builds on this module
 
     documents = ((f, read_document(f)) for f in args.files)
-    result = import_environment(((f, terraform.translate(d, file=f).resources if terraform.is_terraform(d) else d)
+    result = import_environment(((f, terraform.translate(d, file=f).resources if is_terraform(d) else d)
                                  for f, d in documents), allow_missing=args.allow_missing)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

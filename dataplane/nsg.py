@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .arm import CLASSIC_NSG_TYPE, NSG_TYPE, RULE_TYPE, is_template, parameter_values, template_nsgs
-from . import terraform
-from .documents import read_document
+from .documents import CLASSIC_NSG_TYPE, NSG_TYPE, RULE_TYPE, is_template, is_terraform, read_document
 from .errors import DataplaneError, RuleError, ValidationErrors
 from .rules import (DEFAULT_RULE_NAMES, DEFAULT_RULES, Direction, SecurityRule, rule_from_azure,
                     validate_rule, validate_rules)
@@ -133,6 +131,8 @@ def load_nsgs(path: str | Path, *, parameters: str | Path | None = None,
 
 def read_parameters(path: str | Path) -> dict[str, Any]:
     """The values of an ARM parameters file (`{"parameters": {"x": {"value": ...}}}`)."""
+    from .arm import parameter_values
+
     return parameter_values(read_document(path), file=str(path))
 
 
@@ -148,8 +148,10 @@ def nsgs_and_problems(doc: Any, *, file: str | None = None, parameters: dict[str
                       name: str | None = None) -> tuple[list[NetworkSecurityGroup], list[DataplaneError]]:
     """The NSGs that load and every problem of the others, so `lint` can show both. With `name`, only that
     NSG and its problems."""
-    if terraform.is_terraform(doc):
-        found = terraform.nsgs(doc, file=file)
+    if is_terraform(doc):
+        from .terraform import nsgs as terraform_nsgs  # templates and plans bring their own machinery
+
+        found = terraform_nsgs(doc, file=file)
         nsgs, problems = nsgs_and_problems(found.document, file=file, name=name)
         return nsgs, found.locate(problems)
     raw, problems, named = _raw_nsgs(doc, file, parameters, name)
@@ -183,6 +185,8 @@ def _raw_nsgs(doc: Any, file: str | None, parameters: dict[str, Any] | None,
     """(name, rules, flushConnection, classic, template path) per NSG, the problems found, and whether the
     NSG was named by the caller (a bare rule list)."""
     if is_template(doc):
+        from .arm import template_nsgs
+
         found = template_nsgs(doc, parameters=parameters, file=file)
         if not found.nsgs and not found.problems:
             linked = f" (linked templates, not fetched, are deployed at {', '.join(found.linked)})" \

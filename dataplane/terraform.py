@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple
 
 from . import arm, importer
+from .documents import is_plan, is_terraform
 from .errors import DataplaneError, ScenarioError
 
 PROVIDER = "registry.terraform.io/hashicorp/azurerm"
@@ -69,15 +70,6 @@ AZURE_TO_TERRAFORM = {**{azure: tf for tf, azure in RULE_ATTRIBUTES.items()}, "s
 _AZURE_NAMES = re.compile(r"\b(" + "|".join(sorted(AZURE_TO_TERRAFORM, key=len, reverse=True)) + r")\b")
 _INDEX = re.compile(r"\[[^\]]*\]")
 _OWN_INDEX = re.compile(r"\[[^\]]*\]$")
-
-
-def is_terraform(doc: Any) -> bool:
-    """`terraform show -json` output, state or plan: both carry these two keys."""
-    return isinstance(doc, dict) and "format_version" in doc and "terraform_version" in doc
-
-
-def is_plan(doc: Any) -> bool:
-    return is_terraform(doc) and ("planned_values" in doc or "resource_changes" in doc)
 
 
 def prior_state(plan: dict) -> dict:

@@ -16,10 +16,9 @@ from typing import Any
 from .addresses import AddressResolver, ServiceTags, bundled_service_tags
 from .errors import DataplaneError, ScenarioError, ValidationErrors
 from .flows import IPAddress
-from .documents import read_document
+from .documents import is_terraform, read_document
 from .nsg import NetworkSecurityGroup, nsgs_from_document, read_parameters
 from .rules import rule_from_azure
-from .terraform import is_terraform, scenario as terraform_scenario
 
 SUBSCRIPTION_TYPES = {
     # Outbound TCP 25 to the internet is blocked for every type but Enterprise Agreement (reference §9).
@@ -276,6 +275,8 @@ def scenario_from_document(doc: Any, *, file: str | None = None) -> Scenario:
     """Build and validate a scenario; raises ValidationErrors holding every problem found. Terraform JSON
 is a scenario too: a state, or a plan's after-state."""
     if is_terraform(doc):
+        from .terraform import scenario as terraform_scenario  # it builds on this module's loaders
+
         found = terraform_scenario(doc, file=file)
         try:
             scenario = scenario_from_document(found.document, file=file)

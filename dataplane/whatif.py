@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from .conntrack import canonical
 from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
-from .documents import read_document
+from .documents import is_plan, read_document
 from .errors import DataplaneError
 from .nsg import load_nsgs
 from .flows import key_to_flow
-from .terraform import is_plan, prior_state
+from .terraform import prior_state
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
 
 try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import math
-import multiprocessing
 import os
 import signal
 import threading
@@ -257,6 +256,7 @@ def local_runner(workers: int) -> Runner:
     imported the package (not from this process, whose threads a fork would not carry)."""
     def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
         global _INHERITED
+        import multiprocessing  # here: `--workers 1`, the default, starts without it
         if threading.active_count() == 1:
             context = multiprocessing.get_context("fork")
             _INHERITED = (function, calls)  # forked workers find the scenario in memory: nothing to pickle
