@@ -268,34 +268,35 @@ PASS_BATCH = 4096
 """Frames the C path may pass between two looks at the progress bar."""
 
 
-class Taken(NamedTuple):
-    passed: int
-    """Frames the C path took."""
-    last: float | None
-    """The last one's time."""
-    frame: Any
-    """The frame Python decides next (None at the end), or the exception the frames raised (raised
-    once what passed is counted)."""
-    again: bool
-    """The C path filled a batch: take again (after a look at the progress)."""
-    read: bool
-    """The C path walked the capture: the caller counts what it took, then reads the next frame."""
-
-
-def take_frames(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
-                pass_frames: Callable | None, until: float, hits: dict[tuple[str, str], int],
-                shard: Any = None) -> Taken:
-    """Let the C path take what it can before Python decides a frame: `pass_records` walking one
-    capture's buffer (its new flows' rule hits counted into `hits`), else `pass_frames` over the frames."""
-    if pass_records is not None and capture is not None:
-        passed, last, *decided = capture.walk(pass_records, until, PASS_BATCH, shard)
-        if decided:
-            count_hits(hits, decided[0])
-        return Taken(passed, last, None, passed == PASS_BATCH, True)
-    if pass_frames is not None:
-        passed, last, frame = pass_frames(frames, until, PASS_BATCH)
-        return Taken(passed, last, frame, frame is None and passed == PASS_BATCH, False)
-    return Taken(0, None, next(frames, None), False, False)
+def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
+                   pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
+                   took: Callable[[int, float, bool], None], shard: Any = None) -> Iterator[Frame]:
+    """The frames Python decides, in order, each once the C path has taken what it could before it:
+    `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`), else
+    `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
+    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
+    while True:
+        if pass_records is not None and capture is not None:
+            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard)
+            if decided:
+                count_hits(hits, decided[0])
+            frame, walked = None, True
+        elif pass_frames is not None:
+            passed, last, frame = pass_frames(frames, until(), PASS_BATCH)
+            walked = False
+        else:
+            passed, last, frame, walked = 0, None, next(frames, None), False
+        if passed:
+            took(passed, last, walked)
+        if isinstance(frame, BaseException):
+            raise frame
+        if passed == PASS_BATCH and frame is None:
+            continue  # a full batch: take again
+        if walked:
+            frame = next(frames, None)
+        if frame is None:
+            return
+        yield frame
 
 
 def count_hits(hits: dict[tuple[str, str], int], verdicts: Iterable[Verdict]) -> None:
@@ -540,26 +541,26 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
         pass_frames = dataplane.pass_frames if not per_packet else None
         pass_records = dataplane.pass_records if pass_frames is not None and len(captures) == 1 else None
-        frames = merged(captures)
         shown = 0
-        while True:
+
+        def show() -> None:
+            nonlocal shown
             if progress is not None and index >= shown + 2048:
                 progress(sum(c.bytes_read for c in captures))
                 shown = index
-            until = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
-            passed, last, frame, again, read = take_frames(frames, captures[0] if captures else None,
-                                                           pass_records, pass_frames, until, hits)
-            if passed:
-                index += passed
-                last_ts = last
-            if isinstance(frame, BaseException):
-                raise frame
-            if again:
-                continue
-            if read:
-                frame = next(frames, None)
-            if frame is None:
-                break
+
+        def until() -> float:
+            return -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
+
+        def took(count: int, last: float, walked: bool) -> None:
+            nonlocal index, last_ts
+            index += count
+            last_ts = last
+            show()
+
+        for frame in left_to_python(merged(captures), captures[0] if captures else None, pass_records, pass_frames,
+                                    hits, until, took):
+            show()
             index += 1
             ts, linktype, data, _ = frame
             if first_ts is None:

@@ -26,7 +26,7 @@ from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
 from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary, _flow_logs,
-                     _write_frame, _write_summary, count_hits, merged, take_frames, verdict_writer)
+                     _write_frame, _write_summary, count_hits, left_to_python, merged, verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -186,24 +186,17 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     error = None
     try:
         captures = [Capture(p) for p in paths]
-        frames = own.of(merged(captures))
         shard_filter = shard_filter_of(shards, index) if pass_records is not None else None
-        while True:
-            walking = pass_records is not None and own.first_ts is not None
-            passed, last, frame, again, read = take_frames(frames, captures[0], pass_records if walking else None,
-                                                           pass_frames, own.until() if walking else math.inf, hits,
-                                                           shard_filter)
-            if read and passed:  # records the walk took never went through `own`
-                own.count += passed
+
+        def took(count: int, last: float, walked: bool) -> None:
+            if walked:  # records the walk took never went through `own`
+                own.count += count
                 own.last_ts = last
-            if isinstance(frame, BaseException):
-                raise frame
-            if again:
-                continue
-            if read:
-                frame = next(frames, None)
-            if frame is None:
-                break
+
+        # frames through `own` have its updates applied: only a walk, which bypasses it, stops before one
+        until = own.until if pass_records is not None else lambda: math.inf
+        for frame in left_to_python(own.of(merged(captures)), captures[0], pass_records, pass_frames, hits, until,
+                                    took, shard_filter):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
