@@ -23,7 +23,7 @@ import urllib.parse
 from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple
 
-from .documents import CLASSIC_NSG_TYPE, NSG_TYPE, RULE_TYPE, is_template
+from .documents import CLASSIC_NSG_TYPE, NSG_TYPE, RULE_TYPE
 from .errors import DataplaneError
 
 DEPLOYMENT_TYPE = "microsoft.resources/deployments"

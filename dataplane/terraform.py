@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple
 
 from . import arm, importer
-from .documents import is_plan, is_terraform
+from .documents import is_plan
 from .errors import DataplaneError, ScenarioError
 
 PROVIDER = "registry.terraform.io/hashicorp/azurerm"

@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from dataplane.arm import CLASSIC_NSG_TYPE, NSG_TYPE, DeploymentTimeError, MissingParameterError
-from dataplane.documents import read_document
+from dataplane.arm import DeploymentTimeError, MissingParameterError
+from dataplane.documents import CLASSIC_NSG_TYPE, NSG_TYPE, read_document
 from dataplane.errors import DataplaneError
 from dataplane.nsg import NetworkSecurityGroup, load_nsgs, nsgs_and_problems, read_parameters
 
