@@ -136,7 +136,8 @@ class Policy:
         self._classifiers: dict[tuple[str, Direction, str], tuple[NetworkSecurityGroup, int, Classifier]] = {}
         self._vnet_sets: dict[str, RangeSet] = {}
         self._internet_sets: dict[str, RangeSet] = {}
-        self._compiled_chains: dict[tuple[str, Direction], _CompiledChain] = {}
+        self._compiled_chains: tuple[dict[str, _CompiledChain], ...] = ({}, {})
+        """A NIC's compiled chains by name, inbound then outbound: no key tuple to build and hash per new flow."""
         self._resolvers: dict[str, Any] = {}
         self.route = Router(self.nics_by_ip, self.translations, self.virtual_network)
 
@@ -268,7 +269,7 @@ class Policy:
     def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> _CompiledChain:
         """A NIC's chain with its classifiers and the leg results met so far; built again when one of
         its NSGs was replaced (`replay --update`) or changed (its `version`)."""
-        cached = self._compiled_chains.get((nic.name, direction))
+        cached = self._compiled_chains[direction is OUTBOUND].get(nic.name)
         groups = self.scenario.network_security_groups
         if cached is not None:
             for name, group, version in cached.versions:
@@ -281,7 +282,7 @@ class Policy:
             levels.reverse()
         chain = tuple((groups[n], a) for n, a in levels if n)
         classifiers = [self.classifier(group, direction, nic.vnet) for group, _ in chain]
-        compiled = self._compiled_chains[(nic.name, direction)] = _CompiledChain(
+        compiled = self._compiled_chains[direction is OUTBOUND][nic.name] = _CompiledChain(
             chain, classifiers, {}, tuple((group.name, group, c.version) for (group, _), c in zip(chain, classifiers)))
         return compiled
 
