@@ -608,12 +608,17 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         summary.seconds = (clock() - started) if clock else 0.0
         summary.capture_seconds = (last_ts - first_ts) if first_ts is not None else 0.0
         summary.timestamps_backwards = sum(c.backwards for c in captures)
-        summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
-                             f"{summary.capture_seconds:g} s after its first packet" for u in pending]
+        summary.warnings += never_applied(pending, summary.capture_seconds)
         _write_summary(outputs, summary, traffic, scenario, [c.path for c in captures])
         if failure is not None:
             raise failure
     return summary
+
+
+def never_applied(updates: Iterable[Update], capture_seconds: float) -> list[str]:
+    """The summary's warning for each `--update` due after the capture's last packet."""
+    return [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends {capture_seconds:g} s "
+            "after its first packet" for u in updates]
 
 
 def _write_summary(outputs: Outputs, summary: Summary, traffic: Traffic | None, scenario: Scenario,

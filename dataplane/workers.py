@@ -26,7 +26,7 @@ from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
 from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary, _flow_logs,
-                     _write_frame, _write_summary, count_hits, left_to_python, merged, verdict_writer)
+                     _write_frame, _write_summary, count_hits, left_to_python, merged, never_applied, verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -430,9 +430,8 @@ def _merge_summary(summary: Summary, results: list[ShardResult], scenario: Scena
     summary.timestamps_backwards = first.backwards
     if first.error is not None:
         summary.error = str(first.error)
-    summary.warnings += [f"--update at {u.at:g} s ({u.nsg.name}) was never applied: the capture ends "
-                         f"{summary.capture_seconds:g} s after its first packet"
-                         for u in sorted(updates, key=lambda u: u.at)[first.updates_applied:]]
+    summary.warnings += never_applied(sorted(updates, key=lambda u: u.at)[first.updates_applied:],
+                                      summary.capture_seconds)
 
 
 # -- whatif ----------------------------------------------------------------------------------------
