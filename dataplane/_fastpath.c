@@ -8,19 +8,23 @@
    Python object, and live entries cost the collector nothing.
    ShardFilter: shards.FrameShards for the records pass_records walks in a worker.
 
+   Rules: a classifier.Classifier's IPv4 tables as arrays, for the decision of new flows.
+
    FastPath.process(frame, ts): the common frame (Ethernet, IPv4 without options or fragments,
    TCP or UDP) of a flow in the recent-flow table passes here without Python code (a flow at one NIC
-   is remembered here at its second packet); the first packet of a flow from outside to a NIC goes
-   straight to Dataplane._new_at_nic, to a NIC's public IP to Dataplane._new_translated; anything
-   else comes back decoded (a Packet) or as None (the Python decoder's case).
-   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard]): the replay's loop, when it
-   writes nothing per packet: the same straight from the capture's buffer (pcap or pcapng), and the
-   first record it cannot take goes back to the Python reader and Dataplane.process.
+   is remembered here at its second packet); the first packet of a flow from outside to a NIC is
+   decided here as Dataplane._new_at_nic decides it (decide_new_flows; else it goes to that method),
+   to a NIC's public IP it goes to Dataplane._new_translated; anything else comes back decoded (a
+   Packet) or as None (the Python decoder's case).
+   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only]]): the replay's
+   loop, when it writes nothing per packet: the same straight from the capture's buffer (pcap or
+   pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    Tally and count_records(buffer, pos, format, last, limit, tally): whatif's count of the packets and
    bytes of its changed flows, from the same buffer.
-   tests/test_pipeline_fast_path.py proves both paths decide every packet alike, tests/test_whatif.py
+   tests/test_pipeline_fast_path.py proves both paths decide every packet alike, tests/test_classifier.py
+   that Rules finds the reference's first match, tests/test_whatif.py
    that whatif's C walks report what its Python reader does;
    tests/test_fastpath_safety.py that misuse raises and that a Dataplane and its FastPath are freed. */
 
@@ -896,6 +900,240 @@ static PyTypeObject ShardFilterType = {
     .tp_methods = ShardFilter_methods,
 };
 
+/* -- Rules: a classifier.Classifier's IPv4 lookup ------------------------------------------ */
+
+/* The classifier's tables as plain arrays, for the C decision of new flows: each field's intervals
+   (sorted starts, the first 0) with the rule set of each, the sets as bit arrays of `words` 64-bit
+   words (bit i: the i-th rule in evaluation order), and which rules deny. Built by
+   Classifier.c_rules; tests/test_classifier.py proves its lookup is the Classifier's. */
+enum { SRC, DST, SPORT, DPORT, FIELDS };
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t words, n_sets, n_rules;
+    uint64_t *sets;
+    uint32_t *starts[FIELDS];
+    int32_t *ids[FIELDS];
+    Py_ssize_t counts[FIELDS];
+    int32_t protos[256];
+    int32_t portless;
+    char *denies;
+} Rules;
+
+static void
+Rules_free(Rules *self)
+{
+    PyMem_Free(self->sets);
+    self->sets = NULL;
+    for (int f = 0; f < FIELDS; f++) {
+        PyMem_Free(self->starts[f]);
+        PyMem_Free(self->ids[f]);
+        self->starts[f] = NULL;
+        self->ids[f] = NULL;
+        self->counts[f] = 0;
+    }
+    PyMem_Free(self->denies);
+    self->denies = NULL;
+}
+
+static int
+set_id_ok(Rules *self, long id)
+{
+    if (id >= 0 && id < self->n_sets)
+        return 1;
+    PyErr_Format(PyExc_ValueError, "rule set %ld is not one of the %zd given", id, self->n_sets);
+    return 0;
+}
+
+/* One field's intervals from (starts, ids): lists of the same length, starts ascending from 0. */
+static int
+Rules_field(Rules *self, int f, PyObject *starts, PyObject *ids, unsigned long top)
+{
+    if (!PyList_Check(starts) || !PyList_Check(ids) || PyList_GET_SIZE(starts) != PyList_GET_SIZE(ids) ||
+            PyList_GET_SIZE(starts) == 0) {
+        PyErr_SetString(PyExc_TypeError, "a field's interval starts and set ids must be lists of one length");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(starts);
+    self->starts[f] = PyMem_Calloc(n, sizeof(uint32_t));
+    self->ids[f] = PyMem_Calloc(n, sizeof(int32_t));
+    if (self->starts[f] == NULL || self->ids[f] == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->counts[f] = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long start = PyLong_AsUnsignedLong(PyList_GET_ITEM(starts, i));
+        long id = PyLong_AsLong(PyList_GET_ITEM(ids, i));
+        if (PyErr_Occurred())
+            return -1;
+        if (start > top || (i == 0 && start != 0) || (i > 0 && start <= self->starts[f][i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "interval starts must ascend from 0 within the field");
+            return -1;
+        }
+        if (!set_id_ok(self, id))
+            return -1;
+        self->starts[f][i] = (uint32_t)start;
+        self->ids[f][i] = (int32_t)id;
+    }
+    return 0;
+}
+
+static int
+Rules_init(Rules *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"sets", "src", "dst", "sport", "dport", "protos", "portless", "denies", NULL};
+    PyObject *sets, *fields[FIELDS], *protos, *denies;
+    long portless;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!O!lO!", names, &PyList_Type, &sets, &PyTuple_Type,
+                                     &fields[SRC], &PyTuple_Type, &fields[DST], &PyTuple_Type, &fields[SPORT],
+                                     &PyTuple_Type, &fields[DPORT], &PyList_Type, &protos, &portless, &PyBytes_Type,
+                                     &denies))
+        return -1;
+    Rules_free(self);
+    self->n_rules = PyBytes_GET_SIZE(denies);
+    self->words = self->n_rules / 64 + 1;
+    self->n_sets = PyList_GET_SIZE(sets);
+    self->sets = PyMem_Calloc(self->n_sets * self->words, sizeof(uint64_t));
+    self->denies = PyMem_Malloc(self->n_rules + 1);
+    if (self->sets == NULL || self->denies == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(self->denies, PyBytes_AS_STRING(denies), self->n_rules);
+    /* each set as little-endian bytes, `words` * 8 of them: bit i of the int is rule i */
+    for (Py_ssize_t s = 0; s < self->n_sets; s++) {
+        PyObject *bits = PyList_GET_ITEM(sets, s);
+        if (!PyBytes_Check(bits) || PyBytes_GET_SIZE(bits) != self->words * 8) {
+            PyErr_Format(PyExc_ValueError, "each rule set must be %zd bytes", self->words * 8);
+            return -1;
+        }
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(bits);
+        for (Py_ssize_t w = 0; w < self->words; w++) {
+            uint64_t word = 0;
+            for (int k = 7; k >= 0; k--)
+                word = word << 8 | b[w * 8 + k];
+            self->sets[s * self->words + w] = word;
+        }
+    }
+    static const unsigned long tops[FIELDS] = {0xFFFFFFFFUL, 0xFFFFFFFFUL, 65535, 65535};
+    for (int f = 0; f < FIELDS; f++) {
+        if (PyTuple_GET_SIZE(fields[f]) != 2 ||
+                Rules_field(self, f, PyTuple_GET_ITEM(fields[f], 0), PyTuple_GET_ITEM(fields[f], 1), tops[f]) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "each field must be (interval starts, set ids)");
+            return -1;
+        }
+    }
+    if (PyList_GET_SIZE(protos) != 256) {
+        PyErr_SetString(PyExc_ValueError, "protos must give the set id of each of the 256 IP protocols");
+        return -1;
+    }
+    for (int p = 0; p < 256; p++) {
+        long id = PyLong_AsLong(PyList_GET_ITEM(protos, p));
+        if ((id == -1 && PyErr_Occurred()) || !set_id_ok(self, id))
+            return -1;
+        self->protos[p] = (int32_t)id;
+    }
+    if (!set_id_ok(self, portless))
+        return -1;
+    self->portless = (int32_t)portless;
+    return 0;
+}
+
+static inline Py_ssize_t
+interval_of(const uint32_t *starts, Py_ssize_t n, uint32_t value)
+{
+    Py_ssize_t lo = 1, hi = n;  /* starts[0] is 0: the last start at or below value */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (starts[mid] <= value)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo - 1;
+}
+
+static inline const uint64_t *
+field_set(const Rules *r, int f, uint32_t value)
+{
+    return r->sets + (Py_ssize_t)r->ids[f][interval_of(r->starts[f], r->counts[f], value)] * r->words;
+}
+
+/* Classifier.lookup for IPv4: the index of the first matching rule, or -1. */
+static Py_ssize_t
+rules_lookup(const Rules *r, int proto, uint32_t src, unsigned sport, uint32_t dst, unsigned dport)
+{
+    const uint64_t *p = r->sets + (Py_ssize_t)r->protos[proto & 0xFF] * r->words;
+    const uint64_t *s = field_set(r, SRC, src), *d = field_set(r, DST, dst), *sp, *dp;
+    if (proto == 6 || proto == 17) {
+        sp = field_set(r, SPORT, sport);
+        dp = field_set(r, DPORT, dport);
+    } else {
+        sp = dp = r->sets + (Py_ssize_t)r->portless * r->words;
+    }
+    for (Py_ssize_t w = 0; w < r->words; w++) {
+        uint64_t m = p[w] & s[w] & d[w] & sp[w] & dp[w];
+        if (m) {
+            Py_ssize_t i = w * 64 + __builtin_ctzll(m);
+            return i < r->n_rules ? i : -1;
+        }
+    }
+    return -1;
+}
+
+static PyObject *
+Rules_lookup(Rules *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (self->sets == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the Rules were not initialised");
+        return NULL;
+    }
+    unsigned long v[5];
+    static const unsigned long tops[5] = {255, 0xFFFFFFFFUL, 65535, 0xFFFFFFFFUL, 65535};
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "lookup(proto, src, sport, dst, dport)");
+        return NULL;
+    }
+    for (int i = 0; i < 5; i++) {
+        v[i] = PyLong_AsUnsignedLong(args[i]);
+        if (PyErr_Occurred())
+            return NULL;
+        if (v[i] > tops[i]) {
+            PyErr_SetString(PyExc_ValueError, "a field of the IPv4 5-tuple is out of range");
+            return NULL;
+        }
+    }
+    return PyLong_FromSsize_t(rules_lookup(self, (int)v[0], (uint32_t)v[1], (unsigned)v[2], (uint32_t)v[3],
+                                           (unsigned)v[4]));
+}
+
+static void
+Rules_dealloc(Rules *self)
+{
+    Rules_free(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Rules_methods[] = {
+    {"lookup", (PyCFunction)(void (*)(void))Rules_lookup, METH_FASTCALL,
+     "lookup(proto, src, sport, dst, dport) -> the index of the first matching rule of an IPv4 5-tuple, or -1"},
+    {NULL},
+};
+
+static PyTypeObject RulesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane._fastpath.Rules",
+    .tp_basicsize = sizeof(Rules),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A Classifier's IPv4 lookup in C: Rules(sets, src, dst, sport, dport, protos, portless, denies)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Rules_init,
+    .tp_dealloc = (destructor)Rules_dealloc,
+    .tp_methods = Rules_methods,
+};
+
 /* -- FastPath ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -912,12 +1150,23 @@ typedef struct {
     PyObject *new_translated; /* Dataplane._new_translated(packet, ts, key) */
     PyObject *new_at_nic;  /* Dataplane._new_at_nic(packet, ts, key, nic, Direction.INBOUND, False) */
     PyObject *inbound;     /* Direction.INBOUND */
+    /* the decision of new inbound flows at one NIC (decide_new_flows), or NULL: */
+    PyObject *chain_of;    /* Dataplane._chain_for_c(nic) → (versions, NSGs by name, Rules of each NSG, memo) */
+    PyObject *memo_of;     /* Dataplane._decided_in_c(nic, slot) → (deny, policy.LegResult, conntrack.Outcome) */
+    PyObject *first_states;/* tuple: the TCP state of a flow whose first packet has these flags */
+    PyObject *active;      /* conntrack.Other.ACTIVE: a UDP flow's state */
+    PyObject *chains;      /* dict: NIC name → what chain_of gave, while its NSGs are those it names */
+    uint32_t *platform;    /* the platform's IPv4 addresses, which the policy treats apart */
+    Py_ssize_t n_platform;
     long long packets;     /* packets taken here: Dataplane.stats folds them in */
-    long long allowed;     /* of which passed here as packets of recent flows */
+    long long allowed;     /* of which passed here as packets of recent flows or allowed new flows */
+    long long denied;      /* of which denied here as new flows */
+    long long created;     /* flow records made here */
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
 } FastPath;
 
-static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due;
+static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
+    *s_max_flows;
 static PyObject *heappush;
 static PyObject *small[8];
 
@@ -1007,7 +1256,7 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(publics); Py_XSETREF(self->publics, publics);
     Py_INCREF(new_translated); Py_XSETREF(self->new_translated, new_translated);
     Py_INCREF(recent); Py_XSETREF(self->recent, (RecentTable *)recent);  /* last: set, it says every field is */
-    self->packets = self->allowed = 0;
+    self->packets = self->allowed = self->denied = self->created = 0;
     self->next_sweep = -Py_HUGE_VAL;
     return 0;
 }
@@ -1038,6 +1287,11 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->translated);
     Py_VISIT(self->publics);
     Py_VISIT(self->new_translated);
+    Py_VISIT(self->chain_of);
+    Py_VISIT(self->memo_of);
+    Py_VISIT(self->first_states);
+    Py_VISIT(self->active);
+    Py_VISIT(self->chains);
     return 0;
 }
 
@@ -1055,6 +1309,11 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->translated);
     Py_CLEAR(self->publics);
     Py_CLEAR(self->new_translated);
+    Py_CLEAR(self->chain_of);
+    Py_CLEAR(self->memo_of);
+    Py_CLEAR(self->first_states);
+    Py_CLEAR(self->active);
+    Py_CLEAR(self->chains);
     return 0;
 }
 
@@ -1063,6 +1322,7 @@ FastPath_dealloc(FastPath *self)
 {
     PyObject_GC_UnTrack(self);
     FastPath_clear(self);
+    PyMem_Free(self->platform);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1294,8 +1554,8 @@ done:
     return result;
 }
 
-/* The NIC of a new flow from outside the scenario to one of its NICs, when its destination's table holds
-   no record of it (a dead one included: the Python path ends those): where Dataplane._packet would
+/* The nics entry of a new flow from outside the scenario to one of its NICs, when its destination's table
+   holds no record of it (a dead one included: the Python path ends those): where Dataplane._packet would
    call _new_at_nic. A new reference, or NULL (with an exception set on error). */
 static PyObject *
 new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
@@ -1318,7 +1578,7 @@ new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
         return NULL;
     PyObject *record = PyDict_GetItemWithError(PyTuple_GET_ITEM(at_dst, 1), canonical);
     Py_DECREF(canonical);
-    return record == NULL && !PyErr_Occurred() ? Py_NewRef(PyTuple_GET_ITEM(at_dst, 0)) : NULL;
+    return record == NULL && !PyErr_Occurred() ? Py_NewRef(at_dst) : NULL;
 }
 
 /* A flow from outside to a NIC's public IP, whose NIC holds no record of it after DNAT: 1, else 0 (or
@@ -1356,24 +1616,299 @@ done:
     return result;
 }
 
-/* The first packet of a new flow the Python path would decide without looking further: one from outside
-   to a NIC's address (Dataplane._new_at_nic), or to a NIC's public IP whose NIC holds no record of it
-   (Dataplane._new_translated: the route, then the policy). The verdict (a new reference), or NULL: with
-   an exception set on error, else it is not such a packet. */
+static int schedule(PyObject *table, Record *r);
+
+/* FastPath.decide_new_flows(chain_of, memo_of, first_states, active, platform): pass_records may decide
+   the first packet of a new flow from outside to a NIC here, as Dataplane._new_at_nic does. */
 static PyObject *
-hand_off(FastPath *self, const Common *c, PyObject *when)
+FastPath_decide_new_flows(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1]) || !PyTuple_Check(args[2]) ||
+            PyTuple_GET_SIZE(args[2]) != 256 || !PyAnySet_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "decide_new_flows(chain_of, memo_of, first states by TCP flags (256), "
+                        "UDP state, platform addresses (a set))");
+        return NULL;
+    }
+    PyObject *chains = PyDict_New();
+    uint32_t *platform = PyMem_Calloc(PySet_GET_SIZE(args[4]) + 1, sizeof(uint32_t));
+    PyObject *addresses = PyObject_GetIter(args[4]), *address;
+    Py_ssize_t n = 0;
+    if (chains == NULL || platform == NULL || addresses == NULL) {
+        Py_XDECREF(chains);
+        Py_XDECREF(addresses);
+        PyMem_Free(platform);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    }
+    while ((address = PyIter_Next(addresses)) != NULL) {
+        unsigned long long ip = PyLong_AsUnsignedLongLong(address);
+        Py_DECREF(address);
+        if (PyErr_Occurred())
+            break;
+        if (ip <= 0xFFFFFFFFULL)
+            platform[n++] = (uint32_t)ip;
+    }
+    Py_DECREF(addresses);
+    if (PyErr_Occurred()) {
+        Py_DECREF(chains);
+        PyMem_Free(platform);
+        return NULL;
+    }
+    Py_XSETREF(self->chain_of, Py_NewRef(args[0]));
+    Py_XSETREF(self->memo_of, Py_NewRef(args[1]));
+    Py_XSETREF(self->first_states, Py_NewRef(args[2]));
+    Py_XSETREF(self->active, Py_NewRef(args[3]));
+    Py_XSETREF(self->chains, chains);
+    PyMem_Free(self->platform);
+    self->platform = platform;
+    self->n_platform = n;
+    Py_RETURN_NONE;
+}
+
+/* Whether a chain chain_of gave still holds: each (name, NSG, version) it was built from is the NSG of
+   that name, at that version (as Policy._compiled_chain checks). 1, 0, or -1 on error. */
+static int
+chain_holds(PyObject *chain)
+{
+    PyObject *versions = PyTuple_GET_ITEM(chain, 0), *groups = PyTuple_GET_ITEM(chain, 1);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(versions); i++) {
+        PyObject *v = PyTuple_GET_ITEM(versions, i);
+        if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a chain's versions must be (name, NSG, version) tuples");
+            return -1;
+        }
+        PyObject *group = PyDict_GetItemWithError(groups, PyTuple_GET_ITEM(v, 0));
+        if (group != PyTuple_GET_ITEM(v, 1))
+            return PyErr_Occurred() ? -1 : 0;
+        PyObject *version = PyObject_GetAttr(group, s_version);
+        if (version == NULL)
+            return -1;
+        int same = PyObject_RichCompareBool(version, PyTuple_GET_ITEM(v, 2), Py_EQ);
+        Py_DECREF(version);
+        if (same <= 0)
+            return same;
+    }
+    return 1;
+}
+
+/* The NIC's inbound chain (a new reference), made again by chain_of when an NSG of it changed. */
+static PyObject *
+chain_at(FastPath *self, PyObject *nic, PyObject *name)
+{
+    PyObject *chain = PyDict_GetItemWithError(self->chains, name);
+    if (chain != NULL) {
+        Py_INCREF(chain);
+        int holds = chain_holds(chain);
+        if (holds != 0) {
+            if (holds < 0)
+                Py_CLEAR(chain);
+            return chain;
+        }
+        Py_CLEAR(chain);
+    } else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    chain = PyObject_CallOneArg(self->chain_of, nic);
+    if (chain == NULL)
+        return NULL;
+    int ok = PyTuple_Check(chain) && PyTuple_GET_SIZE(chain) == 4 && PyTuple_Check(PyTuple_GET_ITEM(chain, 0)) &&
+        PyDict_Check(PyTuple_GET_ITEM(chain, 1)) && PyTuple_Check(PyTuple_GET_ITEM(chain, 2)) &&
+        PyDict_Check(PyTuple_GET_ITEM(chain, 3));
+    for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(PyTuple_GET_ITEM(chain, 2)); i++) {
+        Rules *r = (Rules *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(chain, 2), i);
+        ok = Py_IS_TYPE((PyObject *)r, &RulesType) && r->sets != NULL;
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "chain_of must give (versions, NSGs by name, initialised Rules of each "
+                        "NSG, memo dict)");
+        Py_DECREF(chain);
+        return NULL;
+    }
+    if (PyDict_SetItem(self->chains, name, chain) < 0)
+        Py_CLEAR(chain);
+    return chain;
+}
+
+/* The index of each NSG's first matching rule, as far as evaluation goes (a Deny ends it), as the slot
+   Policy.leg keys its results by: the index itself for one NSG, else a tuple. NULL with no error set
+   when the chain is longer than the C path takes. */
+static PyObject *
+slot_of_rules(PyObject *rules, const Common *c)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(rules), taken = 0, found[8];
+    if (n > 8)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Rules *r = (Rules *)PyTuple_GET_ITEM(rules, i);
+        Py_ssize_t index = rules_lookup(r, c->proto, (uint32_t)c->src, c->sport, (uint32_t)c->dst, c->dport);
+        if (index < 0)
+            return NULL;
+        found[taken++] = index;
+        if (r->denies[index])
+            break;
+    }
+    if (n == 1)
+        return PyLong_FromSsize_t(found[0]);
+    PyObject *slot = PyTuple_New(taken);
+    for (Py_ssize_t i = 0; slot != NULL && i < taken; i++) {
+        PyObject *index = PyLong_FromSsize_t(found[i]);
+        if (index == NULL)
+            Py_CLEAR(slot);
+        else
+            PyTuple_SET_ITEM(slot, i, index);
+    }
+    return slot;
+}
+
+/* The Verdict _new_at_nic gives a new flow from outside to the NIC of `at`, from what memo_of gave. */
+static PyObject *
+new_flow_verdict(FastPath *self, const Common *c, PyObject *when, PyObject *at, PyObject *decided, PyObject *state)
+{
+    PyObject *result = PyTuple_GET_ITEM(decided, 1), *outcome = PyTuple_GET_ITEM(decided, 2);
+    PyObject *packet = make_packet(self, c);
+    PyObject *state_value = packet == NULL ? NULL : state != NULL ? PyObject_GetAttr(state, s_value)
+                                                                  : Py_NewRef(Py_None);
+    PyObject *verdict = state_value != NULL ? new_tuple_of(self->verdict_type, 12) : NULL;
+    if (verdict == NULL) {
+        Py_XDECREF(packet);
+        Py_XDECREF(state_value);
+        return NULL;
+    }
+    PyObject *fields[12] = {when, PyTuple_GET_ITEM(result, 0), PyTuple_GET_ITEM(result, 3), PyTuple_GET_ITEM(outcome, 4),
+                            PyTuple_GET_ITEM(at, 5), PyTuple_GET_ITEM(result, 1), PyTuple_GET_ITEM(result, 2),
+                            state_value, packet, Py_None, s_empty, PyTuple_GET_ITEM(result, 4)};
+    for (int i = 0; i < 12; i++)
+        PyTuple_SET_ITEM(verdict, i, (i == 7 || i == 8) ? fields[i] : Py_NewRef(fields[i]));
+    return verdict;
+}
+
+/* Dataplane._new_at_nic for the first packet of a new flow from outside to the NIC of `at` (its nics
+   entry): its Verdict (a new reference), or with no `when` the policy's result at the NIC alone (its
+   evaluations are the rule hits); the flow's record is made when the policy allows it. NULL with no
+   error set where the Python path must decide: a platform address or SMTP (Policy.leg treats them
+   apart), a full table, a chain of more NSGs than the C path takes. */
+static PyObject *
+decide_at_nic(FastPath *self, const Common *c, double ts, PyObject *at, PyObject *key, PyObject *when)
+{
+    if (self->chain_of == NULL || c->dport == 25 || c->sport == 25)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n_platform; i++) {
+        if (self->platform[i] == (uint32_t)c->src || self->platform[i] == (uint32_t)c->dst)
+            return NULL;
+    }
+    PyObject *nic = PyTuple_GET_ITEM(at, 0), *by_key = PyTuple_GET_ITEM(at, 1), *table = PyTuple_GET_ITEM(at, 2);
+    PyObject *chain = chain_at(self, nic, PyTuple_GET_ITEM(at, 5));
+    if (chain == NULL)
+        return NULL;
+    PyObject *result = NULL, *memo = PyTuple_GET_ITEM(chain, 3), *canonical = NULL;
+    PyObject *slot = slot_of_rules(PyTuple_GET_ITEM(chain, 2), c);
+    if (slot == NULL)
+        goto done;
+    PyObject *decided = PyDict_GetItemWithError(memo, slot);
+    if (decided != NULL) {
+        Py_INCREF(decided);
+    } else if (!PyErr_Occurred()) {
+        PyObject *call[2] = {nic, slot};
+        decided = PyObject_Vectorcall(self->memo_of, call, 2, NULL);
+        if (decided != NULL && PyDict_SetItem(memo, slot, decided) < 0)
+            Py_CLEAR(decided);
+    }
+    if (decided == NULL)
+        goto done;
+    if (!PyTuple_Check(decided) || PyTuple_GET_SIZE(decided) != 3 || !PyBool_Check(PyTuple_GET_ITEM(decided, 0)) ||
+            !PyTuple_Check(PyTuple_GET_ITEM(decided, 1)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(decided, 1)) != 6 ||
+            !PyTuple_Check(PyTuple_GET_ITEM(decided, 2)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(decided, 2)) != 5) {
+        PyErr_SetString(PyExc_TypeError, "memo_of must give (deny, the leg's result: 6 fields, the flow's "
+                        "outcome: 5 fields)");
+        Py_DECREF(decided);
+        goto done;
+    }
+    if (PyTuple_GET_ITEM(decided, 0) == Py_True) {
+        result = when != NULL ? new_flow_verdict(self, c, when, at, decided, NULL)
+                              : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+        if (result != NULL)
+            self->denied += 1;
+        Py_DECREF(decided);
+        goto done;
+    }
+    PyObject *limit = PyObject_GetAttr(table, s_max_flows);
+    Py_ssize_t max_flows = limit != NULL ? PyLong_AsSsize_t(limit) : -1;
+    Py_XDECREF(limit);
+    if (max_flows < 0 || PyDict_GET_SIZE(by_key) >= max_flows) {  /* a full table: Python refuses or frees */
+        if (max_flows < 0 && !PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "a flow table's max_flows must not be negative");
+        Py_DECREF(decided);
+        goto done;
+    }
+    PyObject *state = c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
+    PyObject *seconds = c->proto == 6 ? PyDict_GetItemWithError(PyTuple_GET_ITEM(at, 3), state)
+                                      : PyTuple_GET_ITEM(at, 4);
+    double timeout = seconds != NULL ? PyFloat_AsDouble(seconds) : -1.0;
+    if (seconds == NULL || (timeout == -1.0 && PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_KeyError, "a first TCP state without a timeout");
+        Py_DECREF(decided);
+        goto done;
+    }
+    int swapped = second_endpoint_lower(c);
+    canonical = swapped ? make_key(c, 1) : Py_NewRef(key);
+    Record *r = canonical != NULL ? (Record *)RecordType.tp_alloc(&RecordType, 0) : NULL;
+    if (r == NULL) {
+        Py_DECREF(decided);
+        goto done;
+    }
+    r->key = Py_NewRef(canonical);
+    r->reversed = (char)swapped;
+    r->state = Py_NewRef(state);
+    r->expires = ts + timeout;
+    r->outcome = Py_NewRef(PyTuple_GET_ITEM(decided, 2));
+    r->nat = Py_NewRef(Py_None);
+    /* as FlowTable.add: scheduled first, so a deadline it refuses leaves the table as it was */
+    if (schedule(table, r) == 0 && PyDict_SetItem(by_key, canonical, (PyObject *)r) == 0) {
+        r->packets_out = 1;
+        r->bytes_out = c->length;
+        self->allowed += 1;
+        self->created += 1;
+        result = when != NULL ? new_flow_verdict(self, c, when, at, decided, state)
+                              : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+    }
+    Py_DECREF(r);
+    Py_DECREF(decided);
+done:
+    Py_XDECREF(slot);
+    Py_XDECREF(canonical);
+    Py_DECREF(chain);
+    return result;
+}
+
+/* The first packet of a new flow the Python path would decide without looking further: one from outside
+   to a NIC's address (Dataplane._new_at_nic, or decide_at_nic here), or to a NIC's public IP whose NIC
+   holds no record of it (Dataplane._new_translated: the route, then the policy). The verdict (a new
+   reference), or NULL: with an exception set on error, else it is not such a packet. `hits_only`: the
+   caller needs only the rule hits, so a flow decided here gives the policy's result, not a Verdict. */
+static PyObject *
+hand_off(FastPath *self, const Common *c, double ts, PyObject *when, int hits_only)
 {
     PyObject *key = make_key(c, 0);
     if (key == NULL)
         return NULL;
     PyObject *verdict = NULL, *packet = NULL;
-    PyObject *nic = new_inbound_nic(self, c, key);
-    int public = nic == NULL && !PyErr_Occurred() ? new_public(self, c) : 0;
-    if ((nic != NULL || public == 1) && (packet = make_packet(self, c)) != NULL) {
+    PyObject *at = new_inbound_nic(self, c, key);
+    int public = at == NULL && !PyErr_Occurred() ? new_public(self, c) : 0;
+    if (at != NULL) {
+        verdict = decide_at_nic(self, c, ts, at, key, hits_only ? NULL : when);
+        if (verdict != NULL || PyErr_Occurred()) {
+            if (verdict != NULL)
+                self->packets += 1;
+            Py_DECREF(at);
+            Py_DECREF(key);
+            return verdict;
+        }
+    }
+    if ((at != NULL || public == 1) && (packet = make_packet(self, c)) != NULL) {
         self->packets += 1;
-        if (nic != NULL) {
+        if (at != NULL) {
             PyObject *callee = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
-            PyObject *call[6] = {packet, when, key, nic, inbound, Py_False};
+            PyObject *call[6] = {packet, when, key, PyTuple_GET_ITEM(at, 0), inbound, Py_False};
             verdict = PyObject_Vectorcall(callee, call, 6, NULL);
             Py_DECREF(callee);
             Py_DECREF(inbound);
@@ -1385,7 +1920,7 @@ hand_off(FastPath *self, const Common *c, PyObject *when)
         }
     }
     Py_XDECREF(packet);
-    Py_XDECREF(nic);
+    Py_XDECREF(at);
     Py_DECREF(key);
     return verdict;
 }
@@ -1550,7 +2085,7 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     if (passed < 0)
         return NULL;
     if (passed == 0) {
-        PyObject *verdict = hand_off(self, &c, args[1]);
+        PyObject *verdict = hand_off(self, &c, ts, args[1], 0);
         return verdict != NULL || PyErr_Occurred() ? verdict : make_packet(self, &c);
     }
     /* head: (direction, nic, nsg, rule) of the flow's last leg */
@@ -1743,19 +2278,23 @@ record_at(const unsigned char *b, Py_ssize_t end, Py_ssize_t pos, const Format *
 
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
-   verdicts are returned, for the rule hits), and the first other record stops the walk where it starts. */
+   verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
+   policy result returned instead), and the first other record stops the walk where it starts. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 && nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard])");
+    if (nargs < 6 || nargs > 8) {
+        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only]])");
         return NULL;
     }
-    ShardFilter *shard = nargs == 7 && args[6] != Py_None ? (ShardFilter *)args[6] : NULL;
+    ShardFilter *shard = nargs >= 7 && args[6] != Py_None ? (ShardFilter *)args[6] : NULL;
     if (shard != NULL && !Py_IS_TYPE(args[6], &ShardFilterType)) {
         PyErr_SetString(PyExc_TypeError, "shard must be a ShardFilter or None");
         return NULL;
     }
+    int hits_only = nargs == 8 ? PyObject_IsTrue(args[7]) : 0;
+    if (hits_only < 0)
+        return NULL;
     if (!ready(self))
         return NULL;
     Py_ssize_t pos;
@@ -1816,7 +2355,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         } else {
             /* the first packet of a new flow the Python path would send straight to a decision, as in process */
             PyObject *when = PyFloat_FromDouble(ts);
-            PyObject *verdict = when != NULL ? hand_off(self, &c, when) : NULL;
+            PyObject *verdict = when != NULL ? hand_off(self, &c, ts, when, hits_only) : NULL;
             Py_XDECREF(when);
             if (verdict == NULL || PyList_Append(decided, verdict) < 0) {
                 Py_XDECREF(verdict);
@@ -2097,7 +2636,10 @@ static PyMethodDef FastPath_methods[] = {
      "else None"},
     {"pass_records", (PyCFunction)(void (*)(void))FastPath_pass_records, METH_FASTCALL,
      "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards, "
-     "verdicts of the new flows decided)"},
+     "verdicts of the new flows decided, or with hits_only their policy results)"},
+    {"decide_new_flows", (PyCFunction)(void (*)(void))FastPath_decide_new_flows, METH_FASTCALL,
+     "decide_new_flows(chain_of, memo_of, first_states, active, platform): pass_records(..., hits_only=True) "
+     "decides new flows from outside to a NIC in C"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
      "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
      "or the exception the frames raised)"},
@@ -2108,6 +2650,8 @@ static PyMemberDef FastPath_members[] = {
     {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
     {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
     {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
+    {"denied", T_LONGLONG, offsetof(FastPath, denied), 0, NULL},
+    {"created", T_LONGLONG, offsetof(FastPath, created), 0, NULL},
     {NULL},
 };
 
@@ -2139,16 +2683,18 @@ PyInit__fastpath(void)
 {
     RecordType.tp_vectorcall = Record_vectorcall;
     if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecentTableType) < 0 || PyType_Ready(&ShardFilterType) < 0 ||
-            PyType_Ready(&TallyType) < 0 || PyType_Ready(&FastPathType) < 0)
+            PyType_Ready(&TallyType) < 0 || PyType_Ready(&RulesType) < 0 || PyType_Ready(&FastPathType) < 0)
         return NULL;
     s_value = PyUnicode_InternFromString("_value_");
     s_reschedule = PyUnicode_InternFromString("reschedule");
     s_wheel = PyUnicode_InternFromString("wheel");
     s_due = PyUnicode_InternFromString("due");
+    s_version = PyUnicode_InternFromString("version");
+    s_max_flows = PyUnicode_InternFromString("max_flows");
     PyObject *heapq = PyImport_ImportModule("_heapq");
     heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
     Py_XDECREF(heapq);
-    if (s_wheel == NULL || s_due == NULL || heappush == NULL)
+    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || heappush == NULL)
         return NULL;
     s_allow = PyUnicode_InternFromString("Allow");
     s_flow = PyUnicode_InternFromString("flow");
@@ -2168,6 +2714,7 @@ PyInit__fastpath(void)
             PyModule_AddObjectRef(m, "RecentTable", (PyObject *)&RecentTableType) < 0 ||
             PyModule_AddObjectRef(m, "ShardFilter", (PyObject *)&ShardFilterType) < 0 ||
             PyModule_AddObjectRef(m, "Tally", (PyObject *)&TallyType) < 0 ||
+            PyModule_AddObjectRef(m, "Rules", (PyObject *)&RulesType) < 0 ||
             PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
         Py_DECREF(m);
         return NULL;

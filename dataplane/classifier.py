@@ -20,6 +20,11 @@ from .errors import RuleError, ValidationErrors
 from .flows import AH, ESP, ICMP, ICMPV6, TCP, UDP
 from .rules import Access, SecurityRule
 
+try:
+    from ._fastpath import Rules
+except ImportError:  # installed without a C compiler
+    Rules = None
+
 PROTOCOL_NUMBERS = {"Tcp": (TCP,), "Udp": (UDP,), "Icmp": (ICMP, ICMPV6), "Esp": (ESP,), "Ah": (AH,)}
 FULL_PORTS = ((0, 65535),)
 FIELDS = ("protocol", "source", "source port", "destination", "destination port")
@@ -59,9 +64,8 @@ def _sweep(spans: Iterable[tuple[int, tuple[tuple[int, int], ...]]], top: int) -
     return _IntervalMap(starts, sets)
 
 
-def _port_table(spans: list[tuple[int, tuple[tuple[int, int], ...]]]) -> list[int]:
+def _port_table(m: _IntervalMap) -> list[int]:
     """65,536 entries, one per port: a direct index beats a binary search on the hot path."""
-    m = _sweep(spans, 65535)
     table: list[int] = []
     for i, start in enumerate(m.starts):
         end = m.starts[i + 1] if i + 1 < len(m.starts) else 65536
@@ -94,8 +98,9 @@ class Classifier:
         self._v6 = (*self._src[1], *self._dst[1])
         sports = [merge_ranges(r.source_ports) for r in self.rules]
         dports = [merge_ranges(r.destination_ports) for r in self.rules]
-        self._sport = _port_table(list(zip(bits, sports)))
-        self._dport = _port_table(list(zip(bits, dports)))
+        self._ports = (_sweep(zip(bits, sports), 65535), _sweep(zip(bits, dports), 65535))
+        self._sport = _port_table(self._ports[0])
+        self._dport = _port_table(self._ports[1])
         self._portless = sum(1 << i for i in bits if sports[i] == FULL_PORTS and dports[i] == FULL_PORTS)
         any_proto = sum(1 << i for i, r in enumerate(self.rules) if r.protocol == "*")
         self._proto: dict[int, int] = {}
@@ -104,6 +109,7 @@ class Classifier:
                 self._proto[number] = self._proto.get(number, 0) | 1 << i
         self._proto = {n: m | any_proto for n, m in self._proto.items()}
         self._any_proto = any_proto
+        self._c_rules: Rules | None = None
 
     def lookup(self, proto: int, version: int, src: int, sport: int, dst: int, dport: int) -> int:
         """Index in `rules` of the first matching rule, or -1."""
@@ -116,6 +122,24 @@ class Classifier:
         else:
             m &= self._portless
         return (m & -m).bit_length() - 1
+
+    def c_rules(self) -> Rules:
+        """The IPv4 lookup as plain arrays, for the C path's decision of new flows: each distinct rule
+        set once, as `len(rules) // 64 + 1` little-endian words."""
+        if self._c_rules is None:
+            ids: dict[int, int] = {}
+            size = (len(self.rules) // 64 + 1) * 8
+
+            def field(m: _IntervalMap) -> tuple[list[int], list[int]]:
+                return m.starts, [ids.setdefault(bits, len(ids)) for bits in m.sets]
+
+            src, dst = field(self._src[0]), field(self._dst[0])
+            sport, dport = field(self._ports[0]), field(self._ports[1])
+            protos = [ids.setdefault(self._proto.get(p, self._any_proto), len(ids)) for p in range(256)]
+            portless = ids.setdefault(self._portless, len(ids))
+            self._c_rules = Rules([bits.to_bytes(size, "little") for bits in ids], src, dst, sport, dport, protos,
+                                  portless, bytes(self.denies))
+        return self._c_rules
 
     def match(self, proto: int, version: int, src: int, sport: int, dst: int, dport: int) -> SecurityRule | None:
         i = self.lookup(proto, version, src, sport, dst, dport)

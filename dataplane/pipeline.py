@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from .addresses import ip_key
-from .conntrack import (RECENT_FLOWS, Conntrack, FlowRecord, FragmentTable, Other, PureFlowRecord, TcpState,
-                        Timeouts, tcp_first_state, tcp_next)
+from .conntrack import (RECENT_FLOWS, Conntrack, FlowRecord, FragmentTable, Other, Outcome, PureFlowRecord,
+                        TcpState, Timeouts, tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
 from .flows import ICMP, ICMPV6, TCP, UDP, Flow, key_to_flow, parse_flow
 from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
-from .policy import ALLOW, DENY, Decision, Evaluation, Key, Policy
+from .platform import PLATFORM_ADDRESSES
+from .policy import ALLOW, DENY, Decision, Evaluation, Key, LegResult, Policy
 from .route import Route
 from .rules import Direction, SecurityRule
 from .topology import NetworkInterface, Scenario, load_scenario, single_nic_scenario
@@ -117,6 +118,9 @@ class Dataplane:
                               frozenset(ip for ip in translated_ips if ip < 2**32),
                               self.conntrack.publics_v4(policy.translations.public_private),
                               self._new_translated) if fast else None
+        if fast and listener is None:  # a listener hears of each record made: only Python tells it
+            self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, tuple(TCP_FIRST_STATES), Other.ACTIVE,
+                                        PLATFORM_ADDRESSES)
         self._fast_process = self._fast.process if fast else None
         self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
             self._fast.pass_frames if fast else None
@@ -131,10 +135,23 @@ class Dataplane:
         """The counters, with the packets the C fast path decided folded in."""
         fast = self._fast
         if fast is not None and fast.packets:
-            self._stats.packets += fast.packets
-            self._stats.allowed += fast.allowed
-            fast.packets = fast.allowed = 0
+            stats = self._stats
+            stats.packets += fast.packets
+            stats.allowed += fast.allowed
+            stats.denied += fast.denied
+            stats.flows_created += fast.created
+            fast.packets = fast.allowed = fast.denied = fast.created = 0
         return self._stats
+
+    def _chain_for_c(self, nic: NetworkInterface) -> tuple:
+        return self.policy.chain_for_c(nic, Direction.INBOUND)
+
+    def _decided_in_c(self, nic: NetworkInterface, slot: int | tuple[int, ...]) -> tuple[bool, LegResult, Outcome]:
+        """How the C path decides the new flows from outside to a NIC whose rules matched at `slot`, as
+        `_new_at_nic` would: denied, or allowed with this outcome in their records."""
+        result = self.policy.result_of_slot(nic, Direction.INBOUND, slot)
+        return result.access == DENY, result, self.conntrack.outcome(result.nsg, result.rule, result.reason,
+                                                                     DIRECTION_NAMES[Direction.INBOUND])
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Dataplane":

@@ -254,8 +254,7 @@ class Policy:
                     break
         result = results.get(slot)
         if result is None:
-            result = results[slot] = self._leg_result(nic, direction, chain, classifiers,
-                                                      (slot,) if isinstance(slot, int) else slot)
+            result = self._leg_result(nic, direction, chain, classifiers, results, slot)
         if exempt is not None:
             denies_tag = result.access == DENY and result.rule_object is not None and \
                 (result.rule_object.destination_address_prefix or "").lower() == exempt.lower()
@@ -265,6 +264,20 @@ class Policy:
                 outbound, proto, dport, self.internet(nic.vnet).contains(version, dst), self.scenario.smtp_blocked):
             return LegResult(DENY, None, None, "platform", result.evaluations, None)
         return result
+
+    def result_of_slot(self, nic: NetworkInterface, direction: Direction, slot: int | tuple[int, ...]) -> LegResult:
+        """What `leg` gives for the rules a key matched at the NIC (its slot: the index in each NSG,
+        as far as evaluation went), where no platform rule applies: the C path's lookups ask here."""
+        chain, classifiers, results, _ = self._compiled_chain(nic, direction)
+        result = results.get(slot)
+        return result if result is not None else self._leg_result(nic, direction, chain, classifiers, results, slot)
+
+    def chain_for_c(self, nic: NetworkInterface, direction: Direction) -> tuple:
+        """A NIC's chain as the C path decides new flows by it: (what it was built from, the NSGs by
+        name to check that against, each NSG's `Classifier.c_rules`, a memo of the slots met)."""
+        compiled = self._compiled_chain(nic, direction)
+        return (compiled.versions, self.scenario.network_security_groups,
+                tuple(c.c_rules() for c in compiled.classifiers), {})
 
     def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> _CompiledChain:
         """A NIC's chain with its classifiers and the leg results met so far; built again when one of
@@ -288,15 +301,18 @@ class Policy:
 
     def _leg_result(self, nic: NetworkInterface, direction: Direction,
                     chain: tuple[tuple[NetworkSecurityGroup, str], ...], classifiers: list[Classifier],
-                    indexes: tuple[int, ...]) -> LegResult:
+                    results: dict, slot: int | tuple[int, ...]) -> LegResult:
+        """The result of a slot not met before, kept in the chain's results."""
+        indexes = (slot,) if isinstance(slot, int) else slot
         evaluations = []
         access, nsg, rule = ALLOW, None, None
         for (group, attachment), classifier, index in zip(chain, classifiers, indexes):
             rule = classifier.rules[index]
             access, nsg = rule.access.value, group.name
             evaluations.append(Evaluation(group.name, attachment, nic.name, direction.value, rule.name, access))
-        return LegResult(access, nsg, rule.name if rule is not None else None, "rules" if nsg else "no-nsg",
-                         tuple(evaluations), rule)
+        result = results[slot] = LegResult(access, nsg, rule.name if rule is not None else None,
+                                           "rules" if nsg else "no-nsg", tuple(evaluations), rule)
+        return result
 
     def explain(self, flow: Flow) -> tuple[Decision, list[NsgExplanation]]:
         """The decision and, for each NSG on the path, every rule with the fields that matched."""

@@ -277,7 +277,8 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         if pass_records is not None and capture is not None:
-            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard)
+            # only the hits of new flows are needed: the C path may decide flows to a NIC itself
+            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, True)
             if decided:
                 count_hits(hits, decided[0])
             frame, walked = None, True

@@ -245,40 +245,61 @@ Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
 
 def local_runner(workers: int) -> Runner:
-    """A pool of processes on this machine; Ctrl-C stops them at once. Forked from a server that has
-    imported the package (not from this process, whose threads a fork would not carry)."""
-    def run(function: Callable[..., ShardResult], calls: list[tuple]) -> list[ShardResult]:
-        global _INHERITED
+    """Processes on this machine, the first call run here (this process has nothing else to do while
+    the others run), the others in children forked after it has loaded everything they need; Ctrl-C
+    stops them at once. With other threads running, which a fork would not carry, the children are
+    forked from a server that has imported the package, and this process only waits."""
+    def run(function: Callable[..., Any], calls: list[tuple]) -> list[Any]:
         import multiprocessing  # here: `--workers 1`, the default, starts without it
-        if threading.active_count() == 1:
-            context = multiprocessing.get_context("fork")
-            _INHERITED = (function, calls)  # forked workers find the scenario in memory: nothing to pickle
-            function, calls = _inherited, [(i,) for i in range(len(calls))]
-        else:
+        if threading.active_count() > 1:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
+            with context.Pool(workers, initializer=_ignore_interrupts) as pool:
+                try:
+                    return pool.starmap(function, calls)
+                except BaseException:
+                    pool.terminate()
+                    raise
+        context = multiprocessing.get_context("fork")
+        children = []
         try:
-            pool = context.Pool(workers, initializer=_ignore_interrupts)
-            try:
-                results = pool.starmap(function, calls)
-            except BaseException:
-                pool.terminate()
-                raise
-            pool.close()
-            pool.join()
+            for call in calls[1:]:
+                receive, send = context.Pipe(duplex=False)
+                child = context.Process(target=_child, args=(function, call, send), daemon=True)
+                child.start()
+                send.close()
+                children.append((child, receive))
+            results = [function(*calls[0])] if calls else []
+            for child, receive in children:
+                try:
+                    done, result = receive.recv()
+                except EOFError:
+                    child.join()
+                    raise DataplaneError(f"a worker process ended (exit code {child.exitcode}) before giving its "
+                                         "results") from None
+                if not done:
+                    raise result
+                results.append(result)
+                child.join()
+            return results
         finally:
-            _INHERITED = None
-        return results
+            for child, receive in children:
+                receive.close()
+                if child.is_alive():
+                    child.terminate()
+                    child.join()
     return run
 
 
-_INHERITED: tuple[Callable[..., Any], list[tuple]] | None = None
-"""The function and calls of a local run, for workers forked after they were set."""
-
-
-def _inherited(i: int) -> Any:
-    function, calls = _INHERITED  # type: ignore[misc]
-    return function(*calls[i])
+def _child(function: Callable[..., Any], call: tuple, send: Any) -> None:
+    """A forked worker: its result, or what it raised, back through the pipe."""
+    _ignore_interrupts()
+    try:
+        outcome = (True, function(*call))
+    except BaseException as e:  # the client raises it
+        outcome = (False, e)
+    send.send(outcome)
+    send.close()
 
 
 def _ignore_interrupts() -> None:

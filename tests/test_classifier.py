@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dataplane import Direction, NetworkSecurityGroup, Policy, rule_from_azure
 from dataplane.addresses import AddressResolver, ServiceTags
-from dataplane.classifier import Classifier
+from dataplane.classifier import Classifier, Rules
 
 from reference import Environment, ReferenceEvaluator
 
@@ -112,8 +112,8 @@ def port_sides(draw, prefix: str) -> dict:
 
 
 @st.composite
-def nsg_rules(draw) -> list:
-    count = draw(st.integers(1, 12))
+def nsg_rules(draw, most: int = 12) -> list:
+    count = draw(st.integers(1, most))
     priorities = draw(st.lists(st.integers(100, 4096), min_size=count, max_size=count, unique=True))
     rules = []
     for i, priority in enumerate(priorities):
@@ -169,6 +169,22 @@ def test_compiled_lookup_equals_the_reference_on_random_nsgs_and_flows(data) -> 
     for _ in range(25):
         k = data.draw(flows)
         assert compiled.lookup(*k) == reference.first_match(*k), k
+
+
+@pytest.mark.skipif(Rules is None, reason="the C extension was not built (no compiler at install)")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_c_lookup_equals_the_reference_on_random_nsgs_and_ipv4_flows(data) -> None:
+    """The C path's copy of the tables (`Classifier.c_rules`), up to 90 rules: rule sets of one and of two words."""
+    rules = data.draw(nsg_rules(most=90))
+    rules_in_c = compile_rules(rules).c_rules()
+    reference = ReferenceEvaluator(rules, ENV)
+    flows = flows_for(edges(rules))
+    for _ in range(25):
+        k = data.draw(flows)
+        if k[1] == 4:
+            proto, _, src, sport, dst, dport = k
+            assert rules_in_c.lookup(proto, src, sport, dst, dport) == reference.first_match(*k), k
 
 
 # -- behaviours, one each -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dataplane import Dataplane, scenario_from_document
+from dataplane.classifier import Rules
 from dataplane.conntrack import LATEST_TIME, FlowRecord, FlowTable, PureFlowRecord, TcpState
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
@@ -192,6 +193,41 @@ def test_a_recent_flow_entry_of_another_shape_is_refused() -> None:
             print("TypeError")
     """)
     assert (child.returncode, child.stdout) == (0, "TypeError\n"), child.stderr
+
+
+def test_rules_of_another_shape_are_refused() -> None:
+    fields = ([0], [0])
+    with pytest.raises(ValueError):
+        Rules([b"\x01" * 8], fields, fields, fields, fields, [0] * 256, 1, b"\x00")  # no set 1
+    with pytest.raises(ValueError):
+        Rules([b"\x01" * 4], fields, fields, fields, fields, [0] * 256, 0, b"\x00")  # a set of half a word
+    with pytest.raises(ValueError):
+        Rules([b"\x01" * 8], ([0, 0], [0, 0]), fields, fields, fields, [0] * 256, 0, b"\x00")  # starts not ascending
+    with pytest.raises(ValueError):
+        Rules.__new__(Rules).lookup(6, 1, 2, 3, 4)  # never initialised
+
+
+def test_a_chain_or_decision_of_another_shape_is_refused() -> None:
+    child = in_child("""
+        from dataplane.conntrack import Other
+        from dataplane.platform import PLATFORM_ADDRESSES
+        from dataplane.pipeline import TCP_FIRST_STATES
+
+        for chain_of, memo_of in ((lambda nic: "chain", None), (None, lambda nic, slot: (True, "result", None))):
+            dp = Dataplane(scenario_from_document(SCENARIO))
+            dp.advance(0.0)
+            dp._fast.decide_new_flows(chain_of or dp._chain_for_c, memo_of or dp._decided_in_c,
+                                      tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)
+            try:
+                dp.process(frame(SYN), 0.5)
+            except TypeError:
+                print("TypeError")
+        try:
+            dp._fast.decide_new_flows(None, None, (), None, set())
+        except TypeError:
+            print("TypeError")
+    """)
+    assert (child.returncode, child.stdout) == (0, "TypeError\n" * 3), child.stderr
 
 
 def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import gzip
 import itertools
+import math
 import os
 import struct
 import threading
@@ -30,7 +31,7 @@ from dataplane.decode import Packet, decode_frame
 from dataplane.pipeline import FastPath
 from dataplane.policy import Policy
 from dataplane.errors import CaptureError
-from dataplane.replay import Capture, Outputs, Update, replay
+from dataplane.replay import Capture, Outputs, Update, count_hits, left_to_python, replay
 
 from datafiles import SHARED_PCAPS, scenario_frames, shared_captures
 
@@ -330,6 +331,92 @@ def test_the_c_walk_of_a_capture_counts_what_the_per_packet_path_counts(tmp_path
         except CaptureError as e:
             summaries.append(e.summary.to_json())  # type: ignore[attr-defined]
     assert summaries[0] == summaries[1]
+
+
+PLATFORM_HOST = 0xA83F8110  # 168.63.129.16: the policy treats it apart, so the C path leaves it to Python
+
+
+def walked_in_c(doc: dict, capture: Path) -> tuple[Dataplane, dict]:
+    """A replay's loop without outputs: C walks the buffer deciding what it can, hits only; Python the rest."""
+    dp, hits = Dataplane(scenario_from_document(doc)), {}
+    reader = Capture(str(capture))
+    try:
+        for ts, linktype, data, _ in left_to_python(reader.frames(), reader, dp.pass_records, None, hits,
+                                                    lambda: math.inf, lambda *taken: None):
+            count_hits(hits, [dp.process(data, ts, linktype)])
+    finally:
+        reader.close()
+    return dp, hits
+
+
+def decided_in_python(doc: dict, capture: Path) -> tuple[Dataplane, dict]:
+    dp, hits = Dataplane(scenario_from_document(doc), accelerated=False), {}
+    reader = Capture(str(capture))
+    try:
+        for ts, linktype, data, _ in reader.frames():
+            count_hits(hits, [dp.process(data, ts, linktype)])
+    finally:
+        reader.close()
+    return dp, hits
+
+
+# Peers outside the scenario (the Internet, the VNet beyond its NICs, the platform) opening flows to
+# NICs behind two NSGs, one or none, on ports some rules allow and some deny (25: SMTP, which the policy
+# treats apart), with room for a few flows per NIC or for all.
+from_outside = st.lists(st.tuples(st.sampled_from([6, 6, 17]), st.sampled_from([HOSTS[6], HOSTS[7], PLATFORM_HOST]),
+                                  st.sampled_from(HOSTS[:4]), st.sampled_from([40000, 25, 80]),
+                                  st.sampled_from([8080, 1433, 25, 22])),
+                        min_size=1, max_size=3)
+
+
+@needs_c
+@settings(max_examples=60, deadline=None)
+@given(from_outside, steps, st.sampled_from([1, 2, 1_000]))
+def test_new_flows_decided_in_c_leave_the_records_counters_and_hits_of_the_python_path(tmp_path_factory, flows,
+                                                                                     sequence, max_flows):
+    now, timed = 1_700_000_000.0, []
+    for which, reply, flags, dt, payload in sequence:
+        proto, client, server, client_port, port = flows[which % len(flows)]
+        src, dst, sport, dport = (server, client, port, client_port) if reply else (client, server, client_port, port)
+        now += dt
+        timed.append((now, frame(Packet(4, proto, src, dst, sport, dport, flags if proto == 6 else 0, -1, -1, 0, 0, 0,
+                                        0, False, False, (), None), payload)))
+    capture = tmp_path_factory.mktemp("decide") / "random.pcap"
+    capture.write_bytes(_pcap_of(timed, 0))
+    doc = SCENARIO | {"max_flows_per_nic": max_flows}
+    fast, fast_hits = walked_in_c(doc, capture)
+    slow, slow_hits = decided_in_python(doc, capture)
+    assert records(fast) == records(slow)
+    assert fast.stats == slow.stats
+    assert fast_hits == slow_hits
+
+
+def _syn_capture(path: Path, client_port: int) -> Path:
+    """A SYN to web1 after a frame the reader hands to Python (the first: the C walk starts after it)."""
+    stray = Packet(4, 17, HOSTS[6], 0xC6336401, 53, 53, 0, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], client_port, 8080, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    path.write_bytes(_pcap_of([(1_700_000_000.0, frame(stray)), (1_700_000_000.0, frame(syn))], 0))
+    return path
+
+
+@needs_c
+def test_a_rule_added_to_the_nsg_object_decides_the_next_new_flow_the_c_path_decides(tmp_path) -> None:
+    """The C path keeps each NIC's chain of NSGs and the results met; a changed NSG makes it build them again."""
+    dp, hits = Dataplane(scenario_from_document(SCENARIO)), {}
+
+    def walk(capture: Path) -> None:
+        reader = Capture(str(capture))
+        for ts, linktype, data, _ in left_to_python(reader.frames(), reader, dp.pass_records, None, hits,
+                                                    lambda: math.inf, lambda *taken: None):
+            assert dp.process(data, ts, linktype).reason == "not-in-scenario"
+        reader.close()
+
+    walk(_syn_capture(tmp_path / "before.pcap", 40000))
+    dp.nsg("nsg-web").replace_rule(rule("AllowHttpNic", 200, "Inbound", "Allow", "Tcp", "8080"))
+    dp.nsg("nsg-web").add_rule(rule("DenyHttp", 150, "Inbound", "Deny", "Tcp", "8080"))
+    walk(_syn_capture(tmp_path / "after.pcap", 40001))
+    assert (dp._fast.allowed, dp._fast.denied, dp._fast.created) == (1, 1, 1), "both SYNs were decided in C"
+    assert hits == {("nsg-front", "AllowHttp"): 2, ("nsg-web", "AllowHttpNic"): 1, ("nsg-web", "DenyHttp"): 1}
 
 
 def test_the_c_extension_is_built_where_ci_asks_for_it() -> None:

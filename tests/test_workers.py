@@ -25,7 +25,8 @@ from dataplane.pipeline import FastPath
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
-from dataplane.workers import worker_count
+from dataplane.errors import DataplaneError
+from dataplane.workers import local_runner, worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -238,6 +239,29 @@ def test_an_interrupted_sharded_replay_still_writes_its_outputs(tmp_path, capsys
     assert files["status"] == 130 and files["summary"]["interrupted"]
     assert files["verdicts.jsonl"] == b"" and files["allowed.pcap"][:4] == bytes.fromhex("d4c3b2a1")
     assert "interrupted" in capsys.readouterr().err
+
+
+def _in_worker(index: int) -> int:
+    if index == 1:
+        raise ValueError("the second worker's error")
+    if index == 2:
+        os._exit(3)
+    return os.getpid()
+
+
+def test_local_workers_run_the_first_call_here_and_the_others_in_child_processes() -> None:
+    pids = local_runner(3)(_in_worker, [(0,), (0,), (0,)])
+    assert pids[0] == os.getpid() and len(set(pids)) == 3
+
+
+def test_an_error_in_a_worker_process_is_raised_by_the_client() -> None:
+    with pytest.raises(ValueError, match="the second worker's error"):
+        local_runner(2)(_in_worker, [(0,), (1,)])
+
+
+def test_a_worker_process_that_dies_is_an_error_naming_its_exit_code() -> None:
+    with pytest.raises(DataplaneError, match=r"exit code 3"):
+        local_runner(3)(_in_worker, [(0,), (0,), (2,)])
 
 
 def test_workers_auto_is_one_per_core() -> None:
