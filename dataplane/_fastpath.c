@@ -14,8 +14,9 @@
    TCP or UDP) of a flow in the recent-flow table passes here without Python code (a flow at one NIC
    is remembered here at its second packet); the first packet of a flow from outside to a NIC is
    decided here as Dataplane._new_at_nic decides it (decide_new_flows; else it goes to that method),
-   to a NIC's public IP it goes to Dataplane._new_translated; anything else comes back decoded (a
-   Packet) or as None (the Python decoder's case).
+   one between two NICs as Dataplane._new does; to a NIC's public IP it goes to
+   Dataplane._new_translated; anything else comes back decoded (a Packet) or as None (the Python
+   decoder's case).
    FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only]]): the replay's
    loop, when it writes nothing per packet: the same straight from the capture's buffer (pcap or
    pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
@@ -1151,11 +1152,17 @@ typedef struct {
     PyObject *new_at_nic;  /* Dataplane._new_at_nic(packet, ts, key, nic, Direction.INBOUND, False) */
     PyObject *inbound;     /* Direction.INBOUND */
     /* the decision of new inbound flows at one NIC (decide_new_flows), or NULL: */
-    PyObject *chain_of;    /* Dataplane._chain_for_c(nic) → (versions, NSGs by name, Rules of each NSG, memo) */
-    PyObject *memo_of;     /* Dataplane._decided_in_c(nic, slot) → (deny, policy.LegResult, conntrack.Outcome) */
+    PyObject *chain_of;    /* Dataplane._chain_for_c(nic, outbound) → (versions, NSGs by name, Rules of each NSG,
+                              memo) */
+    PyObject *memo_of;     /* Dataplane._decided_in_c(nic, slot) → (deny, policy.LegResult, direction, NIC name,
+                              conntrack.Outcome) */
+    PyObject *between_of;  /* Dataplane._decided_between_in_c(source NIC, destination NIC, slots) → the same, with
+                              the Outcome at each NIC */
     PyObject *first_states;/* tuple: the TCP state of a flow whose first packet has these flags */
     PyObject *active;      /* conntrack.Other.ACTIVE: a UDP flow's state */
-    PyObject *chains;      /* dict: NIC name → what chain_of gave, while its NSGs are those it names */
+    PyObject *chains[2];   /* dicts, inbound and outbound: NIC name → what chain_of gave, while its NSGs are
+                              those it names */
+    PyObject *pairs;       /* dict: (source, destination NIC name) → (outbound chain, inbound chain, memo) */
     uint32_t *platform;    /* the platform's IPv4 addresses, which the policy treats apart */
     Py_ssize_t n_platform;
     long long packets;     /* packets taken here: Dataplane.stats folds them in */
@@ -1289,9 +1296,12 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->new_translated);
     Py_VISIT(self->chain_of);
     Py_VISIT(self->memo_of);
+    Py_VISIT(self->between_of);
     Py_VISIT(self->first_states);
     Py_VISIT(self->active);
-    Py_VISIT(self->chains);
+    Py_VISIT(self->chains[0]);
+    Py_VISIT(self->chains[1]);
+    Py_VISIT(self->pairs);
     return 0;
 }
 
@@ -1311,9 +1321,12 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->new_translated);
     Py_CLEAR(self->chain_of);
     Py_CLEAR(self->memo_of);
+    Py_CLEAR(self->between_of);
     Py_CLEAR(self->first_states);
     Py_CLEAR(self->active);
-    Py_CLEAR(self->chains);
+    Py_CLEAR(self->chains[0]);
+    Py_CLEAR(self->chains[1]);
+    Py_CLEAR(self->pairs);
     return 0;
 }
 
@@ -1440,11 +1453,18 @@ make_key(const Common *c, int canonical)
     return key;
 }
 
-/* The two entries of an untranslated flow at one NIC (the packet's key, whose leg is `forward`, and
-   the reversed key), as Conntrack.remember makes them; the table is emptied first when full. */
+/* One NIC's part of a recent-flow entry: its nics entry's NIC, timeouts for the protocol and table. */
+typedef struct {
+    PyObject *nic, *timeouts, *table;
+    Record *record;
+} LegOf;
+
+/* The two entries of an untranslated flow over n NICs in its first packet's order (the packet's key,
+   its first leg `forward`, with `head`; the reversed key, the legs backwards, with `head_back`), as
+   Conntrack.remember makes them; the table is emptied first when full. */
 static int
-remember_both(RecentTable *t, const Common *c, PyObject *nic, Record *record, int forward, PyObject *timeouts,
-              PyObject *table, PyObject *head)
+remember_legs(RecentTable *t, const Common *c, const LegOf *legs, Py_ssize_t n, int forward, PyObject *head,
+              PyObject *head_back)
 {
     if (RecentTable_length(t) >= t->limit) {
         PyObject *done = RecentTable_clear_method(t, NULL);
@@ -1453,22 +1473,25 @@ remember_both(RecentTable *t, const Common *c, PyObject *nic, Record *record, in
         Py_DECREF(done);
     }
     for (int backward = 0; backward <= 1; backward++) {
-        Entry *e = PyMem_Malloc(sizeof(Entry) + sizeof(EntryLeg));
+        Entry *e = PyMem_Malloc(sizeof(Entry) + n * sizeof(EntryLeg));
         if (e == NULL) {
             PyErr_NoMemory();
             return -1;
         }
         e->refs = 1;
-        e->n = 1;
+        e->n = n;
         e->translated = Py_NewRef(Py_None);
-        e->head = Py_NewRef(head);
-        EntryLeg *leg = &e->legs[0];
-        leg->nic = Py_NewRef(nic);
-        leg->key = NULL;  /* the slot's */
-        leg->record = (Record *)Py_NewRef((PyObject *)record);
-        leg->forward = backward ? !forward : forward;
-        leg->timeouts = Py_NewRef(timeouts);
-        leg->table = Py_NewRef(table);
+        e->head = Py_NewRef(backward ? head_back : head);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const LegOf *from = &legs[backward ? n - 1 - i : i];
+            EntryLeg *leg = &e->legs[i];
+            leg->nic = Py_NewRef(from->nic);
+            leg->key = NULL;  /* the slot's */
+            leg->record = (Record *)Py_NewRef((PyObject *)from->record);
+            leg->forward = backward ? !forward : forward;
+            leg->timeouts = Py_NewRef(from->timeouts);
+            leg->table = Py_NewRef(from->table);
+        }
         uint32_t src = (uint32_t)c->src, dst = (uint32_t)c->dst;
         uint16_t sport = (uint16_t)c->sport, dport = (uint16_t)c->dport;
         int done = backward ? insert(t, dst, src, dport, sport, (uint8_t)c->proto, e)
@@ -1543,9 +1566,8 @@ remember_known(FastPath *self, const Common *c, double ts)
     }
     /* the packet travels as the flow's first did when both are or both are not in canonical order */
     int forward = swapped == (r->reversed != 0);
-    PyObject *timeouts = PyTuple_GET_ITEM(at, c->proto == 6 ? 3 : 4);
-    result = remember_both(self->recent, c, PyTuple_GET_ITEM(at, 0), r, forward, timeouts, PyTuple_GET_ITEM(at, 2),
-                           head) < 0 ? -1 : 1;
+    LegOf leg = {PyTuple_GET_ITEM(at, 0), PyTuple_GET_ITEM(at, c->proto == 6 ? 3 : 4), PyTuple_GET_ITEM(at, 2), r};
+    result = remember_legs(self->recent, c, &leg, 1, forward, head, head) < 0 ? -1 : 1;
     Py_DECREF(head);
 done:
     Py_XDECREF(src);
@@ -1554,31 +1576,48 @@ done:
     return result;
 }
 
-/* The nics entry of a new flow from outside the scenario to one of its NICs, when its destination's table
-   holds no record of it (a dead one included: the Python path ends those): where Dataplane._packet would
-   call _new_at_nic. A new reference, or NULL (with an exception set on error). */
-static PyObject *
-new_inbound_nic(FastPath *self, const Common *c, PyObject *key)
+/* The nics entries (new references) of a new flow from outside the scenario to one of its NICs
+   (`*at_src` NULL), or between two of them, when no NIC of it holds a record of it (a dead one
+   included: the Python path ends those): where Dataplane._packet would call _new_at_nic, or _new with
+   nothing found. 1 when found, 0 when not such a flow, -1 on error. */
+static int
+new_flow_nics(FastPath *self, const Common *c, PyObject *key, PyObject **at_src, PyObject **at_dst)
 {
     PyObject *src = PyLong_FromUnsignedLong(c->src), *dst = PyLong_FromUnsignedLong(c->dst);
-    PyObject *at_src = NULL, *at_dst = NULL;
-    if (src != NULL && dst != NULL) {
-        at_src = PyDict_GetItemWithError(self->nics, src);
-        if (at_src == NULL && !PyErr_Occurred())
-            at_dst = PyDict_GetItemWithError(self->nics, dst);
+    PyObject *ats[2] = {NULL, NULL}, *canonical = NULL;
+    int result = -1;
+    if (src == NULL || dst == NULL)
+        goto done;
+    ats[0] = PyDict_GetItemWithError(self->nics, src);
+    if (ats[0] == NULL && PyErr_Occurred())
+        goto done;
+    ats[1] = PyDict_GetItemWithError(self->nics, dst);
+    if (ats[1] == NULL && PyErr_Occurred())
+        goto done;
+    result = 0;
+    if (ats[1] == NULL || (ats[0] != NULL && !nic_entry_ok(ats[0])) || !nic_entry_ok(ats[1])) {
+        result = PyErr_Occurred() ? -1 : 0;
+        goto done;
     }
+    canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
+    if (canonical == NULL) {
+        result = -1;
+        goto done;
+    }
+    for (int i = ats[0] == NULL; i < 2; i++) {
+        if (PyDict_GetItemWithError(PyTuple_GET_ITEM(ats[i], 1), canonical) != NULL || PyErr_Occurred()) {
+            result = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+    }
+    *at_src = Py_XNewRef(ats[0]);
+    *at_dst = Py_NewRef(ats[1]);
+    result = 1;
+done:
     Py_XDECREF(src);
     Py_XDECREF(dst);
-    if (at_dst == NULL)
-        return NULL;
-    if (!nic_entry_ok(at_dst))
-        return NULL;
-    PyObject *canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
-    if (canonical == NULL)
-        return NULL;
-    PyObject *record = PyDict_GetItemWithError(PyTuple_GET_ITEM(at_dst, 1), canonical);
-    Py_DECREF(canonical);
-    return record == NULL && !PyErr_Occurred() ? Py_NewRef(at_dst) : NULL;
+    Py_XDECREF(canonical);
+    return result;
 }
 
 /* A flow from outside to a NIC's public IP, whose NIC holds no record of it after DNAT: 1, else 0 (or
@@ -1618,46 +1657,49 @@ done:
 
 static int schedule(PyObject *table, Record *r);
 
-/* FastPath.decide_new_flows(chain_of, memo_of, first_states, active, platform): pass_records may decide
-   the first packet of a new flow from outside to a NIC here, as Dataplane._new_at_nic does. */
+/* FastPath.decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): the first
+   packet of a new flow from outside to a NIC, or between two NICs untranslated, may be decided here. */
 static PyObject *
 FastPath_decide_new_flows(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1]) || !PyTuple_Check(args[2]) ||
-            PyTuple_GET_SIZE(args[2]) != 256 || !PyAnySet_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "decide_new_flows(chain_of, memo_of, first states by TCP flags (256), "
-                        "UDP state, platform addresses (a set))");
+    if (nargs != 6 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1]) || !PyCallable_Check(args[2]) ||
+            !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 256 || !PyAnySet_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "decide_new_flows(chain_of, memo_of, between_of, first states by TCP "
+                        "flags (256), UDP state, platform addresses (a set))");
         return NULL;
     }
-    PyObject *chains = PyDict_New();
-    uint32_t *platform = PyMem_Calloc(PySet_GET_SIZE(args[4]) + 1, sizeof(uint32_t));
-    PyObject *addresses = PyObject_GetIter(args[4]), *address;
+    PyObject *inbound = PyDict_New(), *outbound = PyDict_New(), *pairs = PyDict_New();
+    uint32_t *platform = PyMem_Calloc(PySet_GET_SIZE(args[5]) + 1, sizeof(uint32_t));
+    PyObject *addresses = PyObject_GetIter(args[5]), *address;
     Py_ssize_t n = 0;
-    if (chains == NULL || platform == NULL || addresses == NULL) {
-        Py_XDECREF(chains);
-        Py_XDECREF(addresses);
-        PyMem_Free(platform);
-        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    if (inbound != NULL && outbound != NULL && pairs != NULL && platform != NULL && addresses != NULL) {
+        while ((address = PyIter_Next(addresses)) != NULL) {
+            unsigned long long ip = PyLong_AsUnsignedLongLong(address);
+            Py_DECREF(address);
+            if (PyErr_Occurred())
+                break;
+            if (ip <= 0xFFFFFFFFULL)
+                platform[n++] = (uint32_t)ip;
+        }
+    } else if (!PyErr_Occurred()) {
+        PyErr_NoMemory();
     }
-    while ((address = PyIter_Next(addresses)) != NULL) {
-        unsigned long long ip = PyLong_AsUnsignedLongLong(address);
-        Py_DECREF(address);
-        if (PyErr_Occurred())
-            break;
-        if (ip <= 0xFFFFFFFFULL)
-            platform[n++] = (uint32_t)ip;
-    }
-    Py_DECREF(addresses);
+    Py_XDECREF(addresses);
     if (PyErr_Occurred()) {
-        Py_DECREF(chains);
+        Py_XDECREF(inbound);
+        Py_XDECREF(outbound);
+        Py_XDECREF(pairs);
         PyMem_Free(platform);
         return NULL;
     }
     Py_XSETREF(self->chain_of, Py_NewRef(args[0]));
     Py_XSETREF(self->memo_of, Py_NewRef(args[1]));
-    Py_XSETREF(self->first_states, Py_NewRef(args[2]));
-    Py_XSETREF(self->active, Py_NewRef(args[3]));
-    Py_XSETREF(self->chains, chains);
+    Py_XSETREF(self->between_of, Py_NewRef(args[2]));
+    Py_XSETREF(self->first_states, Py_NewRef(args[3]));
+    Py_XSETREF(self->active, Py_NewRef(args[4]));
+    Py_XSETREF(self->chains[0], inbound);
+    Py_XSETREF(self->chains[1], outbound);
+    Py_XSETREF(self->pairs, pairs);
     PyMem_Free(self->platform);
     self->platform = platform;
     self->n_platform = n;
@@ -1690,11 +1732,13 @@ chain_holds(PyObject *chain)
     return 1;
 }
 
-/* The NIC's inbound chain (a new reference), made again by chain_of when an NSG of it changed. */
+/* A NIC's chain of NSGs in a direction (a new reference), made again by chain_of when an NSG of it
+   changed. */
 static PyObject *
-chain_at(FastPath *self, PyObject *nic, PyObject *name)
+chain_at(FastPath *self, PyObject *at, int outbound)
 {
-    PyObject *chain = PyDict_GetItemWithError(self->chains, name);
+    PyObject *nic = PyTuple_GET_ITEM(at, 0), *name = PyTuple_GET_ITEM(at, 5), *chains = self->chains[outbound];
+    PyObject *chain = PyDict_GetItemWithError(chains, name);
     if (chain != NULL) {
         Py_INCREF(chain);
         int holds = chain_holds(chain);
@@ -1707,7 +1751,8 @@ chain_at(FastPath *self, PyObject *nic, PyObject *name)
     } else if (PyErr_Occurred()) {
         return NULL;
     }
-    chain = PyObject_CallOneArg(self->chain_of, nic);
+    PyObject *call[2] = {nic, outbound ? Py_True : Py_False};
+    chain = PyObject_Vectorcall(self->chain_of, call, 2, NULL);
     if (chain == NULL)
         return NULL;
     int ok = PyTuple_Check(chain) && PyTuple_GET_SIZE(chain) == 4 && PyTuple_Check(PyTuple_GET_ITEM(chain, 0)) &&
@@ -1723,7 +1768,7 @@ chain_at(FastPath *self, PyObject *nic, PyObject *name)
         Py_DECREF(chain);
         return NULL;
     }
-    if (PyDict_SetItem(self->chains, name, chain) < 0)
+    if (PyDict_SetItem(chains, name, chain) < 0)
         Py_CLEAR(chain);
     return chain;
 }
@@ -1732,8 +1777,9 @@ chain_at(FastPath *self, PyObject *nic, PyObject *name)
    Policy.leg keys its results by: the index itself for one NSG, else a tuple. NULL with no error set
    when the chain is longer than the C path takes. */
 static PyObject *
-slot_of_rules(PyObject *rules, const Common *c)
+slot_of_rules(PyObject *chain, const Common *c)
 {
+    PyObject *rules = PyTuple_GET_ITEM(chain, 2);
     Py_ssize_t n = PyTuple_GET_SIZE(rules), taken = 0, found[8];
     if (n > 8)
         return NULL;
@@ -1759,11 +1805,48 @@ slot_of_rules(PyObject *rules, const Common *c)
     return slot;
 }
 
-/* The Verdict _new_at_nic gives a new flow from outside to the NIC of `at`, from what memo_of gave. */
+/* memo[slot], asked of `ask(*args, slot)` the first time (a new reference), checked to be (deny, the
+   policy's result: 6 fields, the verdict's direction, its NIC), then when allowed `outcomes` Outcomes
+   (5 fields each). */
 static PyObject *
-new_flow_verdict(FastPath *self, const Common *c, PyObject *when, PyObject *at, PyObject *decided, PyObject *state)
+decided_at(PyObject *memo, PyObject *slot, PyObject *ask, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t outcomes)
 {
-    PyObject *result = PyTuple_GET_ITEM(decided, 1), *outcome = PyTuple_GET_ITEM(decided, 2);
+    PyObject *decided = PyDict_GetItemWithError(memo, slot);
+    if (decided != NULL)
+        return Py_NewRef(decided);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *call[3] = {nargs > 0 ? args[0] : NULL, nargs > 1 ? args[1] : NULL, NULL};
+    call[nargs] = slot;
+    decided = PyObject_Vectorcall(ask, call, nargs + 1, NULL);
+    if (decided == NULL)
+        return NULL;
+    int ok = PyTuple_Check(decided) && PyTuple_GET_SIZE(decided) >= 4 && PyBool_Check(PyTuple_GET_ITEM(decided, 0)) &&
+        PyTuple_Check(PyTuple_GET_ITEM(decided, 1)) && PyTuple_GET_SIZE(PyTuple_GET_ITEM(decided, 1)) == 6;
+    int allowed = ok && PyTuple_GET_ITEM(decided, 0) == Py_False;
+    if (allowed)
+        ok = PyTuple_GET_SIZE(decided) == 4 + outcomes;
+    for (Py_ssize_t i = 0; ok && allowed && i < outcomes; i++) {
+        PyObject *outcome = PyTuple_GET_ITEM(decided, 4 + i);
+        ok = PyTuple_Check(outcome) && PyTuple_GET_SIZE(outcome) == 5;
+    }
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "a new flow's decision must be (deny, the policy's result: 6 fields, "
+                     "direction, NIC), then when allowed %zd outcome(s) of 5 fields", outcomes);
+        Py_DECREF(decided);
+        return NULL;
+    }
+    if (PyDict_SetItem(memo, slot, decided) < 0)
+        Py_CLEAR(decided);
+    return decided;
+}
+
+/* The Verdict the Python path gives a new flow, from its decision (what decided_at gave) and the state
+   of its records (NULL: denied). */
+static PyObject *
+new_flow_verdict(FastPath *self, const Common *c, PyObject *when, PyObject *decided, PyObject *state)
+{
+    PyObject *result = PyTuple_GET_ITEM(decided, 1);
     PyObject *packet = make_packet(self, c);
     PyObject *state_value = packet == NULL ? NULL : state != NULL ? PyObject_GetAttr(state, s_value)
                                                                   : Py_NewRef(Py_None);
@@ -1773,117 +1856,218 @@ new_flow_verdict(FastPath *self, const Common *c, PyObject *when, PyObject *at, 
         Py_XDECREF(state_value);
         return NULL;
     }
-    PyObject *fields[12] = {when, PyTuple_GET_ITEM(result, 0), PyTuple_GET_ITEM(result, 3), PyTuple_GET_ITEM(outcome, 4),
-                            PyTuple_GET_ITEM(at, 5), PyTuple_GET_ITEM(result, 1), PyTuple_GET_ITEM(result, 2),
+    PyObject *fields[12] = {when, PyTuple_GET_ITEM(result, 0), PyTuple_GET_ITEM(result, 3), PyTuple_GET_ITEM(decided, 2),
+                            PyTuple_GET_ITEM(decided, 3), PyTuple_GET_ITEM(result, 1), PyTuple_GET_ITEM(result, 2),
                             state_value, packet, Py_None, s_empty, PyTuple_GET_ITEM(result, 4)};
     for (int i = 0; i < 12; i++)
         PyTuple_SET_ITEM(verdict, i, (i == 7 || i == 8) ? fields[i] : Py_NewRef(fields[i]));
     return verdict;
 }
 
-/* Dataplane._new_at_nic for the first packet of a new flow from outside to the NIC of `at` (its nics
-   entry): its Verdict (a new reference), or with no `when` the policy's result at the NIC alone (its
-   evaluations are the rule hits); the flow's record is made when the policy allows it. NULL with no
-   error set where the Python path must decide: a platform address or SMTP (Policy.leg treats them
-   apart), a full table, a chain of more NSGs than the C path takes. */
-static PyObject *
-decide_at_nic(FastPath *self, const Common *c, double ts, PyObject *at, PyObject *key, PyObject *when)
+/* Whether a NIC's table has room for one more flow: 1, 0 (the Python path refuses or frees), -1. */
+static int
+has_room(PyObject *at)
 {
-    if (self->chain_of == NULL || c->dport == 25 || c->sport == 25)
-        return NULL;
-    for (Py_ssize_t i = 0; i < self->n_platform; i++) {
-        if (self->platform[i] == (uint32_t)c->src || self->platform[i] == (uint32_t)c->dst)
-            return NULL;
-    }
-    PyObject *nic = PyTuple_GET_ITEM(at, 0), *by_key = PyTuple_GET_ITEM(at, 1), *table = PyTuple_GET_ITEM(at, 2);
-    PyObject *chain = chain_at(self, nic, PyTuple_GET_ITEM(at, 5));
-    if (chain == NULL)
-        return NULL;
-    PyObject *result = NULL, *memo = PyTuple_GET_ITEM(chain, 3), *canonical = NULL;
-    PyObject *slot = slot_of_rules(PyTuple_GET_ITEM(chain, 2), c);
-    if (slot == NULL)
-        goto done;
-    PyObject *decided = PyDict_GetItemWithError(memo, slot);
-    if (decided != NULL) {
-        Py_INCREF(decided);
-    } else if (!PyErr_Occurred()) {
-        PyObject *call[2] = {nic, slot};
-        decided = PyObject_Vectorcall(self->memo_of, call, 2, NULL);
-        if (decided != NULL && PyDict_SetItem(memo, slot, decided) < 0)
-            Py_CLEAR(decided);
-    }
-    if (decided == NULL)
-        goto done;
-    if (!PyTuple_Check(decided) || PyTuple_GET_SIZE(decided) != 3 || !PyBool_Check(PyTuple_GET_ITEM(decided, 0)) ||
-            !PyTuple_Check(PyTuple_GET_ITEM(decided, 1)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(decided, 1)) != 6 ||
-            !PyTuple_Check(PyTuple_GET_ITEM(decided, 2)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(decided, 2)) != 5) {
-        PyErr_SetString(PyExc_TypeError, "memo_of must give (deny, the leg's result: 6 fields, the flow's "
-                        "outcome: 5 fields)");
-        Py_DECREF(decided);
-        goto done;
-    }
-    if (PyTuple_GET_ITEM(decided, 0) == Py_True) {
-        result = when != NULL ? new_flow_verdict(self, c, when, at, decided, NULL)
-                              : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
-        if (result != NULL)
-            self->denied += 1;
-        Py_DECREF(decided);
-        goto done;
-    }
-    PyObject *limit = PyObject_GetAttr(table, s_max_flows);
+    PyObject *limit = PyObject_GetAttr(PyTuple_GET_ITEM(at, 2), s_max_flows);
     Py_ssize_t max_flows = limit != NULL ? PyLong_AsSsize_t(limit) : -1;
     Py_XDECREF(limit);
-    if (max_flows < 0 || PyDict_GET_SIZE(by_key) >= max_flows) {  /* a full table: Python refuses or frees */
-        if (max_flows < 0 && !PyErr_Occurred())
+    if (max_flows < 0) {
+        if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "a flow table's max_flows must not be negative");
-        Py_DECREF(decided);
-        goto done;
+        return -1;
     }
-    PyObject *state = c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
+    return PyDict_GET_SIZE(PyTuple_GET_ITEM(at, 1)) < max_flows;
+}
+
+/* The record of a new flow at a NIC (its nics entry), its first packet counted, as FlowTable.add makes
+   it: scheduled first, so a deadline it refuses leaves the table as it was. Borrowed from the table. */
+static Record *
+open_record(const Common *c, double ts, PyObject *at, PyObject *canonical, PyObject *state, PyObject *outcome)
+{
     PyObject *seconds = c->proto == 6 ? PyDict_GetItemWithError(PyTuple_GET_ITEM(at, 3), state)
                                       : PyTuple_GET_ITEM(at, 4);
     double timeout = seconds != NULL ? PyFloat_AsDouble(seconds) : -1.0;
     if (seconds == NULL || (timeout == -1.0 && PyErr_Occurred())) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_KeyError, "a first TCP state without a timeout");
-        Py_DECREF(decided);
-        goto done;
+        return NULL;
     }
-    int swapped = second_endpoint_lower(c);
-    canonical = swapped ? make_key(c, 1) : Py_NewRef(key);
-    Record *r = canonical != NULL ? (Record *)RecordType.tp_alloc(&RecordType, 0) : NULL;
-    if (r == NULL) {
-        Py_DECREF(decided);
-        goto done;
-    }
+    Record *r = (Record *)RecordType.tp_alloc(&RecordType, 0);
+    if (r == NULL)
+        return NULL;
     r->key = Py_NewRef(canonical);
-    r->reversed = (char)swapped;
+    r->reversed = (char)second_endpoint_lower(c);
     r->state = Py_NewRef(state);
     r->expires = ts + timeout;
-    r->outcome = Py_NewRef(PyTuple_GET_ITEM(decided, 2));
+    r->outcome = Py_NewRef(outcome);
     r->nat = Py_NewRef(Py_None);
-    /* as FlowTable.add: scheduled first, so a deadline it refuses leaves the table as it was */
-    if (schedule(table, r) == 0 && PyDict_SetItem(by_key, canonical, (PyObject *)r) == 0) {
-        r->packets_out = 1;
-        r->bytes_out = c->length;
-        self->allowed += 1;
-        self->created += 1;
-        result = when != NULL ? new_flow_verdict(self, c, when, at, decided, state)
-                              : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+    int done = schedule(PyTuple_GET_ITEM(at, 2), r) == 0 && PyDict_SetItem(PyTuple_GET_ITEM(at, 1), canonical,
+                                                                           (PyObject *)r) == 0;
+    Py_DECREF(r);  /* the table's now */
+    if (!done)
+        return NULL;
+    r->packets_out = 1;
+    r->bytes_out = c->length;
+    return r;
+}
+
+/* Whether the C path may decide a new flow of these addresses and ports: not the platform's, whose
+   flows and SMTP the policy treats apart. */
+static int
+decidable(const FastPath *self, const Common *c)
+{
+    if (self->chain_of == NULL || c->dport == 25 || c->sport == 25)
+        return 0;
+    for (Py_ssize_t i = 0; i < self->n_platform; i++) {
+        if (self->platform[i] == (uint32_t)c->src || self->platform[i] == (uint32_t)c->dst)
+            return 0;
     }
-    Py_DECREF(r);
-    Py_DECREF(decided);
+    return 1;
+}
+
+/* Dataplane._new_at_nic for the first packet of a new flow from outside to the NIC of `at` (its nics
+   entry): its Verdict (a new reference), or with no `when` the policy's result at the NIC alone (its
+   evaluations are the rule hits); the flow's record is made when the policy allows it. NULL with no
+   error set where the Python path must decide (`decidable`, a full table, a chain of more NSGs than
+   the C path takes). */
+static PyObject *
+decide_at_nic(FastPath *self, const Common *c, double ts, PyObject *at, PyObject *key, PyObject *when)
+{
+    if (!decidable(self, c))
+        return NULL;
+    PyObject *chain = chain_at(self, at, 0);
+    if (chain == NULL)
+        return NULL;
+    PyObject *result = NULL, *canonical = NULL, *decided = NULL, *slot = slot_of_rules(chain, c);
+    PyObject *nic = PyTuple_GET_ITEM(at, 0);
+    if (slot != NULL)
+        decided = decided_at(PyTuple_GET_ITEM(chain, 3), slot, self->memo_of, &nic, 1, 1);
+    if (decided == NULL)
+        goto done;
+    if (PyTuple_GET_ITEM(decided, 0) == Py_True) {
+        result = when != NULL ? new_flow_verdict(self, c, when, decided, NULL) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+        if (result != NULL)
+            self->denied += 1;
+        goto done;
+    }
+    if (has_room(at) <= 0)
+        goto done;
+    PyObject *state = c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
+    canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
+    if (canonical == NULL || open_record(c, ts, at, canonical, state, PyTuple_GET_ITEM(decided, 4)) == NULL)
+        goto done;
+    self->allowed += 1;
+    self->created += 1;
+    result = when != NULL ? new_flow_verdict(self, c, when, decided, state) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
 done:
+    Py_XDECREF(decided);
     Py_XDECREF(slot);
     Py_XDECREF(canonical);
     Py_DECREF(chain);
     return result;
 }
 
+/* The memo of new flows from one NIC to another (a new reference): kept while both NICs' chains hold. */
+static PyObject *
+pair_memo(FastPath *self, PyObject *at_src, PyObject *at_dst, PyObject *out, PyObject *in)
+{
+    PyObject *names = PyTuple_Pack(2, PyTuple_GET_ITEM(at_src, 5), PyTuple_GET_ITEM(at_dst, 5));
+    if (names == NULL)
+        return NULL;
+    PyObject *pair = PyDict_GetItemWithError(self->pairs, names);
+    PyObject *memo = NULL;
+    if (pair != NULL && PyTuple_GET_ITEM(pair, 0) == out && PyTuple_GET_ITEM(pair, 1) == in) {
+        memo = Py_NewRef(PyTuple_GET_ITEM(pair, 2));
+    } else if (!PyErr_Occurred() && (memo = PyDict_New()) != NULL) {
+        pair = PyTuple_Pack(3, out, in, memo);
+        if (pair == NULL || PyDict_SetItem(self->pairs, names, pair) < 0)
+            Py_CLEAR(memo);
+        Py_XDECREF(pair);
+    }
+    Py_DECREF(names);
+    return memo;
+}
+
+/* Dataplane._new for the first packet of a new flow from one NIC to another (VM to VM, nothing
+   translated), neither of which holds a record of it: as decide_at_nic, with the source's outbound
+   chain, then the destination's inbound chain; an allowed flow's records are made at both NICs and
+   remembered in the recent-flow table both ways, as Conntrack.open_legs does. */
+static PyObject *
+decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src, PyObject *at_dst, PyObject *key,
+                    PyObject *when)
+{
+    if (!decidable(self, c) || PyTuple_GET_ITEM(at_src, 0) == PyTuple_GET_ITEM(at_dst, 0))
+        return NULL;
+    PyObject *out = chain_at(self, at_src, 1);
+    PyObject *in = out != NULL ? chain_at(self, at_dst, 0) : NULL;
+    PyObject *result = NULL, *canonical = NULL, *decided = NULL, *slots = NULL, *memo = NULL;
+    if (in == NULL)
+        goto done;
+    PyObject *slot_out = slot_of_rules(out, c), *slot_in = slot_out != NULL ? slot_of_rules(in, c) : NULL;
+    if (slot_in != NULL) {
+        slots = PyTuple_Pack(2, slot_out, slot_in);
+        Py_DECREF(slot_in);
+    }
+    Py_XDECREF(slot_out);
+    if (slots == NULL || (memo = pair_memo(self, at_src, at_dst, out, in)) == NULL)
+        goto done;
+    PyObject *nics[2] = {PyTuple_GET_ITEM(at_src, 0), PyTuple_GET_ITEM(at_dst, 0)};
+    decided = decided_at(memo, slots, self->between_of, nics, 2, 2);
+    if (decided == NULL)
+        goto done;
+    if (PyTuple_GET_ITEM(decided, 0) == Py_True) {
+        result = when != NULL ? new_flow_verdict(self, c, when, decided, NULL) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+        if (result != NULL)
+            self->denied += 1;
+        goto done;
+    }
+    int room = has_room(at_src);
+    if (room > 0)
+        room = has_room(at_dst);
+    if (room <= 0)
+        goto done;
+    PyObject *state = c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
+    canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
+    if (canonical == NULL)
+        goto done;
+    PyObject *ats[2] = {at_src, at_dst};
+    LegOf legs[2];
+    for (int i = 0; i < 2; i++) {
+        PyObject *outcome = PyTuple_GET_ITEM(decided, 4 + i);
+        Record *r = open_record(c, ts, ats[i], canonical, state, outcome);
+        if (r == NULL)
+            goto done;
+        legs[i] = (LegOf){PyTuple_GET_ITEM(ats[i], 0), PyTuple_GET_ITEM(ats[i], c->proto == 6 ? 3 : 4),
+                          PyTuple_GET_ITEM(ats[i], 2), r};
+    }
+    self->allowed += 1;
+    self->created += 2;
+    /* head: (direction, NIC, NSG, rule) of the last leg's outcome, each way */
+    PyObject *o_src = PyTuple_GET_ITEM(decided, 4), *o_dst = PyTuple_GET_ITEM(decided, 5);
+    PyObject *head = PyTuple_Pack(4, PyTuple_GET_ITEM(o_dst, 4), PyTuple_GET_ITEM(at_dst, 5), PyTuple_GET_ITEM(o_dst, 0),
+                                  PyTuple_GET_ITEM(o_dst, 1));
+    PyObject *head_back = PyTuple_Pack(4, PyTuple_GET_ITEM(o_src, 4), PyTuple_GET_ITEM(at_src, 5),
+                                       PyTuple_GET_ITEM(o_src, 0), PyTuple_GET_ITEM(o_src, 1));
+    if (head != NULL && head_back != NULL && remember_legs(self->recent, c, legs, 2, 1, head, head_back) == 0)
+        result = when != NULL ? new_flow_verdict(self, c, when, decided, state)
+                              : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+    Py_XDECREF(head);
+    Py_XDECREF(head_back);
+done:
+    Py_XDECREF(decided);
+    Py_XDECREF(memo);
+    Py_XDECREF(slots);
+    Py_XDECREF(canonical);
+    Py_XDECREF(out);
+    Py_XDECREF(in);
+    return result;
+}
+
 /* The first packet of a new flow the Python path would decide without looking further: one from outside
-   to a NIC's address (Dataplane._new_at_nic, or decide_at_nic here), or to a NIC's public IP whose NIC
-   holds no record of it (Dataplane._new_translated: the route, then the policy). The verdict (a new
-   reference), or NULL: with an exception set on error, else it is not such a packet. `hits_only`: the
+   to a NIC's address (Dataplane._new_at_nic, or decide_at_nic here), or between two NICs (decided here,
+   else Python decides the packet from the start), or to a NIC's public IP whose NIC holds no record of
+   it (Dataplane._new_translated: the route, then the policy). The verdict (a new reference), or NULL:
+   with an exception set on error, else it is not such a packet or Python decides it. `hits_only`: the
    caller needs only the rule hits, so a flow decided here gives the policy's result, not a Verdict. */
 static PyObject *
 hand_off(FastPath *self, const Common *c, double ts, PyObject *when, int hits_only)
@@ -1891,24 +2075,22 @@ hand_off(FastPath *self, const Common *c, double ts, PyObject *when, int hits_on
     PyObject *key = make_key(c, 0);
     if (key == NULL)
         return NULL;
-    PyObject *verdict = NULL, *packet = NULL;
-    PyObject *at = new_inbound_nic(self, c, key);
-    int public = at == NULL && !PyErr_Occurred() ? new_public(self, c) : 0;
-    if (at != NULL) {
-        verdict = decide_at_nic(self, c, ts, at, key, hits_only ? NULL : when);
-        if (verdict != NULL || PyErr_Occurred()) {
-            if (verdict != NULL)
-                self->packets += 1;
-            Py_DECREF(at);
-            Py_DECREF(key);
-            return verdict;
-        }
+    PyObject *verdict = NULL, *packet = NULL, *at_src = NULL, *at_dst = NULL;
+    int found = new_flow_nics(self, c, key, &at_src, &at_dst);
+    int public = found == 0 ? new_public(self, c) : 0;
+    if (found == 1) {
+        verdict = at_src != NULL ? decide_between_nics(self, c, ts, at_src, at_dst, key, hits_only ? NULL : when)
+                                 : decide_at_nic(self, c, ts, at_dst, key, hits_only ? NULL : when);
+        if (verdict != NULL)
+            self->packets += 1;
+        if (verdict != NULL || PyErr_Occurred() || at_src != NULL)
+            goto done;
     }
-    if ((at != NULL || public == 1) && (packet = make_packet(self, c)) != NULL) {
+    if ((found == 1 || public == 1) && (packet = make_packet(self, c)) != NULL) {
         self->packets += 1;
-        if (at != NULL) {
+        if (found == 1) {
             PyObject *callee = Py_NewRef(self->new_at_nic), *inbound = Py_NewRef(self->inbound);
-            PyObject *call[6] = {packet, when, key, PyTuple_GET_ITEM(at, 0), inbound, Py_False};
+            PyObject *call[6] = {packet, when, key, PyTuple_GET_ITEM(at_dst, 0), inbound, Py_False};
             verdict = PyObject_Vectorcall(callee, call, 6, NULL);
             Py_DECREF(callee);
             Py_DECREF(inbound);
@@ -1919,8 +2101,10 @@ hand_off(FastPath *self, const Common *c, double ts, PyObject *when, int hits_on
             Py_DECREF(callee);
         }
     }
+done:
     Py_XDECREF(packet);
-    Py_XDECREF(at);
+    Py_XDECREF(at_src);
+    Py_XDECREF(at_dst);
     Py_DECREF(key);
     return verdict;
 }
@@ -2638,8 +2822,8 @@ static PyMethodDef FastPath_methods[] = {
      "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards, "
      "verdicts of the new flows decided, or with hits_only their policy results)"},
     {"decide_new_flows", (PyCFunction)(void (*)(void))FastPath_decide_new_flows, METH_FASTCALL,
-     "decide_new_flows(chain_of, memo_of, first_states, active, platform): pass_records(..., hits_only=True) "
-     "decides new flows from outside to a NIC in C"},
+     "decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): new flows from outside "
+     "to a NIC or between two NICs are decided in C"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
      "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
      "or the exception the frames raised)"},

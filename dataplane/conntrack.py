@@ -427,6 +427,13 @@ class Conntrack:
         return {ip: (nics[private], private) for ip, private in public_private.items()
                 if ip < 2**32 and private in nics}
 
+    def leg_outcome(self, result, reason: str, direction: str) -> Outcome:
+        """What a flow's record at one NIC says: the NSG and rule that allowed it there (`result`, the
+        policy's at that NIC), else why it passed (`reason`, the flow's)."""
+        if reason == "rules" and result.nsg is not None:
+            return self.outcome(result.nsg, result.rule, "rules", direction)
+        return self.outcome(None, None, "no-nsg" if reason == "rules" else reason, direction)
+
     def outcome(self, nsg: str | None, rule: str | None, reason: str, direction: str) -> Outcome:
         slot = (nsg, rule, reason, direction)
         outcome = self._outcomes.get(slot)
@@ -617,11 +624,8 @@ class Conntrack:
                     self.refuse(created, ts)
                     return "snat-exhausted", None, None
                 nat = nat._replace(port=port)
-            if reason == "rules" and result.nsg is not None:
-                outcome = self.outcome(result.nsg, result.rule, "rules", leg.direction.value)
-            else:
-                outcome = self.outcome(None, None, "no-nsg" if reason == "rules" else reason, leg.direction.value)
-            record = self.open(nic, leg_key, state, ts, outcome, length, nat, started=False)
+            record = self.open(nic, leg_key, state, ts, self.leg_outcome(result, reason, leg.direction.value), length,
+                               nat, started=False)
             if record is None:
                 if nat is not None and nat.frontend is not None:
                     self.snat.release(nat.frontend, key, port)

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
 
 from .addresses import ip_key
-from .conntrack import (RECENT_FLOWS, Conntrack, FlowRecord, FragmentTable, Other, Outcome, PureFlowRecord,
-                        TcpState, Timeouts, tcp_first_state, tcp_next)
+from .conntrack import (RECENT_FLOWS, Conntrack, FlowRecord, FragmentTable, Other, PureFlowRecord, TcpState,
+                        Timeouts, tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
 from .flows import ICMP, ICMPV6, TCP, UDP, Flow, key_to_flow, parse_flow
 from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
 from .platform import PLATFORM_ADDRESSES
-from .policy import ALLOW, DENY, Decision, Evaluation, Key, LegResult, Policy
+from .policy import ALLOW, DENY, Decision, Evaluation, Key, LegResult, Policy, combined
 from .route import Route
 from .rules import Direction, SecurityRule
 from .topology import NetworkInterface, Scenario, load_scenario, single_nic_scenario
@@ -119,8 +119,8 @@ class Dataplane:
                               self.conntrack.publics_v4(policy.translations.public_private),
                               self._new_translated) if fast else None
         if fast and listener is None:  # a listener hears of each record made: only Python tells it
-            self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, tuple(TCP_FIRST_STATES), Other.ACTIVE,
-                                        PLATFORM_ADDRESSES)
+            self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
+                                        tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)
         self._fast_process = self._fast.process if fast else None
         self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
             self._fast.pass_frames if fast else None
@@ -143,15 +143,33 @@ class Dataplane:
             fast.packets = fast.allowed = fast.denied = fast.created = 0
         return self._stats
 
-    def _chain_for_c(self, nic: NetworkInterface) -> tuple:
-        return self.policy.chain_for_c(nic, Direction.INBOUND)
+    def _chain_for_c(self, nic: NetworkInterface, outbound: bool) -> tuple:
+        return self.policy.chain_for_c(nic, Direction.OUTBOUND if outbound else Direction.INBOUND)
 
-    def _decided_in_c(self, nic: NetworkInterface, slot: int | tuple[int, ...]) -> tuple[bool, LegResult, Outcome]:
+    def _decided_in_c(self, nic: NetworkInterface, slot: int | tuple[int, ...]) -> tuple:
         """How the C path decides the new flows from outside to a NIC whose rules matched at `slot`, as
-        `_new_at_nic` would: denied, or allowed with this outcome in their records."""
+        `_new_at_nic` would: (denied, the policy's result, the verdict's direction and NIC, the outcome
+        in the flow's record when allowed)."""
         result = self.policy.result_of_slot(nic, Direction.INBOUND, slot)
-        return result.access == DENY, result, self.conntrack.outcome(result.nsg, result.rule, result.reason,
-                                                                     DIRECTION_NAMES[Direction.INBOUND])
+        where = Direction.INBOUND.value
+        return result.access == DENY, result, where, nic.name, self.conntrack.outcome(result.nsg, result.rule,
+                                                                                       result.reason, where)
+
+    def _decided_between_in_c(self, source: NetworkInterface, destination: NetworkInterface,
+                              slots: tuple) -> tuple:
+        """The same for new flows between two NICs, untranslated, whose rules matched at these slots (the
+        source's outbound, the destination's inbound), as `_new` would: the outcome in each NIC's record."""
+        policy = self.policy
+        results = (policy.result_of_slot(source, Direction.OUTBOUND, slots[0]),)
+        if results[0].access != DENY:
+            results += (policy.result_of_slot(destination, Direction.INBOUND, slots[1]),)
+        decision, nsg, rule, reason, evaluations = combined(results)
+        direction, nic = (evaluations[-1].direction, evaluations[-1].nic) if evaluations else \
+            (Direction.INBOUND.value, destination.name)  # as Decision.where on this route of two legs
+        outcomes = tuple(self.conntrack.leg_outcome(result, reason, where.value)
+                         for result, where in zip(results, (Direction.OUTBOUND, Direction.INBOUND)))
+        return (decision == DENY, LegResult(decision, nsg, rule, reason, evaluations, None), direction, nic,
+                *outcomes)
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> "Dataplane":

@@ -110,6 +110,23 @@ class LegResult(NamedTuple):
 PLATFORM_ALLOW = LegResult(ALLOW, None, None, "platform", (), None)
 
 
+def combined(results: tuple[LegResult, ...]) -> tuple[str, str | None, str | None, str, tuple[Evaluation, ...]]:
+    """A new flow's decision, NSG, rule, reason and evaluations from the results of its legs in order
+    (evaluation stops at a Deny): a platform rule's allow names no rule, else the last NSG that allowed."""
+    evaluations: tuple[Evaluation, ...] = ()
+    nsg = rule = None
+    reason = "no-nsg"
+    for result in results:
+        evaluations = evaluations + result.evaluations if evaluations else result.evaluations
+        if result.access == DENY:
+            return DENY, result.nsg, result.rule, result.reason, evaluations
+        if result.reason == "platform":
+            reason, nsg, rule = "platform", None, None
+        elif result.nsg is not None and reason != "platform":
+            reason, nsg, rule = "rules", result.nsg, result.rule
+    return ALLOW, nsg, rule, reason, evaluations
+
+
 class _CompiledChain(NamedTuple):
     """A NIC's chain compiled; `results` holds the leg result of each combination of matched rules
     (an index for a one-NSG chain), shared by every flow that combination decides."""
@@ -208,22 +225,13 @@ class Policy:
             flow = key_to_flow(key)
             raise DataplaneError(f"{flow}: neither {flow.src} nor {flow.dst} is an address of a NIC, public IP "
                                  "or load-balancer frontend of the scenario")
-        evaluations: tuple[Evaluation, ...] = ()
         results: tuple[LegResult, ...] = ()
-        nsg = rule = None
-        reason = "no-nsg"
         for leg in route.legs:
             result = self.leg(leg.nic, leg.direction, leg.key)
             results += (result,)
-            evaluations = evaluations + result.evaluations if evaluations else result.evaluations
             if result.access == DENY:
-                return Decision(key, DENY, result.nsg, result.rule, result.reason, evaluations,
-                                route.translated), results
-            if result.reason == "platform":
-                reason, nsg, rule = "platform", None, None
-            elif result.nsg is not None and reason != "platform":
-                reason, nsg, rule = "rules", result.nsg, result.rule
-        return Decision(key, ALLOW, nsg, rule, reason, evaluations, route.translated), results
+                break
+        return Decision(key, *combined(results), route.translated), results
 
     def _chain(self, nic: NetworkInterface, direction: Direction) -> tuple[tuple[NetworkSecurityGroup, str], ...]:
         """The NSGs a packet meets at a NIC, in Azure's order, with the attachment of each."""

@@ -213,21 +213,26 @@ def test_a_chain_or_decision_of_another_shape_is_refused() -> None:
         from dataplane.platform import PLATFORM_ADDRESSES
         from dataplane.pipeline import TCP_FIRST_STATES
 
-        for chain_of, memo_of in ((lambda nic: "chain", None), (None, lambda nic, slot: (True, "result", None))):
+        to_db = SYN._replace(src=HOSTS[0], dst=HOSTS[2], dport=1433)
+        for packet, chain_of, memo_of, between_of in (
+                (SYN, lambda nic, outbound: "chain", None, None),
+                (SYN, None, lambda nic, slot: (True, "result", "Inbound", "web1"), None),
+                (to_db, None, None, lambda source, destination, slots: (False, (1,) * 6, "Inbound", "db", "outcome"))):
             dp = Dataplane(scenario_from_document(SCENARIO))
             dp.advance(0.0)
             dp._fast.decide_new_flows(chain_of or dp._chain_for_c, memo_of or dp._decided_in_c,
-                                      tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)
+                                      between_of or dp._decided_between_in_c, tuple(TCP_FIRST_STATES), Other.ACTIVE,
+                                      PLATFORM_ADDRESSES)
             try:
-                dp.process(frame(SYN), 0.5)
+                dp.process(frame(packet), 0.5)
             except TypeError:
                 print("TypeError")
         try:
-            dp._fast.decide_new_flows(None, None, (), None, set())
+            dp._fast.decide_new_flows(None, None, None, (), None, set())
         except TypeError:
             print("TypeError")
     """)
-    assert (child.returncode, child.stdout) == (0, "TypeError\n" * 3), child.stderr
+    assert (child.returncode, child.stdout) == (0, "TypeError\n" * 4), child.stderr
 
 
 def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:

@@ -201,6 +201,26 @@ def test_a_connection_between_two_nics_passes_in_c_from_its_reply() -> None:
 
 
 @needs_c
+@pytest.mark.parametrize("client, server, port", [(2, 0, 8080), (0, 2, 1433), (1, 2, 22), (2, 3, 22), (3, 0, 8080)],
+                         ids=["db-web1-allowed", "web1-db-by-asg", "web2-db-denied", "db-jump-no-nsg", "jump-web1"])
+def test_a_connection_between_two_nics_decided_in_c_is_decided_as_the_python_path_decides(client, server, port):
+    """Its first packet decided in C (not the first of a second, where Python sweeps first), then every
+    later packet both ways, through the flow's records at both NICs or denied again."""
+    fast = Dataplane(scenario_from_document(SCENARIO))
+    slow = Dataplane(scenario_from_document(SCENARIO), accelerated=False)
+    syn = Packet(4, 6, HOSTS[client], HOSTS[server], 40000, port, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+    syn_ack = syn._replace(src=syn.dst, dst=syn.src, sport=port, dport=40000, tcp_flags=0x12)
+    ack, data = syn._replace(tcp_flags=0x10), syn_ack._replace(tcp_flags=0x18)
+    fast.advance(0.0)
+    slow.advance(0.0)
+    for i, p in enumerate([syn, syn_ack, ack, data, ack, data._replace(tcp_flags=0x11), ack._replace(tcp_flags=0x11)]):
+        assert fast.process(frame(p), 0.1 + i * 0.01) == slow.process(frame(p), 0.1 + i * 0.01), i
+    assert fast._fast.created in (0, 2) and fast._fast.packets == 7, "every packet was decided in C"
+    assert records(fast) == records(slow)
+    assert fast.stats == slow.stats
+
+
+@needs_c
 def test_flow_records_in_c_behave_as_the_python_records() -> None:
     key = (6, 4, 20, 443, 10, 50000)
     records = [cls(key, True, TcpState.ESTABLISHED, 12.5, "outcome", None) for cls in (FlowRecord, PureFlowRecord)]
@@ -360,18 +380,23 @@ def decided_in_python(doc: dict, capture: Path) -> tuple[Dataplane, dict]:
     return dp, hits
 
 
-# Peers outside the scenario (the Internet, the VNet beyond its NICs, the platform) opening flows to
-# NICs behind two NSGs, one or none, on ports some rules allow and some deny (25: SMTP, which the policy
-# treats apart), with room for a few flows per NIC or for all.
-from_outside = st.lists(st.tuples(st.sampled_from([6, 6, 17]), st.sampled_from([HOSTS[6], HOSTS[7], PLATFORM_HOST]),
-                                  st.sampled_from(HOSTS[:4]), st.sampled_from([40000, 25, 80]),
-                                  st.sampled_from([8080, 1433, 25, 22])),
-                        min_size=1, max_size=3)
+# Peers outside the scenario (the Internet, the VNet beyond its NICs, the platform) and NICs opening
+# flows to NICs behind two NSGs, one or none, on ports some rules allow and some deny (25: SMTP, which
+# the policy treats apart), with room for a few flows per NIC or for all.
+new_flows = st.lists(st.tuples(st.sampled_from([6, 6, 17]),
+                               st.sampled_from([HOSTS[6], HOSTS[7], PLATFORM_HOST, HOSTS[0], HOSTS[2]]),
+                               st.sampled_from(HOSTS[:4]), st.sampled_from([40000, 25, 80]),
+                               st.sampled_from([8080, 1433, 25, 22])),
+                     min_size=1, max_size=3)
+# Most gaps short, so that most first packets fall within a second the tables were swept in: the C path's.
+dense_steps = st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x11, 0x04]),
+                                 st.sampled_from([0.0, 0.001, 0.01, 0.05, 0.2, 0.9, 9.0, 125.0]), st.integers(0, 1400)),
+                       min_size=1, max_size=60)
 
 
 @needs_c
 @settings(max_examples=60, deadline=None)
-@given(from_outside, steps, st.sampled_from([1, 2, 1_000]))
+@given(new_flows, dense_steps, st.sampled_from([1, 2, 1_000]))
 def test_new_flows_decided_in_c_leave_the_records_counters_and_hits_of_the_python_path(tmp_path_factory, flows,
                                                                                      sequence, max_flows):
     now, timed = 1_700_000_000.0, []
