@@ -264,6 +264,19 @@ def _tsresol(options: bytes, order: str) -> float:
     return 1e-6
 
 
+def freeze_collector() -> Callable[[], None]:
+    """What exists now (the scenario, its compiled rules) lives as long as a replay: frozen, full
+    collections need not walk it again and again. The thaw to call when the replay ends (nothing to
+    thaw when something else had frozen objects before)."""
+    frozen = gc.get_freeze_count()
+    gc.freeze()
+    return _nothing if frozen else gc.unfreeze
+
+
+def _nothing() -> None:
+    pass
+
+
 PASS_BATCH = 4096
 """Frames the C path may pass between two looks at the progress bar."""
 
@@ -530,8 +543,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     started = clock() if clock else 0.0
     first_ts = last_ts = None
     index = 0
-    frozen = gc.get_freeze_count()
-    gc.freeze()  # what exists now lives as long as the replay: full collections need not walk it again
+    thaw = freeze_collector()
     try:
         captures = [Capture(p) for p in paths]
         verdict_lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
@@ -592,8 +604,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         e.summary = summary  # type: ignore[attr-defined]
         raise
     finally:
-        if not frozen:
-            gc.unfreeze()
+        thaw()
         if last_ts is not None:
             dataplane.close(last_ts)
         if flowlogs is not None:

@@ -11,7 +11,6 @@ process's.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import signal
@@ -26,7 +25,8 @@ from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
 from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary, _flow_logs,
-                     _write_frame, _write_summary, count_hits, left_to_python, merged, never_applied, verdict_writer)
+                     _write_frame, _write_summary, count_hits, freeze_collector, left_to_python, merged, never_applied,
+                     verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -173,7 +173,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     logs = ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}) \
         if wanted.flow_logs else None
     dataplane = Dataplane(scenario, listener=logs)
-    gc.freeze()  # as replay does: full collections need not walk the scenario again and again
+    thaw = freeze_collector()  # the first shard runs in the client, whose objects must thaw after it
     process = dataplane.process
     own = ShardFrames(dataplane, logs, shards, index, updates)
     hits: dict[tuple[str, str], int] = {}
@@ -211,6 +211,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     except CaptureError as e:
         error = e
     finally:
+        thaw()
         for capture in captures:
             capture.close()
     if own.last_ts is not None:

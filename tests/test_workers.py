@@ -4,6 +4,7 @@ of a NAT) in one shard."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 
 import json
@@ -22,6 +23,7 @@ from scapy.utils import wrpcap
 from dataplane.cli import main
 from dataplane.decode import decode_frame
 from dataplane.pipeline import FastPath
+from dataplane.replay import replay
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
@@ -262,6 +264,13 @@ def test_an_error_in_a_worker_process_is_raised_by_the_client() -> None:
 def test_a_worker_process_that_dies_is_an_error_naming_its_exit_code() -> None:
     with pytest.raises(DataplaneError, match=r"exit code 3"):
         local_runner(3)(_in_worker, [(0,), (0,), (2,)])
+
+
+def test_a_sharded_replay_leaves_nothing_frozen_for_the_garbage_collector() -> None:
+    """The first shard runs in the client process: what it freezes for its run thaws after it."""
+    assert gc.get_freeze_count() == 0
+    replay(load_scenario(SCENARIO), [str(DEMO / "web.pcap")], workers=2)
+    assert gc.get_freeze_count() == 0
 
 
 def test_workers_auto_is_one_per_core() -> None:
