@@ -75,6 +75,31 @@ def key_to_flow(key: tuple[int, int, int, int, int, int]) -> Flow:
     return Flow(proto, make(src), sport, make(dst), dport)
 
 
+def flow_text(key: tuple[int, int, int, int, int, int]) -> str:
+    """`str(key_to_flow(key))`, without making the Flow: a verdict line writes one per packet."""
+    proto, version, src, sport, dst, dport = key
+    name = PROTOCOL_NAMES.get(proto) or str(proto)
+    if version == 4:
+        a, b = _v4_text(src), _v4_text(dst)
+        if proto == TCP or proto == UDP:
+            return f"{name} {a}:{sport} > {b}:{dport}"
+        return f"{name} {a} > {b}"
+    return str(key_to_flow(key))
+
+
+def _v4_text(address: int) -> str:
+    text = _V4_TEXTS.get(address)
+    if text is None:
+        if len(_V4_TEXTS) >= 65536:
+            _V4_TEXTS.clear()
+        text = _V4_TEXTS[address] = f"{address >> 24}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
+    return text
+
+
+_V4_TEXTS: dict[int, str] = {}
+"""Dotted quads of the addresses met lately: a capture names few addresses many times."""
+
+
 def _endpoint(ip: IPAddress, port: int | None) -> str:
     if port is None:
         return str(ip)

@@ -10,6 +10,7 @@ live flows until they idle out, unless the NSG has `flush_connection`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Protocol, Sequence
@@ -19,7 +20,7 @@ from .conntrack import (RECENT_FLOWS, Conntrack, FlowRecord, FragmentTable, Othe
                         Timeouts, tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
-from .flows import ICMP, ICMPV6, TCP, UDP, Flow, key_to_flow, parse_flow
+from .flows import ICMP, ICMPV6, TCP, UDP, Flow, flow_text, key_to_flow, parse_flow
 from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
 from .platform import PLATFORM_ADDRESSES
@@ -52,17 +53,38 @@ class Verdict(NamedTuple):
         p = self.packet
         if p is None:
             return None
-        return str(key_to_flow((p.proto, p.version, p.src, p.sport, p.dst, p.dport)))
+        return flow_text((p.proto, p.version, p.src, p.sport, p.dst, p.dport))
 
     def to_json(self, index: int | None = None) -> dict[str, Any]:
         data = {"index": index, "ts": self.ts, "flow": self.flow, "direction": self.direction, "nic": self.nic,
                 "decision": self.decision, "nsg": self.nsg, "rule": self.rule, "reason": self.reason,
                 "state": self.state}
         if self.translated is not None:
-            data["translated"] = str(key_to_flow(self.translated))
+            data["translated"] = flow_text(self.translated)
         if self.detail:
             data["detail"] = self.detail
         return data
+
+    def json_line(self, index: int) -> str:
+        """`json.dumps(self.to_json(index))`, made faster: what follows the flow repeats packet after
+        packet (a flow's NIC, rule and state), so its JSON is kept."""
+        slot = (self.direction, self.nic, self.decision, self.nsg, self.rule, self.reason, self.state,
+                self.translated, self.detail)
+        tail = _JSON_TAILS.get(slot)
+        if tail is None:
+            if len(_JSON_TAILS) >= 4096:
+                _JSON_TAILS.clear()
+            data = self.to_json()
+            del data["index"], data["ts"], data["flow"]
+            tail = _JSON_TAILS[slot] = json.dumps(data)[1:]
+        ts = self.ts
+        flow = self.flow
+        return (f'{{"index": {index}, "ts": {ts!r}, "flow": "{flow}", {tail}' if flow is not None and type(ts) is float
+                else json.dumps(self.to_json(index)))
+
+
+_JSON_TAILS: dict[tuple, str] = {}
+"""The JSON of a verdict line after its flow, by the fields it is made of."""
 
 
 @dataclass

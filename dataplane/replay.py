@@ -397,7 +397,13 @@ class LinesWriter(_Batched):
         self._pending: list[str] = []
 
     def write(self, obj: Any) -> None:
-        self._pending.append(json.dumps(obj))
+        self.write_line(json.dumps(obj))
+
+    def write_verdict(self, verdict: Verdict, index: int) -> None:
+        self.write_line(verdict.json_line(index))
+
+    def write_line(self, line: str) -> None:
+        self._pending.append(line)
         if len(self._pending) >= 4096:
             self.flush()
 
@@ -438,6 +444,9 @@ class ParquetWriter:
         self._rows.append(obj)
         if len(self._rows) >= self.ROW_GROUP:
             self.flush()
+
+    def write_verdict(self, verdict: Verdict, index: int) -> None:
+        self.write(verdict.to_json(index))
 
     def flush(self) -> None:
         rows, self._rows = self._rows, []
@@ -588,7 +597,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             count_hits(hits, (verdict,))
             if per_packet:
                 if verdict_lines is not None:
-                    verdict_lines.write(verdict.to_json(index - 1))
+                    verdict_lines.write_verdict(verdict, index - 1)
                 if flowlogs is not None:
                     flowlogs.verdict(verdict)
                 if traffic is not None:

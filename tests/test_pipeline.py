@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import ipaddress
+import json
 import time
 import tracemalloc
 
@@ -25,6 +26,9 @@ from scapy.layers.l2 import Dot1AD, Dot1Q
 from dataplane import (Dataplane, DataplaneError, NetworkSecurityGroup, RuleError, ValidationErrors, parse_flow,
                        rule_from_azure)
 from dataplane import scenario_from_document
+from dataplane.decode import Packet
+from dataplane.flows import flow_text, key_to_flow
+from dataplane.pipeline import Verdict
 from frames import ether
 
 OFFICE = "198.51.100.7"  # allowed to SSH to edge and to send UDP to app
@@ -852,6 +856,37 @@ def test_a_verdict_prints_as_the_contracts_json_line() -> None:
         "index": 7, "ts": 1.5, "flow": f"tcp {OFFICE}:50000 > {EDGE_PUBLIC}:22", "direction": "Inbound",
         "nic": "edge", "decision": "Allow", "nsg": "nsg-edge", "rule": "AllowSsh", "reason": "rules",
         "state": "syn-sent", "translated": f"tcp {OFFICE}:50000 > {EDGE}:22"}
+
+
+names = st.one_of(st.none(), st.text(max_size=12))
+addresses = st.one_of(st.tuples(st.just(4), st.integers(0, 2**32 - 1)), st.tuples(st.just(6), st.integers(0, 2**128 - 1)))
+
+
+@st.composite
+def verdicts(draw):
+    version, src = draw(addresses)
+    dst = draw(st.integers(0, 2**32 - 1 if version == 4 else 2**128 - 1))
+    proto = draw(st.sampled_from([6, 17, 1, 58, 50, 47]))
+    ports = draw(st.tuples(st.integers(0, 65535), st.integers(0, 65535)))
+    packet = Packet(version, proto, src, dst, *ports, 0, -1, -1, 0, 60, 0, 0, False, False, (), None)
+    translated = (proto, version, dst, ports[1], src, ports[0]) if draw(st.booleans()) else None
+    return Verdict(draw(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 2**40))),
+                   draw(st.sampled_from(["Allow", "Deny", "Skip"])), draw(st.text(max_size=12)), draw(names),
+                   draw(names), draw(names), draw(names), draw(names), draw(st.one_of(st.none(), st.just(packet))),
+                   translated, draw(st.text(max_size=12)))
+
+
+@settings(max_examples=300)
+@given(verdicts(), st.integers(0, 2**40))
+def test_a_verdicts_json_line_is_the_json_of_its_contract_object(verdict, index) -> None:
+    """`json_line` keeps the JSON after the flow between lines: it must write what `json.dumps` writes."""
+    assert verdict.json_line(index) == json.dumps(verdict.to_json(index))
+
+
+@given(addresses, addresses, st.sampled_from([6, 17, 1, 58, 50, 0, 255]), st.integers(0, 65535), st.integers(0, 65535))
+def test_a_flows_text_is_the_flow_notation(a, b, proto, sport, dport) -> None:
+    key = (proto, a[0], a[1], sport, b[1] if b[0] == a[0] else a[1], dport)
+    assert flow_text(key) == str(key_to_flow(key))
 
 
 def test_a_sweep_ends_flows_in_deadline_order_across_nics() -> None:

@@ -310,21 +310,33 @@ def test_a_replay_reads_every_capture_form_into_the_c_path_as_it_reads_pcap(name
     assert replay(load_scenario(DEMO / "scenario.yaml"), [str(capture)]).to_json() == expected
 
 
-def _pcap_of(timed_frames: list[tuple[float, bytes]], cut: int) -> bytes:
-    records = b"".join(struct.pack("<IIII", int(t), round(t % 1 * 1e6), len(f), len(f)) + f for t, f in timed_frames)
+def _pcap_of(timed: list[tuple[float, bytes]], cut: int) -> bytes:
+    records = b"".join(struct.pack("<IIII", int(t), round(t % 1 * 1e6), len(f), len(f)) + f for t, f in timed)
     return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + records[:len(records) - cut]
 
 
-def _pcapng_of(timed_frames: list[tuple[float, bytes]], cut: int) -> bytes:
+def _pcapng_of(timed: list[tuple[float, bytes]], cut: int) -> bytes:
     blocks = [struct.pack("<IIIHHQI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, 0xFFFFFFFFFFFFFFFF, 28),
               struct.pack("<IIHHII", 1, 20, 1, 0, 65535, 20)]
-    for t, f in timed_frames:
+    for t, f in timed:
         padded = f + bytes(-len(f) % 4)
         micros = round(t * 1e6)
         blocks.append(struct.pack("<IIIIIII", 6, 32 + len(padded), 0, micros >> 32, micros & 0xFFFFFFFF, len(f), len(f))
                       + padded + struct.pack("<I", 32 + len(padded)))
     data = b"".join(blocks)
     return data[:len(data) - cut]
+
+
+def timed_frames(flows: list[tuple], sequence: list[tuple]) -> list[tuple[float, bytes]]:
+    """The frames of random conversations (`conversations`, `steps`), each with its time."""
+    now, timed = 1_700_000_000.0, []
+    for which, reply, flags, dt, payload in sequence:
+        proto, client, server, client_port, port = flows[which % len(flows)]
+        src, dst, sport, dport = (server, client, port, client_port) if reply else (client, server, client_port, port)
+        now += dt
+        timed.append((now, frame(Packet(4, proto, src, dst, sport, dport, flags if proto == 6 else 0, -1, -1, 0, 0, 0,
+                                        0, False, False, (), None), payload)))
+    return timed
 
 
 @needs_c
@@ -334,13 +346,7 @@ def test_the_c_walk_of_a_capture_counts_what_the_per_packet_path_counts(tmp_path
     """Random conversations (public IPs, frontends, second boundaries, flows closing and idling out),
     written as a capture that may break off mid-record: a replay that lets the C code walk the buffer
     sums up what one deciding every packet in Python sums up, error included."""
-    now, timed = 1_700_000_000.0, []
-    for which, reply, flags, dt, payload in sequence:
-        proto, client, server, client_port, port = flows[which % len(flows)]
-        src, dst, sport, dport = (server, client, port, client_port) if reply else (client, server, client_port, port)
-        now += dt
-        timed.append((now, frame(Packet(4, proto, src, dst, sport, dport, flags if proto == 6 else 0, -1, -1, 0, 0, 0,
-                                        0, False, False, (), None), payload)))
+    timed = timed_frames(flows, sequence)
     folder = tmp_path_factory.mktemp("walk")
     capture = folder / f"random.{form}"
     capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed, cut))
@@ -399,13 +405,7 @@ dense_steps = st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.sampled_fr
 @given(new_flows, dense_steps, st.sampled_from([1, 2, 1_000]))
 def test_new_flows_decided_in_c_leave_the_records_counters_and_hits_of_the_python_path(tmp_path_factory, flows,
                                                                                      sequence, max_flows):
-    now, timed = 1_700_000_000.0, []
-    for which, reply, flags, dt, payload in sequence:
-        proto, client, server, client_port, port = flows[which % len(flows)]
-        src, dst, sport, dport = (server, client, port, client_port) if reply else (client, server, client_port, port)
-        now += dt
-        timed.append((now, frame(Packet(4, proto, src, dst, sport, dport, flags if proto == 6 else 0, -1, -1, 0, 0, 0,
-                                        0, False, False, (), None), payload)))
+    timed = timed_frames(flows, sequence)
     capture = tmp_path_factory.mktemp("decide") / "random.pcap"
     capture.write_bytes(_pcap_of(timed, 0))
     doc = SCENARIO | {"max_flows_per_nic": max_flows}
