@@ -22,6 +22,8 @@
    pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
+   FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
+   that end (Conntrack.advance).
    Tally and count_records(buffer, pos, format, last, limit, tally): whatif's count of the packets and
    bytes of its changed flows, from the same buffer.
    tests/test_pipeline_fast_path.py proves both paths decide every packet alike, tests/test_classifier.py
@@ -1173,8 +1175,8 @@ typedef struct {
 } FastPath;
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
-    *s_max_flows;
-static PyObject *heappush;
+    *s_max_flows, *s_by_key;
+static PyObject *heappush, *heappop;
 static PyObject *small[8];
 
 /* The C path fills Packet and Verdict tuples by position, so the types must be tuples with these
@@ -2162,6 +2164,86 @@ done:
     return result;
 }
 
+/* FlowTable.advance for a table of flows no listener hears of and none translated (Conntrack.advance
+   checks), so the order they end in changes nothing: the records whose deadline is at or before `now`
+   end, the others of the buckets looked at move to their new bucket. (closed, expired): how many ended
+   closed and how many idle, for the counters. */
+static PyObject *
+FastPath_expire_due(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "expire_due(table, now)");
+        return NULL;
+    }
+    if (!ready(self))
+        return NULL;
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *table = args[0];
+    PyObject *wheel = PyObject_GetAttr(table, s_wheel);
+    PyObject *due = wheel != NULL ? PyObject_GetAttr(table, s_due) : NULL;
+    PyObject *flows = due != NULL ? PyObject_GetAttr(table, s_by_key) : NULL, *records = NULL;
+    long long closed = 0, expired = 0;
+    int error = flows == NULL;
+    if (!error && (!PyDict_Check(wheel) || !PyList_Check(due) || !PyDict_Check(flows))) {
+        PyErr_SetString(PyExc_TypeError, "a flow table's wheel and records must be dicts, its due buckets a list");
+        error = 1;
+    }
+    while (!error && PyList_GET_SIZE(due) > 0) {
+        long long bucket = PyLong_AsLongLong(PyList_GET_ITEM(due, 0));
+        if (bucket == -1 && PyErr_Occurred()) {
+            error = 1;
+            break;
+        }
+        if (!((double)bucket <= now))
+            break;
+        PyObject *popped = PyObject_CallOneArg(heappop, due);
+        records = popped != NULL ? PyDict_GetItemWithError(wheel, popped) : NULL;
+        Py_XINCREF(records);
+        if (records == NULL || PyDict_DelItem(wheel, popped) < 0 || !PyList_Check(records)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a timing wheel's bucket must be a list of records");
+            Py_XDECREF(popped);
+            error = 1;
+            break;
+        }
+        Py_DECREF(popped);
+        for (Py_ssize_t i = 0; !error && i < PyList_GET_SIZE(records); i++) {
+            PyObject *item = PyList_GET_ITEM(records, i);
+            if (!Py_IS_TYPE(item, &RecordType) || ((Record *)item)->key == NULL) {
+                PyErr_SetString(PyExc_TypeError, "a timing wheel holds flow records in C");
+                error = 1;
+                break;
+            }
+            Record *r = (Record *)item;
+            if (r->bucket != bucket)
+                continue;
+            PyObject *current = PyDict_GetItemWithError(flows, r->key);
+            if (current != item) {
+                error = PyErr_Occurred() != NULL;
+                continue;
+            }
+            if (r->expires <= now) {
+                r->bucket = 0;
+                if (r->state == self->closed)
+                    closed += 1;
+                else
+                    expired += 1;
+                error = PyDict_DelItem(flows, r->key) < 0;
+            } else {
+                error = schedule(table, r) < 0;
+            }
+        }
+        Py_CLEAR(records);
+    }
+    Py_XDECREF(records);
+    Py_XDECREF(wheel);
+    Py_XDECREF(due);
+    Py_XDECREF(flows);
+    return error ? NULL : Py_BuildValue("(LL)", closed, expired);
+}
+
 /* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry (held: release
    it) and the last leg's new state (a new reference), 0 when the Python path must decide (every leg
    must hold a live record: the Python path ends dead ones), -1 on error. */
@@ -2824,6 +2906,8 @@ static PyMethodDef FastPath_methods[] = {
     {"decide_new_flows", (PyCFunction)(void (*)(void))FastPath_decide_new_flows, METH_FASTCALL,
      "decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): new flows from outside "
      "to a NIC or between two NICs are decided in C"},
+    {"expire_due", (PyCFunction)(void (*)(void))FastPath_expire_due, METH_FASTCALL,
+     "expire_due(table, now) -> (closed, expired): end the table's flows due by now, when nothing hears of it"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
      "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
      "or the exception the frames raised)"},
@@ -2875,10 +2959,13 @@ PyInit__fastpath(void)
     s_due = PyUnicode_InternFromString("due");
     s_version = PyUnicode_InternFromString("version");
     s_max_flows = PyUnicode_InternFromString("max_flows");
+    s_by_key = PyUnicode_InternFromString("by_key");
     PyObject *heapq = PyImport_ImportModule("_heapq");
     heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
+    heappop = heapq != NULL ? PyObject_GetAttrString(heapq, "heappop") : NULL;
     Py_XDECREF(heapq);
-    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || heappush == NULL)
+    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL ||
+            heappush == NULL || heappop == NULL)
         return NULL;
     s_allow = PyUnicode_InternFromString("Allow");
     s_flow = PyUnicode_InternFromString("flow");

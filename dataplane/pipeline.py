@@ -140,6 +140,8 @@ class Dataplane:
                               frozenset(ip for ip in translated_ips if ip < 2**32),
                               self.conntrack.publics_v4(policy.translations.public_private),
                               self._new_translated) if fast else None
+        if fast:
+            self.conntrack.expire_due = self._fast.expire_due
         if fast and listener is None:  # a listener hears of each record made: only Python tells it
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)

@@ -235,6 +235,20 @@ def test_a_chain_or_decision_of_another_shape_is_refused() -> None:
     assert (child.returncode, child.stdout) == (0, "TypeError\n" * 4), child.stderr
 
 
+@pytest.mark.parametrize("wheel, due, by_key", [([], [], {}), ({}, [1], {}), ({1: ["a record"]}, [1], {}),
+                                                ({1: [FlowRecord((6, 4, 1, 2, 3, 4), False, TcpState.SYN_SENT, 0.5, None)]},
+                                                 ["one"], {})],
+                         ids=["wheel-not-a-dict", "bucket-missing", "not-a-record", "bucket-not-a-number"])
+def test_ending_the_due_flows_of_a_table_of_another_shape_is_refused(wheel, due, by_key) -> None:
+    class Table(NamedTuple):
+        wheel: object
+        due: list
+        by_key: dict
+
+    with pytest.raises(TypeError):
+        busy_dataplane()._fast.expire_due(Table(wheel, due, by_key), 5.0)
+
+
 def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:
     """A flow must be a list of six items or more when watched and when counted; count_records takes a Tally."""
     path = str(tmp_path / "two.pcap")
