@@ -1969,7 +1969,10 @@ done:
     return result;
 }
 
-/* The memo of new flows from one NIC to another (a new reference): kept while both NICs' chains hold. */
+/* The memo of new flows from one NIC to another (a new reference): kept while both NICs' chains hold;
+   at most PAIRS_KEPT pairs, all forgotten when full (a mesh of thousands of NICs must not fill memory). */
+#define PAIRS_KEPT 65536
+
 static PyObject *
 pair_memo(FastPath *self, PyObject *at_src, PyObject *at_dst, PyObject *out, PyObject *in)
 {
@@ -1981,6 +1984,8 @@ pair_memo(FastPath *self, PyObject *at_src, PyObject *at_dst, PyObject *out, PyO
     if (pair != NULL && PyTuple_GET_ITEM(pair, 0) == out && PyTuple_GET_ITEM(pair, 1) == in) {
         memo = Py_NewRef(PyTuple_GET_ITEM(pair, 2));
     } else if (!PyErr_Occurred() && (memo = PyDict_New()) != NULL) {
+        if (PyDict_GET_SIZE(self->pairs) >= PAIRS_KEPT)
+            PyDict_Clear(self->pairs);
         pair = PyTuple_Pack(3, out, in, memo);
         if (pair == NULL || PyDict_SetItem(self->pairs, names, pair) < 0)
             Py_CLEAR(memo);
