@@ -17,9 +17,10 @@
    one between two NICs as Dataplane._new does; to a NIC's public IP it goes to
    Dataplane._new_translated; anything else comes back decoded (a Packet) or as None (the Python
    decoder's case).
-   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only]]): the replay's
-   loop, when it writes nothing per packet: the same straight from the capture's buffer (pcap or
-   pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
+   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index]]]):
+   the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
+   packets it passes): the same straight from the capture's buffer (pcap or pcapng), and the first
+   record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
@@ -1165,6 +1166,8 @@ typedef struct {
     PyObject *chains[2];   /* dicts, inbound and outbound: NIC name → what chain_of gave, while its NSGs are
                               those it names */
     PyObject *pairs;       /* dict: (source, destination NIC name) → (outbound chain, inbound chain, memo) */
+    PyObject *tail_of;     /* verdict_lines: Python's JSON after a verdict line's flow, and the tails made */
+    PyObject *tails;
     uint32_t *platform;    /* the platform's IPv4 addresses, which the policy treats apart */
     Py_ssize_t n_platform;
     long long packets;     /* packets taken here: Dataplane.stats folds them in */
@@ -1304,6 +1307,8 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->chains[0]);
     Py_VISIT(self->chains[1]);
     Py_VISIT(self->pairs);
+    Py_VISIT(self->tail_of);
+    Py_VISIT(self->tails);
     return 0;
 }
 
@@ -1329,6 +1334,8 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->chains[0]);
     Py_CLEAR(self->chains[1]);
     Py_CLEAR(self->pairs);
+    Py_CLEAR(self->tail_of);
+    Py_CLEAR(self->tails);
     return 0;
 }
 
@@ -2547,15 +2554,87 @@ record_at(const unsigned char *b, Py_ssize_t end, Py_ssize_t pos, const Format *
     return pos + length;
 }
 
+/* FastPath.verdict_lines(tail_of): pass_records may write the verdict lines of recent flows' packets,
+   `tail_of(head, state, translated)` giving the JSON after a line's flow (Verdict.json_line's). */
+static PyObject *
+FastPath_verdict_lines(FastPath *self, PyObject *tail_of)
+{
+    if (!PyCallable_Check(tail_of)) {
+        PyErr_SetString(PyExc_TypeError, "verdict_lines(tail_of): tail_of must be callable");
+        return NULL;
+    }
+    PyObject *tails = PyDict_New();
+    if (tails == NULL)
+        return NULL;
+    Py_XSETREF(self->tail_of, Py_NewRef(tail_of));
+    Py_XSETREF(self->tails, tails);
+    Py_RETURN_NONE;
+}
+
+/* The verdict line of a recent flow's packet that passed (its entry, its flow's state after it), as
+   Verdict.json_line writes it, appended to `lines`: 0, or -1 on error. */
+static int
+append_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const Common *c, Entry *e, PyObject *state)
+{
+    PyObject *value = PyObject_GetAttr(state, s_value);
+    PyObject *slot = value != NULL ? PyTuple_Pack(3, e->head, value, e->translated) : NULL;
+    PyObject *tail = slot != NULL ? PyDict_GetItemWithError(self->tails, slot) : NULL;
+    if (tail != NULL) {
+        Py_INCREF(tail);
+    } else if (slot != NULL && !PyErr_Occurred()) {
+        PyObject *call[3] = {e->head, value, e->translated};
+        tail = PyObject_Vectorcall(self->tail_of, call, 3, NULL);
+        if (tail != NULL && !PyUnicode_Check(tail)) {
+            PyErr_SetString(PyExc_TypeError, "tail_of must give a str");
+            Py_CLEAR(tail);
+        }
+        if (tail != NULL && PyDict_GET_SIZE(self->tails) >= 4096)
+            PyDict_Clear(self->tails);
+        if (tail != NULL && PyDict_SetItem(self->tails, slot, tail) < 0)
+            Py_CLEAR(tail);
+    }
+    Py_XDECREF(slot);
+    Py_XDECREF(value);
+    if (tail == NULL)
+        return -1;
+    char *when = PyOS_double_to_string(ts, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (when == NULL) {
+        Py_DECREF(tail);
+        return -1;
+    }
+    unsigned long s = c->src, d = c->dst;
+    char flow[96];
+    snprintf(flow, sizeof flow, "%s %lu.%lu.%lu.%lu:%u > %lu.%lu.%lu.%lu:%u", c->proto == 6 ? "tcp" : "udp",
+             s >> 24, s >> 16 & 255, s >> 8 & 255, s & 255, c->sport, d >> 24, d >> 16 & 255, d >> 8 & 255, d & 255,
+             c->dport);
+    PyObject *line = PyUnicode_FromFormat("{\"index\": %zd, \"ts\": %s, \"flow\": \"%s\", %U", index, when, flow, tail);
+    PyMem_Free(when);
+    Py_DECREF(tail);
+    int result = line != NULL ? PyList_Append(lines, line) : -1;
+    Py_XDECREF(line);
+    return result;
+}
+
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
-   policy result returned instead), and the first other record stops the walk where it starts. */
+   policy result returned instead), and the first other record stops the walk where it starts. With
+   `lines` (a list), the verdict line of each packet passed is appended to it, `index` the first one's
+   place in the capture; then a new flow's first packet too stops the walk. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 6 || nargs > 8) {
-        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only]])");
+    if (nargs < 6 || nargs == 9 || nargs > 10) {
+        PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only"
+                        "[, lines, index]]])");
+        return NULL;
+    }
+    PyObject *lines = nargs == 10 && args[8] != Py_None ? args[8] : NULL;
+    Py_ssize_t index = lines != NULL ? PyLong_AsSsize_t(args[9]) : 0;
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    if (lines != NULL && (!PyList_Check(lines) || self->tails == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a list, after verdict_lines(tail_of)");
         return NULL;
     }
     ShardFilter *shard = nargs >= 7 && args[6] != Py_None ? (ShardFilter *)args[6] : NULL;
@@ -2563,7 +2642,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "shard must be a ShardFilter or None");
         return NULL;
     }
-    int hits_only = nargs == 8 ? PyObject_IsTrue(args[7]) : 0;
+    int hits_only = nargs >= 8 ? PyObject_IsTrue(args[7]) : 0;
     if (hits_only < 0)
         return NULL;
     if (!ready(self))
@@ -2621,8 +2700,14 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         if (done) {
+            if (lines != NULL && append_line(self, lines, index + passed, ts, &c, entry, state) < 0)
+                error = 1;
             entry_release(entry);
             Py_DECREF(state);
+            if (error)
+                break;
+        } else if (lines != NULL) {
+            break;  /* its verdict is the Python path's to write */
         } else {
             /* the first packet of a new flow the Python path would send straight to a decision, as in process */
             PyObject *when = PyFloat_FromDouble(ts);
@@ -2911,6 +2996,8 @@ static PyMethodDef FastPath_methods[] = {
     {"decide_new_flows", (PyCFunction)(void (*)(void))FastPath_decide_new_flows, METH_FASTCALL,
      "decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): new flows from outside "
      "to a NIC or between two NICs are decided in C"},
+    {"verdict_lines", (PyCFunction)FastPath_verdict_lines, METH_O,
+     "verdict_lines(tail_of): pass_records(..., lines, index) writes the verdict lines of recent flows"},
     {"expire_due", (PyCFunction)(void (*)(void))FastPath_expire_due, METH_FASTCALL,
      "expire_due(table, now) -> (closed, expired): end the table's flows due by now, when nothing hears of it"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,

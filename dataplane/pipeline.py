@@ -56,35 +56,52 @@ class Verdict(NamedTuple):
         return flow_text((p.proto, p.version, p.src, p.sport, p.dst, p.dport))
 
     def to_json(self, index: int | None = None) -> dict[str, Any]:
-        data = {"index": index, "ts": self.ts, "flow": self.flow, "direction": self.direction, "nic": self.nic,
-                "decision": self.decision, "nsg": self.nsg, "rule": self.rule, "reason": self.reason,
-                "state": self.state}
-        if self.translated is not None:
-            data["translated"] = flow_text(self.translated)
-        if self.detail:
-            data["detail"] = self.detail
-        return data
+        return {"index": index, "ts": self.ts, "flow": self.flow,
+                **_tail_fields(*self._tail())}
 
     def json_line(self, index: int) -> str:
         """`json.dumps(self.to_json(index))`, made faster: what follows the flow repeats packet after
         packet (a flow's NIC, rule and state), so its JSON is kept."""
-        slot = (self.direction, self.nic, self.decision, self.nsg, self.rule, self.reason, self.state,
-                self.translated, self.detail)
-        tail = _JSON_TAILS.get(slot)
-        if tail is None:
-            if len(_JSON_TAILS) >= 4096:
-                _JSON_TAILS.clear()
-            data = self.to_json()
-            del data["index"], data["ts"], data["flow"]
-            tail = _JSON_TAILS[slot] = json.dumps(data)[1:]
         ts = self.ts
         flow = self.flow
-        return (f'{{"index": {index}, "ts": {ts!r}, "flow": "{flow}", {tail}' if flow is not None and type(ts) is float
-                else json.dumps(self.to_json(index)))
+        if flow is None or type(ts) is not float:
+            return json.dumps(self.to_json(index))
+        return f'{{"index": {index}, "ts": {ts!r}, "flow": "{flow}", {_json_tail(*self._tail())}'
+
+    def _tail(self) -> tuple:
+        return (self.direction, self.nic, self.decision, self.nsg, self.rule, self.reason, self.state, self.translated,
+                self.detail)
+
+
+def _tail_fields(direction, nic, decision, nsg, rule, reason, state, translated, detail) -> dict[str, Any]:
+    """A verdict line's fields after its flow, in the contract's order."""
+    data = {"direction": direction, "nic": nic, "decision": decision, "nsg": nsg, "rule": rule, "reason": reason,
+            "state": state}
+    if translated is not None:
+        data["translated"] = flow_text(translated)
+    if detail:
+        data["detail"] = detail
+    return data
+
+
+def _json_tail(*fields) -> str:
+    """The JSON of a verdict line after its flow (with the closing brace), kept by the fields it is made of."""
+    tail = _JSON_TAILS.get(fields)
+    if tail is None:
+        if len(_JSON_TAILS) >= 4096:
+            _JSON_TAILS.clear()
+        tail = _JSON_TAILS[fields] = json.dumps(_tail_fields(*fields))[1:]
+    return tail
 
 
 _JSON_TAILS: dict[tuple, str] = {}
-"""The JSON of a verdict line after its flow, by the fields it is made of."""
+
+
+def _known_flow_tail(head: tuple, state: str, translated: Key | None) -> str:
+    """What follows the flow in the verdict line of a recent flow's packet that the C path passed: its
+    head (direction, NIC, NSG, rule), as `_known` says it."""
+    direction, nic, nsg, rule = head
+    return _json_tail(direction, nic, ALLOW, nsg, rule, "flow", state, translated, "")
 
 
 @dataclass
@@ -142,6 +159,7 @@ class Dataplane:
                               self._new_translated) if fast else None
         if fast:
             self.conntrack.expire_due = self._fast.expire_due
+            self._fast.verdict_lines(_known_flow_tail)
         if fast and listener is None:  # a listener hears of each record made: only Python tells it
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)

@@ -283,13 +283,18 @@ PASS_BATCH = 4096
 
 def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
-                   took: Callable[[int, float, bool], None], shard: Any = None) -> Iterator[Frame]:
+                   took: Callable[[int, float, bool], None], shard: Any = None, lines: list[str] | None = None,
+                   index: Callable[[], int] | None = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
-    `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`), else
-    `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
+    `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`; with
+    `lines`, the verdict line of each packet it passes appended there, `index()` the next packet's place),
+    else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
-        if pass_records is not None and capture is not None:
+        if pass_records is not None and capture is not None and lines is not None and index is not None:
+            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
+            frame, walked = None, True
+        elif pass_records is not None and capture is not None:
             # only the hits of new flows are needed: the C path may decide flows to a NIC itself
             passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, True)
             if decided:
@@ -404,6 +409,11 @@ class LinesWriter(_Batched):
 
     def write_line(self, line: str) -> None:
         self._pending.append(line)
+        if len(self._pending) >= 4096:
+            self.flush()
+
+    def write_lines(self, lines: list[str]) -> None:
+        self._pending.extend(lines)
         if len(self._pending) >= 4096:
             self.flush()
 
@@ -562,7 +572,11 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
         pass_frames = dataplane.pass_frames if not per_packet else None
-        pass_records = dataplane.pass_records if pass_frames is not None and len(captures) == 1 else None
+        # verdict lines alone: the C path writes those of the packets it passes
+        written: list[str] | None = [] if isinstance(verdict_lines, LinesWriter) and flowlogs is None and \
+            not captures_out and traffic is None else None
+        pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
+            len(captures) == 1 else None
         shown = 0
 
         def show() -> None:
@@ -576,12 +590,15 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
 
         def took(count: int, last: float, walked: bool) -> None:
             nonlocal index, last_ts
+            if written:
+                verdict_lines.write_lines(written)
+                written.clear()
             index += count
             last_ts = last
             show()
 
         for frame in left_to_python(merged(captures), captures[0] if captures else None, pass_records, pass_frames,
-                                    hits, until, took):
+                                    hits, until, took, lines=written, index=lambda: index):
             show()
             index += 1
             ts, linktype, data, _ = frame

@@ -249,6 +249,22 @@ def test_ending_the_due_flows_of_a_table_of_another_shape_is_refused(wheel, due,
         busy_dataplane()._fast.expire_due(Table(wheel, due, by_key), 5.0)
 
 
+def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) -> None:
+    path = str(tmp_path / "two.pcap")
+    writer = PcapWriter(path, 1)
+    for ts in (0.2, 0.3):
+        writer.write(ts, frame(ACK), len(frame(ACK)))
+    writer.close()
+    dp = busy_dataplane()
+    capture = Capture(path)
+    next(capture.frames())  # the headers read: the walk goes on from the second record
+    with pytest.raises(TypeError):
+        capture.walk(dp.pass_records, 1.0, 10, None, False, "lines", 0)
+    lines: list[str] = []
+    assert capture.walk(dp.pass_records, 1.0, 10, None, False, lines, 7)[0] == 1
+    assert lines[0].startswith('{"index": 7, "ts": 0.3, "flow": "tcp ')
+
+
 def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:
     """A flow must be a list of six items or more when watched and when counted; count_records takes a Tally."""
     path = str(tmp_path / "two.pcap")

@@ -444,6 +444,38 @@ def test_a_rule_added_to_the_nsg_object_decides_the_next_new_flow_the_c_path_dec
     assert hits == {("nsg-front", "AllowHttp"): 2, ("nsg-web", "AllowHttpNic"): 1, ("nsg-web", "DenyHttp"): 1}
 
 
+def _verdict_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[bytes, bytes]:
+    """The verdict lines of a replay writing them alone (the C walk writes those of the packets it passes)
+    and of one also writing the denied packets (every verdict from `Dataplane.process`, in Python)."""
+    files = []
+    for name, extra in (("alone", {}), ("with-denied", {"denied": str(folder / "denied.pcap")})):
+        loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
+        try:
+            replay(loaded, [str(capture)], Outputs(verdicts=str(folder / f"{name}.jsonl"), **extra))
+        except CaptureError:
+            pass
+        files.append((folder / f"{name}.jsonl").read_bytes())
+    return files[0], files[1]
+
+
+@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+def test_the_verdict_lines_written_in_c_are_those_python_writes_on_every_demo_capture(name, tmp_path) -> None:
+    alone, with_denied = _verdict_files(DEMO / "scenario.yaml", DEMO / name, tmp_path)
+    assert alone == with_denied and alone.count(b"\n") == len(list(Capture(str(DEMO / name)).frames()))
+
+
+@needs_c
+@settings(max_examples=40, deadline=None)
+@given(conversations, steps, st.sampled_from(["pcap", "pcapng"]), st.integers(0, 40))
+def test_the_verdict_lines_written_in_c_are_those_python_writes(tmp_path_factory, flows, sequence, form, cut) -> None:
+    """Random conversations, written as a capture that may break off mid-record: the same lines, up to the break."""
+    folder = tmp_path_factory.mktemp("lines")
+    capture = folder / f"random.{form}"
+    capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed_frames(flows, sequence), cut))
+    alone, with_denied = _verdict_files(SCENARIO, capture, folder)
+    assert alone == with_denied
+
+
 def test_the_c_extension_is_built_where_ci_asks_for_it() -> None:
     if os.environ.get("DATAPLANE_REQUIRE_C") != "1":
         pytest.skip("DATAPLANE_REQUIRE_C=1 is set by .ci/run, where a compiler is known to be present")
