@@ -243,6 +243,8 @@ typedef struct {
     uint16_t sport, dport;
     uint8_t proto;
     PyObject *translated, *head;
+    PyObject *line_state, *line_tail;  /* the JSON after the flow in the verdict line of a packet leaving
+                                          the flow in this state (pass_records with lines), or NULL */
     Py_ssize_t n;
     EntryLeg legs[];
 } Entry;
@@ -267,6 +269,8 @@ entry_release(Entry *e)
     }
     Py_XDECREF(e->translated);
     Py_XDECREF(e->head);
+    Py_XDECREF(e->line_state);
+    Py_XDECREF(e->line_tail);
     PyMem_Free(e);
 }
 
@@ -1178,7 +1182,7 @@ typedef struct {
 } FastPath;
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
-    *s_max_flows, *s_by_key;
+    *s_max_flows, *s_by_key, *s_json_line;
 static PyObject *heappush, *heappop;
 static PyObject *small[8];
 
@@ -1491,6 +1495,7 @@ remember_legs(RecentTable *t, const Common *c, const LegOf *legs, Py_ssize_t n, 
         e->n = n;
         e->translated = Py_NewRef(Py_None);
         e->head = Py_NewRef(backward ? head_back : head);
+        e->line_state = e->line_tail = NULL;
         for (Py_ssize_t i = 0; i < n; i++) {
             const LegOf *from = &legs[backward ? n - 1 - i : i];
             EntryLeg *leg = &e->legs[i];
@@ -2554,38 +2559,41 @@ record_at(const unsigned char *b, Py_ssize_t end, Py_ssize_t pos, const Format *
     return pos + length;
 }
 
-/* FastPath.verdict_lines(tail_of): pass_records may write the verdict lines of recent flows' packets,
-   `tail_of(head, state, translated)` giving the JSON after a line's flow (Verdict.json_line's). */
+/* FastPath.verdict_lines(json_tail): pass_records may write verdict lines, `json_tail(direction, nic,
+   decision, nsg, rule, reason, state, translated, detail)` giving the JSON after a line's flow (ASCII:
+   Verdict.json_line's). */
 static PyObject *
-FastPath_verdict_lines(FastPath *self, PyObject *tail_of)
+FastPath_verdict_lines(FastPath *self, PyObject *json_tail)
 {
-    if (!PyCallable_Check(tail_of)) {
-        PyErr_SetString(PyExc_TypeError, "verdict_lines(tail_of): tail_of must be callable");
+    if (!PyCallable_Check(json_tail)) {
+        PyErr_SetString(PyExc_TypeError, "verdict_lines(json_tail): json_tail must be callable");
         return NULL;
     }
     PyObject *tails = PyDict_New();
     if (tails == NULL)
         return NULL;
-    Py_XSETREF(self->tail_of, Py_NewRef(tail_of));
+    Py_XSETREF(self->tail_of, Py_NewRef(json_tail));
     Py_XSETREF(self->tails, tails);
     Py_RETURN_NONE;
 }
 
-/* The verdict line of a recent flow's packet that passed (its entry, its flow's state after it), as
-   Verdict.json_line writes it, appended to `lines`: 0, or -1 on error. */
-static int
-append_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const Common *c, Entry *e, PyObject *state)
+/* The JSON after the flow of a verdict line with these nine fields (a new reference), made by json_tail
+   the first time and kept. */
+static PyObject *
+tail_of_fields(FastPath *self, PyObject *const fields[9])
 {
-    PyObject *value = PyObject_GetAttr(state, s_value);
-    PyObject *slot = value != NULL ? PyTuple_Pack(3, e->head, value, e->translated) : NULL;
-    PyObject *tail = slot != NULL ? PyDict_GetItemWithError(self->tails, slot) : NULL;
+    PyObject *slot = PyTuple_New(9);
+    if (slot == NULL)
+        return NULL;
+    for (int i = 0; i < 9; i++)
+        PyTuple_SET_ITEM(slot, i, Py_NewRef(fields[i]));
+    PyObject *tail = PyDict_GetItemWithError(self->tails, slot);
     if (tail != NULL) {
         Py_INCREF(tail);
-    } else if (slot != NULL && !PyErr_Occurred()) {
-        PyObject *call[3] = {e->head, value, e->translated};
-        tail = PyObject_Vectorcall(self->tail_of, call, 3, NULL);
-        if (tail != NULL && !PyUnicode_Check(tail)) {
-            PyErr_SetString(PyExc_TypeError, "tail_of must give a str");
+    } else if (!PyErr_Occurred()) {
+        tail = PyObject_Vectorcall(self->tail_of, fields, 9, NULL);
+        if (tail != NULL && !(PyUnicode_Check(tail) && PyUnicode_IS_ASCII(tail))) {
+            PyErr_SetString(PyExc_TypeError, "json_tail must give an ASCII str");
             Py_CLEAR(tail);
         }
         if (tail != NULL && PyDict_GET_SIZE(self->tails) >= 4096)
@@ -2593,25 +2601,114 @@ append_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const 
         if (tail != NULL && PyDict_SetItem(self->tails, slot, tail) < 0)
             Py_CLEAR(tail);
     }
-    Py_XDECREF(slot);
-    Py_XDECREF(value);
-    if (tail == NULL)
-        return -1;
+    Py_DECREF(slot);
+    return tail;
+}
+
+static char *
+put_number(char *out, unsigned long long v)
+{
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *out++ = digits[--n];
+    return out;
+}
+
+static char *
+put_endpoint(char *out, unsigned long address, unsigned port)
+{
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        out = put_number(out, address >> shift & 255);
+        *out++ = shift ? '.' : ':';
+    }
+    return put_number(out, port);
+}
+
+/* {"index": I, "ts": T, "flow": "tcp A:P > B:Q", then the tail: Verdict.json_line's line, appended to
+   `lines`. 0, or -1 on error. */
+static int
+append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObject *tail)
+{
     char *when = PyOS_double_to_string(ts, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (when == NULL) {
-        Py_DECREF(tail);
+    if (when == NULL)
+        return -1;
+    char head[192], *out = head;
+    size_t n = strlen(when);
+    if (n > 64) {
+        PyMem_Free(when);
+        PyErr_SetString(PyExc_ValueError, "a timestamp too long to write");
         return -1;
     }
-    unsigned long s = c->src, d = c->dst;
-    char flow[96];
-    snprintf(flow, sizeof flow, "%s %lu.%lu.%lu.%lu:%u > %lu.%lu.%lu.%lu:%u", c->proto == 6 ? "tcp" : "udp",
-             s >> 24, s >> 16 & 255, s >> 8 & 255, s & 255, c->sport, d >> 24, d >> 16 & 255, d >> 8 & 255, d & 255,
-             c->dport);
-    PyObject *line = PyUnicode_FromFormat("{\"index\": %zd, \"ts\": %s, \"flow\": \"%s\", %U", index, when, flow, tail);
+    memcpy(out, "{\"index\": ", 10);
+    out = put_number(out + 10, (unsigned long long)index);
+    memcpy(out, ", \"ts\": ", 8);
+    memcpy(out += 8, when, n);
+    out += n;
     PyMem_Free(when);
+    memcpy(out, c->proto == 6 ? ", \"flow\": \"tcp " : ", \"flow\": \"udp ", 15);
+    out = put_endpoint(out + 15, c->src, c->sport);
+    memcpy(out, " > ", 3);
+    out = put_endpoint(out + 3, c->dst, c->dport);
+    memcpy(out, "\", ", 3);
+    out += 3;
+    Py_ssize_t first = out - head, rest = PyUnicode_GET_LENGTH(tail);
+    PyObject *line = PyUnicode_New(first + rest, 127);
+    if (line == NULL)
+        return -1;
+    memcpy(PyUnicode_1BYTE_DATA(line), head, first);
+    memcpy(PyUnicode_1BYTE_DATA(line) + first, PyUnicode_1BYTE_DATA(tail), rest);
+    int result = PyList_Append(lines, line);
+    Py_DECREF(line);
+    return result;
+}
+
+/* The verdict line of a recent flow's packet that passed (its entry, its flow's state after it), as
+   Verdict.json_line writes it: the tail is kept in the entry while the state stays. 0, or -1. */
+static int
+append_known_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const Common *c, Entry *e,
+                  PyObject *state)
+{
+    if (e->line_state != state || e->line_tail == NULL) {
+        PyObject *head = e->head, *value = PyObject_GetAttr(state, s_value);
+        if (value == NULL)
+            return -1;
+        PyObject *fields[9] = {PyTuple_GET_ITEM(head, 0), PyTuple_GET_ITEM(head, 1), s_allow, PyTuple_GET_ITEM(head, 2),
+                               PyTuple_GET_ITEM(head, 3), s_flow, value, e->translated, s_empty};
+        PyObject *tail = tail_of_fields(self, fields);
+        Py_DECREF(value);
+        if (tail == NULL)
+            return -1;
+        Py_XSETREF(e->line_tail, tail);
+        Py_XSETREF(e->line_state, Py_NewRef(state));
+    }
+    return append_line(lines, index, ts, c, e->line_tail);
+}
+
+/* The verdict line of a new flow's first packet, from its Verdict (a tuple of the contract's fields). */
+static int
+append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObject *v)
+{
+    if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 12 || PyTuple_GET_ITEM(v, 8) == Py_None) {
+        PyObject *at = PyLong_FromSsize_t(index);  /* not the common verdict: its own method writes it */
+        PyObject *line = at != NULL ? PyObject_CallMethodOneArg(v, s_json_line, at) : NULL;
+        Py_XDECREF(at);
+        int result = line != NULL ? PyList_Append(lines, line) : -1;
+        Py_XDECREF(line);
+        return result;
+    }
+    PyObject *fields[9] = {PyTuple_GET_ITEM(v, 3), PyTuple_GET_ITEM(v, 4), PyTuple_GET_ITEM(v, 1), PyTuple_GET_ITEM(v, 5),
+                           PyTuple_GET_ITEM(v, 6), PyTuple_GET_ITEM(v, 2), PyTuple_GET_ITEM(v, 7), PyTuple_GET_ITEM(v, 9),
+                           PyTuple_GET_ITEM(v, 10)};
+    PyObject *tail = tail_of_fields(self, fields);
+    if (tail == NULL)
+        return -1;
+    int result = append_line(lines, index, ts, c, tail);
     Py_DECREF(tail);
-    int result = line != NULL ? PyList_Append(lines, line) : -1;
-    Py_XDECREF(line);
     return result;
 }
 
@@ -2619,8 +2716,8 @@ append_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const 
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
    policy result returned instead), and the first other record stops the walk where it starts. With
-   `lines` (a list), the verdict line of each packet passed is appended to it, `index` the first one's
-   place in the capture; then a new flow's first packet too stops the walk. */
+   `lines` (a list), the verdict line of each packet taken is appended to it, `index` the first one's
+   place in the capture. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2700,18 +2797,17 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         if (done) {
-            if (lines != NULL && append_line(self, lines, index + passed, ts, &c, entry, state) < 0)
+            if (lines != NULL && append_known_line(self, lines, index + passed, ts, &c, entry, state) < 0)
                 error = 1;
             entry_release(entry);
             Py_DECREF(state);
             if (error)
                 break;
-        } else if (lines != NULL) {
-            break;  /* its verdict is the Python path's to write */
         } else {
-            /* the first packet of a new flow the Python path would send straight to a decision, as in process */
+            /* the first packet of a new flow the Python path would send straight to a decision, as in process;
+               with lines, its Verdict writes its own (Verdict.json_line) */
             PyObject *when = PyFloat_FromDouble(ts);
-            PyObject *verdict = when != NULL ? hand_off(self, &c, ts, when, hits_only) : NULL;
+            PyObject *verdict = when != NULL ? hand_off(self, &c, ts, when, hits_only && lines == NULL) : NULL;
             Py_XDECREF(when);
             if (verdict == NULL || PyList_Append(decided, verdict) < 0) {
                 Py_XDECREF(verdict);
@@ -2719,7 +2815,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
                     error = 1;
                 break;
             }
+            if (lines != NULL)
+                error = append_verdict_line(self, lines, index + passed, ts, &c, verdict) < 0;
             Py_DECREF(verdict);
+            if (error)
+                break;
         }
         if (ts < last)
             backwards += 1;
@@ -2997,7 +3097,7 @@ static PyMethodDef FastPath_methods[] = {
      "decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): new flows from outside "
      "to a NIC or between two NICs are decided in C"},
     {"verdict_lines", (PyCFunction)FastPath_verdict_lines, METH_O,
-     "verdict_lines(tail_of): pass_records(..., lines, index) writes the verdict lines of recent flows"},
+     "verdict_lines(json_tail): pass_records(..., lines, index) writes the verdict lines of the packets it takes"},
     {"expire_due", (PyCFunction)(void (*)(void))FastPath_expire_due, METH_FASTCALL,
      "expire_due(table, now) -> (closed, expired): end the table's flows due by now, when nothing hears of it"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
@@ -3052,11 +3152,12 @@ PyInit__fastpath(void)
     s_version = PyUnicode_InternFromString("version");
     s_max_flows = PyUnicode_InternFromString("max_flows");
     s_by_key = PyUnicode_InternFromString("by_key");
+    s_json_line = PyUnicode_InternFromString("json_line");
     PyObject *heapq = PyImport_ImportModule("_heapq");
     heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
     heappop = heapq != NULL ? PyObject_GetAttrString(heapq, "heappop") : NULL;
     Py_XDECREF(heapq);
-    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL ||
+    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL || s_json_line == NULL ||
             heappush == NULL || heappop == NULL)
         return NULL;
     s_allow = PyUnicode_InternFromString("Allow");

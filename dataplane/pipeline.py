@@ -97,13 +97,6 @@ def _json_tail(*fields) -> str:
 _JSON_TAILS: dict[tuple, str] = {}
 
 
-def _known_flow_tail(head: tuple, state: str, translated: Key | None) -> str:
-    """What follows the flow in the verdict line of a recent flow's packet that the C path passed: its
-    head (direction, NIC, NSG, rule), as `_known` says it."""
-    direction, nic, nsg, rule = head
-    return _json_tail(direction, nic, ALLOW, nsg, rule, "flow", state, translated, "")
-
-
 @dataclass
 class Statistics:
     packets: int = 0
@@ -159,7 +152,7 @@ class Dataplane:
                               self._new_translated) if fast else None
         if fast:
             self.conntrack.expire_due = self._fast.expire_due
-            self._fast.verdict_lines(_known_flow_tail)
+            self._fast.verdict_lines(_json_tail)
         if fast and listener is None:  # a listener hears of each record made: only Python tells it
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)

@@ -291,12 +291,11 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
-        if pass_records is not None and capture is not None and lines is not None and index is not None:
-            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
-            frame, walked = None, True
-        elif pass_records is not None and capture is not None:
-            # only the hits of new flows are needed: the C path may decide flows to a NIC itself
-            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, True)
+        if pass_records is not None and capture is not None:
+            if lines is not None and index is not None:
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
+            else:  # only the hits of new flows are needed: the C path may decide flows to a NIC itself
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, True)
             if decided:
                 count_hits(hits, decided[0])
             frame, walked = None, True

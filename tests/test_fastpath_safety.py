@@ -260,6 +260,8 @@ def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) 
     next(capture.frames())  # the headers read: the walk goes on from the second record
     with pytest.raises(TypeError):
         capture.walk(dp.pass_records, 1.0, 10, None, False, "lines", 0)
+    with pytest.raises(TypeError):
+        dp._fast.verdict_lines("not callable")
     lines: list[str] = []
     assert capture.walk(dp.pass_records, 1.0, 10, None, False, lines, 7)[0] == 1
     assert lines[0].startswith('{"index": 7, "ts": 0.3, "flow": "tcp ')
