@@ -249,12 +249,18 @@ def test_ending_the_due_flows_of_a_table_of_another_shape_is_refused(wheel, due,
         busy_dataplane()._fast.expire_due(Table(wheel, due, by_key), 5.0)
 
 
-def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) -> None:
+def two_acks(tmp_path: Path, times: tuple[float, float]) -> str:
+    """A capture of two ACKs of the busy connection: a walk takes the second (the reader reads the first)."""
     path = str(tmp_path / "two.pcap")
     writer = PcapWriter(path, 1)
-    for ts in (0.2, 0.3):
+    for ts in times:
         writer.write(ts, frame(ACK), len(frame(ACK)))
     writer.close()
+    return path
+
+
+def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) -> None:
+    path = two_acks(tmp_path, (0.2, 0.3))
     dp = busy_dataplane()
     capture = Capture(path)
     next(capture.frames())  # the headers read: the walk goes on from the second record
@@ -269,11 +275,7 @@ def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) 
 
 def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:
     """A flow must be a list of six items or more when watched and when counted; count_records takes a Tally."""
-    path = str(tmp_path / "two.pcap")
-    writer = PcapWriter(path, 1)
-    for ts in (1.0, 2.0):
-        writer.write(ts, frame(ACK), len(frame(ACK)))
-    writer.close()
+    path = two_acks(tmp_path, (1.0, 2.0))
     child = in_child(f"""
         from dataplane.whatif import Tally, count_records
         tally, flow = Tally(), ["flow", None, 0.0, 0.0, 0, 0]
