@@ -2605,6 +2605,19 @@ tail_of_fields(FastPath *self, PyObject *const fields[9])
     return tail;
 }
 
+/* (index, line) appended to `lines`, the line's place in the capture with it: several walks' lines
+   merge by it (workers). 0, or -1 on error. */
+static int
+append_numbered(PyObject *lines, Py_ssize_t index, PyObject *line)
+{
+    PyObject *at = PyLong_FromSsize_t(index);
+    PyObject *pair = at != NULL ? PyTuple_Pack(2, at, line) : NULL;
+    int result = pair != NULL ? PyList_Append(lines, pair) : -1;
+    Py_XDECREF(at);
+    Py_XDECREF(pair);
+    return result;
+}
+
 static char *
 put_number(char *out, unsigned long long v)
 {
@@ -2630,7 +2643,7 @@ put_endpoint(char *out, unsigned long address, unsigned port)
 }
 
 /* {"index": I, "ts": T, "flow": "tcp A:P > B:Q", then the tail: Verdict.json_line's line, appended to
-   `lines`. 0, or -1 on error. */
+   `lines` with its index. 0, or -1 on error. */
 static int
 append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObject *tail)
 {
@@ -2662,7 +2675,7 @@ append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObj
         return -1;
     memcpy(PyUnicode_1BYTE_DATA(line), head, first);
     memcpy(PyUnicode_1BYTE_DATA(line) + first, PyUnicode_1BYTE_DATA(tail), rest);
-    int result = PyList_Append(lines, line);
+    int result = append_numbered(lines, index, line);
     Py_DECREF(line);
     return result;
 }
@@ -2697,7 +2710,7 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
         PyObject *at = PyLong_FromSsize_t(index);  /* not the common verdict: its own method writes it */
         PyObject *line = at != NULL ? PyObject_CallMethodOneArg(v, s_json_line, at) : NULL;
         Py_XDECREF(at);
-        int result = line != NULL ? PyList_Append(lines, line) : -1;
+        int result = line != NULL ? append_numbered(lines, index, line) : -1;
         Py_XDECREF(line);
         return result;
     }
@@ -2716,8 +2729,8 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
    policy result returned instead), and the first other record stops the walk where it starts. With
-   `lines` (a list), the verdict line of each packet taken is appended to it, `index` the first one's
-   place in the capture. */
+   `lines` (a list), (index, verdict line) of each packet taken is appended to it, `index` the first
+   record's place in the capture. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {

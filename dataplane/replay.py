@@ -283,11 +283,11 @@ PASS_BATCH = 4096
 
 def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
-                   took: Callable[[int, float, bool], None], shard: Any = None, lines: list[str] | None = None,
+                   took: Callable[[int, float, bool], None], shard: Any = None, lines: list | None = None,
                    index: Callable[[], int] | None = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`; with
-    `lines`, the verdict line of each packet it passes appended there, `index()` the next packet's place),
+    `lines`, (index, verdict line) of each packet it takes appended there, `index()` the next record's place),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
@@ -411,8 +411,9 @@ class LinesWriter(_Batched):
         if len(self._pending) >= 4096:
             self.flush()
 
-    def write_lines(self, lines: list[str]) -> None:
-        self._pending.extend(lines)
+    def write_numbered(self, lines: Iterable[tuple[int, str]]) -> None:
+        """Lines each with its index, as the C walk gives them."""
+        self._pending.extend(line for _, line in lines)
         if len(self._pending) >= 4096:
             self.flush()
 
@@ -572,7 +573,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
         pass_frames = dataplane.pass_frames if not per_packet else None
         # verdict lines alone: the C path writes those of the packets it passes
-        written: list[str] | None = [] if isinstance(verdict_lines, LinesWriter) and flowlogs is None and \
+        written: list[tuple[int, str]] | None = [] if isinstance(verdict_lines, LinesWriter) and flowlogs is None and \
             not captures_out and traffic is None else None
         pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
             len(captures) == 1 else None
@@ -590,7 +591,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         def took(count: int, last: float, walked: bool) -> None:
             nonlocal index, last_ts
             if written:
-                verdict_lines.write_lines(written)
+                verdict_lines.write_numbered(written)
                 written.clear()
             index += count
             last_ts = last

@@ -24,9 +24,9 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
-from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary, _flow_logs,
-                     _write_frame, _write_summary, count_hits, freeze_collector, left_to_python, merged, never_applied,
-                     verdict_writer)
+from .replay import (Capture, Frame, LinesWriter, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
+                     _flow_logs, _write_frame, _write_summary, count_hits, freeze_collector, left_to_python, merged,
+                     never_applied, verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -44,12 +44,18 @@ class Wanted(NamedTuple):
     verdicts: bool
     report: bool
     flow_logs: bool
+    json_lines: bool
+    """Verdicts go to JSON Lines: each comes back as its line (`Verdict.json_line`), ready to write."""
+    frames: bool
+    """The client writes frames by their decision (`--allowed`, `--denied`, `--translated`)."""
 
 
 class ShardResult(NamedTuple):
-    verdicts: list[tuple[int, dict[str, Any], str, tuple | None, Any, int]]
-    """Of each of the shard's packets: (index, verdict line, decision, translated key, the Verdict when
-    a report needs it, wire length). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    verdicts: list[tuple[int, dict[str, Any] | str, str, tuple | None, Any, int]]
+    """Of each of the shard's packets: (index, verdict line (its JSON, or its fields for Parquet), decision,
+    translated key, the Verdict when a report needs it, wire length), or (index, JSON line) alone when
+    the lines are all the client writes. Lines and keys, not Verdicts, travel: they pickle ten times
+    faster."""
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
     """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
     stats: Statistics
@@ -182,7 +188,11 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     captures: list[Capture] = []
     per_packet = wanted.verdicts or logs is not None
     pass_frames = dataplane.pass_frames if not per_packet else None
-    pass_records = dataplane.pass_records if pass_frames is not None and len(paths) == 1 else None
+    # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
+    written: list[tuple[int, str]] | None = [] if wanted.json_lines and not (
+        wanted.report or wanted.frames or logs is not None) else None
+    pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
+        len(paths) == 1 else None
     error = None
     try:
         captures = [Capture(p) for p in paths]
@@ -192,11 +202,14 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if walked:  # records the walk took never went through `own`
                 own.count += count
                 own.last_ts = last
+            if written:
+                verdicts.extend(written)
+                written.clear()
 
         # frames through `own` have its updates applied: only a walk, which bypasses it, stops before one
         until = own.until if pass_records is not None else lambda: math.inf
         for frame in left_to_python(own.of(merged(captures)), captures[0], pass_records, pass_frames, hits, until,
-                                    took, shard_filter):
+                                    took, shard_filter, lines=written, index=lambda: own.count):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
@@ -204,10 +217,13 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             count_hits(hits, (verdict,))
             if logs is not None:
                 logs.verdict(verdict)
-            if wanted.verdicts:
+            if written is not None:
                 i = own.count - 1
-                verdicts.append((i, verdict.to_json(i), verdict.decision, verdict.translated,
-                                 verdict if wanted.report else None, wirelen))
+                verdicts.append((i, verdict.json_line(i)))
+            elif wanted.verdicts:
+                i = own.count - 1
+                verdicts.append((i, verdict.json_line(i) if wanted.json_lines else verdict.to_json(i), verdict.decision,
+                                 verdict.translated, verdict if wanted.report else None, wirelen))
     except CaptureError as e:
         error = e
     finally:
@@ -364,8 +380,6 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         require_extra()
     traffic = Traffic() if outputs.report else None
     captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
-    wanted = Wanted(bool(outputs.verdicts) or captures_out or traffic is not None, traffic is not None,
-                    flowlogs is not None)
     shards = Shards.of(scenario, count)
     summary = Summary()
     started = clock() if clock else 0.0
@@ -375,6 +389,8 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
         if lines is not None:
             writers["verdicts"] = lines
+        wanted = Wanted(bool(outputs.verdicts) or captures_out or traffic is not None, traffic is not None,
+                        flowlogs is not None, isinstance(lines, LinesWriter), captures_out)
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
@@ -383,8 +399,9 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
             _write_flow_logs(flowlogs, results)
         verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
         if lines is not None:
+            write = lines.write_line if wanted.json_lines else lines.write
             for v in verdicts:
-                lines.write(v[1])
+                write(v[1])
         if traffic is not None:
             for *_, verdict, wirelen in verdicts:
                 traffic.verdict(verdict, wirelen)

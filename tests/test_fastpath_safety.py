@@ -268,9 +268,9 @@ def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) 
         capture.walk(dp.pass_records, 1.0, 10, None, False, "lines", 0)
     with pytest.raises(TypeError):
         dp._fast.verdict_lines("not callable")
-    lines: list[str] = []
+    lines: list[tuple[int, str]] = []
     assert capture.walk(dp.pass_records, 1.0, 10, None, False, lines, 7)[0] == 1
-    assert lines[0].startswith('{"index": 7, "ts": 0.3, "flow": "tcp ')
+    assert lines[0][0] == 7 and lines[0][1].startswith('{"index": 7, "ts": 0.3, "flow": "tcp ')
 
 
 def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:

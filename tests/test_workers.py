@@ -77,6 +77,19 @@ def test_two_workers_write_what_one_writes_on_every_demo_capture(name, tmp_path)
     assert two == one
 
 
+VERDICT_LINES = {"--verdicts": "verdicts.jsonl", "--summary": "summary.json"}
+
+
+@pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
+def test_two_workers_write_the_verdict_lines_one_writes_when_they_are_the_only_per_packet_output(name, tmp_path):
+    """Then the C walks write the lines (`Wanted.json_lines`), in each worker as in one process."""
+    capture = DEMO / f"{name}.pcap"
+    one = run(SCENARIO, capture, tmp_path / "one", outputs=VERDICT_LINES)
+    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=VERDICT_LINES)
+    every_output = run(SCENARIO, capture, tmp_path / "all")
+    assert two == one and one["verdicts.jsonl"] == every_output["verdicts.jsonl"]
+
+
 def test_two_workers_apply_an_update_as_one_does(tmp_path) -> None:
     one, two = same_with_two_workers(SCENARIO, DEMO / "rule-removal.pcap", tmp_path,
                                      "--update", f"120={DEMO / 'nsg-jump-locked.json'}")
