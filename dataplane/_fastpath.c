@@ -1159,7 +1159,7 @@ typedef struct {
     PyObject *new_at_nic;  /* Dataplane._new_at_nic(packet, ts, key, nic, Direction.INBOUND, False) */
     PyObject *inbound;     /* Direction.INBOUND */
     /* the decision of new inbound flows at one NIC (decide_new_flows), or NULL: */
-    PyObject *chain_of;    /* Dataplane._chain_for_c(nic, outbound) → (versions, NSGs by name, Rules of each NSG,
+    PyObject *chain_of;    /* Dataplane._chain_for_c(nic, outbound) → (versions, the scenario, Rules of each NSG,
                               memo) */
     PyObject *memo_of;     /* Dataplane._decided_in_c(nic, slot) → (deny, policy.LegResult, direction, NIC name,
                               conntrack.Outcome) */
@@ -1182,7 +1182,7 @@ typedef struct {
 } FastPath;
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
-    *s_max_flows, *s_by_key, *s_json_line;
+    *s_max_flows, *s_by_key, *s_json_line, *s_groups;
 static PyObject *heappush, *heappop;
 static PyObject *small[8];
 
@@ -1721,29 +1721,33 @@ FastPath_decide_new_flows(FastPath *self, PyObject *const *args, Py_ssize_t narg
 }
 
 /* Whether a chain chain_of gave still holds: each (name, NSG, version) it was built from is the NSG of
-   that name, at that version (as Policy._compiled_chain checks). 1, 0, or -1 on error. */
+   that name in the scenario's NSGs, at that version (as Policy._compiled_chain checks). 1, 0, or -1. */
 static int
 chain_holds(PyObject *chain)
 {
-    PyObject *versions = PyTuple_GET_ITEM(chain, 0), *groups = PyTuple_GET_ITEM(chain, 1);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(versions); i++) {
+    PyObject *versions = PyTuple_GET_ITEM(chain, 0);
+    PyObject *groups = PyObject_GetAttr(PyTuple_GET_ITEM(chain, 1), s_groups);
+    int result = groups != NULL && PyDict_Check(groups) ? 1 : -1;
+    if (result < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "a scenario's network_security_groups must be a dict");
+    for (Py_ssize_t i = 0; result == 1 && i < PyTuple_GET_SIZE(versions); i++) {
         PyObject *v = PyTuple_GET_ITEM(versions, i);
         if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3) {
             PyErr_SetString(PyExc_TypeError, "a chain's versions must be (name, NSG, version) tuples");
-            return -1;
+            result = -1;
+            break;
         }
         PyObject *group = PyDict_GetItemWithError(groups, PyTuple_GET_ITEM(v, 0));
-        if (group != PyTuple_GET_ITEM(v, 1))
-            return PyErr_Occurred() ? -1 : 0;
+        if (group != PyTuple_GET_ITEM(v, 1)) {
+            result = PyErr_Occurred() ? -1 : 0;
+            break;
+        }
         PyObject *version = PyObject_GetAttr(group, s_version);
-        if (version == NULL)
-            return -1;
-        int same = PyObject_RichCompareBool(version, PyTuple_GET_ITEM(v, 2), Py_EQ);
-        Py_DECREF(version);
-        if (same <= 0)
-            return same;
+        result = version != NULL ? PyObject_RichCompareBool(version, PyTuple_GET_ITEM(v, 2), Py_EQ) : -1;
+        Py_XDECREF(version);
     }
-    return 1;
+    Py_XDECREF(groups);
+    return result;
 }
 
 /* A NIC's chain of NSGs in a direction (a new reference), made again by chain_of when an NSG of it
@@ -1770,14 +1774,13 @@ chain_at(FastPath *self, PyObject *at, int outbound)
     if (chain == NULL)
         return NULL;
     int ok = PyTuple_Check(chain) && PyTuple_GET_SIZE(chain) == 4 && PyTuple_Check(PyTuple_GET_ITEM(chain, 0)) &&
-        PyDict_Check(PyTuple_GET_ITEM(chain, 1)) && PyTuple_Check(PyTuple_GET_ITEM(chain, 2)) &&
-        PyDict_Check(PyTuple_GET_ITEM(chain, 3));
+        PyTuple_Check(PyTuple_GET_ITEM(chain, 2)) && PyDict_Check(PyTuple_GET_ITEM(chain, 3));
     for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(PyTuple_GET_ITEM(chain, 2)); i++) {
         Rules *r = (Rules *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(chain, 2), i);
         ok = Py_IS_TYPE((PyObject *)r, &RulesType) && r->sets != NULL;
     }
     if (!ok) {
-        PyErr_SetString(PyExc_TypeError, "chain_of must give (versions, NSGs by name, initialised Rules of each "
+        PyErr_SetString(PyExc_TypeError, "chain_of must give (versions, the scenario, initialised Rules of each "
                         "NSG, memo dict)");
         Py_DECREF(chain);
         return NULL;
@@ -3166,11 +3169,12 @@ PyInit__fastpath(void)
     s_max_flows = PyUnicode_InternFromString("max_flows");
     s_by_key = PyUnicode_InternFromString("by_key");
     s_json_line = PyUnicode_InternFromString("json_line");
+    s_groups = PyUnicode_InternFromString("network_security_groups");
     PyObject *heapq = PyImport_ImportModule("_heapq");
     heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
     heappop = heapq != NULL ? PyObject_GetAttrString(heapq, "heappop") : NULL;
     Py_XDECREF(heapq);
-    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL || s_json_line == NULL ||
+    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL || s_json_line == NULL || s_groups == NULL ||
             heappush == NULL || heappop == NULL)
         return NULL;
     s_allow = PyUnicode_InternFromString("Allow");

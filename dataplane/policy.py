@@ -281,11 +281,10 @@ class Policy:
         return result if result is not None else self._leg_result(nic, direction, chain, classifiers, results, slot)
 
     def chain_for_c(self, nic: NetworkInterface, direction: Direction) -> tuple:
-        """A NIC's chain as the C path decides new flows by it: (what it was built from, the NSGs by
-        name to check that against, each NSG's `Classifier.c_rules`, a memo of the slots met)."""
+        """A NIC's chain as the C path decides new flows by it: (what it was built from, the scenario
+        whose NSGs to check that against, each NSG's `Classifier.c_rules`, a memo of the slots met)."""
         compiled = self._compiled_chain(nic, direction)
-        return (compiled.versions, self.scenario.network_security_groups,
-                tuple(c.c_rules() for c in compiled.classifiers), {})
+        return compiled.versions, self.scenario, tuple(c.c_rules() for c in compiled.classifiers), {}
 
     def _compiled_chain(self, nic: NetworkInterface, direction: Direction) -> _CompiledChain:
         """A NIC's chain with its classifiers and the leg results met so far; built again when one of

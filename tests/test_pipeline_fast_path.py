@@ -476,6 +476,17 @@ def test_the_verdict_lines_written_in_c_are_those_python_writes(tmp_path_factory
     assert alone == with_denied
 
 
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+def test_an_nsg_put_in_a_new_dict_of_the_scenarios_nsgs_decides_the_next_new_flow(accelerated) -> None:
+    dp = Dataplane(scenario_from_document(SCENARIO), accelerated=accelerated)
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, 0x02, -1, -1, 0, 54, 0, 0, False, False, (), None)
+    dp.advance(0.0)
+    assert dp.process(frame(syn), 0.1).rule == "AllowHttpNic"
+    dp.scenario.network_security_groups = {**dp.scenario.network_security_groups,
+                                           "nsg-web": NetworkSecurityGroup("nsg-web")}
+    assert dp.process(frame(syn._replace(sport=40001)), 0.2).rule == "DenyAllInBound"
+
+
 def test_the_c_extension_is_built_where_ci_asks_for_it() -> None:
     if os.environ.get("DATAPLANE_REQUIRE_C") != "1":
         pytest.skip("DATAPLANE_REQUIRE_C=1 is set by .ci/run, where a compiler is known to be present")
