@@ -19,7 +19,7 @@
    decoder's case).
    FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index]]]):
    the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
-   packets it passes): the same straight from the capture's buffer (pcap or pcapng), and the first
+   packets it takes): the same straight from the capture's buffer (pcap or pcapng), and the first
    record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
@@ -27,9 +27,9 @@
    that end (Conntrack.advance).
    Tally and count_records(buffer, pos, format, last, limit, tally): whatif's count of the packets and
    bytes of its changed flows, from the same buffer.
-   tests/test_pipeline_fast_path.py proves both paths decide every packet alike, tests/test_classifier.py
-   that Rules finds the reference's first match, tests/test_whatif.py
-   that whatif's C walks report what its Python reader does;
+   tests/test_pipeline_fast_path.py proves both paths decide every packet alike and write the same
+   verdict lines, tests/test_classifier.py that Rules finds the reference's first match,
+   tests/test_whatif.py that whatif's C walks report what its Python reader does;
    tests/test_fastpath_safety.py that misuse raises and that a Dataplane and its FastPath are freed. */
 
 #define PY_SSIZE_T_CLEAN
