@@ -1472,6 +1472,14 @@ typedef struct {
     Record *record;
 } LegOf;
 
+/* A flow's part at the NIC of `at` (its nics entry), with the NIC's timeouts for the flow's protocol. */
+static LegOf
+leg_at(PyObject *at, const Common *c, Record *record)
+{
+    return (LegOf){PyTuple_GET_ITEM(at, 0), PyTuple_GET_ITEM(at, c->proto == 6 ? 3 : 4), PyTuple_GET_ITEM(at, 2),
+                   record};
+}
+
 /* The two entries of an untranslated flow over n NICs in its first packet's order (the packet's key,
    its first leg `forward`, with `head`; the reversed key, the legs backwards, with `head_back`), as
    Conntrack.remember makes them; the table is emptied first when full. */
@@ -1580,7 +1588,7 @@ remember_known(FastPath *self, const Common *c, double ts)
     }
     /* the packet travels as the flow's first did when both are or both are not in canonical order */
     int forward = swapped == (r->reversed != 0);
-    LegOf leg = {PyTuple_GET_ITEM(at, 0), PyTuple_GET_ITEM(at, c->proto == 6 ? 3 : 4), PyTuple_GET_ITEM(at, 2), r};
+    LegOf leg = leg_at(at, c, r);
     result = remember_legs(self->recent, c, &leg, 1, forward, head, head) < 0 ? -1 : 1;
     Py_DECREF(head);
 done:
@@ -1593,9 +1601,11 @@ done:
 /* The nics entries (new references) of a new flow from outside the scenario to one of its NICs
    (`*at_src` NULL), or between two of them, when no NIC of it holds a record of it (a dead one
    included: the Python path ends those): where Dataplane._packet would call _new_at_nic, or _new with
-   nothing found. 1 when found, 0 when not such a flow, -1 on error. */
+   nothing found; with the key its records are kept by (`*canonical`, a new reference). 1 when found, 0
+   when not such a flow, -1 on error. */
 static int
-new_flow_nics(FastPath *self, const Common *c, PyObject *key, PyObject **at_src, PyObject **at_dst)
+new_flow_nics(FastPath *self, const Common *c, PyObject *key, PyObject **at_src, PyObject **at_dst,
+              PyObject **canonical_out)
 {
     PyObject *src = PyLong_FromUnsignedLong(c->src), *dst = PyLong_FromUnsignedLong(c->dst);
     PyObject *ats[2] = {NULL, NULL}, *canonical = NULL;
@@ -1626,6 +1636,7 @@ new_flow_nics(FastPath *self, const Common *c, PyObject *key, PyObject **at_src,
     }
     *at_src = Py_XNewRef(ats[0]);
     *at_dst = Py_NewRef(ats[1]);
+    *canonical_out = Py_NewRef(canonical);
     result = 1;
 done:
     Py_XDECREF(src);
@@ -1942,44 +1953,57 @@ decidable(const FastPath *self, const Common *c)
     return 1;
 }
 
+/* What a decision made here gives its caller (a new reference): the Verdict when it gave `when`, else
+   the policy's result (its evaluations are the rule hits). `state`: the records' (NULL: denied). */
+static PyObject *
+decided_out(FastPath *self, const Common *c, PyObject *when, PyObject *decided, PyObject *state)
+{
+    return when != NULL ? new_flow_verdict(self, c, when, decided, state) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+}
+
+/* The TCP state of a flow whose first packet this is, or a UDP flow's. */
+static PyObject *
+first_state(const FastPath *self, const Common *c)
+{
+    return c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
+}
+
 /* Dataplane._new_at_nic for the first packet of a new flow from outside to the NIC of `at` (its nics
-   entry): its Verdict (a new reference), or with no `when` the policy's result at the NIC alone (its
-   evaluations are the rule hits); the flow's record is made when the policy allows it. NULL with no
+   entry), whose records are kept by `canonical`: its Verdict (a new reference), or with no `when` the
+   policy's result at the NIC alone; the flow's record is made when the policy allows it. NULL with no
    error set where the Python path must decide (`decidable`, a full table, a chain of more NSGs than
    the C path takes). */
 static PyObject *
-decide_at_nic(FastPath *self, const Common *c, double ts, PyObject *at, PyObject *key, PyObject *when)
+decide_at_nic(FastPath *self, const Common *c, double ts, PyObject *at, PyObject *canonical, PyObject *when)
 {
     if (!decidable(self, c))
         return NULL;
     PyObject *chain = chain_at(self, at, 0);
     if (chain == NULL)
         return NULL;
-    PyObject *result = NULL, *canonical = NULL, *decided = NULL, *slot = slot_of_rules(chain, c);
+    PyObject *result = NULL, *decided = NULL, *slot = slot_of_rules(chain, c);
     PyObject *nic = PyTuple_GET_ITEM(at, 0);
     if (slot != NULL)
         decided = decided_at(PyTuple_GET_ITEM(chain, 3), slot, self->memo_of, &nic, 1, 1);
     if (decided == NULL)
         goto done;
     if (PyTuple_GET_ITEM(decided, 0) == Py_True) {
-        result = when != NULL ? new_flow_verdict(self, c, when, decided, NULL) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+        result = decided_out(self, c, when, decided, NULL);
         if (result != NULL)
             self->denied += 1;
         goto done;
     }
     if (has_room(at) <= 0)
         goto done;
-    PyObject *state = c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
-    canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
-    if (canonical == NULL || open_record(c, ts, at, canonical, state, PyTuple_GET_ITEM(decided, 4)) == NULL)
+    PyObject *state = first_state(self, c);
+    if (open_record(c, ts, at, canonical, state, PyTuple_GET_ITEM(decided, 4)) == NULL)
         goto done;
     self->allowed += 1;
     self->created += 1;
-    result = when != NULL ? new_flow_verdict(self, c, when, decided, state) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+    result = decided_out(self, c, when, decided, state);
 done:
     Py_XDECREF(decided);
     Py_XDECREF(slot);
-    Py_XDECREF(canonical);
     Py_DECREF(chain);
     return result;
 }
@@ -2015,14 +2039,14 @@ pair_memo(FastPath *self, PyObject *at_src, PyObject *at_dst, PyObject *out, PyO
    chain, then the destination's inbound chain; an allowed flow's records are made at both NICs and
    remembered in the recent-flow table both ways, as Conntrack.open_legs does. */
 static PyObject *
-decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src, PyObject *at_dst, PyObject *key,
-                    PyObject *when)
+decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src, PyObject *at_dst,
+                    PyObject *canonical, PyObject *when)
 {
     if (!decidable(self, c) || PyTuple_GET_ITEM(at_src, 0) == PyTuple_GET_ITEM(at_dst, 0))
         return NULL;
     PyObject *out = chain_at(self, at_src, 1);
     PyObject *in = out != NULL ? chain_at(self, at_dst, 0) : NULL;
-    PyObject *result = NULL, *canonical = NULL, *decided = NULL, *slots = NULL, *memo = NULL;
+    PyObject *result = NULL, *decided = NULL, *slots = NULL, *memo = NULL;
     if (in == NULL)
         goto done;
     PyObject *slot_out = slot_of_rules(out, c), *slot_in = slot_out != NULL ? slot_of_rules(in, c) : NULL;
@@ -2038,7 +2062,7 @@ decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src
     if (decided == NULL)
         goto done;
     if (PyTuple_GET_ITEM(decided, 0) == Py_True) {
-        result = when != NULL ? new_flow_verdict(self, c, when, decided, NULL) : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+        result = decided_out(self, c, when, decided, NULL);
         if (result != NULL)
             self->denied += 1;
         goto done;
@@ -2048,19 +2072,14 @@ decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src
         room = has_room(at_dst);
     if (room <= 0)
         goto done;
-    PyObject *state = c->proto == 6 ? PyTuple_GET_ITEM(self->first_states, c->flags) : self->active;
-    canonical = second_endpoint_lower(c) ? make_key(c, 1) : Py_NewRef(key);
-    if (canonical == NULL)
-        goto done;
+    PyObject *state = first_state(self, c);
     PyObject *ats[2] = {at_src, at_dst};
     LegOf legs[2];
     for (int i = 0; i < 2; i++) {
-        PyObject *outcome = PyTuple_GET_ITEM(decided, 4 + i);
-        Record *r = open_record(c, ts, ats[i], canonical, state, outcome);
+        Record *r = open_record(c, ts, ats[i], canonical, state, PyTuple_GET_ITEM(decided, 4 + i));
         if (r == NULL)
             goto done;
-        legs[i] = (LegOf){PyTuple_GET_ITEM(ats[i], 0), PyTuple_GET_ITEM(ats[i], c->proto == 6 ? 3 : 4),
-                          PyTuple_GET_ITEM(ats[i], 2), r};
+        legs[i] = leg_at(ats[i], c, r);
     }
     self->allowed += 1;
     self->created += 2;
@@ -2071,15 +2090,13 @@ decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src
     PyObject *head_back = PyTuple_Pack(4, PyTuple_GET_ITEM(o_src, 4), PyTuple_GET_ITEM(at_src, 5),
                                        PyTuple_GET_ITEM(o_src, 0), PyTuple_GET_ITEM(o_src, 1));
     if (head != NULL && head_back != NULL && remember_legs(self->recent, c, legs, 2, 1, head, head_back) == 0)
-        result = when != NULL ? new_flow_verdict(self, c, when, decided, state)
-                              : Py_NewRef(PyTuple_GET_ITEM(decided, 1));
+        result = decided_out(self, c, when, decided, state);
     Py_XDECREF(head);
     Py_XDECREF(head_back);
 done:
     Py_XDECREF(decided);
     Py_XDECREF(memo);
     Py_XDECREF(slots);
-    Py_XDECREF(canonical);
     Py_XDECREF(out);
     Py_XDECREF(in);
     return result;
@@ -2097,12 +2114,12 @@ hand_off(FastPath *self, const Common *c, double ts, PyObject *when, int hits_on
     PyObject *key = make_key(c, 0);
     if (key == NULL)
         return NULL;
-    PyObject *verdict = NULL, *packet = NULL, *at_src = NULL, *at_dst = NULL;
-    int found = new_flow_nics(self, c, key, &at_src, &at_dst);
+    PyObject *verdict = NULL, *packet = NULL, *at_src = NULL, *at_dst = NULL, *canonical = NULL;
+    int found = new_flow_nics(self, c, key, &at_src, &at_dst, &canonical);
     int public = found == 0 ? new_public(self, c) : 0;
     if (found == 1) {
-        verdict = at_src != NULL ? decide_between_nics(self, c, ts, at_src, at_dst, key, hits_only ? NULL : when)
-                                 : decide_at_nic(self, c, ts, at_dst, key, hits_only ? NULL : when);
+        verdict = at_src != NULL ? decide_between_nics(self, c, ts, at_src, at_dst, canonical, hits_only ? NULL : when)
+                                 : decide_at_nic(self, c, ts, at_dst, canonical, hits_only ? NULL : when);
         if (verdict != NULL)
             self->packets += 1;
         if (verdict != NULL || PyErr_Occurred() || at_src != NULL)
@@ -2127,6 +2144,7 @@ done:
     Py_XDECREF(packet);
     Py_XDECREF(at_src);
     Py_XDECREF(at_dst);
+    Py_XDECREF(canonical);
     Py_DECREF(key);
     return verdict;
 }
@@ -3174,8 +3192,8 @@ PyInit__fastpath(void)
     heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
     heappop = heapq != NULL ? PyObject_GetAttrString(heapq, "heappop") : NULL;
     Py_XDECREF(heapq);
-    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL || s_json_line == NULL || s_groups == NULL ||
-            heappush == NULL || heappop == NULL)
+    if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL ||
+            s_json_line == NULL || s_groups == NULL || heappush == NULL || heappop == NULL)
         return NULL;
     s_allow = PyUnicode_InternFromString("Allow");
     s_flow = PyUnicode_InternFromString("flow");

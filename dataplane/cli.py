@@ -255,8 +255,7 @@ def _lint_file(file: str, tags: ServiceTags | None, parameters: dict | None
                ) -> tuple[list[NetworkSecurityGroup], list[DataplaneError], list[str]]:
     """The NSGs of one file that load, every problem found in it, and its warnings. `parameters` are given
     to ARM templates only, so one lint run can take templates beside other files."""
-    from .documents import is_template
-    from .documents import read_document
+    from .documents import is_template, read_document
     from .nsg import nsgs_and_problems
     from .topology import SCENARIO_KEYS, scenario_from_document
 
