@@ -19,8 +19,9 @@
    decoder's case).
    FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index]]]):
    the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
-   packets it takes): the same straight from the capture's buffer (pcap or pcapng), and the first
-   record it cannot take goes back to the Python reader and Dataplane.process.
+   packets it takes, or only flow logs, which hear of flows: with `leave_new_flows` set, a walk stops at
+   each new flow): the same straight from the capture's buffer (pcap or pcapng), and the first record it
+   cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
@@ -1179,6 +1180,8 @@ typedef struct {
     long long denied;      /* of which denied here as new flows */
     long long created;     /* flow records made here */
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
+    char leave_new_flows;  /* pass_records stops at a new flow's first packet rather than handing it off: its
+                              caller hears of every new flow's verdict in order (a Dataplane's listener) */
 } FastPath;
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
@@ -2837,6 +2840,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(state);
             if (error)
                 break;
+        } else if (self->leave_new_flows) {
+            break;
         } else {
             /* the first packet of a new flow the Python path would send straight to a decision, as in process;
                with lines, its Verdict writes its own (Verdict.json_line) */
@@ -3142,6 +3147,7 @@ static PyMethodDef FastPath_methods[] = {
 
 static PyMemberDef FastPath_members[] = {
     {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
+    {"leave_new_flows", T_BOOL, offsetof(FastPath, leave_new_flows), 0, NULL},
     {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
     {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
     {"denied", T_LONGLONG, offsetof(FastPath, denied), 0, NULL},

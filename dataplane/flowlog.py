@@ -21,11 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import zlib
+from functools import lru_cache
 from typing import Any, Callable, NamedTuple
 
 from .conntrack import FlowRecord
 from .pipeline import Verdict
-from .flows import key_to_flow
+from .flows import address_text
 from .rules import DEFAULT_RULE_NAMES
 
 PROTOCOL_LETTERS = {6: "T", 17: "U"}
@@ -33,6 +34,7 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "DATAPLANE"
 
 
+@lru_cache(maxsize=4096)
 def mac_of(nic: str) -> str:
     return "000D3A" + f"{zlib.crc32(nic.encode()) & 0xFFFFFF:06X}"
 
@@ -155,6 +157,11 @@ class FlowLogs:
                     self._minute = min(self._minute, first - first % 60)
                 self._release()
 
+    def next_minute(self) -> float:
+        """When the open minute closes (-inf before the first tick opens one): until then a packet of a known
+        flow changes nothing here but its record's counters, so the C path may pass it."""
+        return -math.inf if self._minute is None else self._minute + 60
+
     def close(self) -> None:
         if self._held:
             self.tick(max(when for when, _ in self._held))
@@ -208,8 +215,7 @@ class FlowLogs:
 
 
 def _endpoints(t: _Tuple) -> tuple[str, str]:
-    f = key_to_flow((t.proto, t.version, t.src, t.sport, t.dst, t.dport))
-    return str(f.src), str(f.dst)
+    return address_text(t.version, t.src), address_text(t.version, t.dst)
 
 
 def nsg_tuple(t: _Tuple) -> str:

@@ -87,6 +87,11 @@ def flow_text(key: tuple[int, int, int, int, int, int]) -> str:
     return str(key_to_flow(key))
 
 
+def address_text(version: int, address: int) -> str:
+    """An address of a hot-path key as `ipaddress` writes it: flow logs write two per tuple."""
+    return _v4_text(address) if version == 4 else str(ipaddress.IPv6Address(address))
+
+
 def _v4_text(address: int) -> str:
     text = _V4_TEXTS.get(address)
     if text is None:

@@ -153,6 +153,7 @@ class Dataplane:
         if fast:
             self.conntrack.expire_due = self._fast.expire_due
             self._fast.verdict_lines(_json_tail)
+            self._fast.leave_new_flows = listener is not None  # flow logs hear each new flow's verdict in order
         if fast and listener is None:  # a listener hears of each record made: only Python tells it
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)

@@ -395,6 +395,10 @@ class PcapWriter(_Batched):
 
 
 class LinesWriter(_Batched):
+    """Verdict lines (JSON Lines), written in batches."""
+
+    BATCH = 4096
+
     def __init__(self, path: str):
         self.path = path
         self._file = _open_output(path, "w")
@@ -408,73 +412,64 @@ class LinesWriter(_Batched):
 
     def write_line(self, line: str) -> None:
         self._pending.append(line)
-        if len(self._pending) >= 4096:
+        if len(self._pending) >= self.BATCH:
             self.flush()
 
     def write_numbered(self, lines: Iterable[tuple[int, str]]) -> None:
         """Lines each with its index, as the C walk gives them."""
         self._pending.extend(line for _, line in lines)
-        if len(self._pending) >= 4096:
+        if len(self._pending) >= self.BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self._pending:
-            text = "\n".join(self._pending) + "\n"
-            self._pending.clear()
+            lines, self._pending = self._pending, []
             with _naming(self.path):
-                self._file.write(text)
+                self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        self._file.write("\n".join(lines) + "\n")
 
 
-class ParquetWriter:
+class ParquetWriter(LinesWriter):
     """Verdicts as Apache Parquet, one typed row per packet (or per flow, with packets and bytes, for
-    flow-log input), for DuckDB, pandas or Spark. Rows go out in row groups as they fill."""
+    flow-log input), for DuckDB, pandas or Spark. It takes the verdict lines, as the C walk writes
+    them, and pyarrow's JSON reader makes each row group's lines typed columns: a Python object per
+    field and row would cost ten times the replay."""
 
     COLUMNS = ("index", "ts", "flow", "direction", "nic", "decision", "nsg", "rule", "reason", "state",
                "translated", "detail", "packets", "bytes")
-    ROW_GROUP = 65_536
+    BATCH = 65_536
 
     def __init__(self, path: str):
         try:
             import pyarrow as pa
+            import pyarrow.compute as pc
+            import pyarrow.json as pj
             import pyarrow.parquet as pq
         except ImportError:
             raise DataplaneError("Parquet verdicts need pyarrow: pip install 'dataplane[parquet]'",
                                  file=path) from None
         self.path = path
-        self._pa = pa
+        self._pa, self._pc, self._pj = pa, pc, pj
         text = pa.string()
-        self._schema = pa.schema([("index", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")),
-                                  *((name, text) for name in self.COLUMNS[2:12]),
-                                  ("packets", pa.int64()), ("bytes", pa.int64())])
+        fields = [(name, text) for name in self.COLUMNS[2:12]] + [("packets", pa.int64()), ("bytes", pa.int64())]
+        self._schema = pa.schema([("index", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")), *fields])
+        self._parse = pj.ParseOptions(explicit_schema=pa.schema([("index", pa.int64()), ("ts", pa.float64()), *fields]),
+                                      unexpected_field_behavior="ignore")  # a flow-log row's last_seen, logged
         with _naming(path):
-            self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
-        self._rows: list[dict[str, Any]] = []
+            self._file = pq.ParquetWriter(path, self._schema, compression="zstd")
+        self._pending = []
 
-    def write(self, obj: dict[str, Any]) -> None:
-        self._rows.append(obj)
-        if len(self._rows) >= self.ROW_GROUP:
-            self.flush()
-
-    def write_verdict(self, verdict: Verdict, index: int) -> None:
-        self.write(verdict.to_json(index))
-
-    def flush(self) -> None:
-        rows, self._rows = self._rows, []
-        columns = {name: [row.get(name) for row in rows] for name in self.COLUMNS}
-        columns["ts"] = [round(ts * 1_000_000) if ts is not None else None for ts in columns["ts"]]
-        with _naming(self.path):
-            self._writer.write_table(self._pa.table(columns, schema=self._schema))
-
-    def close(self) -> None:
-        try:
-            if self._rows:
-                self.flush()
-        finally:
-            with _naming(self.path):
-                self._writer.close()
+    def _write(self, lines: list[str]) -> None:
+        pa, pc = self._pa, self._pc
+        table = self._pj.read_json(pa.BufferReader(("\n".join(lines) + "\n").encode()), parse_options=self._parse)
+        micros = pc.round(pc.multiply(table["ts"], 1_000_000.0), round_mode="half_to_even")  # as round(ts * 1e6)
+        table = table.set_column(1, "ts", pc.cast(pc.cast(micros, pa.int64()), self._schema.field("ts").type))
+        self._file.write_table(table)
 
 
-def verdict_writer(path: str) -> LinesWriter | ParquetWriter:
+def verdict_writer(path: str) -> LinesWriter:
     """JSON Lines, or Parquet for a name ending in .parquet."""
     return ParquetWriter(path) if path.lower().endswith(".parquet") else LinesWriter(path)
 
@@ -571,9 +566,11 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         process = dataplane.process
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
-        pass_frames = dataplane.pass_frames if not per_packet else None
+        # flow logs alone hear of flows, not packets: the C path passes known flows' packets within a minute
+        logs_only = flowlogs is not None and verdict_lines is None and not captures_out and traffic is None
+        pass_frames = dataplane.pass_frames if not per_packet or logs_only else None
         # verdict lines alone: the C path writes those of the packets it passes
-        written: list[tuple[int, str]] | None = [] if isinstance(verdict_lines, LinesWriter) and flowlogs is None and \
+        written: list[tuple[int, str]] | None = [] if verdict_lines is not None and flowlogs is None and \
             not captures_out and traffic is None else None
         pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
             len(captures) == 1 else None
@@ -586,7 +583,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 shown = index
 
         def until() -> float:
-            return -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
+            due = -math.inf if first_ts is None else first_ts + pending[0].at if pending else math.inf
+            return min(due, flowlogs.next_minute()) if flowlogs is not None else due
 
         def took(count: int, last: float, walked: bool) -> None:
             nonlocal index, last_ts

@@ -24,7 +24,7 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
-from .replay import (Capture, Frame, LinesWriter, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
+from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _write_frame, _write_summary, count_hits, freeze_collector, left_to_python, merged,
                      never_applied, verdict_writer)
 from .report import Traffic, require_extra
@@ -45,16 +45,17 @@ class Wanted(NamedTuple):
     report: bool
     flow_logs: bool
     json_lines: bool
-    """Verdicts go to JSON Lines: each comes back as its line (`Verdict.json_line`), ready to write."""
+    """Verdicts are written (JSON Lines or Parquet, both made of lines): each comes back as its line
+    (`Verdict.json_line`), ready to write."""
     frames: bool
     """The client writes frames by their decision (`--allowed`, `--denied`, `--translated`)."""
 
 
 class ShardResult(NamedTuple):
-    verdicts: list[tuple[int, dict[str, Any] | str, str, tuple | None, Any, int]]
-    """Of each of the shard's packets: (index, verdict line (its JSON, or its fields for Parquet), decision,
-    translated key, the Verdict when a report needs it, wire length), or (index, JSON line) alone when
-    the lines are all the client writes. Lines and keys, not Verdicts, travel: they pickle ten times
+    verdicts: list[tuple[int, str | None, str, tuple | None, Any, int]]
+    """Of each of the shard's packets: (index, verdict line when verdicts are written, decision, translated
+    key, the Verdict when a report needs it, wire length), or (index, line) alone when the lines are all
+    the client writes. Lines and keys, not Verdicts, travel: they pickle ten times
     faster."""
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
     """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
@@ -186,8 +187,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     unsupported: dict[int, int] = {}
     verdicts: list[tuple] = []
     captures: list[Capture] = []
-    per_packet = wanted.verdicts or logs is not None
-    pass_frames = dataplane.pass_frames if not per_packet else None
+    # flow logs alone hear of flows, not packets: known flows' packets pass in C within a minute, as in one process
+    pass_frames = dataplane.pass_frames if not wanted.verdicts else None
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
     written: list[tuple[int, str]] | None = [] if wanted.json_lines and not (
         wanted.report or wanted.frames or logs is not None) else None
@@ -206,8 +207,10 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 verdicts.extend(written)
                 written.clear()
 
-        # frames through `own` have its updates applied: only a walk, which bypasses it, stops before one
-        until = own.until if pass_records is not None else lambda: math.inf
+        def until() -> float:
+            """Frames through `own` have its updates applied: only a walk, which bypasses it, stops before one."""
+            due = own.until() if pass_records is not None else math.inf
+            return min(due, logs.next_minute()) if logs is not None else due
         for frame in left_to_python(own.of(merged(captures)), captures[0], pass_records, pass_frames, hits, until,
                                     took, shard_filter, lines=written, index=lambda: own.count):
             ts, linktype, data, wirelen = frame
@@ -222,7 +225,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 verdicts.append((i, verdict.json_line(i)))
             elif wanted.verdicts:
                 i = own.count - 1
-                verdicts.append((i, verdict.json_line(i) if wanted.json_lines else verdict.to_json(i), verdict.decision,
+                verdicts.append((i, verdict.json_line(i) if wanted.json_lines else None, verdict.decision,
                                  verdict.translated, verdict if wanted.report else None, wirelen))
     except CaptureError as e:
         error = e
@@ -390,7 +393,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if lines is not None:
             writers["verdicts"] = lines
         wanted = Wanted(bool(outputs.verdicts) or captures_out or traffic is not None, traffic is not None,
-                        flowlogs is not None, isinstance(lines, LinesWriter), captures_out)
+                        flowlogs is not None, lines is not None, captures_out)
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
@@ -399,9 +402,8 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
             _write_flow_logs(flowlogs, results)
         verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
         if lines is not None:
-            write = lines.write_line if wanted.json_lines else lines.write
             for v in verdicts:
-                write(v[1])
+                lines.write_line(v[1])
         if traffic is not None:
             for *_, verdict, wirelen in verdicts:
                 traffic.verdict(verdict, wirelen)

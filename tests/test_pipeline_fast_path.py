@@ -476,6 +476,67 @@ def test_the_verdict_lines_written_in_c_are_those_python_writes(tmp_path_factory
     assert alone == with_denied
 
 
+def _flow_log_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[list[bytes], list[bytes]]:
+    """Both flow logs of a replay writing them alone (the C path passes known flows' packets within each
+    minute) and of one also writing the denied packets (every packet through `Dataplane.process`)."""
+    files = []
+    for name, extra in (("alone", {}), ("with-denied", {"denied": str(folder / "denied.pcap")})):
+        loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
+        outputs = Outputs(flow_log=str(folder / f"{name}-nsg.json"), vnet_flow_log=str(folder / f"{name}-vnet.json"),
+                          **extra)
+        try:
+            replay(loaded, [str(capture)], outputs)
+        except CaptureError:
+            pass
+        files.append([(folder / f"{name}-{kind}.json").read_bytes() for kind in ("nsg", "vnet")])
+    return files[0], files[1]
+
+
+@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+def test_the_flow_logs_of_a_replay_writing_them_alone_are_those_of_every_packet_through_python(name, tmp_path):
+    alone, with_denied = _flow_log_files(DEMO / "scenario.yaml", DEMO / name, tmp_path)
+    assert alone == with_denied
+
+
+@needs_c
+@settings(max_examples=40, deadline=None)
+@given(conversations, steps, st.sampled_from(["pcap", "pcapng"]), st.integers(0, 40))
+def test_the_flow_logs_of_random_conversations_written_alone_are_those_of_every_packet_through_python(
+        tmp_path_factory, flows, sequence, form, cut) -> None:
+    """Flows begin, carry packets across minutes, are denied, idle out and close; the capture may break off."""
+    folder = tmp_path_factory.mktemp("logs")
+    capture = folder / f"random.{form}"
+    capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed_frames(flows, sequence), cut))
+    alone, with_denied = _flow_log_files(SCENARIO, capture, folder)
+    assert alone == with_denied
+
+
+@needs_c
+def test_a_minute_that_ends_between_two_packets_of_a_second_closes_with_the_packets_before_it(tmp_path) -> None:
+    """The sweep of idle flows runs once a second; the minute's C tuple must still stop at the minute."""
+    minute = 1_700_000_040.0
+    client, server = (HOSTS[6], 40000), (HOSTS[0], 8080)
+    packets = [(-0.5, client, server, 0x02), (-0.45, server, client, 0x12), (-0.4, client, server, 0x10),
+               (-0.2, client, server, 0x18), (0.2, server, client, 0x18), (30.0, client, server, 0x18)]
+    timed = [(minute + dt, frame(Packet(4, 6, src[0], dst[0], src[1], dst[1], flags, -1, -1, 0, 0, 0, 0, False, False,
+                                        (), None), 100)) for dt, src, dst, flags in packets]
+    capture = tmp_path / "boundary.pcap"
+    capture.write_bytes(_pcap_of(timed, 0))
+    alone, with_denied = _flow_log_files(SCENARIO, capture, tmp_path)
+    assert alone == with_denied
+
+
+@needs_c
+def test_a_replay_writing_flow_logs_alone_passes_the_packets_of_known_flows_in_c(tmp_path, monkeypatch) -> None:
+    """Flow logs hear of flows, not packets: only new flows, and the first packet of each minute, reach Python."""
+    processed = []
+    process = Dataplane.process
+    monkeypatch.setattr(Dataplane, "process", lambda self, *args: processed.append(args) or process(self, *args))
+    capture = DEMO / "web.pcap"
+    replay(load_scenario(DEMO / "scenario.yaml"), [str(capture)], Outputs(flow_log=str(tmp_path / "nsg.json")))
+    assert 0 < len(processed) < len(list(Capture(str(capture)).frames())) / 2
+
+
 @pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
 def test_an_nsg_put_in_a_new_dict_of_the_scenarios_nsgs_decides_the_next_new_flow(accelerated) -> None:
     dp = Dataplane(scenario_from_document(SCENARIO), accelerated=accelerated)

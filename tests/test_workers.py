@@ -90,6 +90,40 @@ def test_two_workers_write_the_verdict_lines_one_writes_when_they_are_the_only_p
     assert two == one and one["verdicts.jsonl"] == every_output["verdicts.jsonl"]
 
 
+FLOW_LOGS = {"--flow-log": "flow-log.json", "--vnet-flow-log": "vnet-flow-log.json", "--flow-log-dir": "nsg-tree",
+             "--vnet-flow-log-dir": "vnet-tree", "--summary": "summary.json"}
+
+
+@pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
+def test_two_workers_write_the_flow_logs_one_writes_when_they_are_the_only_per_packet_output(name, tmp_path):
+    """Then the C path passes known flows' packets within each minute, in each worker as in one process."""
+    capture = DEMO / f"{name}.pcap"
+    one = run(SCENARIO, capture, tmp_path / "one", outputs=FLOW_LOGS)
+    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=FLOW_LOGS)
+    every_output = run(SCENARIO, capture, tmp_path / "all")
+    assert two == one and all(one[name] == every_output[name] for name in one)
+
+
+def test_two_workers_close_a_minute_that_ends_between_two_packets_of_a_second_as_one_does(tmp_path) -> None:
+    """The sweep of idle flows runs once a second; each worker's C path still stops at the minute's end."""
+    minute = T0 + 40
+    ssh = [(-0.5, OFFICE, JUMP_PUBLIC, "S"), (-0.45, JUMP, OFFICE, "SA"), (-0.4, OFFICE, JUMP_PUBLIC, "A"),
+           (-0.2, OFFICE, JUMP_PUBLIC, "PA"), (0.2, JUMP, OFFICE, "PA"), (30.0, OFFICE, JUMP_PUBLIC, "PA")]
+    frames = []
+    for dt, src, dst, flags in ssh:
+        sport, dport = (50000, 22) if src == OFFICE else (22, 50000)
+        frame = ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags) / (b"x" * 100)
+        frame.time = minute + dt
+        frames.append(frame)
+    capture = tmp_path / "boundary.pcap"
+    wrpcap(str(capture), frames)
+    one = run(SCENARIO, capture, tmp_path / "one", outputs=FLOW_LOGS)
+    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=FLOW_LOGS)
+    every_output = run(SCENARIO, capture, tmp_path / "all")
+    assert one["flow-log.json"].count(b",A,C,") == 1  # the minute closes while the flow is live
+    assert two == one and all(one[name] == every_output[name] for name in one)
+
+
 def test_two_workers_apply_an_update_as_one_does(tmp_path) -> None:
     one, two = same_with_two_workers(SCENARIO, DEMO / "rule-removal.pcap", tmp_path,
                                      "--update", f"120={DEMO / 'nsg-jump-locked.json'}")
@@ -210,6 +244,16 @@ def test_three_workers_write_what_one_writes_on_random_mixed_traffic(seed, nat_s
     three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3")
     assert one["summary"]["flows"]["expired"] > 10
     assert three == one
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_three_workers_write_the_flow_logs_one_writes_alone_on_random_mixed_traffic(seed, nat_scenario, tmp_path):
+    capture = tmp_path / "mixed.pcap"
+    wrpcap(str(capture), mixed_traffic(seed))
+    one = run(nat_scenario, capture, tmp_path / "one", outputs=FLOW_LOGS)
+    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3", outputs=FLOW_LOGS)
+    every_output = run(nat_scenario, capture, tmp_path / "all")
+    assert three == one and all(one[name] == every_output[name] for name in one)
 
 
 def test_parquet_verdicts_of_two_workers_equal_one_workers(tmp_path) -> None:
