@@ -153,7 +153,6 @@ class Dataplane:
         if fast:
             self.conntrack.expire_due = self._fast.expire_due
             self._fast.verdict_lines(_json_tail)
-            self._fast.leave_new_flows = listener is not None  # flow logs hear each new flow's verdict in order
         if fast and listener is None:  # a listener hears of each record made: only Python tells it
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)
@@ -165,6 +164,13 @@ class Dataplane:
             self._fast.pass_records if fast else None
         """`pass_frames` over a capture's buffer (`replay.Capture` calls it): see `FastPath.pass_records`."""
         self._route = policy.route.legs
+
+    def hear_every_new_flow(self) -> None:
+        """Walks of a capture (`pass_records`) stop at each new flow's first packet rather than deciding it
+        in C, for a caller that needs every new flow's verdict in order (flow logs, the denied packets): it
+        processes that packet itself."""
+        if self._fast is not None:
+            self._fast.leave_new_flows = True
 
     @property
     def stats(self) -> Statistics:

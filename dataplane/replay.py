@@ -566,9 +566,13 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         process = dataplane.process
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
-        # flow logs alone hear of flows, not packets: the C path passes known flows' packets within a minute
-        logs_only = flowlogs is not None and verdict_lines is None and not captures_out and traffic is None
-        pass_frames = dataplane.pass_frames if not per_packet or logs_only else None
+        # flow logs and the denied packets hear of new flows only: the C path passes known flows' packets (all
+        # allowed) within each flow-log minute
+        new_flows_only = (flowlogs is not None or bool(outputs.denied)) and verdict_lines is None and \
+            traffic is None and not outputs.allowed and not outputs.translated
+        if new_flows_only:
+            dataplane.hear_every_new_flow()
+        pass_frames = dataplane.pass_frames if not per_packet or new_flows_only else None
         # verdict lines alone: the C path writes those of the packets it passes
         written: list[tuple[int, str]] | None = [] if verdict_lines is not None and flowlogs is None and \
             not captures_out and traffic is None else None

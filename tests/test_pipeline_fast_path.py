@@ -476,26 +476,29 @@ def test_the_verdict_lines_written_in_c_are_those_python_writes(tmp_path_factory
     assert alone == with_denied
 
 
-def _flow_log_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[list[bytes], list[bytes]]:
-    """Both flow logs of a replay writing them alone (the C path passes known flows' packets within each
-    minute) and of one also writing the denied packets (every packet through `Dataplane.process`)."""
-    files = []
-    for name, extra in (("alone", {}), ("with-denied", {"denied": str(folder / "denied.pcap")})):
+def _written_alone_and_by_python(scenario: dict | Path, capture: Path, folder: Path, **files: str) -> tuple[list, list]:
+    """Outputs that hear of new flows only (flow logs, the denied packets: the C path passes known flows'
+    packets) written alone, and written beside the allowed packets (every packet through `Dataplane.process`)."""
+    written = []
+    for run, extra in (("alone", {}), ("by-python", {"allowed": str(folder / "allowed.pcap")})):
         loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
-        outputs = Outputs(flow_log=str(folder / f"{name}-nsg.json"), vnet_flow_log=str(folder / f"{name}-vnet.json"),
-                          **extra)
+        outputs = Outputs(**{option: str(folder / f"{run}-{name}") for option, name in files.items()}, **extra)
         try:
             replay(loaded, [str(capture)], outputs)
         except CaptureError:
             pass
-        files.append([(folder / f"{name}-{kind}.json").read_bytes() for kind in ("nsg", "vnet")])
-    return files[0], files[1]
+        written.append([(folder / f"{run}-{name}").read_bytes() for name in files.values()])
+    return written[0], written[1]
+
+
+def _flow_log_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[list, list]:
+    return _written_alone_and_by_python(scenario, capture, folder, flow_log="nsg.json", vnet_flow_log="vnet.json")
 
 
 @pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
 def test_the_flow_logs_of_a_replay_writing_them_alone_are_those_of_every_packet_through_python(name, tmp_path):
-    alone, with_denied = _flow_log_files(DEMO / "scenario.yaml", DEMO / name, tmp_path)
-    assert alone == with_denied
+    alone, by_python = _flow_log_files(DEMO / "scenario.yaml", DEMO / name, tmp_path)
+    assert alone == by_python
 
 
 @needs_c
@@ -507,8 +510,8 @@ def test_the_flow_logs_of_random_conversations_written_alone_are_those_of_every_
     folder = tmp_path_factory.mktemp("logs")
     capture = folder / f"random.{form}"
     capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed_frames(flows, sequence), cut))
-    alone, with_denied = _flow_log_files(SCENARIO, capture, folder)
-    assert alone == with_denied
+    alone, by_python = _flow_log_files(SCENARIO, capture, folder)
+    assert alone == by_python
 
 
 @needs_c
@@ -522,18 +525,38 @@ def test_a_minute_that_ends_between_two_packets_of_a_second_closes_with_the_pack
                                         (), None), 100)) for dt, src, dst, flags in packets]
     capture = tmp_path / "boundary.pcap"
     capture.write_bytes(_pcap_of(timed, 0))
-    alone, with_denied = _flow_log_files(SCENARIO, capture, tmp_path)
-    assert alone == with_denied
+    alone, by_python = _flow_log_files(SCENARIO, capture, tmp_path)
+    assert alone == by_python
+
+
+@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+def test_the_denied_packets_of_a_replay_writing_them_alone_are_those_of_every_packet_through_python(name, tmp_path):
+    alone, by_python = _written_alone_and_by_python(DEMO / "scenario.yaml", DEMO / name, tmp_path, denied="denied.pcap")
+    assert alone == by_python
 
 
 @needs_c
-def test_a_replay_writing_flow_logs_alone_passes_the_packets_of_known_flows_in_c(tmp_path, monkeypatch) -> None:
-    """Flow logs hear of flows, not packets: only new flows, and the first packet of each minute, reach Python."""
+@settings(max_examples=30, deadline=None)
+@given(conversations, steps)
+def test_the_denied_packets_of_random_conversations_written_alone_are_those_of_every_packet_through_python(
+        tmp_path_factory, flows, sequence) -> None:
+    folder = tmp_path_factory.mktemp("denied")
+    capture = folder / "random.pcap"
+    capture.write_bytes(_pcap_of(timed_frames(flows, sequence), 0))
+    alone, by_python = _written_alone_and_by_python(SCENARIO, capture, folder, denied="denied.pcap")
+    assert alone == by_python
+
+
+@needs_c
+@pytest.mark.parametrize("output", ["flow_log", "denied"])
+def test_a_replay_writing_flow_logs_or_denied_packets_alone_passes_the_packets_of_known_flows_in_c(
+        output, tmp_path, monkeypatch) -> None:
+    """They hear of new flows only: new flows, and the first packet of each minute or second, reach Python."""
     processed = []
     process = Dataplane.process
     monkeypatch.setattr(Dataplane, "process", lambda self, *args: processed.append(args) or process(self, *args))
     capture = DEMO / "web.pcap"
-    replay(load_scenario(DEMO / "scenario.yaml"), [str(capture)], Outputs(flow_log=str(tmp_path / "nsg.json")))
+    replay(load_scenario(DEMO / "scenario.yaml"), [str(capture)], Outputs(**{output: str(tmp_path / "out")}))
     assert 0 < len(processed) < len(list(Capture(str(capture)).frames())) / 2
 
 
