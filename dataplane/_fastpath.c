@@ -19,9 +19,9 @@
    decoder's case).
    FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index]]]):
    the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
-   packets it takes, or only flow logs, which hear of flows: with `leave_new_flows` set, a walk stops at
-   each new flow): the same straight from the capture's buffer (pcap or pcapng), and the first record it
-   cannot take goes back to the Python reader and Dataplane.process.
+   packets it takes, or only outputs that hear of new flows alone, flow logs and the denied packets: with
+   `leave_new_flows` set, a walk stops at each new flow): the same straight from the capture's buffer (pcap
+   or pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
@@ -1181,7 +1181,7 @@ typedef struct {
     long long created;     /* flow records made here */
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
     char leave_new_flows;  /* pass_records stops at a new flow's first packet rather than handing it off: its
-                              caller hears of every new flow's verdict in order (a Dataplane's listener) */
+                              caller processes each (Dataplane.hear_every_new_flow) */
 } FastPath;
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,

@@ -88,8 +88,10 @@ Emit = Callable[[str, dict[str, Any]], None]
 class FlowLogs:
     """A flow listener and verdict sink that builds both flow log formats, minute by minute."""
 
-    def __init__(self, emit: Emit) -> None:
+    def __init__(self, emit: Emit, kinds: tuple[str, ...] = ("nsg", "vnet")) -> None:
         self._emit_record = emit
+        self._kinds = kinds
+        """The formats `emit` wants: a record of the other is never made."""
         self._reported: dict[int, tuple[int, int, int, int]] = {}
         self._live: dict[int, tuple[str, FlowRecord]] = {}
         self._denied: dict[tuple, float] = {}
@@ -208,10 +210,12 @@ class FlowLogs:
 
     def write_minute(self, minute: float, tuples: list[_Tuple]) -> None:
         """The records of one closed minute to `emit`, NSG flow log records first."""
-        for record in _nsg_records(minute, tuples):
-            self._emit_record("nsg", record)
-        for record in _vnet_records(minute, tuples):
-            self._emit_record("vnet", record)
+        if "nsg" in self._kinds:
+            for record in _nsg_records(minute, tuples):
+                self._emit_record("nsg", record)
+        if "vnet" in self._kinds:
+            for record in _vnet_records(minute, tuples):
+                self._emit_record("vnet", record)
 
 
 def _endpoints(t: _Tuple) -> tuple[str, str]:

@@ -746,7 +746,7 @@ def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
     def emit(kind: str, record: dict[str, Any]) -> None:
         for sink in sinks[kind]:
             sink.write(record)
-    return FlowLogs(emit)
+    return FlowLogs(emit, tuple(kind for kind, kept in sinks.items() if kept))
 
 
 def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, decision: str,

@@ -44,7 +44,7 @@ class Wanted(NamedTuple):
     verdicts: bool
     report: bool
     flow_logs: bool
-    json_lines: bool
+    verdict_lines: bool
     """Verdicts are written (JSON Lines or Parquet, both made of lines): each comes back as its line
     (`Verdict.json_line`), ready to write."""
     frames: bool
@@ -55,8 +55,7 @@ class ShardResult(NamedTuple):
     verdicts: list[tuple[int, str | None, str, tuple | None, Any, int]]
     """Of each of the shard's packets: (index, verdict line when verdicts are written, decision, translated
     key, the Verdict when a report needs it, wire length), or (index, line) alone when the lines are all
-    the client writes. Lines and keys, not Verdicts, travel: they pickle ten times
-    faster."""
+    the client writes. Lines and keys, not Verdicts, travel: they pickle ten times faster."""
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
     """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
     stats: Statistics
@@ -192,7 +191,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     if logs is not None and pass_frames is not None:
         dataplane.hear_every_new_flow()
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
-    written: list[tuple[int, str]] | None = [] if wanted.json_lines and not (
+    written: list[tuple[int, str]] | None = [] if wanted.verdict_lines and not (
         wanted.report or wanted.frames or logs is not None) else None
     pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
         len(paths) == 1 else None
@@ -227,7 +226,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 verdicts.append((i, verdict.json_line(i)))
             elif wanted.verdicts:
                 i = own.count - 1
-                verdicts.append((i, verdict.json_line(i) if wanted.json_lines else None, verdict.decision,
+                verdicts.append((i, verdict.json_line(i) if wanted.verdict_lines else None, verdict.decision,
                                  verdict.translated, verdict if wanted.report else None, wirelen))
     except CaptureError as e:
         error = e

@@ -14,7 +14,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import wrpcap
 
-from dataplane import load_scenario
+from dataplane import flowlog, load_scenario
 from dataplane.replay import Outputs, replay
 from frames import ether
 
@@ -180,6 +180,18 @@ def test_vnet_counters_add_up_like_the_nsg_ones(logs) -> None:
     nsg_sums = [sum(int(f[i]) for f in session_tuples(nsg)[1:]) for i in range(9, 13)]
     vnet_sums = [sum(int(f[i]) for _, f in vnet_tuples(vnet) if f[3] == "50123") for i in range(9, 13)]
     assert nsg_sums == vnet_sums
+
+
+@pytest.mark.parametrize("wanted, unwanted", [("flow_log", "_vnet_records"), ("vnet_flow_log", "_nsg_records")])
+def test_a_replay_makes_the_records_of_the_flow_log_formats_asked_for_only(wanted, unwanted, tmp_path, monkeypatch):
+    def refused(minute, tuples):
+        raise AssertionError(f"{unwanted} was called for a format nobody asked for")
+
+    monkeypatch.setattr(flowlog, unwanted, refused)
+    capture = tmp_path / "session.pcap"
+    wrpcap(str(capture), long_ssh_session())
+    replay(load_scenario(DEMO), [str(capture)], Outputs(**{wanted: str(tmp_path / "log.json")}))
+    assert json.loads((tmp_path / "log.json").read_text())["records"]
 
 
 def test_the_storage_layout_has_one_compact_document_per_nsg_mac_and_hour(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ VERDICT_LINES = {"--verdicts": "verdicts.jsonl", "--summary": "summary.json"}
 
 @pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
 def test_two_workers_write_the_verdict_lines_one_writes_when_they_are_the_only_per_packet_output(name, tmp_path):
-    """Then the C walks write the lines (`Wanted.json_lines`), in each worker as in one process."""
+    """Then the C walks write the lines (`Wanted.verdict_lines`), in each worker as in one process."""
     capture = DEMO / f"{name}.pcap"
     one = run(SCENARIO, capture, tmp_path / "one", outputs=VERDICT_LINES)
     two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=VERDICT_LINES)
