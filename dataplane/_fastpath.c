@@ -26,8 +26,9 @@
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
    that end (Conntrack.advance).
-   Tally and count_records(buffer, pos, format, last, limit, tally): whatif's count of the packets and
-   bytes of its changed flows, from the same buffer.
+   FastPath.pass_pair(buffer, pos, format, last, until, limit, other, shard, tally, noted): whatif's walk,
+   each record through both its dataplanes, and the Tally's count of the packets and bytes of the flows
+   found changed.
    tests/test_pipeline_fast_path.py proves both paths decide every packet alike and write the same
    verdict lines, tests/test_classifier.py that Rules finds the reference's first match,
    tests/test_whatif.py that whatif's C walks report what its Python reader does;
@@ -3053,82 +3054,175 @@ static PyTypeObject TallyType = {
     .tp_name = "dataplane._fastpath.Tally",
     .tp_basicsize = sizeof(Tally),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "whatif's changed flows by their captured 5-tuples, for count_records: Tally()",
+    .tp_doc = "whatif's changed flows by their captured 5-tuples, for FastPath.pass_pair: Tally()",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Tally_init,
     .tp_dealloc = (destructor)Tally_dealloc,
     .tp_methods = Tally_methods,
 };
 
-/* whatif's count of its changed flows, straight from a capture's buffer: each common frame (as
-   parse_raw reads it) whose flow the tally watches sets the flow's last time and adds a packet and the
-   frame's length, as whatif._count does; the first other record stops the walk, for the Python reader. */
-static PyObject *
-count_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+static PyTypeObject FastPathType;
+
+/* A packet of a flow the tally watches: its last time, a packet and the frame's length, as whatif._count
+   adds them. */
+static void
+tally_count(Tally *tally, const Common *c, double ts, Py_ssize_t length)
 {
-    if (nargs != 6 || !Py_IS_TYPE(args[5], &TallyType)) {
-        PyErr_SetString(PyExc_TypeError, "count_records(buffer, pos, format, last, limit, tally)");
+    int swap = second_endpoint_lower(c);
+    TallySlot *s = tally_slot(tally->slots, tally->mask, swap ? c->dst : c->src, swap ? c->src : c->dst,
+                              swap ? c->dport : c->sport, swap ? c->sport : c->dport, c->proto);
+    if (s->flow == NULL || s->flow == Py_None)
+        return;
+    s->last = ts;
+    s->packets += 1;
+    s->bytes += length;
+    s->order = ++tally->counted;
+    if (!s->dirty) {
+        s->dirty = 1;
+        tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
+    }
+}
+
+/* One dataplane's part of a record: 1 when it took it (a known flow's packet, or a new flow it decided:
+   *verdict is then that Verdict), 0 when Python must decide it, -1 on error. */
+static int
+take_record(FastPath *self, const Common *c, double ts, PyObject **verdict)
+{
+    Entry *entry;
+    PyObject *state;
+    *verdict = NULL;
+    int done = pass_recent(self, c, ts, &entry, &state);
+    if (done < 0)
+        return -1;
+    if (done) {
+        entry_release(entry);
+        Py_DECREF(state);
+        return 1;
+    }
+    if (self->leave_new_flows)
+        return 0;
+    PyObject *when = PyFloat_FromDouble(ts);
+    *verdict = when != NULL ? hand_off(self, c, ts, when, 0) : NULL;
+    Py_XDECREF(when);
+    return *verdict != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+
+/* whatif's walk: each record read once and taken by this dataplane and `other` (before and after the
+   change), as pass_records takes it in each; `noted(verdict, other's verdict)` hears of every record
+   either decided as a new flow (None for one that passed it), then the tally counts the record to its
+   flow when it watches it. The walk stops before a record neither may take, or after one only this
+   dataplane took: then it returns this one's part, (its verdict or None,), and Python decides the
+   record for `other`. Returns (taken, position, last time, times backwards, that part or None). */
+static PyObject *
+FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10 || !Py_IS_TYPE(args[6], &FastPathType) || args[6] == (PyObject *)self ||
+            !(args[7] == Py_None || Py_IS_TYPE(args[7], &ShardFilterType)) || !Py_IS_TYPE(args[8], &TallyType) ||
+            !PyCallable_Check(args[9])) {
+        PyErr_SetString(PyExc_TypeError, "pass_pair(buffer, pos, format, last, until, limit, other FastPath, shard "
+                        "ShardFilter or None, tally Tally, noted callable)");
         return NULL;
     }
+    FastPath *other = (FastPath *)args[6];
+    ShardFilter *shard = args[7] != Py_None ? (ShardFilter *)args[7] : NULL;
+    Tally *tally = (Tally *)args[8];
+    PyObject *noted = args[9];
+    if (tally->slots == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the Tally was not initialised");
+        return NULL;
+    }
+    if (!ready(self) || !ready(other))
+        return NULL;
     Py_ssize_t pos;
     Format f;
     double last;
     if (walk_arguments(args, &pos, &f, &last) < 0)
         return NULL;
-    Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
+    double until = PyFloat_AsDouble(args[4]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred())
         return NULL;
-    Tally *tally = (Tally *)args[5];
-    if (tally->slots == NULL) {
-        PyErr_SetString(PyExc_ValueError, "the Tally was not initialised");
-        return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *b = view.buf;
-    Py_ssize_t end = view.len, taken = 0, backwards = 0;
+    Py_ssize_t end = view.len, passed = 0, backwards = 0;
+    PyObject *half = NULL;  /* this dataplane's part of a record the other left to Python */
+    int error = 0;
     if (pos < 0)
         pos = end;
-    while (taken < limit) {
+    while (passed < limit) {
         Py_ssize_t data, caplen;
         double ts;
         int iface;
         Py_ssize_t next = record_at(b, end, pos, &f, &ts, &data, &caplen, &iface);
-        Common c;
-        if (next < 0 || !f.ethernet[iface] || !parse_raw(b + data, caplen, &c))
+        if (next < 0 || !(ts < until && ts < self->next_sweep && ts < other->next_sweep && f.ethernet[iface]))
             break;
-        if (tally->used) {
-            int swap = second_endpoint_lower(&c);
-            TallySlot *s = tally_slot(tally->slots, tally->mask, swap ? c.dst : c.src, swap ? c.src : c.dst,
-                                      swap ? c.dport : c.sport, swap ? c.sport : c.dport, c.proto);
-            if (s->flow != NULL && s->flow != Py_None) {
-                s->last = ts;
-                s->packets += 1;
-                s->bytes += caplen;
-                s->order = ++tally->counted;
-                if (!s->dirty) {
-                    s->dirty = 1;
-                    tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
-                }
+        if (shard != NULL) {
+            long which = frame_shard(shard, b + data, caplen);
+            if (which < 0)
+                break;
+            if (which != shard->index) {  /* another shard's: it only moves the clocks */
+                if (ts < last)
+                    backwards += 1;
+                last = ts;
+                passed += 1;
+                pos = next;
+                continue;
             }
         }
+        Common c;
+        if (!parse_raw(b + data, caplen, &c))
+            break;
+        PyObject *mine, *theirs;
+        int took = take_record(self, &c, ts, &mine);
+        if (took <= 0) {
+            error = took < 0;
+            break;
+        }
+        took = take_record(other, &c, ts, &theirs);
+        if (took <= 0) {
+            error = took < 0;
+            if (!error)
+                half = PyTuple_Pack(1, mine != NULL ? mine : Py_None);
+            error = error || half == NULL;
+            Py_XDECREF(mine);
+            break;
+        }
+        if (mine != NULL || theirs != NULL) {
+            PyObject *heard = PyObject_CallFunctionObjArgs(noted, mine != NULL ? mine : Py_None,
+                                                           theirs != NULL ? theirs : Py_None, NULL);
+            Py_XDECREF(mine);
+            Py_XDECREF(theirs);
+            if (heard == NULL) {
+                error = 1;
+                break;
+            }
+            Py_DECREF(heard);
+        }
+        if (tally->used)
+            tally_count(tally, &c, ts, caplen);
         if (ts < last)
             backwards += 1;
         last = ts;
-        taken += 1;
+        passed += 1;
         pos = next;
     }
     PyBuffer_Release(&view);
-    if (Tally_flush(tally) < 0)
+    if (Tally_flush(tally) < 0 || error) {
+        Py_XDECREF(half);
         return NULL;
-    return Py_BuildValue("(nndn)", taken, pos, last, backwards);
+    }
+    return Py_BuildValue("(nndnN)", passed, pos, last, backwards, half != NULL ? half : Py_NewRef(Py_None));
 }
 
 static PyMethodDef FastPath_methods[] = {
     {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
      "process(frame, ts) -> the Verdict of a recent flow or of a new inbound flow, else the decoded Packet, "
      "else None"},
+    {"pass_pair", (PyCFunction)(void (*)(void))FastPath_pass_pair, METH_FASTCALL,
+     "whatif's walk through two dataplanes: (taken, position, last time, times backwards, this dataplane's "
+     "part of a record the other left to Python, or None)"},
     {"pass_records", (PyCFunction)(void (*)(void))FastPath_pass_records, METH_FASTCALL,
      "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards, "
      "verdicts of the new flows decided, or with hits_only their policy results)"},
@@ -3171,8 +3265,6 @@ static PyTypeObject FastPathType = {
 };
 
 static PyMethodDef module_methods[] = {
-    {"count_records", (PyCFunction)(void (*)(void))count_records, METH_FASTCALL,
-     "count_records(buffer, pos, format, last, limit, tally) -> (taken, pos, last, backwards)"},
     {NULL}
 };
 

@@ -20,7 +20,7 @@ from .conntrack import (RECENT_FLOWS, Conntrack, FlowRecord, FragmentTable, Othe
                         Timeouts, tcp_first_state, tcp_next)
 from .decode import Packet, Skip, decode_frame, decode_scapy
 from .errors import DataplaneError
-from .flows import ICMP, ICMPV6, TCP, UDP, Flow, flow_text, key_to_flow, parse_flow
+from .flows import ICMP, ICMPV6, TCP, UDP, Flow, flow_text, parse_flow
 from .nat import SnatPorts
 from .nsg import NetworkSecurityGroup
 from .platform import PLATFORM_ADDRESSES
@@ -164,6 +164,18 @@ class Dataplane:
             self._fast.pass_records if fast else None
         """`pass_frames` over a capture's buffer (`replay.Capture` calls it): see `FastPath.pass_records`."""
         self._route = policy.route.legs
+
+    def walk_with(self, other: "Dataplane") -> Callable[..., tuple] | None:
+        """whatif's C walk of a capture through this dataplane and `other` (`FastPath.pass_pair`, other's
+        C path bound): for `Capture.walk(walk, until, limit, shard, tally, noted)`; None without C."""
+        if self._fast is None or other._fast is None:
+            return None
+        pair, theirs = self._fast.pass_pair, other._fast
+
+        def walk(buffer: Any, pos: int, format: tuple, last: float, until: float, limit: int, shard: Any,
+                 tally: Any, noted: Callable) -> tuple:
+            return pair(buffer, pos, format, last, until, limit, theirs, shard, tally, noted)
+        return walk
 
     def hear_every_new_flow(self) -> None:
         """Walks of a capture (`pass_records`) stop at each new flow's first packet rather than deciding it

@@ -6,9 +6,12 @@ packets follow its flow record there, as in `replay`. Every flow whose decision,
 reason differs is reported. The changes are in force from the first packet, so no flow is live when
 they apply: `flushConnection` has nothing to cut.
 
-Over captures, the frames go in batches through each dataplane in turn (the dataplanes never meet,
-so this equals interleaving them); the C fast path passes the packets of known flows in both, and
-only the packets of changed flows are counted in Python.
+Over captures, each packet goes through both dataplanes in turn. A flow is compared as soon as both
+have decided it (at its first packet, as a rule) and a changed flow's packets are counted from there
+on. One uncompressed capture is walked in C (`FastPath.pass_pair`): each record read once, the
+packets of known flows passed in both dataplanes, new flows decided in C where replay decides them,
+and the changed flows' packets counted by a `Tally`; Python hears of each new flow and decides what
+the C path leaves.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass
-from itertools import islice
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 from .conntrack import canonical
 from .decode import ETH_IPV4_PORTS, Packet, Skip, decode_frame
@@ -32,19 +34,20 @@ from .terraform import prior_state
 from .topology import SCENARIO_KEYS, Scenario, load_scenario, scenario_from_document
 
 try:
-    from ._fastpath import Tally, count_records
+    from ._fastpath import Tally
 except ImportError:  # installed without a C compiler
-    count_records = None
+    Tally = None
 
 if TYPE_CHECKING:
-    from .pipeline import Dataplane, Verdict
+    from .pipeline import Verdict
     from .shards import Shards
     from .replay import Frame
 
 NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED = "newly-denied", "newly-allowed", "rule-changed"
 CHANGES = (NEWLY_DENIED, NEWLY_ALLOWED, RULE_CHANGED)
 FAIL_ON = {NEWLY_DENIED: {NEWLY_DENIED}, NEWLY_ALLOWED: {NEWLY_ALLOWED}, "any": set(CHANGES), "none": set()}
-BATCH = 4096
+WALK = 1 << 30
+"""Records a C walk may take at once: it stops where Python must decide anyway."""
 ICMP_ECHO = {1: (0, 8), 58: (128, 129)}
 
 
@@ -221,210 +224,133 @@ def nsg_flow_key(v: Verdict, captured: tuple, private: frozenset) -> tuple:
 
 def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: tuple[Shards, int] | None = None
                     ) -> Report:
-    """`shard` (the shards and which of them) limits the report to one shard's flows."""
+    """`shard` (the shards and which of them) limits the report to one shard's flows: the others' packets
+    only move the dataplanes' clocks (`shards` keeps a flow's packets in one shard)."""
     from .pipeline import Dataplane
-    from .replay import Capture, merged
-    from .workers import ShardFrames
+    from .replay import Capture, freeze_collector, merged
+    from .shards import FrameShards, shard_filter_of
 
-    dataplanes = (Dataplane(before), Dataplane(after))
-    private = nic_addresses(before, after)
-    aliases: dict[tuple, tuple] = {}
+    dataplanes = first, second = Dataplane(before), Dataplane(after)
+    flows = _Flows(nic_addresses(before, after))
+    mine = FrameShards(shard[0]) if shard is not None else None
     captures: list[Capture] = []
-    seen: set[tuple] = set()
-    unmatched = 0
-    changed: dict[tuple, list] = {}
     last_ts = None
+    thaw = freeze_collector()
     try:
         captures = [Capture(p) for p in paths]
-        walks = _walks(dataplanes, captures, paths, shard)
-        frames = merged(captures) if walks is None else None
-        owns = [ShardFrames(dp, None, *shard, []) for dp in dataplanes] if shard is not None else None
+        walk = first.walk_with(second) if Tally is not None and len(captures) == 1 and captures[0].mapped else None
+        c_shard = shard_filter_of(*shard) if shard is not None and walk is not None else None
+        frames = merged(captures)
         while True:
-            if walks is not None:
-                firsts, last = walks.firsts(seen, private, aliases)
-                if last is None:
-                    break
-                last_ts = last
+            part = None
+            if walk is not None:  # (before the headers are read, nothing is walked)
+                taken, last, *rest = captures[0].walk(walk, math.inf, WALK, c_shard, flows.tally, flows.noted)
+                if taken:
+                    last_ts = last
+                part = rest[0] if rest else None
+            frame = next(frames, None)
+            if frame is None:
+                break
+            ts, linktype, data, _ = frame
+            last_ts = ts
+            if part is not None:  # the first dataplane took it in C
+                flows.noted(part[0], second.process(data, ts, linktype))
+            elif mine is None or mine(data, linktype) == shard[1]:
+                flows.noted(first.process(data, ts, linktype), second.process(data, ts, linktype))
             else:
-                batch = list(islice(frames, BATCH))
-                if not batch:
-                    break
-                last_ts = batch[-1][0]
-                if owns is None:
-                    firsts = [_firsts(dp, batch, seen, private, aliases) for dp in dataplanes]
-                else:
-                    mine: list = []
-                    firsts = [_firsts(dp, frames_of, seen, private, aliases) for dp, frames_of in
-                              zip(dataplanes, (_kept(owns[0].of(iter(batch)), mine), owns[1].of(iter(batch))))]
-                    batch = mine
-            for key, v0 in firsts[0].items():
-                seen.add(key)
-                if v0.decision == "Skip":
-                    unmatched += 1
-                v1 = firsts[1].get(key)
-                if v1 is None:
-                    continue
-                fate0, fate1 = _fate(v0), _fate(v1)
-                kind = change_of(fate0, fate1)
-                if kind is not None:
-                    translated = v0.translated or v1.translated
-                    changed[key] = [v0.flow, str(key_to_flow(translated)) if translated else None, v0.ts, v0.ts,
-                                    0, 0, kind, fate0, fate1]
-            seen.update(firsts[1])
-            if walks is not None:
-                walks.count(changed, aliases)
-            elif changed:
-                _count(batch, changed, aliases)
+                first.pass_time(ts)
+                second.pass_time(ts)
+                continue
+            _count([frame], flows.changed, flows.aliases)
     finally:
+        thaw()
         for dp in dataplanes:
             if last_ts is not None:
                 dp.close(last_ts)
         for capture in captures:
             capture.close()
-    changes = tuple(sorted((ChangedFlow(*c) for c in changed.values()), key=_change_order))
-    return Report(len(seen), unmatched, changes)
+    return flows.report()
 
 
-class _Walks:
-    """One mapped capture read three times in C, batch by batch, as `Capture.walk` reads: by each
-    dataplane (the firsts of a batch: the verdicts of its new flows, the C path passing the rest), then
-    for the counts of the flows found changed. The Python reader reads what the C walks stop at. With a
-    shard, the others' records only move the dataplanes' clocks, as `workers.ShardFrames` lets them."""
+class _Flows:
+    """What whatif learns of the flows, packet by packet: each flow's first verdict in each dataplane, by
+    the flow as the NSGs saw it (`aliases` maps the captured keys that name it otherwise), until the other
+    dataplane's comes; then the two are compared, and a changed flow is counted from there on: by the
+    `Tally` for the packets the C walk takes, by `_count` for the others."""
 
-    def __init__(self, dataplanes: tuple, captures: list, shard: tuple[Shards, int] | None) -> None:
-        from .shards import FrameShards, shard_filter_of
+    def __init__(self, private: frozenset) -> None:
+        self.private = private
+        self.aliases: dict[tuple, tuple] = {}
+        self.changed: dict[tuple, list] = {}
+        self.tally = Tally() if Tally is not None else None
+        self._firsts: tuple[dict[tuple, Verdict], dict[tuple, Verdict]] = ({}, {})
+        self._compared: set[tuple] = set()
+        self._unmatched = 0
+        self._names: dict[tuple, list[tuple]] = {}
+        """The captured keys aliased to each flow: they count to it once it changes."""
 
-        self._walkers = [(dp, capture, capture.frames()) for dp, capture in zip(dataplanes, captures)]
-        self._counter = (captures[2], captures[2].frames())
-        self._tally = Tally()
-        self._watched = (0, 0)
-        self._taken = 0
-        self._filter = shard_filter_of(*shard) if shard is not None else None
-        self._shard_of = FrameShards(shard[0]) if shard is not None else None
-        self._index = shard[1] if shard is not None else 0
+    def noted(self, before: Verdict | None, after: Verdict | None) -> None:
+        """A packet's verdicts (None: that dataplane passed it in C as a known flow's)."""
+        keys = [self._first(0, before), self._first(1, after)]
+        for key in keys[:1] if keys[0] == keys[1] else keys:
+            if key is not None and key in self._firsts[0] and key in self._firsts[1]:
+                self._compare(key)
 
-    def _own(self, frame: Frame) -> bool:
-        return self._shard_of is None or self._shard_of(frame[2], frame[1]) == self._index
+    def _first(self, which: int, v: Verdict | None) -> tuple | None:
+        """The flow of a verdict that is the first of its flow in this dataplane."""
+        if v is None:
+            return None
+        p = v.packet
+        if p is None or p[12] > 0:  # not IP, or a later fragment: not the start of a flow
+            return None
+        captured = flow_key(p)
+        key = self.aliases.get(captured)
+        if key is None:
+            key = nsg_flow_key(v, captured, self.private)
+            if key != captured:
+                self._alias(captured, key)
+        firsts = self._firsts[which]
+        if key in self._compared or key in firsts:
+            return None
+        firsts[key] = v
+        if which == 0 and v.decision == "Skip":
+            self._unmatched += 1
+        return key
 
-    def firsts(self, seen: set, private: frozenset, aliases: dict[tuple, tuple]) -> tuple[list, float | None]:
-        """The firsts of the next batch by each dataplane, and the batch's last time (None at the end)."""
-        firsts = []
-        last = None
-        for dp, capture, frames in self._walkers:
-            found: dict[tuple, Verdict] = {}
-            note = _noter(found, seen, private, aliases)
-            taken = 0
-            while taken < BATCH:
-                passed, t, *decided = capture.walk(dp.pass_records, math.inf, BATCH - taken, self._filter)
-                if passed:
-                    taken, last = taken + passed, t
-                    for v in decided[0]:
-                        note(v)
-                    continue
-                frame = next(frames, None)
-                if frame is None:
-                    break
-                if self._own(frame):
-                    note(dp.process(frame[2], frame[0], frame[1]))
-                else:
-                    dp.pass_time(frame[0])
-                taken, last = taken + 1, frame[0]
-            firsts.append(found)
-            self._taken = taken
-        return firsts, last
+    def _alias(self, captured: tuple, key: tuple) -> None:
+        """A captured key names the flow `key`: its packets count where `_count` counts them."""
+        self.aliases[captured] = key
+        self._names.setdefault(key, []).append(captured)
+        flow = self.changed.get(key)
+        if self.tally is not None and (flow is not None or captured in self.changed):
+            self.tally.watch(captured, flow)
 
-    def count(self, changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
-        """Counts of the changed flows over the batch the dataplanes took. A shard's changed flows are
-        its own: the records of other shards never carry their 5-tuples (`shards` keeps flows whole)."""
-        self._watch(changed, aliases)
-        capture, frames = self._counter
-        taken = 0
-        while taken < self._taken:
-            n = capture.walk(count_records, self._taken - taken, self._tally)[0]
-            taken += n
-            if n:
-                continue
-            frame = next(frames, None)
-            if frame is None:
-                break
-            if self._own(frame):
-                _count([frame], changed, aliases)
-            taken += 1
+    def _compare(self, key: tuple) -> None:
+        v0, v1 = self._firsts[0].pop(key), self._firsts[1].pop(key)
+        self._compared.add(key)
+        if v0.decision == v1.decision and v0.rule == v1.rule and v0.nsg == v1.nsg and v0.reason == v1.reason:
+            return  # the same fate: most flows, compared without making their Fates
+        fate0, fate1 = _fate(v0), _fate(v1)
+        kind = change_of(fate0, fate1)
+        if kind is None:
+            return
+        translated = v0.translated or v1.translated
+        flow = self.changed[key] = [v0.flow, str(key_to_flow(translated)) if translated else None, v0.ts, v0.ts,
+                                    0, 0, kind, fate0, fate1]
+        if self.tally is not None:
+            if key not in self.aliases:
+                self.tally.watch(key, flow)
+            for captured in self._names.get(key, ()):
+                self.tally.watch(captured, flow)
 
-    def _watch(self, changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:
-        """The tally learns the captured keys of the flows found changed since it last looked, so it
-        counts a packet where `_count` would: `changed[aliases.get(captured, captured)]`. Both dicts only
-        grow, and a key's aliases are all learnt in the batch that finds it changed or later."""
-        flows, names = self._watched
-        watch = self._tally.watch
-        for key in islice(reversed(changed), len(changed) - flows):
-            if key not in aliases:
-                watch(key, changed[key])
-        for captured in islice(reversed(aliases), len(aliases) - names):
-            flow = changed.get(aliases[captured])
-            if flow is not None or captured in changed:
-                watch(captured, flow)
-        self._watched = (len(changed), len(aliases))
-
-
-def _walks(dataplanes: tuple, captures: list, paths: list[str], shard: tuple[Shards, int] | None) -> _Walks | None:
-    """The C walks, where the C extension is built and the input is one mapped capture."""
-    from .replay import Capture
-
-    if count_records is None or len(captures) != 1 or not captures[0].mapped:
-        return None
-    captures.extend(Capture(paths[0]) for _ in range(2))
-    return _Walks(dataplanes, captures, shard)
-
-
-def _kept(frames: Iterable[Frame], into: list) -> Iterator[Frame]:
-    """The frames, each also kept in `into`."""
-    for frame in frames:
-        into.append(frame)
-        yield frame
+    def report(self) -> Report:
+        firsts = self._firsts
+        changes = tuple(sorted((ChangedFlow(*c) for c in self.changed.values()), key=_change_order))
+        return Report(len(self._compared) + len(firsts[0].keys() | firsts[1].keys()), self._unmatched, changes)
 
 
 def _fate(v: Verdict) -> Fate:
     return Fate(v.decision, v.nsg, v.rule, v.reason)
-
-
-def _noter(firsts: dict[tuple, Verdict], seen: set, private: frozenset,
-           aliases: dict[tuple, tuple]) -> Callable[[Verdict], None]:
-    """What keeps the verdict of the first packet of each flow new in a batch, by the flow as the NSGs
-    saw it (`aliases` learns the captured keys that name it)."""
-    def note(v: Verdict) -> None:
-        p = v.packet
-        if p is None or p[12] > 0:  # not IP, or a later fragment: not the start of a flow
-            return
-        captured = flow_key(p)
-        key = aliases.get(captured)
-        if key is None:
-            key = nsg_flow_key(v, captured, private)
-            if key != captured:
-                aliases[captured] = key
-        if key not in seen and key not in firsts:
-            firsts[key] = v
-    return note
-
-
-def _firsts(dp: Dataplane, batch: Iterable[Frame], seen: set, private: frozenset,
-            aliases: dict[tuple, tuple]) -> dict[tuple, Verdict]:
-    """The verdict of the first packet of each flow new in this batch (`_noter`). First packets never
-    take `pass_frames` (it passes only flows it has met), so they all come back from `process`."""
-    firsts: dict[tuple, Verdict] = {}
-    note = _noter(firsts, seen, private, aliases)
-    process = dp.process
-    pass_frames = dp.pass_frames
-    if pass_frames is None:
-        for frame in batch:
-            note(process(frame[2], frame[0], frame[1]))
-        return firsts
-    frames = iter(batch)
-    while True:
-        _, _, frame = pass_frames(frames, math.inf, BATCH)
-        if frame is None:
-            return firsts
-        note(process(frame[2], frame[0], frame[1]))
 
 
 def _count(batch: list[Frame], changed: dict[tuple, list], aliases: dict[tuple, tuple]) -> None:

@@ -273,11 +273,12 @@ def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) 
     assert lines[0][0] == 7 and lines[0][1].startswith('{"index": 7, "ts": 0.3, "flow": "tcp ')
 
 
-def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:
-    """A flow must be a list of six items or more when watched and when counted; count_records takes a Tally."""
-    path = two_acks(tmp_path, (1.0, 2.0))
+def test_whatifs_walk_refuses_what_it_cannot_use(tmp_path) -> None:
+    """A flow must be a list of six items or more when watched and when counted; `pass_pair` takes a Tally,
+    a callable and another dataplane's C path."""
+    path = two_acks(tmp_path, (0.2, 0.3))
     child = in_child(f"""
-        from dataplane.whatif import Tally, count_records
+        from dataplane.whatif import Tally
         tally, flow = Tally(), ["flow", None, 0.0, 0.0, 0, 0]
         for bad in ("flow", [0, 0]):
             try:
@@ -286,15 +287,16 @@ def test_whatifs_tally_refuses_what_is_not_a_changed_flow(tmp_path) -> None:
                 print("TypeError")
         tally.watch((6, 4, CLIENT, 40000, WEB, 8080), flow)
         del flow[2:]
-        for counts in ({{}}, tally):
+        one, two = busy_dataplane(), busy_dataplane()
+        for other, counts, noted in ((two, {{}}, print), (two, tally, None), (one, tally, print), (two, tally, print)):
             capture = Capture({path!r})
             next(capture.frames())  # the headers read: the walk goes on from the second record
             try:
-                capture.walk(count_records, 10, counts)
+                capture.walk(one.walk_with(other), math.inf, 10, None, counts, noted)
             except TypeError:
                 print("TypeError")
     """)
-    assert (child.returncode, child.stdout) == (0, "TypeError\n" * 4), child.stderr
+    assert (child.returncode, child.stdout) == (0, "TypeError\n" * 6), child.stderr
 
 
 def test_a_truncated_capture_is_summed_up_alike_with_and_without_per_packet_outputs(tmp_path) -> None:

@@ -16,7 +16,9 @@ from scapy.utils import wrpcap, wrpcapng
 from dataplane import whatif as whatif_module
 from dataplane.cli import main
 from dataplane.decode import Packet
+from dataplane.pipeline import Dataplane
 from dataplane.replay import Capture, PcapWriter
+from dataplane.topology import scenario_from_document
 from dataplane.whatif import NEWLY_ALLOWED, NEWLY_DENIED, RULE_CHANGED, scenarios, whatif
 
 from datafiles import SHARED_DATA, SHARED_PCAPS, need, scenario_capture, shared_captures
@@ -173,11 +175,11 @@ def test_json_has_one_line_per_changed_flow_in_the_contracts_shape(story, tmp_pa
     assert denied["after"] == {"decision": "Deny", "nsg": "nsg-web", "rule": "DenyAllInBound", "reason": "rules"}
 
 
-@pytest.mark.skipif(whatif_module.count_records is None, reason="the C extension is not built")
+@pytest.mark.skipif(whatif_module.Tally is None, reason="the C extension is not built")
 @pytest.mark.parametrize("kind", ["pcap", "pcapng", "demo"])
 def test_the_c_walks_of_one_capture_give_the_report_of_the_python_reader(story, tmp_path, monkeypatch, kind):
-    """One mapped capture is read in C by each dataplane and for the counts; the Python reader of every
-    frame is the reference (the demo: IPv6, ICMP and a scan, against a locked-down jump host)."""
+    """One mapped capture is walked in C through both dataplanes, counting as it goes; the Python reader of
+    every frame is the reference (the demo: IPv6, ICMP and a scan, against a locked-down jump host)."""
     if kind == "demo":
         before, after = scenarios(str(DEMO / "scenario.yaml"), [str(DEMO / "nsg-jump-locked.json")])
         captures = [str(DEMO / name) for name in ("web.pcap", "icmp-ipv6.pcap", "scan.pcap", "rule-removal.pcap")]
@@ -189,7 +191,7 @@ def test_the_c_walks_of_one_capture_give_the_report_of_the_python_reader(story, 
             wrpcapng(captures[0], traffic())
     for capture in captures:
         walked = whatif(before, after, [capture])
-        monkeypatch.setattr(whatif_module, "count_records", None)
+        monkeypatch.setattr(whatif_module, "Tally", None)
         read = whatif(before, after, [capture])
         monkeypatch.undo()
         assert walked == read
@@ -206,7 +208,7 @@ LAB_CHANGE = {"name": "nsg-lab", "properties": {"securityRules": [
                                           "destinationAddressPrefix": "*", "destinationPortRange": "*"}}]}}
 
 
-@pytest.mark.skipif(whatif_module.count_records is None, reason="the C extension is not built")
+@pytest.mark.skipif(whatif_module.Tally is None, reason="the C extension is not built")
 @pytest.mark.parametrize("name", shared_captures())
 def test_the_c_walks_of_a_shared_capture_give_the_report_of_the_python_reader(name, tmp_path, monkeypatch):
     """Real captures: VLANs, IPv6, fragments, ICMP, a flow without its SYN, pcapng, gzip (read in Python)."""
@@ -215,7 +217,7 @@ def test_the_c_walks_of_a_shared_capture_give_the_report_of_the_python_reader(na
     before, after = scenarios(str(SHARED_SCENARIO), [str(change)])
     capture = str(scenario_capture(SHARED_PCAPS / name, tmp_path))
     walked = whatif(before, after, [capture])
-    monkeypatch.setattr(whatif_module, "count_records", None)
+    monkeypatch.setattr(whatif_module, "Tally", None)
     assert whatif(before, after, [capture]) == walked
 
 
@@ -226,13 +228,23 @@ def _key(proto: int, a: tuple[int, int], b: tuple[int, int]) -> tuple:
     return (proto, 4, *a, *b) if a <= b else (proto, 4, *b, *a)
 
 
-@pytest.mark.skipif(whatif_module.count_records is None, reason="the C extension is not built")
+OPEN = {"virtual_networks": [{"name": "vnet", "address_space": ["10.0.0.0/16"],
+                               "subnets": [{"name": "all", "prefix": "10.0.0.0/16", "nsg": "open"}]}],
+        "network_interfaces": [{"name": "web", "subnet": "vnet/all", "private_ips": [WEB]},
+                               {"name": "db", "subnet": "vnet/all", "private_ips": [DB]}],
+        "network_security_groups": [{"name": "open", "security_rules": [
+            rule("AllowIn", 100, "*", "*", "*"), rule("AllowOut", 100, "*", "*", "*", direction="Outbound")]}]}
+
+
+@pytest.mark.skipif(whatif_module.Tally is None, reason="the C extension is not built")
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([6, 17]), st.sampled_from(ENDS), st.sampled_from(ENDS),
                           st.integers(0, 40), st.floats(0, 0.5)), min_size=1, max_size=40), st.data())
 def test_the_tally_counts_each_flow_as_the_python_count_does(tmp_path_factory, packets, data):
     """Changed flows named by several captured keys (both sides of a translation) and keys that name a flow
-    not counted: the tally's counts and last times, flushed when each walk ends, are `_count`'s."""
+    not counted, their packets taken in C (known flows and new ones the C path decides) or left to Python:
+    the tally's counts and last times, flushed when each walk ends, with `_count`'s of the others, are
+    `_count`'s of all."""
     keys = sorted({_key(proto, a, b) for proto, a, b, *_ in packets})
     changed = {key: ["flow", None, 0.0, 0.0, 0, 0] for key in data.draw(st.sets(st.sampled_from(keys)))}
     aliases = data.draw(st.dictionaries(st.sampled_from(keys), st.sampled_from(keys)))
@@ -249,15 +261,21 @@ def test_the_tally_counts_each_flow_as_the_python_count_does(tmp_path_factory, p
     expected = {key: list(flow) for key, flow in changed.items()}
     for key in keys:
         tally.watch(key, changed.get(aliases.get(key, key)))
+    one, two = Dataplane(scenario_from_document(OPEN)), Dataplane(scenario_from_document(OPEN))
+    walk = one.walk_with(two)
     capture = Capture(path)
     frames = capture.frames()
     taken = 0
-    while taken < len(packets):  # as _Walks.count: the Python count takes each record the C walk stops at
-        n = capture.walk(whatif_module.count_records, len(packets) - taken, tally)[0]
-        if not n:
-            whatif_module._count([next(frames)], changed, aliases)
-            n = 1
+    while taken < len(packets):  # as whatif_captures: Python decides and counts each record the C walk leaves
+        n, _, *part = capture.walk(walk, float("inf"), len(packets) - taken, None, tally, lambda v0, v1: None)
         taken += n
+        if taken < len(packets):
+            ts, linktype, raw, _ = next(frames)
+            if not part or part[0] is None:  # else the first dataplane took it in C
+                one.process(raw, ts, linktype)
+            two.process(raw, ts, linktype)
+            whatif_module._count([(ts, linktype, raw, len(raw))], changed, aliases)
+            taken += 1
     capture.close()
     capture = Capture(path)
     whatif_module._count(list(capture.frames()), expected, aliases)
