@@ -291,10 +291,11 @@ class _Flows:
 
     def noted(self, before: Verdict | None, after: Verdict | None) -> None:
         """A packet's verdicts (None: that dataplane passed it in C as a known flow's)."""
-        keys = [self._first(0, before), self._first(1, after)]
-        for key in keys[:1] if keys[0] == keys[1] else keys:
-            if key is not None and key in self._firsts[0] and key in self._firsts[1]:
-                self._compare(key)
+        key0, key1 = self._first(0, before), self._first(1, after)
+        if key0 is not None and key0 in self._firsts[1]:
+            self._compare(key0)
+        if key1 is not None and key1 != key0 and key1 in self._firsts[0]:
+            self._compare(key1)
 
     def _first(self, which: int, v: Verdict | None) -> tuple | None:
         """The flow of a verdict that is the first of its flow in this dataplane."""
@@ -306,7 +307,7 @@ class _Flows:
         captured = flow_key(p)
         key = self.aliases.get(captured)
         if key is None:
-            key = nsg_flow_key(v, captured, self.private)
+            key = captured if v.translated is None else nsg_flow_key(v, captured, self.private)
             if key != captured:
                 self._alias(captured, key)
         firsts = self._firsts[which]
