@@ -26,7 +26,7 @@
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
    that end (Conntrack.advance).
-   FastPath.pass_pair(buffer, pos, format, last, until, limit, other, shard, tally, noted): whatif's walk,
+   FastPath.pass_pair(buffer, pos, format, last, until, limit, other, shard, tally, noted, known): whatif's walk,
    each record through both its dataplanes, and the Tally's count of the packets and bytes of the flows
    found changed.
    tests/test_pipeline_fast_path.py proves both paths decide every packet alike and write the same
@@ -3107,22 +3107,70 @@ take_record(FastPath *self, const Common *c, double ts, PyObject **verdict)
     return *verdict != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
 }
 
+/* Whether whatif's notes of a record's two verdicts (new flows' Verdicts, or NULL: passed as a known flow's)
+   would learn nothing, settling here the common flow that both dataplanes decide alike at its first
+   packet: untranslated, named by its own 5-tuple (not in `aliases`), met by neither before (in neither
+   of `firsts`, the verdicts waiting for the other dataplane's, nor in `compared`), the same decision,
+   NSG, rule and reason in both. Such a flow joins `compared`, as whatif._Flows.noted would compare it
+   and find it unchanged; a verdict of a flow already compared is a note that changes nothing. 1 when
+   settled, 0 when Python must note them, -1 on error. */
+static int
+settled(FastPath *self, PyObject *const known[4], const Common *c, PyObject *mine, PyObject *theirs)
+{
+    PyObject *compared = known[0], *firsts0 = known[1], *firsts1 = known[2], *aliases = known[3];
+    PyObject *verdicts[2] = {mine, theirs};
+    for (int i = 0; i < 2; i++) {
+        PyObject *v = verdicts[i];
+        if (v != NULL && !(Py_IS_TYPE(v, (PyTypeObject *)self->verdict_type) && PyTuple_GET_ITEM(v, 9) == Py_None))
+            return 0;
+    }
+    PyObject *key = make_key(c, 1);
+    if (key == NULL)
+        return -1;
+    int result = PyDict_Contains(aliases, key);
+    if (result == 0) {
+        result = PySet_Contains(compared, key);
+        if (result == 0 && mine != NULL && theirs != NULL) {
+            int pending = PyDict_Contains(firsts0, key);
+            if (pending == 0)
+                pending = PyDict_Contains(firsts1, key);
+            result = pending < 0 ? -1 : 0;
+            static const int fate[4] = {1, 5, 6, 2};  /* decision, nsg, rule, reason */
+            int same = pending == 0;
+            for (int i = 0; same == 1 && i < 4; i++)
+                same = PyObject_RichCompareBool(PyTuple_GET_ITEM(mine, fate[i]), PyTuple_GET_ITEM(theirs, fate[i]), Py_EQ);
+            if (pending == 0 && same < 0)
+                result = -1;
+            else if (pending == 0 && same == 1)
+                result = PySet_Add(compared, key) < 0 ? -1 : 1;
+        }
+    } else if (result == 1) {
+        result = 0;
+    }
+    Py_DECREF(key);
+    return result;
+}
+
 /* whatif's walk: each record read once and taken by this dataplane and `other` (before and after the
    change), as pass_records takes it in each; `noted(verdict, other's verdict)` hears of every record
-   either decided as a new flow (None for one that passed it), then the tally counts the record to its
-   flow when it watches it. The walk stops before a record neither may take, or after one only this
+   either decided as a new flow (None for one that passed it) unless the verdicts are `settled` by
+   `known` (whatif's compared flows, its two dicts of first verdicts and its aliases), then the tally
+   counts the record to its flow when it watches it. The walk stops before a record neither may take, or after one only this
    dataplane took: then it returns this one's part, (its verdict or None,), and Python decides the
    record for `other`. Returns (taken, position, last time, times backwards, that part or None). */
 static PyObject *
 FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 10 || !Py_IS_TYPE(args[6], &FastPathType) || args[6] == (PyObject *)self ||
+    if (nargs != 11 || !Py_IS_TYPE(args[6], &FastPathType) || args[6] == (PyObject *)self ||
             !(args[7] == Py_None || Py_IS_TYPE(args[7], &ShardFilterType)) || !Py_IS_TYPE(args[8], &TallyType) ||
-            !PyCallable_Check(args[9])) {
+            !PyCallable_Check(args[9]) || !PyTuple_Check(args[10]) || PyTuple_GET_SIZE(args[10]) != 4 ||
+            !PySet_Check(PyTuple_GET_ITEM(args[10], 0)) || !PyDict_Check(PyTuple_GET_ITEM(args[10], 1)) ||
+            !PyDict_Check(PyTuple_GET_ITEM(args[10], 2)) || !PyDict_Check(PyTuple_GET_ITEM(args[10], 3))) {
         PyErr_SetString(PyExc_TypeError, "pass_pair(buffer, pos, format, last, until, limit, other FastPath, shard "
-                        "ShardFilter or None, tally Tally, noted callable)");
+                        "ShardFilter or None, tally Tally, noted callable, known (set, dict, dict, dict))");
         return NULL;
     }
+    PyObject *const *known = &PyTuple_GET_ITEM(args[10], 0);
     FastPath *other = (FastPath *)args[6];
     ShardFilter *shard = args[7] != Py_None ? (ShardFilter *)args[7] : NULL;
     Tally *tally = (Tally *)args[8];
@@ -3190,15 +3238,16 @@ FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         if (mine != NULL || theirs != NULL) {
-            PyObject *heard = PyObject_CallFunctionObjArgs(noted, mine != NULL ? mine : Py_None,
-                                                           theirs != NULL ? theirs : Py_None, NULL);
+            int quiet = settled(self, known, &c, mine, theirs);
+            PyObject *heard = quiet != 0 ? NULL : PyObject_CallFunctionObjArgs(
+                noted, mine != NULL ? mine : Py_None, theirs != NULL ? theirs : Py_None, NULL);
             Py_XDECREF(mine);
             Py_XDECREF(theirs);
-            if (heard == NULL) {
+            if (quiet < 0 || (quiet == 0 && heard == NULL)) {
                 error = 1;
                 break;
             }
-            Py_DECREF(heard);
+            Py_XDECREF(heard);
         }
         if (tally->used)
             tally_count(tally, &c, ts, caplen);

@@ -167,14 +167,14 @@ class Dataplane:
 
     def walk_with(self, other: "Dataplane") -> Callable[..., tuple] | None:
         """whatif's C walk of a capture through this dataplane and `other` (`FastPath.pass_pair`, other's
-        C path bound): for `Capture.walk(walk, until, limit, shard, tally, noted)`; None without C."""
+        C path bound): for `Capture.walk(walk, until, limit, shard, tally, noted, known)`; None without C."""
         if self._fast is None or other._fast is None:
             return None
         pair, theirs = self._fast.pass_pair, other._fast
 
         def walk(buffer: Any, pos: int, format: tuple, last: float, until: float, limit: int, shard: Any,
-                 tally: Any, noted: Callable) -> tuple:
-            return pair(buffer, pos, format, last, until, limit, theirs, shard, tally, noted)
+                 tally: Any, noted: Callable, known: tuple) -> tuple:
+            return pair(buffer, pos, format, last, until, limit, theirs, shard, tally, noted, known)
         return walk
 
     def hear_every_new_flow(self) -> None:

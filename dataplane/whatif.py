@@ -244,7 +244,8 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
         while True:
             part = None
             if walk is not None:  # (before the headers are read, nothing is walked)
-                taken, last, *rest = captures[0].walk(walk, math.inf, WALK, c_shard, flows.tally, flows.noted)
+                taken, last, *rest = captures[0].walk(walk, math.inf, WALK, c_shard, flows.tally, flows.noted,
+                                                      flows.known)
                 if taken:
                     last_ts = last
                 part = rest[0] if rest else None
@@ -288,6 +289,12 @@ class _Flows:
         self._unmatched = 0
         self._names: dict[tuple, list[tuple]] = {}
         """The captured keys aliased to each flow: they count to it once it changes."""
+
+    @property
+    def known(self) -> tuple[set, dict, dict, dict]:
+        """What the C walk needs to settle the common flow itself (`FastPath.pass_pair`): the flows compared,
+        the first verdicts of each dataplane waiting for the other's, the aliases."""
+        return self._compared, self._firsts[0], self._firsts[1], self.aliases
 
     def noted(self, before: Verdict | None, after: Verdict | None) -> None:
         """A packet's verdicts (None: that dataplane passed it in C as a known flow's)."""

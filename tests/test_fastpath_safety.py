@@ -292,7 +292,7 @@ def test_whatifs_walk_refuses_what_it_cannot_use(tmp_path) -> None:
             capture = Capture({path!r})
             next(capture.frames())  # the headers read: the walk goes on from the second record
             try:
-                capture.walk(one.walk_with(other), math.inf, 10, None, counts, noted)
+                capture.walk(one.walk_with(other), math.inf, 10, None, counts, noted, (set(), {{}}, {{}}, {{}}))
             except TypeError:
                 print("TypeError")
     """)

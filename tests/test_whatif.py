@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -198,6 +199,28 @@ def test_the_c_walks_of_one_capture_give_the_report_of_the_python_reader(story, 
         assert kind == "demo" or walked.changes
 
 
+@pytest.mark.skipif(whatif_module.Tally is None, reason="the C extension is not built")
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["203.0.113.7", "203.0.113.8", OFFICE]), st.integers(50000, 50003),
+                          st.sampled_from([80, 443, 22]), st.floats(0, 0.2)), min_size=1, max_size=12))
+def test_the_c_walk_decides_and_compares_dense_new_flows_as_the_python_reader_does(story, tmp_path_factory, sessions):
+    """Flows that begin within a second of each other: the C walk decides them in both dataplanes and settles
+    the unchanged ones itself (`FastPath.pass_pair`); the changed ones (newly denied, rule changed) are
+    Python's to note."""
+    before, after = scenarios(str(story["scenario"]), [str(story["change"])])
+    packets, t = [], 0.0
+    for client, sport, port, gap in sessions:
+        t += gap
+        packets += tcp_session(t, client, sport, WEB, port, exchanges=1)
+    for packet, dt in packets:
+        packet.time = T0 + dt
+    capture = tmp_path_factory.mktemp("dense") / "dense.pcap"
+    wrpcap(str(capture), sorted((p for p, _ in packets), key=lambda p: p.time))
+    walked = whatif(before, after, [str(capture)])
+    with mock.patch.object(whatif_module, "Tally", None):
+        assert whatif(before, after, [str(capture)]) == walked
+
+
 SHARED_SCENARIO = Path(__file__).resolve().parent / "fixtures" / "shared-captures" / "scenario.yaml"
 LAB_CHANGE = {"name": "nsg-lab", "properties": {"securityRules": [
     {"name": "AllowEchoIn", "properties": {"priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp",
@@ -267,7 +290,8 @@ def test_the_tally_counts_each_flow_as_the_python_count_does(tmp_path_factory, p
     frames = capture.frames()
     taken = 0
     while taken < len(packets):  # as whatif_captures: Python decides and counts each record the C walk leaves
-        n, _, *part = capture.walk(walk, float("inf"), len(packets) - taken, None, tally, lambda v0, v1: None)
+        n, _, *part = capture.walk(walk, float("inf"), len(packets) - taken, None, tally, lambda v0, v1: None,
+                                   (set(), {}, {}, {}))
         taken += n
         if taken < len(packets):
             ts, linktype, raw, _ = next(frames)
