@@ -179,10 +179,11 @@ class FlowLogs:
     # -- tuples --------------------------------------------------------------------------------
 
     def _delta(self, record: FlowRecord) -> tuple[int, int, int, int]:
-        now = (record.packets_out, record.bytes_out, record.packets_in, record.bytes_in)
-        before = self._reported[id(record)]
+        now = packets_out, bytes_out, packets_in, bytes_in = (record.packets_out, record.bytes_out, record.packets_in,
+                                                             record.bytes_in)
+        was_out, was_bytes_out, was_in, was_bytes_in = self._reported[id(record)]
         self._reported[id(record)] = now
-        return tuple(a - b for a, b in zip(now, before))  # type: ignore[return-value]
+        return packets_out - was_out, bytes_out - was_bytes_out, packets_in - was_in, bytes_in - was_bytes_in
 
     def _emit(self, ts: float, nic: str, record: FlowRecord, state: str, counters) -> None:
         self._tuples.append(self._entry(self._tuple(ts, nic, record, state, counters), nic, record))
