@@ -3151,6 +3151,42 @@ settled(FastPath *self, PyObject *const known[4], const Common *c, PyObject *min
     return result;
 }
 
+/* A record of whatif's walk through both dataplanes (FastPath.pass_pair): 1 when both took it (noted,
+   counted), 0 when Python must decide it for both, or for `other` alone (*half: this one's part), -1 on
+   error. */
+static int
+take_pair(FastPath *self, FastPath *other, const unsigned char *frame, Py_ssize_t caplen, double ts, Tally *tally,
+          PyObject *noted, PyObject *const known[4], PyObject **half)
+{
+    Common c;
+    if (!parse_raw(frame, caplen, &c))
+        return 0;
+    PyObject *mine, *theirs;
+    int took = take_record(self, &c, ts, &mine);
+    if (took <= 0)
+        return took;
+    took = take_record(other, &c, ts, &theirs);
+    if (took <= 0) {
+        if (took == 0 && (*half = PyTuple_Pack(1, mine != NULL ? mine : Py_None)) == NULL)
+            took = -1;
+        Py_XDECREF(mine);
+        return took;
+    }
+    if (mine != NULL || theirs != NULL) {
+        int quiet = settled(self, known, &c, mine, theirs);
+        PyObject *heard = quiet != 0 ? NULL : PyObject_CallFunctionObjArgs(
+            noted, mine != NULL ? mine : Py_None, theirs != NULL ? theirs : Py_None, NULL);
+        Py_XDECREF(mine);
+        Py_XDECREF(theirs);
+        if (quiet < 0 || (quiet == 0 && heard == NULL))
+            return -1;
+        Py_XDECREF(heard);
+    }
+    if (tally->used)
+        tally_count(tally, &c, ts, caplen);
+    return 1;
+}
+
 /* whatif's walk: each record read once and taken by this dataplane and `other` (before and after the
    change), as pass_records takes it in each; `noted(verdict, other's verdict)` hears of every record
    either decided as a new flow (None for one that passed it) unless the verdicts are `settled` by
@@ -3206,51 +3242,16 @@ FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t next = record_at(b, end, pos, &f, &ts, &data, &caplen, &iface);
         if (next < 0 || !(ts < until && ts < self->next_sweep && ts < other->next_sweep && f.ethernet[iface]))
             break;
-        if (shard != NULL) {
-            long which = frame_shard(shard, b + data, caplen);
-            if (which < 0)
-                break;
-            if (which != shard->index) {  /* another shard's: it only moves the clocks */
-                if (ts < last)
-                    backwards += 1;
-                last = ts;
-                passed += 1;
-                pos = next;
-                continue;
-            }
-        }
-        Common c;
-        if (!parse_raw(b + data, caplen, &c))
+        long which = shard != NULL ? frame_shard(shard, b + data, caplen) : 0;
+        if (which < 0)
             break;
-        PyObject *mine, *theirs;
-        int took = take_record(self, &c, ts, &mine);
-        if (took <= 0) {
-            error = took < 0;
-            break;
-        }
-        took = take_record(other, &c, ts, &theirs);
-        if (took <= 0) {
-            error = took < 0;
-            if (!error)
-                half = PyTuple_Pack(1, mine != NULL ? mine : Py_None);
-            error = error || half == NULL;
-            Py_XDECREF(mine);
-            break;
-        }
-        if (mine != NULL || theirs != NULL) {
-            int quiet = settled(self, known, &c, mine, theirs);
-            PyObject *heard = quiet != 0 ? NULL : PyObject_CallFunctionObjArgs(
-                noted, mine != NULL ? mine : Py_None, theirs != NULL ? theirs : Py_None, NULL);
-            Py_XDECREF(mine);
-            Py_XDECREF(theirs);
-            if (quiet < 0 || (quiet == 0 && heard == NULL)) {
-                error = 1;
+        if (shard == NULL || which == shard->index) {  /* another shard's record only moves the clocks */
+            int took = take_pair(self, other, b + data, caplen, ts, tally, noted, known, &half);
+            if (took <= 0) {
+                error = took < 0;
                 break;
             }
-            Py_XDECREF(heard);
         }
-        if (tally->used)
-            tally_count(tally, &c, ts, caplen);
         if (ts < last)
             backwards += 1;
         last = ts;

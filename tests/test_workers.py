@@ -78,28 +78,18 @@ def test_two_workers_write_what_one_writes_on_every_demo_capture(name, tmp_path)
 
 
 VERDICT_LINES = {"--verdicts": "verdicts.jsonl", "--summary": "summary.json"}
-
-
-@pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
-def test_two_workers_write_the_verdict_lines_one_writes_when_they_are_the_only_per_packet_output(name, tmp_path):
-    """Then the C walks write the lines (`Wanted.verdict_lines`), in each worker as in one process."""
-    capture = DEMO / f"{name}.pcap"
-    one = run(SCENARIO, capture, tmp_path / "one", outputs=VERDICT_LINES)
-    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=VERDICT_LINES)
-    every_output = run(SCENARIO, capture, tmp_path / "all")
-    assert two == one and one["verdicts.jsonl"] == every_output["verdicts.jsonl"]
-
-
 FLOW_LOGS = {"--flow-log": "flow-log.json", "--vnet-flow-log": "vnet-flow-log.json", "--flow-log-dir": "nsg-tree",
              "--vnet-flow-log-dir": "vnet-tree", "--summary": "summary.json"}
 
 
+@pytest.mark.parametrize("outputs", [VERDICT_LINES, FLOW_LOGS], ids=["verdict lines", "flow logs"])
 @pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
-def test_two_workers_write_the_flow_logs_one_writes_when_they_are_the_only_per_packet_output(name, tmp_path):
-    """Then the C path passes known flows' packets within each minute, in each worker as in one process."""
+def test_two_workers_write_what_one_writes_when_it_is_the_only_per_packet_output(name, outputs, tmp_path):
+    """Then the C walks take known flows' packets (writing their verdict lines, `Wanted.verdict_lines`, or
+    passing them within each flow-log minute), in each worker as in one process."""
     capture = DEMO / f"{name}.pcap"
-    one = run(SCENARIO, capture, tmp_path / "one", outputs=FLOW_LOGS)
-    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=FLOW_LOGS)
+    one = run(SCENARIO, capture, tmp_path / "one", outputs=outputs)
+    two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=outputs)
     every_output = run(SCENARIO, capture, tmp_path / "all")
     assert two == one and all(one[name] == every_output[name] for name in one)
 
