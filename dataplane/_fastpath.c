@@ -20,8 +20,8 @@
    FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index]]]):
    the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
    packets it takes, or only outputs that hear of new flows alone, flow logs and the denied packets: with
-   `leave_new_flows` set, a walk stops at each new flow): the same straight from the capture's buffer (pcap
-   or pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
+   `new_flows` set, a walk stops before or after each new flow): the same straight from the capture's buffer
+   (pcap or pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
@@ -1181,9 +1181,13 @@ typedef struct {
     long long denied;      /* of which denied here as new flows */
     long long created;     /* flow records made here */
     double next_sweep;     /* the dataplane sweeps its tables when a packet reaches this time */
-    char leave_new_flows;  /* pass_records stops at a new flow's first packet rather than handing it off: its
-                              caller processes each (Dataplane.hear_every_new_flow) */
+    PyObject *started;     /* a flow listener's flow_started(NIC name, record, ts), told of each record made here,
+                              or NULL */
+    int new_flows;         /* what pass_records does at a new flow's first packet: WALK_ON, or STOP_BEFORE it (its
+                              caller processes it), or STOP_AFTER deciding it (its verdict the last of the walk's) */
 } FastPath;
+
+enum { WALK_ON, STOP_BEFORE, STOP_AFTER };
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
     *s_max_flows, *s_by_key, *s_json_line, *s_groups;
@@ -1317,6 +1321,7 @@ FastPath_traverse(FastPath *self, visitproc visit, void *arg)
     Py_VISIT(self->pairs);
     Py_VISIT(self->tail_of);
     Py_VISIT(self->tails);
+    Py_VISIT(self->started);
     return 0;
 }
 
@@ -1344,6 +1349,7 @@ FastPath_clear(FastPath *self)
     Py_CLEAR(self->pairs);
     Py_CLEAR(self->tail_of);
     Py_CLEAR(self->tails);
+    Py_CLEAR(self->started);
     return 0;
 }
 
@@ -1686,15 +1692,17 @@ done:
 
 static int schedule(PyObject *table, Record *r);
 
-/* FastPath.decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): the first
-   packet of a new flow from outside to a NIC, or between two NICs untranslated, may be decided here. */
+/* FastPath.decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform[, started]): the
+   first packet of a new flow from outside to a NIC, or between two NICs untranslated, may be decided here;
+   `started` (a flow listener's flow_started) hears of each record made, as Conntrack.started tells it. */
 static PyObject *
 FastPath_decide_new_flows(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1]) || !PyCallable_Check(args[2]) ||
-            !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 256 || !PyAnySet_Check(args[5])) {
+    if (nargs < 6 || nargs > 7 || !PyCallable_Check(args[0]) || !PyCallable_Check(args[1]) ||
+            !PyCallable_Check(args[2]) || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 256 ||
+            !PyAnySet_Check(args[5]) || (nargs == 7 && args[6] != Py_None && !PyCallable_Check(args[6]))) {
         PyErr_SetString(PyExc_TypeError, "decide_new_flows(chain_of, memo_of, between_of, first states by TCP "
-                        "flags (256), UDP state, platform addresses (a set))");
+                        "flags (256), UDP state, platform addresses (a set)[, started callable or None])");
         return NULL;
     }
     PyObject *inbound = PyDict_New(), *outbound = PyDict_New(), *pairs = PyDict_New();
@@ -1729,6 +1737,7 @@ FastPath_decide_new_flows(FastPath *self, PyObject *const *args, Py_ssize_t narg
     Py_XSETREF(self->chains[0], inbound);
     Py_XSETREF(self->chains[1], outbound);
     Py_XSETREF(self->pairs, pairs);
+    Py_XSETREF(self->started, nargs == 7 && args[6] != Py_None ? Py_NewRef(args[6]) : NULL);
     PyMem_Free(self->platform);
     self->platform = platform;
     self->n_platform = n;
@@ -1943,6 +1952,27 @@ open_record(const Common *c, double ts, PyObject *at, PyObject *canonical, PyObj
     return r;
 }
 
+/* The listener hears of the records a new flow made, NIC by NIC in route order, once all are made (as
+   Conntrack.open_legs tells it). 0, or -1 on error. */
+static int
+tell_started(FastPath *self, PyObject *const ats[], Record *const made[], int n, double ts)
+{
+    if (self->started == NULL)
+        return 0;
+    PyObject *when = PyFloat_FromDouble(ts);
+    if (when == NULL)
+        return -1;
+    int result = 0;
+    for (int i = 0; i < n && result == 0; i++) {
+        PyObject *heard = PyObject_CallFunctionObjArgs(self->started, PyTuple_GET_ITEM(ats[i], 5), (PyObject *)made[i],
+                                                       when, NULL);
+        result = heard != NULL ? 0 : -1;
+        Py_XDECREF(heard);
+    }
+    Py_DECREF(when);
+    return result;
+}
+
 /* Whether the C path may decide a new flow of these addresses and ports: not the platform's, whose
    flows and SMTP the policy treats apart. */
 static int
@@ -2000,11 +2030,15 @@ decide_at_nic(FastPath *self, const Common *c, double ts, PyObject *at, PyObject
     if (has_room(at) <= 0)
         goto done;
     PyObject *state = first_state(self, c);
-    if (open_record(c, ts, at, canonical, state, PyTuple_GET_ITEM(decided, 4)) == NULL)
+    Record *record = open_record(c, ts, at, canonical, state, PyTuple_GET_ITEM(decided, 4));
+    if (record == NULL)
         goto done;
     self->allowed += 1;
     self->created += 1;
-    result = decided_out(self, c, when, decided, state);
+    Record *made[1] = {record};
+    PyObject *ats[1] = {at};
+    if (tell_started(self, ats, made, 1, ts) == 0)
+        result = decided_out(self, c, when, decided, state);
 done:
     Py_XDECREF(decided);
     Py_XDECREF(slot);
@@ -2093,7 +2127,9 @@ decide_between_nics(FastPath *self, const Common *c, double ts, PyObject *at_src
                                   PyTuple_GET_ITEM(o_dst, 1));
     PyObject *head_back = PyTuple_Pack(4, PyTuple_GET_ITEM(o_src, 4), PyTuple_GET_ITEM(at_src, 5),
                                        PyTuple_GET_ITEM(o_src, 0), PyTuple_GET_ITEM(o_src, 1));
-    if (head != NULL && head_back != NULL && remember_legs(self->recent, c, legs, 2, 1, head, head_back) == 0)
+    Record *made[2] = {legs[0].record, legs[1].record};
+    if (head != NULL && head_back != NULL && remember_legs(self->recent, c, legs, 2, 1, head, head_back) == 0 &&
+            tell_started(self, ats, made, 2, ts) == 0)
         result = decided_out(self, c, when, decided, state);
     Py_XDECREF(head);
     Py_XDECREF(head_back);
@@ -2841,7 +2877,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(state);
             if (error)
                 break;
-        } else if (self->leave_new_flows) {
+        } else if (self->new_flows == STOP_BEFORE) {
             break;
         } else {
             /* the first packet of a new flow the Python path would send straight to a decision, as in process;
@@ -2866,6 +2902,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         last = ts;
         passed += 1;
         pos = next;
+        if (!done && self->new_flows == STOP_AFTER)  /* taken: the walk ends with it */
+            break;
     }
     PyBuffer_Release(&view);
     if (error) {
@@ -3099,7 +3137,7 @@ take_record(FastPath *self, const Common *c, double ts, PyObject **verdict)
         Py_DECREF(state);
         return 1;
     }
-    if (self->leave_new_flows)
+    if (self->new_flows == STOP_BEFORE)
         return 0;
     PyObject *when = PyFloat_FromDouble(ts);
     *verdict = when != NULL ? hand_off(self, c, ts, when, 0) : NULL;
@@ -3291,7 +3329,7 @@ static PyMethodDef FastPath_methods[] = {
 
 static PyMemberDef FastPath_members[] = {
     {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
-    {"leave_new_flows", T_BOOL, offsetof(FastPath, leave_new_flows), 0, NULL},
+    {"new_flows", T_INT, offsetof(FastPath, new_flows), 0, NULL},
     {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
     {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
     {"denied", T_LONGLONG, offsetof(FastPath, denied), 0, NULL},
@@ -3362,7 +3400,9 @@ PyInit__fastpath(void)
             PyModule_AddObjectRef(m, "ShardFilter", (PyObject *)&ShardFilterType) < 0 ||
             PyModule_AddObjectRef(m, "Tally", (PyObject *)&TallyType) < 0 ||
             PyModule_AddObjectRef(m, "Rules", (PyObject *)&RulesType) < 0 ||
-            PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0) {
+            PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0 ||
+            PyModule_AddIntConstant(m, "STOP_BEFORE", STOP_BEFORE) < 0 ||
+            PyModule_AddIntConstant(m, "STOP_AFTER", STOP_AFTER) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -121,7 +121,7 @@ class FlowListener(Protocol):
 
 
 try:
-    from ._fastpath import FastPath, RecentTable
+    from ._fastpath import STOP_AFTER, STOP_BEFORE, FastPath, RecentTable
 except ImportError:  # installed without a C compiler
     FastPath = RecentTable = None
 
@@ -153,9 +153,10 @@ class Dataplane:
         if fast:
             self.conntrack.expire_due = self._fast.expire_due
             self._fast.verdict_lines(_json_tail)
-        if fast and listener is None:  # a listener hears of each record made: only Python tells it
+        if fast:
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
-                                        tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES)
+                                        tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES,
+                                        listener.flow_started if listener is not None else None)
         self._fast_process = self._fast.process if fast else None
         self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
             self._fast.pass_frames if fast else None
@@ -177,12 +178,13 @@ class Dataplane:
             return pair(buffer, pos, format, last, until, limit, theirs, shard, tally, noted, known)
         return walk
 
-    def hear_every_new_flow(self) -> None:
-        """Walks of a capture (`pass_records`) stop at each new flow's first packet rather than deciding it
-        in C, for a caller that needs every new flow's verdict in order (flow logs, the denied packets): it
-        processes that packet itself."""
+    def walks_stop_at_new_flows(self, decided: bool) -> None:
+        """Walks of a capture (`pass_records`) stop at each new flow, for a caller that hears of every new
+        flow's verdict in order: before its first packet, which the caller then processes itself (the
+        denied packets, written frame by frame), or, `decided`, after deciding it in C, its verdict the
+        last of the walk's (flow logs)."""
         if self._fast is not None:
-            self._fast.leave_new_flows = True
+            self._fast.new_flows = STOP_AFTER if decided else STOP_BEFORE
 
     @property
     def stats(self) -> Statistics:

@@ -284,32 +284,38 @@ PASS_BATCH = 4096
 def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: list | None = None,
-                   index: Callable[[], int] | None = None) -> Iterator[Frame]:
+                   index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None
+                   ) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
-    `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`; with
-    `lines`, (index, verdict line) of each packet it takes appended there, `index()` the next record's place),
-    else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
-    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
+    `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
+    verdicts told to `heard`; with `lines`, (index, verdict line) of each packet it takes appended there,
+    `index()` the next record's place), else `pass_frames` over the frames. The C path goes no further
+    than `until()`; `took(count, last time, walked)` hears of each batch it took (`walked`: records of the
+    buffer, which `frames` never yielded)."""
     while True:
         if pass_records is not None and capture is not None:
             if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
-            else:  # only the hits of new flows are needed: the C path may decide flows to a NIC itself
-                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, True)
+            else:  # only the hits of new flows are needed, unless someone hears of them
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, heard is None)
+            frame, walked, again = None, True, False
             if decided:
                 count_hits(hits, decided[0])
-            frame, walked = None, True
+                if heard is not None and decided[0]:
+                    for verdict in decided[0]:
+                        heard(verdict)
+                    again = True  # the walk may have stopped after the flow it decided (`walks_stop_at_new_flows`)
         elif pass_frames is not None:
             passed, last, frame = pass_frames(frames, until(), PASS_BATCH)
-            walked = False
+            walked = again = False
         else:
-            passed, last, frame, walked = 0, None, next(frames, None), False
+            passed, last, frame, walked, again = 0, None, next(frames, None), False, False
         if passed:
             took(passed, last, walked)
         if isinstance(frame, BaseException):
             raise frame
-        if passed == PASS_BATCH and frame is None:
-            continue  # a full batch: take again
+        if again or (passed == PASS_BATCH and frame is None):
+            continue  # a full batch, or a walk stopped after a new flow: take again
         if walked:
             frame = next(frames, None)
         if frame is None:
@@ -570,8 +576,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         # allowed) within each flow-log minute
         new_flows_only = (flowlogs is not None or bool(outputs.denied)) and verdict_lines is None and \
             traffic is None and not outputs.allowed and not outputs.translated
-        if new_flows_only:
-            dataplane.hear_every_new_flow()
+        if new_flows_only:  # the denied packets' frames are written by the Python loop, flow logs hear verdicts
+            dataplane.walks_stop_at_new_flows(decided=not outputs.denied)
         pass_frames = dataplane.pass_frames if not per_packet or new_flows_only else None
         # verdict lines alone: the C path writes those of the packets it passes
         written: list[tuple[int, str]] | None = [] if verdict_lines is not None and flowlogs is None and \
@@ -600,7 +606,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             show()
 
         for frame in left_to_python(merged(captures), captures[0] if captures else None, pass_records, pass_frames,
-                                    hits, until, took, lines=written, index=lambda: index):
+                                    hits, until, took, lines=written, index=lambda: index,
+                                    heard=flowlogs.verdict if flowlogs is not None else None):
             show()
             index += 1
             ts, linktype, data, _ = frame

@@ -188,8 +188,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     captures: list[Capture] = []
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     pass_frames = dataplane.pass_frames if not wanted.verdicts else None
-    if logs is not None and pass_frames is not None:
-        dataplane.hear_every_new_flow()
+    if logs is not None and pass_frames is not None:  # a tuple's place is its packet's, which a C walk does not tell
+        dataplane.walks_stop_at_new_flows(decided=False)
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
     written: list[tuple[int, str]] | None = [] if wanted.verdict_lines and not (
         wanted.report or wanted.frames or logs is not None) else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import gzip
 import itertools
+import json
 import math
 import os
 import struct
@@ -31,6 +32,7 @@ from dataplane.decode import Packet, decode_frame
 from dataplane.pipeline import FastPath
 from dataplane.policy import Policy
 from dataplane.errors import CaptureError
+from dataplane.flowlog import FlowLogs
 from dataplane.replay import Capture, Outputs, Update, count_hits, left_to_python, replay
 
 from datafiles import SHARED_PCAPS, scenario_frames, shared_captures
@@ -493,6 +495,56 @@ def _written_alone_and_by_python(scenario: dict | Path, capture: Path, folder: P
 
 def _flow_log_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[list, list]:
     return _written_alone_and_by_python(scenario, capture, folder, flow_log="nsg.json", vnet_flow_log="vnet.json")
+
+
+def _flow_log_records_of_python(doc: dict, capture: Path) -> list[dict]:
+    """The NSG and VNet flow log records of replay's loop with every packet in Python (no C path at all)."""
+    records: list[dict] = []
+    logs = FlowLogs(lambda kind, record: records.append(record))
+    dp, last = Dataplane(scenario_from_document(doc), listener=logs, accelerated=False), None
+    reader = Capture(str(capture))
+    try:
+        for ts, linktype, data, _ in reader.frames():
+            logs.verdict(dp.process(data, ts, linktype))
+            last = ts
+    except CaptureError:
+        pass
+    finally:
+        reader.close()
+    if last is not None:
+        dp.close(last)
+    logs.close()
+    return json.loads(json.dumps(records))
+
+
+@needs_c
+@settings(max_examples=40, deadline=None)
+@given(new_flows, dense_steps)
+def test_flows_decided_in_c_are_logged_as_the_python_path_logs_them(tmp_path_factory, flows, sequence) -> None:
+    """New flows from outside to a NIC and between NICs, decided in C whether walked or processed one by one:
+    the flow logger hears of each record made there as of those Python makes."""
+    folder = tmp_path_factory.mktemp("c-logs")
+    capture = folder / "random.pcap"
+    capture.write_bytes(_pcap_of(timed_frames(flows, sequence), 0))
+    replay(scenario_from_document(SCENARIO), [str(capture)], Outputs(flow_log=str(folder / "nsg.json"),
+                                                                      vnet_flow_log=str(folder / "vnet.json")))
+    written = [json.loads((folder / name).read_text())["records"] for name in ("nsg.json", "vnet.json")]
+    python = _flow_log_records_of_python(SCENARIO, capture)
+    assert written[0] + written[1] == [r for r in python if "systemId" in r] + [r for r in python if "systemId" not in r]
+
+
+@needs_c
+def test_a_flow_denied_in_c_is_logged_before_the_flows_the_walk_decides_after_it(tmp_path) -> None:
+    """A walk that decides a new flow stops after it, so its deny tuple comes before the next flow's begin."""
+    stray = Packet(4, 17, HOSTS[6], 0xC6336401, 53, 53, 0, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    ssh = Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 22, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    web = Packet(4, 6, HOSTS[6], HOSTS[0], 40001, 8080, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    capture = tmp_path / "deny-then-allow.pcap"
+    capture.write_bytes(_pcap_of([(1_700_000_000.0 + dt, frame(p)) for dt, p in ((0, stray), (0.1, ssh), (0.2, web))], 0))
+    replay(scenario_from_document(SCENARIO), [str(capture)], Outputs(flow_log=str(tmp_path / "nsg.json")))
+    written = json.loads((tmp_path / "nsg.json").read_text())["records"]
+    assert [r["resourceId"].rsplit("/", 1)[1] for r in written] == ["NSG-FRONT", "NSG-WEB"]
+    assert written == [r for r in _flow_log_records_of_python(SCENARIO, capture) if "systemId" in r]
 
 
 @pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
