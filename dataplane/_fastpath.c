@@ -1184,10 +1184,11 @@ typedef struct {
     PyObject *started;     /* a flow listener's flow_started(NIC name, record, ts), told of each record made here,
                               or NULL */
     int new_flows;         /* what pass_records does at a new flow's first packet: WALK_ON, or STOP_BEFORE it (its
-                              caller processes it), or STOP_AFTER deciding it (its verdict the last of the walk's) */
+                              caller processes it), or STOP_AFTER_DENY: decide it, and stop when it is denied (its
+                              verdict the last of the walk's) */
 } FastPath;
 
-enum { WALK_ON, STOP_BEFORE, STOP_AFTER };
+enum { WALK_ON, STOP_BEFORE, STOP_AFTER_DENY };
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
     *s_max_flows, *s_by_key, *s_json_line, *s_groups;
@@ -2839,7 +2840,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t end = view.len, passed = 0, backwards = 0;
     Entry *entry;
     PyObject *state;
-    int error = 0;
+    int error = 0, stop = 0;
     if (pos < 0)
         pos = end;
     while (passed < limit) {
@@ -2893,6 +2894,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             }
             if (lines != NULL)
                 error = append_verdict_line(self, lines, index + passed, ts, &c, verdict) < 0;
+            if (!error && self->new_flows == STOP_AFTER_DENY && PyTuple_Check(verdict) && PyTuple_GET_SIZE(verdict) > 1) {
+                int allowed = PyObject_RichCompareBool(PyTuple_GET_ITEM(verdict, 1), s_allow, Py_EQ);
+                error = allowed < 0;
+                stop = allowed == 0;
+            }
             Py_DECREF(verdict);
             if (error)
                 break;
@@ -2902,7 +2908,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         last = ts;
         passed += 1;
         pos = next;
-        if (!done && self->new_flows == STOP_AFTER)  /* taken: the walk ends with it */
+        if (stop)  /* a denied new flow, taken: the walk ends with it */
             break;
     }
     PyBuffer_Release(&view);
@@ -3402,7 +3408,7 @@ PyInit__fastpath(void)
             PyModule_AddObjectRef(m, "Rules", (PyObject *)&RulesType) < 0 ||
             PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0 ||
             PyModule_AddIntConstant(m, "STOP_BEFORE", STOP_BEFORE) < 0 ||
-            PyModule_AddIntConstant(m, "STOP_AFTER", STOP_AFTER) < 0) {
+            PyModule_AddIntConstant(m, "STOP_AFTER_DENY", STOP_AFTER_DENY) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -121,7 +121,7 @@ class FlowListener(Protocol):
 
 
 try:
-    from ._fastpath import STOP_AFTER, STOP_BEFORE, FastPath, RecentTable
+    from ._fastpath import STOP_AFTER_DENY, STOP_BEFORE, FastPath, RecentTable
 except ImportError:  # installed without a C compiler
     FastPath = RecentTable = None
 
@@ -179,12 +179,12 @@ class Dataplane:
         return walk
 
     def walks_stop_at_new_flows(self, decided: bool) -> None:
-        """Walks of a capture (`pass_records`) stop at each new flow, for a caller that hears of every new
-        flow's verdict in order: before its first packet, which the caller then processes itself (the
-        denied packets, written frame by frame), or, `decided`, after deciding it in C, its verdict the
-        last of the walk's (flow logs)."""
+        """Walks of a capture (`pass_records`) stop at new flows, for a caller that hears of their verdicts
+        in order: before each first packet, which the caller then processes itself (the denied packets,
+        written frame by frame), or, `decided`, after deciding in C a flow it denies, its verdict the last
+        of the walk's (flow logs: a deny tuple before the next flow's begin)."""
         if self._fast is not None:
-            self._fast.new_flows = STOP_AFTER if decided else STOP_BEFORE
+            self._fast.new_flows = STOP_AFTER_DENY if decided else STOP_BEFORE
 
     @property
     def stats(self) -> Statistics:

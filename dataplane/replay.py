@@ -304,7 +304,7 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                 if heard is not None and decided[0]:
                     for verdict in decided[0]:
                         heard(verdict)
-                    again = True  # the walk may have stopped after the flow it decided (`walks_stop_at_new_flows`)
+                    again = True  # the walk may have stopped after a flow it denied (`walks_stop_at_new_flows`)
         elif pass_frames is not None:
             passed, last, frame = pass_frames(frames, until(), PASS_BATCH)
             walked = again = False
