@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import random
+import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from dataplane.topology import scenario_from_document
 from dataplane.whatif import NEWLY_DENIED, whatif
 
 import big_capture
-from figures import FIGURES, RATES, rate, ratio
+from figures import FIGURES, RATES, rate
 
 REPLAY = "replay of the whatif capture"
 REPLAY_AFTER = "replay of the whatif capture, the changed scenario"
@@ -53,17 +55,28 @@ def test_replay_of_the_capture(benchmark, capture, changed):
 
 
 def test_whatif_over_the_capture(benchmark, capture):
+    """Each round runs whatif and a replay of the first scenario side by side: the ratio is the median of
+    the rounds' ratios, as this machine's speed drifts by a third within minutes."""
     path, count = capture
     doc = big_capture.scenario()
+    times: dict[str, list[float]] = {"whatif": [], "replay": []}
 
     def run():
-        return whatif(scenario_from_document(doc), scenario_from_document(narrowed(doc)), [path])
+        started = time.perf_counter()
+        report = whatif(scenario_from_document(doc), scenario_from_document(narrowed(doc)), [path])
+        times["whatif"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        replay(scenario_from_document(doc), [path])
+        times["replay"].append(time.perf_counter() - started)
+        return report
 
-    report = benchmark.pedantic(run, rounds=3, iterations=1)
+    report = benchmark.pedantic(run, rounds=5, iterations=1)
     assert len(report.of(NEWLY_DENIED)) == len(report.changes) == 3 * 500
     assert sum(c.packets for c in report.changes) == count * 3 // 5
-    rate(benchmark, WHATIF, count)
-    ratio("whatif cost / replay cost", REPLAY, WHATIF, "<= 2.2")
+    RATES[WHATIF] = count / statistics.median(times["whatif"])
+    FIGURES[WHATIF] = f"{RATES[WHATIF]:,.0f}/s"
+    side_by_side = statistics.median(w / r for w, r in zip(times["whatif"], times["replay"]))
+    FIGURES["whatif cost / replay cost"] = f"{side_by_side:.2f} (target <= 2.2; median of runs side by side)"
     if REPLAY in RATES and REPLAY_AFTER in RATES:
         both = 1 / RATES[REPLAY] + 1 / RATES[REPLAY_AFTER]
         FIGURES["whatif cost / (replay of each scenario)"] = f"{RATES[WHATIF] ** -1 / both:.2f}"
