@@ -478,23 +478,26 @@ def test_the_verdict_lines_written_in_c_are_those_python_writes(tmp_path_factory
     assert alone == with_denied
 
 
-def _written_alone_and_by_python(scenario: dict | Path, capture: Path, folder: Path, **files: str) -> tuple[list, list]:
+def _written_alone_and_by_python(scenario: dict | Path, capture: Path | list[Path], folder: Path, updates=(),
+                                 **files: str) -> tuple[list, list]:
     """Outputs that hear of new flows only (flow logs, the denied packets: the C path passes known flows'
     packets) written alone, and written beside the allowed packets (every packet through `Dataplane.process`)."""
     written = []
+    captures = [str(c) for c in capture] if isinstance(capture, list) else [str(capture)]
     for run, extra in (("alone", {}), ("by-python", {"allowed": str(folder / "allowed.pcap")})):
         loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
         outputs = Outputs(**{option: str(folder / f"{run}-{name}") for option, name in files.items()}, **extra)
         try:
-            replay(loaded, [str(capture)], outputs)
+            replay(loaded, captures, outputs, updates=[Update.parse(u) for u in updates])
         except CaptureError:
             pass
         written.append([(folder / f"{run}-{name}").read_bytes() for name in files.values()])
     return written[0], written[1]
 
 
-def _flow_log_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[list, list]:
-    return _written_alone_and_by_python(scenario, capture, folder, flow_log="nsg.json", vnet_flow_log="vnet.json")
+def _flow_log_files(scenario: dict | Path, capture: Path | list[Path], folder: Path, updates=()) -> tuple[list, list]:
+    return _written_alone_and_by_python(scenario, capture, folder, updates, flow_log="nsg.json",
+                                        vnet_flow_log="vnet.json")
 
 
 def _flow_log_records_of_python(doc: dict, capture: Path) -> list[dict]:
@@ -547,9 +550,11 @@ def test_a_flow_denied_in_c_is_logged_before_the_flows_the_walk_decides_after_it
     assert written == [r for r in _flow_log_records_of_python(SCENARIO, capture) if "systemId" in r]
 
 
-@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+@pytest.mark.parametrize("name", REPLAYS, ids=str)
 def test_the_flow_logs_of_a_replay_writing_them_alone_are_those_of_every_packet_through_python(name, tmp_path):
-    alone, by_python = _flow_log_files(DEMO / "scenario.yaml", DEMO / name, tmp_path)
+    """Every demo capture, the captures merged (the frames walked in C one by one) and an update mid-capture."""
+    names, updates = REPLAYS[name]
+    alone, by_python = _flow_log_files(DEMO / "scenario.yaml", [DEMO / n for n in names], tmp_path, updates)
     assert alone == by_python
 
 
@@ -581,9 +586,11 @@ def test_a_minute_that_ends_between_two_packets_of_a_second_closes_with_the_pack
     assert alone == by_python
 
 
-@pytest.mark.parametrize("name", DEMO_CAPTURES, ids=str)
+@pytest.mark.parametrize("name", REPLAYS, ids=str)
 def test_the_denied_packets_of_a_replay_writing_them_alone_are_those_of_every_packet_through_python(name, tmp_path):
-    alone, by_python = _written_alone_and_by_python(DEMO / "scenario.yaml", DEMO / name, tmp_path, denied="denied.pcap")
+    names, updates = REPLAYS[name]
+    alone, by_python = _written_alone_and_by_python(DEMO / "scenario.yaml", [DEMO / n for n in names], tmp_path,
+                                                    updates, denied="denied.pcap")
     assert alone == by_python
 
 
