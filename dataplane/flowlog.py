@@ -86,7 +86,7 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 
 class FlowLogs:
-    """A flow listener and verdict sink that builds both flow log formats, minute by minute."""
+    """A flow listener and verdict sink that builds the flow log formats asked for, minute by minute."""
 
     def __init__(self, emit: Emit, kinds: tuple[str, ...] = ("nsg", "vnet")) -> None:
         self._emit_record = emit

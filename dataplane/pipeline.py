@@ -153,7 +153,6 @@ class Dataplane:
         if fast:
             self.conntrack.expire_due = self._fast.expire_due
             self._fast.verdict_lines(_json_tail)
-        if fast:
             self._fast.decide_new_flows(self._chain_for_c, self._decided_in_c, self._decided_between_in_c,
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES,
                                         listener.flow_started if listener is not None else None)
