@@ -17,11 +17,12 @@
    one between two NICs as Dataplane._new does; to a NIC's public IP it goes to
    Dataplane._new_translated; anything else comes back decoded (a Packet) or as None (the Python
    decoder's case).
-   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index]]]):
+   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index[, frames]]]]):
    the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
-   packets it takes, or only outputs that hear of new flows alone, flow logs and the denied packets: with
-   `new_flows` set, a walk stops before or after each new flow): the same straight from the capture's buffer
-   (pcap or pcapng), and the first record it cannot take goes back to the Python reader and Dataplane.process.
+   packets it takes; or the allowed packets, whose pcap records it writes; or outputs that hear of new
+   flows only, flow logs and the denied packets: with `new_flows` set, a walk stops before or after new
+   flows): the same straight from the capture's buffer (pcap or pcapng), and the first record it cannot
+   take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
@@ -2787,21 +2788,54 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
     return result;
 }
 
+/* The pcap record of a frame the walk took, as replay.PcapWriter writes it (its time in microseconds,
+   rounded half to even as Python's round, and the larger of its two lengths), appended to `frames`. The
+   frame's length on the wire is in the 4 bytes before it, in pcap and pcapng records alike. 0, or -1. */
+static int
+append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t caplen, int big)
+{
+    double micros = nearbyint(ts * 1e6);
+    if (!(micros >= 0.0 && micros < 4294967296e6)) {
+        PyErr_SetString(PyExc_ValueError, "a time a pcap record cannot hold");
+        return -1;
+    }
+    unsigned long long us = (unsigned long long)micros;
+    uint32_t wirelen = u32_at(frame - 4, big);
+    uint32_t header[4] = {(uint32_t)(us / 1000000), (uint32_t)(us % 1000000), (uint32_t)caplen,
+                          wirelen > (uint32_t)caplen ? wirelen : (uint32_t)caplen};
+    PyObject *record = PyBytes_FromStringAndSize(NULL, 16 + caplen);
+    if (record == NULL)
+        return -1;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(record);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 4; k++)
+            out[i * 4 + k] = (unsigned char)(header[i] >> (8 * k));
+    memcpy(out + 16, frame, (size_t)caplen);
+    int result = PyList_Append(frames, record);
+    Py_DECREF(record);
+    return result;
+}
+
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
    policy result returned instead), and the first other record stops the walk where it starts. With
    `lines` (a list), (index, verdict line) of each packet taken is appended to it, `index` the first
-   record's place in the capture. */
+   record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 6 || nargs == 9 || nargs > 10) {
+    if (nargs < 6 || nargs == 9 || nargs > 11) {
         PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only"
-                        "[, lines, index]]])");
+                        "[, lines, index[, frames]]]])");
         return NULL;
     }
-    PyObject *lines = nargs == 10 && args[8] != Py_None ? args[8] : NULL;
+    PyObject *lines = nargs >= 10 && args[8] != Py_None ? args[8] : NULL;
+    PyObject *frames = nargs == 11 && args[10] != Py_None ? args[10] : NULL;
+    if (frames != NULL && !PyList_Check(frames)) {
+        PyErr_SetString(PyExc_TypeError, "frames must be a list");
+        return NULL;
+    }
     Py_ssize_t index = lines != NULL ? PyLong_AsSsize_t(args[9]) : 0;
     if (index == -1 && PyErr_Occurred())
         return NULL;
@@ -2874,6 +2908,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         if (done) {
             if (lines != NULL && append_known_line(self, lines, index + passed, ts, &c, entry, state) < 0)
                 error = 1;
+            if (frames != NULL && !error && append_frame(frames, ts, b + data, caplen, f.big) < 0)
+                error = 1;
             entry_release(entry);
             Py_DECREF(state);
             if (error)
@@ -2894,10 +2930,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             }
             if (lines != NULL)
                 error = append_verdict_line(self, lines, index + passed, ts, &c, verdict) < 0;
-            if (!error && self->new_flows == STOP_AFTER_DENY && PyTuple_Check(verdict) && PyTuple_GET_SIZE(verdict) > 1) {
+            if (!error && (frames != NULL || self->new_flows == STOP_AFTER_DENY) && PyTuple_Check(verdict) &&
+                    PyTuple_GET_SIZE(verdict) > 1) {
                 int allowed = PyObject_RichCompareBool(PyTuple_GET_ITEM(verdict, 1), s_allow, Py_EQ);
-                error = allowed < 0;
-                stop = allowed == 0;
+                error = allowed < 0 || (allowed == 1 && frames != NULL && append_frame(frames, ts, b + data, caplen, f.big) < 0);
+                stop = allowed == 0 && self->new_flows == STOP_AFTER_DENY;
             }
             Py_DECREF(verdict);
             if (error)

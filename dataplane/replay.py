@@ -284,18 +284,20 @@ PASS_BATCH = 4096
 def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: list | None = None,
-                   index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None
-                   ) -> Iterator[Frame]:
+                   index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
+                   allowed: list[bytes] | None = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
     verdicts told to `heard`; with `lines`, (index, verdict line) of each packet it takes appended there,
-    `index()` the next record's place), else `pass_frames` over the frames. The C path goes no further
-    than `until()`; `took(count, last time, walked)` hears of each batch it took (`walked`: records of the
-    buffer, which `frames` never yielded)."""
+    `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes),
+    else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
+    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         if pass_records is not None and capture is not None:
             if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
+            elif allowed is not None:  # whether a new flow is allowed: its Verdict says
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None, 0, allowed)
             else:  # only the hits of new flows are needed, unless someone hears of them
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, heard is None)
             frame, walked, again = None, True, False
@@ -391,6 +393,13 @@ class PcapWriter(_Batched):
         self._pending.append(struct.pack("<IIII", sec, usec, len(data), wirelen))
         self._pending.append(data)
         self.count += 1
+        if len(self._pending) >= 8192:
+            self.flush()
+
+    def write_records(self, records: list[bytes]) -> None:
+        """Records made as `write` makes them (the C walk's)."""
+        self._pending.extend(records)
+        self.count += len(records)
         if len(self._pending) >= 8192:
             self.flush()
 
@@ -572,18 +581,20 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         process = dataplane.process
         captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
-        # flow logs and the denied packets hear of new flows only: the C path passes known flows' packets (all
-        # allowed) within each flow-log minute
-        new_flows_only = (flowlogs is not None or bool(outputs.denied)) and verdict_lines is None and \
-            traffic is None and not outputs.allowed and not outputs.translated
-        if new_flows_only:  # the denied packets' frames are written by the Python loop, flow logs hear verdicts
+        # What the C path may take without Python: verdict lines alone (it writes those of the packets it
+        # takes); the allowed packets (it writes their frames: every known flow's packet is allowed); flow
+        # logs and the denied packets, which hear of new flows only (it passes known flows' packets within
+        # each flow-log minute)
+        walkable = traffic is None and not outputs.translated
+        written: list[tuple[int, str]] | None = [] if verdict_lines is not None and walkable and \
+            flowlogs is None and not captures_out else None
+        allowed: list[bytes] | None = [] if outputs.allowed and walkable and verdict_lines is None else None
+        new_flows_heard = walkable and verdict_lines is None and (flowlogs is not None or bool(outputs.denied))
+        if new_flows_heard:  # the denied packets' frames are written by the Python loop, flow logs hear verdicts
             dataplane.walks_stop_at_new_flows(decided=not outputs.denied)
-        pass_frames = dataplane.pass_frames if not per_packet or new_flows_only else None
-        # verdict lines alone: the C path writes those of the packets it passes
-        written: list[tuple[int, str]] | None = [] if verdict_lines is not None and flowlogs is None and \
-            not captures_out and traffic is None else None
-        pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
-            len(captures) == 1 else None
+        pass_frames = dataplane.pass_frames if not per_packet or (new_flows_heard and allowed is None) else None
+        pass_records = dataplane.pass_records if (pass_frames is not None or written is not None or
+                                                  allowed is not None) and len(captures) == 1 else None
         shown = 0
 
         def show() -> None:
@@ -601,13 +612,18 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             if written:
                 verdict_lines.write_numbered(written)
                 written.clear()
+            if allowed:
+                if "allowed" not in writers:
+                    writers["allowed"] = PcapWriter(outputs.allowed, 1)  # the C path walks Ethernet frames only
+                writers["allowed"].write_records(allowed)
+                allowed.clear()
             index += count
             last_ts = last
             show()
 
         for frame in left_to_python(merged(captures), captures[0] if captures else None, pass_records, pass_frames,
                                     hits, until, took, lines=written, index=lambda: index,
-                                    heard=flowlogs.verdict if flowlogs is not None else None):
+                                    heard=flowlogs.verdict if flowlogs is not None else None, allowed=allowed):
             show()
             index += 1
             ts, linktype, data, _ = frame

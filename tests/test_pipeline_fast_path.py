@@ -480,11 +480,12 @@ def test_the_verdict_lines_written_in_c_are_those_python_writes(tmp_path_factory
 
 def _written_alone_and_by_python(scenario: dict | Path, capture: Path | list[Path], folder: Path, updates=(),
                                  **files: str) -> tuple[list, list]:
-    """Outputs that hear of new flows only (flow logs, the denied packets: the C path passes known flows'
-    packets) written alone, and written beside the allowed packets (every packet through `Dataplane.process`)."""
+    """Outputs the C path takes part in (flow logs and the denied packets, which hear of new flows only; the
+    allowed packets, whose frames it writes) written alone, and written beside the translated packets
+    (every packet through `Dataplane.process`)."""
     written = []
     captures = [str(c) for c in capture] if isinstance(capture, list) else [str(capture)]
-    for run, extra in (("alone", {}), ("by-python", {"allowed": str(folder / "allowed.pcap")})):
+    for run, extra in (("alone", {}), ("by-python", {"translated": str(folder / "translated.pcap")})):
         loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
         outputs = Outputs(**{option: str(folder / f"{run}-{name}") for option, name in files.items()}, **extra)
         try:
@@ -586,31 +587,67 @@ def test_a_minute_that_ends_between_two_packets_of_a_second_closes_with_the_pack
     assert alone == by_python
 
 
+PACKETS_OUT = {"denied": {"denied": "denied.pcap"}, "allowed": {"allowed": "allowed.pcap"},
+               "allowed and denied": {"allowed": "allowed.pcap", "denied": "denied.pcap"},
+               "allowed and flow logs": {"allowed": "allowed.pcap", "flow_log": "nsg.json"}}
+
+
 @pytest.mark.parametrize("name", REPLAYS, ids=str)
-def test_the_denied_packets_of_a_replay_writing_them_alone_are_those_of_every_packet_through_python(name, tmp_path):
+@pytest.mark.parametrize("outputs", PACKETS_OUT, ids=str)
+def test_the_packets_a_replay_writes_by_decision_are_those_of_every_packet_through_python(name, outputs, tmp_path):
     names, updates = REPLAYS[name]
     alone, by_python = _written_alone_and_by_python(DEMO / "scenario.yaml", [DEMO / n for n in names], tmp_path,
-                                                    updates, denied="denied.pcap")
+                                                    updates, **PACKETS_OUT[outputs])
     assert alone == by_python
 
 
 @needs_c
 @settings(max_examples=30, deadline=None)
-@given(conversations, steps)
-def test_the_denied_packets_of_random_conversations_written_alone_are_those_of_every_packet_through_python(
-        tmp_path_factory, flows, sequence) -> None:
-    folder = tmp_path_factory.mktemp("denied")
-    capture = folder / "random.pcap"
-    capture.write_bytes(_pcap_of(timed_frames(flows, sequence), 0))
-    alone, by_python = _written_alone_and_by_python(SCENARIO, capture, folder, denied="denied.pcap")
+@given(conversations, steps, st.sampled_from(list(PACKETS_OUT)), st.sampled_from(["pcap", "pcapng"]),
+       st.integers(0, 40))
+def test_the_packets_of_random_conversations_written_by_decision_are_those_of_every_packet_through_python(
+        tmp_path_factory, flows, sequence, outputs, form, cut) -> None:
+    """Captures in both forms, which may break off mid-record: the C walk writes pcap records as `PcapWriter`."""
+    folder = tmp_path_factory.mktemp("packets")
+    capture = folder / f"random.{form}"
+    capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed_frames(flows, sequence), cut))
+    alone, by_python = _written_alone_and_by_python(SCENARIO, capture, folder, **PACKETS_OUT[outputs])
     assert alone == by_python
 
 
 @needs_c
-@pytest.mark.parametrize("output", ["flow_log", "denied"])
-def test_a_replay_writing_flow_logs_or_denied_packets_alone_passes_the_packets_of_known_flows_in_c(
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+def test_allowed_packets_keep_their_length_on_the_wire(order, tmp_path) -> None:
+    """Frames whose last 4 bytes (the Ethernet checksum) the capture did not keep: the C walk writes each
+    record's length on the wire as Python does, from a capture of either byte order."""
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    ack = syn._replace(tcp_flags=0x10)
+    reply = syn._replace(src=HOSTS[0], dst=HOSTS[6], sport=8080, dport=40000, tcp_flags=0x12)
+    records = []
+    for i, p in enumerate([syn, reply, ack, ack, reply, ack, reply, ack]):
+        data = frame(p, 100)
+        records.append(struct.pack(order + "IIII", 1_700_000_000, 1000 * i + 1, len(data), len(data) + 4) + data)
+    capture = tmp_path / "no-checksums.pcap"
+    capture.write_bytes(struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+    alone, by_python = _written_alone_and_by_python(SCENARIO, capture, tmp_path, allowed="allowed.pcap")
+    assert alone == by_python and struct.unpack_from("<I", alone[0], 24 + 12)[0] == len(frame(syn, 100)) + 4
+
+
+@needs_c
+def test_a_new_flow_the_c_walk_allows_is_written_with_the_allowed_packets(tmp_path) -> None:
+    stray = Packet(4, 17, HOSTS[6], 0xC6336401, 53, 53, 0, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], 40001, 8080, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    capture = tmp_path / "allowed-syn.pcap"
+    capture.write_bytes(_pcap_of([(1_700_000_000.0, frame(stray)), (1_700_000_000.1, frame(syn))], 0))
+    alone, by_python = _written_alone_and_by_python(SCENARIO, capture, tmp_path, allowed="allowed.pcap")
+    assert alone == by_python and alone[0].endswith(frame(syn))
+
+
+@needs_c
+@pytest.mark.parametrize("output", ["flow_log", "denied", "allowed"])
+def test_a_replay_writing_flow_logs_or_packets_by_decision_alone_passes_the_packets_of_known_flows_in_c(
         output, tmp_path, monkeypatch) -> None:
-    """They hear of new flows only: new flows, and the first packet of each minute or second, reach Python."""
+    """Only new flows, the first packet of each minute or second, and what C leaves reach Python."""
     processed = []
     process = Dataplane.process
     monkeypatch.setattr(Dataplane, "process", lambda self, *args: processed.append(args) or process(self, *args))
