@@ -20,7 +20,8 @@ BASELINE_SCAPY = "baseline: read + struct 5-tuple (scapy RawPcapReader)"
 REPLAY = "replay (VM to VM, every packet through 2 NICs)"
 REPLAY_VERDICTS = "replay --verdicts (the same capture)"
 REPLAY_OUTPUTS = {"parquet": "replay --verdicts F.parquet (the same capture)",
-                  "flow logs": "replay --flow-log --vnet-flow-log (the same capture)"}
+                  "flow logs": "replay --flow-log --vnet-flow-log (the same capture)",
+                  "allowed packets": "replay --allowed F.pcap (the same capture)"}
 
 
 def frames_of_our_reader(path: str):
@@ -77,15 +78,17 @@ def test_replay_writing_verdicts_packets_per_second(benchmark, capture, tmp_path
     ratio(f"{REPLAY_VERDICTS} / {BASELINE_OURS}", REPLAY_VERDICTS, BASELINE_OURS, "none set")
 
 
-@pytest.mark.parametrize("kind", ["parquet", "flow logs"])
-def test_replay_writing_parquet_or_flow_logs_packets_per_second(benchmark, capture, tmp_path, kind):
+@pytest.mark.parametrize("kind", list(REPLAY_OUTPUTS))
+def test_replay_writing_parquet_flow_logs_or_allowed_packets_packets_per_second(benchmark, capture, tmp_path, kind):
     """Parquet rows are made from the verdict lines the C walk writes; flow logs hear of flows, so the C
-    path passes known flows' packets within each minute."""
+    path passes known flows' packets within each minute; the allowed packets' records it writes itself."""
     if kind == "parquet":
         pytest.importorskip("pyarrow", reason="pyarrow (the 'parquet' extra) is not installed")
         outputs = Outputs(verdicts=str(tmp_path / "verdicts.parquet"))
-    else:
+    elif kind == "flow logs":
         outputs = Outputs(flow_log=str(tmp_path / "nsg.json"), vnet_flow_log=str(tmp_path / "vnet.json"))
+    else:
+        outputs = Outputs(allowed=str(tmp_path / "allowed.pcap"))
     path, count = capture
     scenario_doc = big_capture.scenario()
     summary = benchmark.pedantic(lambda: replay(scenario_from_document(scenario_doc), [path], outputs), rounds=2,
