@@ -336,8 +336,6 @@ class _Flows:
     def _compare(self, key: tuple) -> None:
         v0, v1 = self._firsts[0].pop(key), self._firsts[1].pop(key)
         self._compared.add(key)
-        if v0.decision == v1.decision and v0.rule == v1.rule and v0.nsg == v1.nsg and v0.reason == v1.reason:
-            return  # the same fate: most flows, compared without making their Fates
         fate0, fate1 = _fate(v0), _fate(v1)
         kind = change_of(fate0, fate1)
         if kind is None:
