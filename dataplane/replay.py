@@ -613,9 +613,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
                 verdict_lines.write_numbered(written)
                 written.clear()
             if allowed:
-                if "allowed" not in writers:
-                    writers["allowed"] = PcapWriter(outputs.allowed, 1)  # the C path walks Ethernet frames only
-                writers["allowed"].write_records(allowed)
+                _pcap_writer(writers, outputs, "allowed", 1).write_records(allowed)  # C walks Ethernet frames only
                 allowed.clear()
             index += count
             last_ts = last
@@ -662,8 +660,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             flowlogs.close()
         linktype = next((c.linktype for c in captures if c.linktype is not None), 1)
         for name in ("allowed", "denied", "translated"):
-            if getattr(outputs, name) and name not in writers:
-                writers[name] = PcapWriter(getattr(outputs, name), linktype)
+            if getattr(outputs, name):  # an output no packet reached is an empty capture
+                _pcap_writer(writers, outputs, name, linktype)
         failure = _close_all(writers.values())
         for capture in captures:
             capture.close()
@@ -776,16 +774,21 @@ def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, decisi
                  translated: tuple | None) -> None:
     for name, wanted in (("allowed", decision == "Allow"), ("denied", decision == "Deny"),
                          ("translated", decision == "Allow")):
-        path = getattr(outputs, name)
-        if not path or not wanted:
+        if not getattr(outputs, name) or not wanted:
             continue
-        writer = writers.get(name)
-        if writer is None:
-            writer = writers[name] = PcapWriter(path, frame.linktype)
+        writer = _pcap_writer(writers, outputs, name, frame.linktype)
         data = frame.data
         if name == "translated" and translated is not None:
             data = translate_frame(data, frame.linktype, translated)
         writer.write(frame.ts, data, max(frame.wirelen, len(data)))
+
+
+def _pcap_writer(writers: dict[str, Any], outputs: Outputs, name: str, linktype: int) -> PcapWriter:
+    """The capture an output of packets by decision goes to, opened for the link type of its first frame."""
+    writer = writers.get(name)
+    if writer is None:
+        writer = writers[name] = PcapWriter(getattr(outputs, name), linktype)
+    return writer
 
 
 def translate_frame(data: bytes, linktype: int, key: tuple) -> bytes:

@@ -24,9 +24,9 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
-from .replay import (Capture, Frame, Outputs, PcapWriter, Summary, Update, _close_all, _fill_summary,
-                     _flow_logs, _write_frame, _write_summary, count_hits, freeze_collector, left_to_python, merged,
-                     never_applied, verdict_writer)
+from .replay import (Capture, Frame, Outputs, Summary, Update, _close_all, _fill_summary,
+                     _flow_logs, _pcap_writer, _write_frame, _write_summary, count_hits, freeze_collector,
+                     left_to_python, merged, never_applied, verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -41,7 +41,6 @@ CLUSTER_EXTRA = "--dask needs dask and distributed: pip install 'dataplane[clust
 class Wanted(NamedTuple):
     """What the client needs back from each worker besides the counts."""
 
-    verdicts: bool
     report: bool
     flow_logs: bool
     verdict_lines: bool
@@ -49,6 +48,11 @@ class Wanted(NamedTuple):
     (`Verdict.json_line`), ready to write."""
     frames: bool
     """The client writes frames by their decision (`--allowed`, `--denied`, `--translated`)."""
+
+    @property
+    def verdicts(self) -> bool:
+        """Whether each packet's verdict comes back."""
+        return self.report or self.verdict_lines or self.frames
 
 
 class ShardResult(NamedTuple):
@@ -221,13 +225,12 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             count_hits(hits, (verdict,))
             if logs is not None:
                 logs.verdict(verdict)
-            if written is not None:
+            if wanted.verdicts:
                 i = own.count - 1
-                verdicts.append((i, verdict.json_line(i)))
-            elif wanted.verdicts:
-                i = own.count - 1
-                verdicts.append((i, verdict.json_line(i) if wanted.verdict_lines else None, verdict.decision,
-                                 verdict.translated, verdict if wanted.report else None, wirelen))
+                line = verdict.json_line(i) if wanted.verdict_lines else None
+                verdicts.append((i, line) if written is not None else
+                                (i, line, verdict.decision, verdict.translated, verdict if wanted.report else None,
+                                 wirelen))
     except CaptureError as e:
         error = e
     finally:
@@ -393,8 +396,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
         if lines is not None:
             writers["verdicts"] = lines
-        wanted = Wanted(bool(outputs.verdicts) or captures_out or traffic is not None, traffic is not None,
-                        flowlogs is not None, lines is not None, captures_out)
+        wanted = Wanted(traffic is not None, flowlogs is not None, lines is not None, captures_out)
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
@@ -419,8 +421,8 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
     finally:
         linktype = next((r.linktype for r in results if r.linktype is not None), 1)
         for name in ("allowed", "denied", "translated"):
-            if getattr(outputs, name) and name not in writers:
-                writers[name] = PcapWriter(getattr(outputs, name), linktype)
+            if getattr(outputs, name):  # an output no packet reached is an empty capture
+                _pcap_writer(writers, outputs, name, linktype)
         failure = _close_all(writers.values())
         for capture in captures:
             capture.close()
