@@ -2816,10 +2816,13 @@ append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t
     return result;
 }
 
+static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
+
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
-   policy result returned instead), and the first other record stops the walk where it starts. With
+   policy result returned instead: as (result, count) pairs, consecutive flows given the same result object
+   sharing one), and the first other record stops the walk where it starts. With
    `lines` (a list), (index, verdict line) of each packet taken is appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken. */
 static PyObject *
@@ -2875,6 +2878,9 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     Entry *entry;
     PyObject *state;
     int error = 0, stop = 0;
+    int runs = hits_only && lines == NULL;
+    PyObject *run_of = NULL;  /* with runs: the result of the flows since the last pair appended */
+    Py_ssize_t run_length = 0;
     if (pos < 0)
         pos = end;
     while (passed < limit) {
@@ -2920,12 +2926,26 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             /* the first packet of a new flow the Python path would send straight to a decision, as in process;
                with lines, its Verdict writes its own (Verdict.json_line) */
             PyObject *when = PyFloat_FromDouble(ts);
-            PyObject *verdict = when != NULL ? hand_off(self, &c, ts, when, hits_only && lines == NULL) : NULL;
+            PyObject *verdict = when != NULL ? hand_off(self, &c, ts, when, runs) : NULL;
             Py_XDECREF(when);
-            if (verdict == NULL || PyList_Append(decided, verdict) < 0) {
-                Py_XDECREF(verdict);
-                if (PyErr_Occurred())
+            if (verdict == NULL) {
+                error = PyErr_Occurred() != NULL;
+                break;
+            }
+            if (runs && verdict != run_of) {
+                if (run_of != NULL && append_run(decided, run_of, run_length) < 0) {
+                    Py_DECREF(verdict);
                     error = 1;
+                    break;
+                }
+                Py_XSETREF(run_of, Py_NewRef(verdict));
+                run_length = 0;
+            }
+            if (runs)
+                run_length += 1;
+            else if (PyList_Append(decided, verdict) < 0) {
+                Py_DECREF(verdict);
+                error = 1;
                 break;
             }
             if (lines != NULL)
@@ -2949,11 +2969,26 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             break;
     }
     PyBuffer_Release(&view);
+    if (!error && run_of != NULL && append_run(decided, run_of, run_length) < 0)
+        error = 1;
+    Py_XDECREF(run_of);
     if (error) {
         Py_DECREF(decided);
         return NULL;
     }
     return Py_BuildValue("(nndnN)", passed, pos, last, backwards, decided);
+}
+
+/* (result, count) appended to a walk's list of decided flows. */
+static int
+append_run(PyObject *decided, PyObject *result, Py_ssize_t count)
+{
+    PyObject *pair = Py_BuildValue("(On)", result, count);
+    if (pair == NULL)
+        return -1;
+    int failed = PyList_Append(decided, pair);
+    Py_DECREF(pair);
+    return failed;
 }
 
 /* -- Tally: whatif's counts of its changed flows -------------------------------------------- */
@@ -3356,7 +3391,7 @@ static PyMethodDef FastPath_methods[] = {
      "part of a record the other left to Python, or None)"},
     {"pass_records", (PyCFunction)(void (*)(void))FastPath_pass_records, METH_FASTCALL,
      "pass the recent flows' records of a capture's buffer: (passed, position, last time, times backwards, "
-     "verdicts of the new flows decided, or with hits_only their policy results)"},
+     "verdicts of the new flows decided, or with hits_only (result, count) pairs of their policy results)"},
     {"decide_new_flows", (PyCFunction)(void (*)(void))FastPath_decide_new_flows, METH_FASTCALL,
      "decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): new flows from outside "
      "to a NIC or between two NICs are decided in C"},

@@ -191,10 +191,10 @@ class AddressResolver:
         key = name.lower()
         if key in self._builtin:
             return self._builtin[key]
+        if key in _PLATFORM_RANGES:  # AzureLoadBalancer is in every NSG's default rules
+            return _PLATFORM_RANGES[key]
         from netaddr import IPSet  # here, not above: the built-in tags are most of those rules name
 
-        if key in PLATFORM_TAGS:
-            return ipset_ranges(IPSet(PLATFORM_TAGS[key]))
         prefixes = self.service_tags.get(name) if self.service_tags is not None else None
         if prefixes is None:
             where = f"the service tags file {self.service_tags.source}" if self.service_tags else "no service tags file"
@@ -240,6 +240,7 @@ def _prefix_ranges(prefixes: Iterable[str]) -> tuple[tuple[int, int], ...]:
 _HOST_RANGE = _prefix_ranges([HOST_IP])[0]
 _INTERNET_V4 = subtract_ranges(((0, 2**32 - 1),), _prefix_ranges(INTERNET_EXCLUDED_V4))
 _INTERNET_V6_RANGES = _prefix_ranges([INTERNET_V6])
+_PLATFORM_RANGES = {tag: (_prefix_ranges(prefixes), ()) for tag, prefixes in PLATFORM_TAGS.items()}
 
 
 class RangeSet:

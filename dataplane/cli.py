@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import json
 import os
@@ -36,6 +37,27 @@ T = TypeVar("T")
 
 class UsageError(DataplaneError):
     """A command line that cannot be acted on."""
+
+
+def run() -> None:
+    """The `dataplane` command: `main`, then the process ends with its status."""
+    global _ENDS_WITH_COMMAND
+    _ENDS_WITH_COMMAND = True
+    status = main()
+    done_with_objects()
+    sys.exit(status)
+
+
+_ENDS_WITH_COMMAND = False
+"""Whether this process ends when its command does (`run`), not a program or test calling `main`."""
+
+
+def done_with_objects() -> None:
+    """A command whose process ends with it freezes what it made for the collector once the work is
+    done: a full collection would otherwise walk and free a replay's flow records just before the exit
+    (60-85 ms on a capture of 200,000 connections, in the serial part of a sharded run)."""
+    if _ENDS_WITH_COMMAND:
+        gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,6 +576,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                           lambda done: bar.update(task, completed=done), time.perf_counter, workers)
     else:
         summary, status = _run_replay(scenario, args, outputs, updates, None, time.perf_counter, workers)
+    done_with_objects()
     _print_summary(summary)
     return status
 
@@ -621,4 +644,4 @@ def _print_summary(summary: "Summary") -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -294,15 +294,17 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         if pass_records is not None and capture is not None:
+            runs = False
             if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
             elif allowed is not None:  # whether a new flow is allowed: its Verdict says
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None, 0, allowed)
-            else:  # only the hits of new flows are needed, unless someone hears of them
-                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, heard is None)
+            else:  # only the hits of new flows are needed, as runs of results, unless someone hears of them
+                runs = heard is None
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, runs)
             frame, walked, again = None, True, False
             if decided:
-                count_hits(hits, decided[0])
+                (count_hit_runs if runs else count_hits)(hits, decided[0])
                 if heard is not None and decided[0]:
                     for verdict in decided[0]:
                         heard(verdict)
@@ -331,6 +333,14 @@ def count_hits(hits: dict[tuple[str, str], int], verdicts: Iterable[Verdict]) ->
         for evaluation in verdict.evaluations:
             slot = (evaluation.nsg, evaluation.rule)
             hits[slot] = hits.get(slot, 0) + 1
+
+
+def count_hit_runs(hits: dict[tuple[str, str], int], runs: Iterable[tuple[Any, int]]) -> None:
+    """`count_hits` of (verdict or policy result, how many new flows it decided) pairs."""
+    for result, times in runs:
+        for evaluation in result.evaluations:
+            slot = (evaluation.nsg, evaluation.rule)
+            hits[slot] = hits.get(slot, 0) + times
 
 
 def merged(captures: list[Capture]) -> Iterator[Frame]:

@@ -428,6 +428,7 @@ def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str], shard:
 # -- the command -----------------------------------------------------------------------------------
 
 def cmd_whatif(args: argparse.Namespace) -> int:
+    from .cli import done_with_objects
     from .report import render_whatif_report, require_extra
     from .workers import worker_count
 
@@ -445,6 +446,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         before, after = scenarios(args.scenario, args.change)
         traffic, sources = args.traffic, [f"scenario {args.scenario}", *(f"change {c}" for c in args.change)]
     report = whatif(before, after, traffic, workers=workers, dask=args.dask)
+    done_with_objects()
     if args.report:
         sources += [f"traffic {t}" for t in traffic]
         render_whatif_report((c.to_json() for c in report.changes), args.report, sources=sources)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dataplane.addresses import AddressResolver, ServiceTags, bundled_service_tags, is_in
+from dataplane.addresses import (PLATFORM_TAGS, AddressResolver, ServiceTags, bundled_service_tags, ipset_ranges,
+                                 is_in)
 from dataplane.errors import RuleError
 from dataplane.topology import scenario_from_document
 
@@ -42,6 +43,13 @@ def test_virtual_network_includes_peered_vnets() -> None:
 def test_azure_load_balancer_is_the_host_ip_alone() -> None:
     ranges = resolver("10.0.0.0/16").resolve("AzureLoadBalancer")
     assert ranges == (((0xA83F8110, 0xA83F8110),), ())
+
+
+@pytest.mark.parametrize("tag", ["AzurePlatformDNS", "AzurePlatformIMDS", "AzurePlatformLKM", "AzureLoadBalancer"])
+def test_a_platform_tag_resolves_to_its_addresses_as_netaddr_reads_them(tag: str) -> None:
+    from netaddr import IPSet
+
+    assert resolver("10.0.0.0/16").resolve(tag) == ipset_ranges(IPSet(PLATFORM_TAGS[tag.lower()]))
 
 
 def test_a_tag_of_the_bundled_file_resolves_case_insensitively() -> None:

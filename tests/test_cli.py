@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 from pathlib import Path
@@ -156,3 +157,35 @@ def test_check_nsg_uses_the_given_service_tags_file(tmp_path, capsys) -> None:
     status, out, _ = run(capsys, "check", "--nsg", NSG, "--direction", "outbound", "--address-space", "10.0.0.0/16",
                          "--service-tags", str(tags), flow)
     assert status == 0 and "nsg-app/DenyStorageOut" in out
+
+
+def _freeze_count_at_summary(monkeypatch) -> list[int]:
+    import dataplane.cli as cli
+
+    seen: list[int] = []
+    printed = cli._print_summary
+    monkeypatch.setattr(cli, "_print_summary", lambda summary: (seen.append(gc.get_freeze_count()), printed(summary)))
+    return seen
+
+
+def test_the_command_leaves_a_replays_objects_to_the_exit(monkeypatch, capsys) -> None:
+    """`dataplane` ends with its command: the replay's flow records are frozen before the summary, not
+    walked and freed by a collection just before the process ends."""
+    import dataplane.cli as cli
+
+    seen = _freeze_count_at_summary(monkeypatch)
+    monkeypatch.setattr(cli, "_ENDS_WITH_COMMAND", False)
+    monkeypatch.setattr("sys.argv", ["dataplane", "replay", DEMO, str(ROOT / "pcaps" / "demo" / "web.pcap")])
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.run()
+        assert ended.value.code == 0
+        assert seen and seen[0] > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_main_called_by_a_program_leaves_its_objects_to_the_collector(monkeypatch, capsys) -> None:
+    seen = _freeze_count_at_summary(monkeypatch)
+    assert main(["replay", DEMO, str(ROOT / "pcaps" / "demo" / "web.pcap")]) == 0
+    assert seen == [0]

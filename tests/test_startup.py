@@ -164,3 +164,18 @@ def test_whatif_on_flow_logs_does_not_load_scapy(tmp_path) -> None:
     status, modules = loaded("whatif", DEMO, "--change", str(ROOT / "pcaps" / "demo" / "nsg-jump-locked.json"), str(log))
     assert status == 0
     assert "scapy" not in modules
+
+
+def test_a_scenario_of_ipv4_spaces_and_default_rules_decides_without_netaddr(tmp_path) -> None:
+    """netaddr reads service tag files and unusual spellings; AzureLoadBalancer, in every NSG's default
+    rules, is one address, and importing netaddr for it cost each replay worker a tenth of its start."""
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(
+        "virtual_networks: [{name: vnet, address_space: [10.1.0.0/16], subnets: [{name: web, prefix: 10.1.0.0/24}]}]\n"
+        "network_interfaces: [{name: web, subnet: vnet/web, private_ips: [10.1.0.4], nsg: nsg-web}]\n"
+        "network_security_groups: [{name: nsg-web, security_rules: [{name: AllowHttps, priority: 100, "
+        "direction: Inbound, access: Allow, protocol: Tcp, sourceAddressPrefix: Internet, sourcePortRange: '*', "
+        "destinationAddressPrefix: '*', destinationPortRange: '443'}]}]\n")
+    status, modules = loaded("check", "--scenario", str(scenario), "tcp 168.63.129.16:51000 > 10.1.0.4:80")
+    assert status == 0
+    assert "netaddr" not in modules
