@@ -2670,9 +2670,36 @@ tail_of_fields(FastPath *self, PyObject *const fields[9])
 
 /* (index, line) appended to `lines`, the line's place in the capture with it: several walks' lines
    merge by it (workers). 0, or -1 on error. */
+/* `lines` is a list of (index, line) pairs, or a pair of bytearrays: the lines' UTF-8, each ending in a
+   newline, and their indexes as native int64s (`workers.ShardLines`). */
+static int
+append_bytes(PyObject *array, const void *data, Py_ssize_t size)
+{
+    Py_ssize_t at = PyByteArray_GET_SIZE(array);
+    if (PyByteArray_Resize(array, at + size) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(array) + at, data, size);
+    return 0;
+}
+
+static int
+append_index(PyObject *lines, Py_ssize_t index)
+{
+    int64_t at = index;
+    return append_bytes(PyTuple_GET_ITEM(lines, 1), &at, sizeof at);
+}
+
 static int
 append_numbered(PyObject *lines, Py_ssize_t index, PyObject *line)
 {
+    if (PyTuple_Check(lines)) {
+        Py_ssize_t size;
+        const char *text = PyUnicode_AsUTF8AndSize(line, &size);
+        if (text == NULL || append_bytes(PyTuple_GET_ITEM(lines, 0), text, size) < 0 ||
+                append_bytes(PyTuple_GET_ITEM(lines, 0), "\n", 1) < 0)
+            return -1;
+        return append_index(lines, index);
+    }
     PyObject *at = PyLong_FromSsize_t(index);
     PyObject *pair = at != NULL ? PyTuple_Pack(2, at, line) : NULL;
     int result = pair != NULL ? PyList_Append(lines, pair) : -1;
@@ -2733,6 +2760,17 @@ append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObj
     memcpy(out, "\", ", 3);
     out += 3;
     Py_ssize_t first = out - head, rest = PyUnicode_GET_LENGTH(tail);
+    if (PyTuple_Check(lines)) {
+        PyObject *text = PyTuple_GET_ITEM(lines, 0);
+        Py_ssize_t at = PyByteArray_GET_SIZE(text);
+        if (PyByteArray_Resize(text, at + first + rest + 1) < 0)
+            return -1;
+        char *to = PyByteArray_AS_STRING(text) + at;
+        memcpy(to, head, first);
+        memcpy(to + first, PyUnicode_1BYTE_DATA(tail), rest);
+        to[first + rest] = '\n';
+        return append_index(lines, index);
+    }
     PyObject *line = PyUnicode_New(first + rest, 127);
     if (line == NULL)
         return -1;
@@ -2842,8 +2880,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t index = lines != NULL ? PyLong_AsSsize_t(args[9]) : 0;
     if (index == -1 && PyErr_Occurred())
         return NULL;
-    if (lines != NULL && (!PyList_Check(lines) || self->tails == NULL)) {
-        PyErr_SetString(PyExc_TypeError, "lines must be a list, after verdict_lines(tail_of)");
+    if (lines != NULL && ((!PyList_Check(lines) && !(PyTuple_Check(lines) && PyTuple_GET_SIZE(lines) == 2 &&
+                                                     PyByteArray_Check(PyTuple_GET_ITEM(lines, 0)) &&
+                                                     PyByteArray_Check(PyTuple_GET_ITEM(lines, 1)))) ||
+                          self->tails == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a list or a pair of bytearrays, after verdict_lines(tail_of)");
         return NULL;
     }
     ShardFilter *shard = nargs >= 7 && args[6] != Py_None ? (ShardFilter *)args[6] : NULL;
@@ -3430,7 +3471,119 @@ static PyTypeObject FastPathType = {
     .tp_members = FastPath_members,
 };
 
+/* -- merge_lines: the verdict lines of several workers in capture order ------------------------ */
+
+/* merge_lines(texts, indexes, per_block): workers' verdict lines, each worker's in one buffer (lines ending
+   in '\n') with the packet index of each line in another (native int64s, rising), merged in index order
+   into bytes objects of `per_block` lines each: the client of a sharded replay writes them as they come. */
+static PyObject *
+merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
+            PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "merge_lines(texts, indexes, per_block): two lists of as many buffers");
+        return NULL;
+    }
+    Py_ssize_t per_block = PyLong_AsSsize_t(args[2]);
+    if (per_block == -1 && PyErr_Occurred())
+        return NULL;
+    if (per_block < 1) {
+        PyErr_SetString(PyExc_ValueError, "per_block must be positive");
+        return NULL;
+    }
+    Py_ssize_t k = PyList_GET_SIZE(args[0]), total = 0, viewed = 0;
+    Py_buffer *views = PyMem_Calloc(2 * k + 1, sizeof(Py_buffer));
+    const char **text = PyMem_Calloc(k ? k : 1, sizeof(char *));
+    const char **text_end = PyMem_Calloc(k ? k : 1, sizeof(char *));
+    const int64_t **at = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
+    const int64_t **at_end = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
+    const char **starts = NULL;  /* where each line of a block is, and its length */
+    Py_ssize_t *lengths = NULL;
+    PyObject *out = NULL, *block = NULL;
+    int ok = 0;
+    if (views == NULL || text == NULL || text_end == NULL || at == NULL || at_end == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_buffer *b = &views[2 * i], *n = &views[2 * i + 1];
+        if (PyObject_GetBuffer(PyList_GET_ITEM(args[0], i), b, PyBUF_SIMPLE) < 0)
+            goto done;
+        viewed += 1;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(args[1], i), n, PyBUF_SIMPLE) < 0)
+            goto done;
+        viewed += 1;
+        if (n->len % 8 || ((uintptr_t)n->buf) % _Alignof(int64_t)) {
+            PyErr_SetString(PyExc_ValueError, "merge_lines: indexes must be aligned int64s");
+            goto done;
+        }
+        Py_ssize_t lines = n->len / 8, newlines = 0;
+        const char *p = b->buf, *e = p + b->len;
+        for (const char *q = p; (q = memchr(q, '\n', e - q)) != NULL; q++)
+            newlines += 1;
+        if (newlines != lines || (b->len && e[-1] != '\n')) {
+            PyErr_Format(PyExc_ValueError, "merge_lines: worker %zd gave %zd lines for %zd indexes", i, newlines, lines);
+            goto done;
+        }
+        text[i] = p;
+        text_end[i] = e;
+        at[i] = n->buf;
+        at_end[i] = at[i] + lines;
+        total += lines;
+    }
+    if (per_block > total)
+        per_block = total ? total : 1;
+    starts = PyMem_Malloc(per_block * sizeof(char *));
+    lengths = PyMem_Malloc(per_block * sizeof(Py_ssize_t));
+    out = starts != NULL && lengths != NULL ? PyList_New(0) : PyErr_NoMemory();
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t first = 0; first < total; first += per_block) {
+        Py_ssize_t count = total - first < per_block ? total - first : per_block, size = 0;
+        for (Py_ssize_t line = 0; line < count; line++) {  /* the block's lines in order, and its size */
+            Py_ssize_t next = -1;
+            for (Py_ssize_t i = 0; i < k; i++)
+                if (at[i] < at_end[i] && (next < 0 || *at[i] < *at[next]))
+                    next = i;
+            starts[line] = text[next];
+            lengths[line] = (const char *)memchr(text[next], '\n', text_end[next] - text[next]) - text[next] + 1;
+            size += lengths[line];
+            text[next] += lengths[line];
+            at[next] += 1;
+        }
+        block = PyBytes_FromStringAndSize(NULL, size);
+        if (block == NULL)
+            goto done;
+        char *w = PyBytes_AS_STRING(block);
+        for (Py_ssize_t line = 0; line < count; line++) {
+            memcpy(w, starts[line], lengths[line]);
+            w += lengths[line];
+        }
+        int failed = PyList_Append(out, block);
+        Py_CLEAR(block);
+        if (failed)
+            goto done;
+    }
+    ok = 1;
+done:
+    PyMem_Free(text);
+    PyMem_Free(text_end);
+    PyMem_Free(at);
+    PyMem_Free(at_end);
+    PyMem_Free(starts);
+    PyMem_Free(lengths);
+    for (Py_ssize_t i = 0; i < viewed; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    Py_XDECREF(block);
+    if (!ok)
+        Py_CLEAR(out);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"merge_lines", (PyCFunction)(void (*)(void))merge_lines, METH_FASTCALL,
+     "merge_lines(texts, indexes, per_block): workers' verdict lines merged in index order, per_block lines a bytes object"},
     {NULL}
 };
 

@@ -446,6 +446,12 @@ class LinesWriter(_Batched):
         if len(self._pending) >= self.BATCH:
             self.flush()
 
+    def write_block(self, block: bytes) -> None:
+        """Whole lines, UTF-8, each ending in a newline: as `merge_lines` gives the lines of workers."""
+        self.flush()
+        with _naming(self.path):
+            self._write_bytes(block)
+
     def flush(self) -> None:
         if self._pending:
             lines, self._pending = self._pending, []
@@ -454,6 +460,10 @@ class LinesWriter(_Batched):
 
     def _write(self, lines: list[str]) -> None:
         self._file.write("\n".join(lines) + "\n")
+
+    def _write_bytes(self, block: bytes) -> None:
+        self._file.flush()
+        self._file.buffer.write(block)
 
 
 class ParquetWriter(LinesWriter):
@@ -487,8 +497,11 @@ class ParquetWriter(LinesWriter):
         self._pending = []
 
     def _write(self, lines: list[str]) -> None:
+        self._write_bytes(("\n".join(lines) + "\n").encode())
+
+    def _write_bytes(self, block: bytes) -> None:
         pa, pc = self._pa, self._pc
-        table = self._pj.read_json(pa.BufferReader(("\n".join(lines) + "\n").encode()), parse_options=self._parse)
+        table = self._pj.read_json(pa.BufferReader(block), parse_options=self._parse)
         micros = pc.round(pc.multiply(table["ts"], 1_000_000.0), round_mode="half_to_even")  # as round(ts * 1e6)
         table = table.set_column(1, "ts", pc.cast(pc.cast(micros, pa.int64()), self._schema.field("ts").type))
         self._file.write_table(table)

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
+import sys
+import tempfile
 import threading
+import heapq
+from array import array
 from collections import Counter
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from .addresses import ip_key
 from .conntrack import FlowRecord
@@ -55,11 +60,42 @@ class Wanted(NamedTuple):
         return self.report or self.verdict_lines or self.frames
 
 
+def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int) -> list[bytes]:
+    """Workers' verdict lines in index order, `per_block` lines a bytes object: `_fastpath.merge_lines`,
+    which the tests check against this, without a compiler."""
+    numbered = heapq.merge(*(zip(array("q", ix), (line + b"\n" for line in bytes(text).split(b"\n")[:-1]))
+                             for text, ix in zip(texts, indexes)))
+    ordered = [line for _, line in numbered]
+    return [b"".join(ordered[i:i + per_block]) for i in range(0, len(ordered), per_block)]
+
+
+try:
+    from ._fastpath import merge_lines
+except ImportError:  # installed without a C compiler
+    merge_lines = merge_lines_python
+
+
+class ShardLines(NamedTuple):
+    """A worker's verdict lines when they are all the client writes: their UTF-8, each ending in a newline,
+    and the packet index of each (native int64s). The C walk appends to both; they travel as two buffers
+    and merge in C (`merge_lines`)."""
+
+    text: bytearray
+    indexes: bytearray
+
+    def add(self, index: int, line: str) -> None:
+        """A line Python writes (a packet the walk left to it)."""
+        self.text.extend(line.encode())
+        self.text.append(10)
+        self.indexes.extend(index.to_bytes(8, sys.byteorder, signed=True))
+
+
 class ShardResult(NamedTuple):
     verdicts: list[tuple[int, str | None, str, tuple | None, Any, int]]
     """Of each of the shard's packets: (index, verdict line when verdicts are written, decision, translated
-    key, the Verdict when a report needs it, wire length), or (index, line) alone when the lines are all
-    the client writes. Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    key, the Verdict when a report needs it, wire length); empty when the lines are all the client writes
+    (`lines`). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    lines: ShardLines | None
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
     """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
     stats: Statistics
@@ -195,7 +231,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's, which a C walk does not tell
         dataplane.walks_stop_at_new_flows(decided=False)
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
-    written: list[tuple[int, str]] | None = [] if wanted.verdict_lines and not (
+    written = ShardLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
         wanted.report or wanted.frames or logs is not None) else None
     pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
         len(paths) == 1 else None
@@ -208,9 +244,6 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if walked:  # records the walk took never went through `own`
                 own.count += count
                 own.last_ts = last
-            if written:
-                verdicts.extend(written)
-                written.clear()
 
         def until() -> float:
             """Frames through `own` have its updates applied: only a walk, which bypasses it, stops before one."""
@@ -228,9 +261,11 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if wanted.verdicts:
                 i = own.count - 1
                 line = verdict.json_line(i) if wanted.verdict_lines else None
-                verdicts.append((i, line) if written is not None else
-                                (i, line, verdict.decision, verdict.translated, verdict if wanted.report else None,
-                                 wirelen))
+                if written is not None:
+                    written.add(i, line)  # type: ignore[arg-type]
+                else:
+                    verdicts.append((i, line, verdict.decision, verdict.translated,
+                                     verdict if wanted.report else None, wirelen))
     except CaptureError as e:
         error = e
     finally:
@@ -246,7 +281,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    return ShardResult(verdicts, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported,
+    return ShardResult(verdicts, written, logs.minutes if logs is not None else [],
+                       dataplane.stats, hits, unsupported,
                        own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
@@ -289,40 +325,54 @@ def local_runner(workers: int) -> Runner:
         try:
             for call in calls[1:]:
                 receive, send = context.Pipe(duplex=False)
-                child = context.Process(target=_child, args=(function, call, send), daemon=True)
+                kept = _result_file()
+                child = context.Process(target=_child, args=(function, call, send, kept), daemon=True)
                 child.start()
                 send.close()
-                children.append((child, receive))
+                children.append((child, receive, kept))
             results = [function(*calls[0])] if calls else []
-            for child, receive in children:
+            for child, receive, kept in children:
                 try:
-                    done, result = receive.recv()
+                    receive.recv()
                 except EOFError:
                     child.join()
                     raise DataplaneError(f"a worker process ended (exit code {child.exitcode}) before giving its "
                                          "results") from None
+                kept.seek(0)
+                done, result = pickle.load(kept)
                 if not done:
                     raise result
                 results.append(result)
                 child.join()
             return results
         finally:
-            for child, receive in children:
+            for child, receive, kept in children:
                 receive.close()
+                kept.close()
                 if child.is_alive():
                     child.terminate()
                     child.join()
     return run
 
 
-def _child(function: Callable[..., Any], call: tuple, send: Any) -> None:
-    """A forked worker: its result, or what it raised, back through the pipe."""
+def _result_file() -> BinaryIO:
+    """Where a forked worker leaves its result: a file in memory, as a pipe would move a worker's verdict
+    lines (hundreds of MB) 64 KB at a time."""
+    if hasattr(os, "memfd_create"):
+        return open(os.memfd_create("dataplane-worker"), "w+b")
+    return tempfile.TemporaryFile()
+
+
+def _child(function: Callable[..., Any], call: tuple, send: Any, kept: BinaryIO) -> None:
+    """A forked worker: its result, or what it raised, into `kept`, then a word through the pipe."""
     _ignore_interrupts()
     try:
         outcome = (True, function(*call))
     except BaseException as e:  # the client raises it
         outcome = (False, e)
-    send.send(outcome)
+    pickle.dump(outcome, kept, protocol=pickle.HIGHEST_PROTOCOL)
+    kept.flush()
+    send.send(None)
     send.close()
 
 
@@ -404,7 +454,11 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if flowlogs is not None:
             _write_flow_logs(flowlogs, results)
         verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
-        if lines is not None:
+        if lines is not None and first.lines is not None:
+            for block in merge_lines([r.lines.text for r in results], [r.lines.indexes for r in results],
+                                     lines.BATCH):
+                lines.write_block(block)
+        elif lines is not None:
             for v in verdicts:
                 lines.write_line(v[1])
         if traffic is not None:

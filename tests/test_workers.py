@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+from array import array
 
 import json
 import os
@@ -28,7 +29,7 @@ from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
 from dataplane.errors import DataplaneError
-from dataplane.workers import local_runner, worker_count
+from dataplane.workers import local_runner, merge_lines, merge_lines_python, worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -311,6 +312,63 @@ def test_an_error_in_a_worker_process_is_raised_by_the_client() -> None:
 def test_a_worker_process_that_dies_is_an_error_naming_its_exit_code() -> None:
     with pytest.raises(DataplaneError, match=r"exit code 3"):
         local_runner(3)(_in_worker, [(0,), (0,), (2,)])
+
+
+def test_a_worker_result_of_hundreds_of_megabytes_reaches_the_client() -> None:
+    """Results come back through a file in memory, not 64 KB at a time through a pipe."""
+    sizes = local_runner(2)(_big_result, [(1,), (300 << 20,)])
+    assert [len(s) for s in sizes] == [1, 300 << 20] and sizes[1][-1] == 7
+
+
+def _big_result(size: int) -> bytes:
+    return bytes(size - 1) + b"\x07"
+
+
+# Workers' verdict lines: each worker's numbered lines, their indexes rising and never shared.
+worker_lines = st.lists(st.sampled_from([0, 1, 2]), max_size=60).flatmap(
+    lambda owners: st.tuples(st.just(owners), st.lists(st.text(st.characters(blacklist_characters="\n"), max_size=12),
+                                                      min_size=len(owners), max_size=len(owners))))
+
+
+def _shards_of(owners: list[int], texts: list[str], count: int) -> tuple[list[bytes], list[bytes]]:
+    lines = [b"".join((t + "\n").encode() for t, o in zip(texts, owners) if o == k) for k in range(count)]
+    indexes = [array("q", [i for i, o in enumerate(owners) if o == k]).tobytes() for k in range(count)]
+    return lines, indexes
+
+
+@needs_c
+@given(worker_lines, st.integers(1, 70))
+def test_workers_lines_merge_in_c_as_in_python(owned, per_block) -> None:
+    owners, texts = owned
+    lines, indexes = _shards_of(owners, texts, 3)
+    merged = merge_lines(lines, indexes, per_block)
+    assert merged == merge_lines_python(lines, indexes, per_block)
+    assert b"".join(merged) == "".join(t + "\n" for t in texts).encode()
+
+
+@needs_c
+def test_merging_workers_lines_takes_buffers_of_any_kind() -> None:
+    lines, indexes = _shards_of([1, 0, 1], ["a", "b", "c"], 2)
+    assert merge_lines([bytearray(b) for b in lines], [memoryview(i) for i in indexes], 2) == [b"a\nb\n", b"c\n"]
+
+
+@needs_c
+@pytest.mark.parametrize("lines, indexes, problem", [
+    ([b"a\n", b""], [array("q", [0, 1]).tobytes(), b""], "worker 0 gave 1 lines for 2 indexes"),
+    ([b"a\nb"], [array("q", [0, 1]).tobytes()], "worker 0 gave 1 lines for 2 indexes"),
+    ([b"a\n"], [b"\0" * 7], "indexes must be aligned int64s"),
+], ids=["missing line", "unended line", "odd index bytes"])
+def test_merging_workers_lines_refuses_lines_and_indexes_that_disagree(lines, indexes, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        merge_lines(lines, indexes, 10)
+
+
+@needs_c
+def test_merging_workers_lines_refuses_what_is_not_two_lists_of_buffers() -> None:
+    with pytest.raises(TypeError):
+        merge_lines([b"a\n"], [], 1)
+    with pytest.raises(TypeError):
+        merge_lines(["a\n"], [array("q", [0]).tobytes()], 1)
 
 
 def test_a_sharded_replay_leaves_nothing_frozen_for_the_garbage_collector() -> None:
