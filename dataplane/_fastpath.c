@@ -2670,8 +2670,8 @@ tail_of_fields(FastPath *self, PyObject *const fields[9])
 
 /* (index, line) appended to `lines`, the line's place in the capture with it: several walks' lines
    merge by it (workers). 0, or -1 on error. */
-/* `lines` is a list of (index, line) pairs, or a pair of bytearrays: the lines' UTF-8, each ending in a
-   newline, and their indexes as native int64s (`workers.ShardLines`). */
+/* `lines` is a pair of bytearrays (replay.NumberedLines): the lines' UTF-8, each ending in a newline, and
+   their indexes as native int64s. */
 static int
 append_bytes(PyObject *array, const void *data, Py_ssize_t size)
 {
@@ -2692,20 +2692,12 @@ append_index(PyObject *lines, Py_ssize_t index)
 static int
 append_numbered(PyObject *lines, Py_ssize_t index, PyObject *line)
 {
-    if (PyTuple_Check(lines)) {
-        Py_ssize_t size;
-        const char *text = PyUnicode_AsUTF8AndSize(line, &size);
-        if (text == NULL || append_bytes(PyTuple_GET_ITEM(lines, 0), text, size) < 0 ||
-                append_bytes(PyTuple_GET_ITEM(lines, 0), "\n", 1) < 0)
-            return -1;
-        return append_index(lines, index);
-    }
-    PyObject *at = PyLong_FromSsize_t(index);
-    PyObject *pair = at != NULL ? PyTuple_Pack(2, at, line) : NULL;
-    int result = pair != NULL ? PyList_Append(lines, pair) : -1;
-    Py_XDECREF(at);
-    Py_XDECREF(pair);
-    return result;
+    Py_ssize_t size;
+    const char *text = PyUnicode_AsUTF8AndSize(line, &size);
+    if (text == NULL || append_bytes(PyTuple_GET_ITEM(lines, 0), text, size) < 0 ||
+            append_bytes(PyTuple_GET_ITEM(lines, 0), "\n", 1) < 0)
+        return -1;
+    return append_index(lines, index);
 }
 
 static char *
@@ -2760,25 +2752,15 @@ append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObj
     memcpy(out, "\", ", 3);
     out += 3;
     Py_ssize_t first = out - head, rest = PyUnicode_GET_LENGTH(tail);
-    if (PyTuple_Check(lines)) {
-        PyObject *text = PyTuple_GET_ITEM(lines, 0);
-        Py_ssize_t at = PyByteArray_GET_SIZE(text);
-        if (PyByteArray_Resize(text, at + first + rest + 1) < 0)
-            return -1;
-        char *to = PyByteArray_AS_STRING(text) + at;
-        memcpy(to, head, first);
-        memcpy(to + first, PyUnicode_1BYTE_DATA(tail), rest);
-        to[first + rest] = '\n';
-        return append_index(lines, index);
-    }
-    PyObject *line = PyUnicode_New(first + rest, 127);
-    if (line == NULL)
+    PyObject *text = PyTuple_GET_ITEM(lines, 0);
+    Py_ssize_t at = PyByteArray_GET_SIZE(text);
+    if (PyByteArray_Resize(text, at + first + rest + 1) < 0)
         return -1;
-    memcpy(PyUnicode_1BYTE_DATA(line), head, first);
-    memcpy(PyUnicode_1BYTE_DATA(line) + first, PyUnicode_1BYTE_DATA(tail), rest);
-    int result = append_numbered(lines, index, line);
-    Py_DECREF(line);
-    return result;
+    char *to = PyByteArray_AS_STRING(text) + at;
+    memcpy(to, head, first);
+    memcpy(to + first, PyUnicode_1BYTE_DATA(tail), rest);
+    to[first + rest] = '\n';
+    return append_index(lines, index);
 }
 
 /* The verdict line of a recent flow's packet that passed (its entry, its flow's state after it), as
@@ -2861,7 +2843,7 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
    policy result returned instead: as (result, count) pairs, consecutive flows given the same result object
    sharing one), and the first other record stops the walk where it starts. With
-   `lines` (a list), (index, verdict line) of each packet taken is appended to it, `index` the first
+   `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
@@ -2880,11 +2862,10 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t index = lines != NULL ? PyLong_AsSsize_t(args[9]) : 0;
     if (index == -1 && PyErr_Occurred())
         return NULL;
-    if (lines != NULL && ((!PyList_Check(lines) && !(PyTuple_Check(lines) && PyTuple_GET_SIZE(lines) == 2 &&
-                                                     PyByteArray_Check(PyTuple_GET_ITEM(lines, 0)) &&
-                                                     PyByteArray_Check(PyTuple_GET_ITEM(lines, 1)))) ||
-                          self->tails == NULL)) {
-        PyErr_SetString(PyExc_TypeError, "lines must be a list or a pair of bytearrays, after verdict_lines(tail_of)");
+    if (lines != NULL && (!PyTuple_Check(lines) || PyTuple_GET_SIZE(lines) != 2 ||
+                          !PyByteArray_Check(PyTuple_GET_ITEM(lines, 0)) ||
+                          !PyByteArray_Check(PyTuple_GET_ITEM(lines, 1)) || self->tails == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a pair of bytearrays, after verdict_lines(tail_of)");
         return NULL;
     }
     ShardFilter *shard = nargs >= 7 && args[6] != Py_None ? (ShardFilter *)args[6] : NULL;

@@ -17,6 +17,7 @@ import mmap
 import os
 import stat
 import struct
+import sys
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -283,12 +284,12 @@ PASS_BATCH = 4096
 
 def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_records: Callable | None,
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
-                   took: Callable[[int, float, bool], None], shard: Any = None, lines: list | None = None,
+                   took: Callable[[int, float, bool], None], shard: Any = None, lines: NumberedLines | None = None,
                    index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
                    allowed: list[bytes] | None = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
-    verdicts told to `heard`; with `lines`, (index, verdict line) of each packet it takes appended there,
+    verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
     `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
@@ -419,6 +420,24 @@ class PcapWriter(_Batched):
         self._pending.clear()
 
 
+class NumberedLines(NamedTuple):
+    """Verdict lines as the C walk appends them (`pass_records(..., lines)`): their UTF-8, each ending in a
+    newline, and the packet index of each (native int64s). A worker's travel as these two buffers and
+    merge in C (`workers.merge_lines`)."""
+
+    text: bytearray
+    indexes: bytearray
+
+    def add(self, index: int, line: str) -> None:
+        """A line Python writes (a packet the walk left to it)."""
+        self.text.extend(line.encode())
+        self.text.append(10)
+        self.indexes.extend(index.to_bytes(8, sys.byteorder, signed=True))
+
+    def clear(self) -> None:
+        del self.text[:], self.indexes[:]
+
+
 class LinesWriter(_Batched):
     """Verdict lines (JSON Lines), written in batches."""
 
@@ -426,8 +445,9 @@ class LinesWriter(_Batched):
 
     def __init__(self, path: str):
         self.path = path
-        self._file = _open_output(path, "w")
-        self._pending: list[str] = []
+        self._file = _open_output(path, "wb")
+        self._pending = bytearray()
+        self._lines = 0
 
     def write(self, obj: Any) -> None:
         self.write_line(json.dumps(obj))
@@ -436,34 +456,27 @@ class LinesWriter(_Batched):
         self.write_line(verdict.json_line(index))
 
     def write_line(self, line: str) -> None:
-        self._pending.append(line)
-        if len(self._pending) >= self.BATCH:
+        self._pending += line.encode()
+        self._pending += b"\n"
+        self._lines += 1
+        if self._lines >= self.BATCH:
             self.flush()
 
-    def write_numbered(self, lines: Iterable[tuple[int, str]]) -> None:
-        """Lines each with its index, as the C walk gives them."""
-        self._pending.extend(line for _, line in lines)
-        if len(self._pending) >= self.BATCH:
+    def write_block(self, block: bytes | bytearray) -> None:
+        """Whole lines, UTF-8, each ending in a newline: as the C walk and `merge_lines` give them."""
+        self._pending += block
+        self._lines += block.count(b"\n")
+        if self._lines >= self.BATCH:
             self.flush()
-
-    def write_block(self, block: bytes) -> None:
-        """Whole lines, UTF-8, each ending in a newline: as `merge_lines` gives the lines of workers."""
-        self.flush()
-        with _naming(self.path):
-            self._write_bytes(block)
 
     def flush(self) -> None:
         if self._pending:
-            lines, self._pending = self._pending, []
+            block, self._pending, self._lines = self._pending, bytearray(), 0
             with _naming(self.path):
-                self._write(lines)
+                self._write(block)
 
-    def _write(self, lines: list[str]) -> None:
-        self._file.write("\n".join(lines) + "\n")
-
-    def _write_bytes(self, block: bytes) -> None:
-        self._file.flush()
-        self._file.buffer.write(block)
+    def _write(self, block: bytearray) -> None:
+        self._file.write(block)
 
 
 class ParquetWriter(LinesWriter):
@@ -494,14 +507,12 @@ class ParquetWriter(LinesWriter):
                                       unexpected_field_behavior="ignore")  # a flow-log row's last_seen, logged
         with _naming(path):
             self._file = pq.ParquetWriter(path, self._schema, compression="zstd")
-        self._pending = []
+        self._pending = bytearray()
+        self._lines = 0
 
-    def _write(self, lines: list[str]) -> None:
-        self._write_bytes(("\n".join(lines) + "\n").encode())
-
-    def _write_bytes(self, block: bytes) -> None:
+    def _write(self, block: bytearray) -> None:
         pa, pc = self._pa, self._pc
-        table = self._pj.read_json(pa.BufferReader(block), parse_options=self._parse)
+        table = self._pj.read_json(pa.BufferReader(bytes(block)), parse_options=self._parse)
         micros = pc.round(pc.multiply(table["ts"], 1_000_000.0), round_mode="half_to_even")  # as round(ts * 1e6)
         table = table.set_column(1, "ts", pc.cast(pc.cast(micros, pa.int64()), self._schema.field("ts").type))
         self._file.write_table(table)
@@ -609,7 +620,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         # logs and the denied packets, which hear of new flows only (it passes known flows' packets within
         # each flow-log minute)
         walkable = traffic is None and not outputs.translated
-        written: list[tuple[int, str]] | None = [] if verdict_lines is not None and walkable and \
+        written = NumberedLines(bytearray(), bytearray()) if verdict_lines is not None and walkable and \
             flowlogs is None and not captures_out else None
         allowed: list[bytes] | None = [] if outputs.allowed and walkable and verdict_lines is None else None
         new_flows_heard = walkable and verdict_lines is None and (flowlogs is not None or bool(outputs.denied))
@@ -632,8 +643,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
 
         def took(count: int, last: float, walked: bool) -> None:
             nonlocal index, last_ts
-            if written:
-                verdict_lines.write_numbered(written)
+            if written is not None and written.text:
+                verdict_lines.write_block(written.text)
                 written.clear()
             if allowed:
                 _pcap_writer(writers, outputs, "allowed", 1).write_records(allowed)  # C walks Ethernet frames only

@@ -15,7 +15,6 @@ import math
 import os
 import pickle
 import signal
-import sys
 import tempfile
 import threading
 import heapq
@@ -29,7 +28,7 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
-from .replay import (Capture, Frame, Outputs, Summary, Update, _close_all, _fill_summary,
+from .replay import (Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _pcap_writer, _write_frame, _write_summary, count_hits, freeze_collector,
                      left_to_python, merged, never_applied, verdict_writer)
 from .report import Traffic, require_extra
@@ -75,27 +74,12 @@ except ImportError:  # installed without a C compiler
     merge_lines = merge_lines_python
 
 
-class ShardLines(NamedTuple):
-    """A worker's verdict lines when they are all the client writes: their UTF-8, each ending in a newline,
-    and the packet index of each (native int64s). The C walk appends to both; they travel as two buffers
-    and merge in C (`merge_lines`)."""
-
-    text: bytearray
-    indexes: bytearray
-
-    def add(self, index: int, line: str) -> None:
-        """A line Python writes (a packet the walk left to it)."""
-        self.text.extend(line.encode())
-        self.text.append(10)
-        self.indexes.extend(index.to_bytes(8, sys.byteorder, signed=True))
-
-
 class ShardResult(NamedTuple):
     verdicts: list[tuple[int, str | None, str, tuple | None, Any, int]]
     """Of each of the shard's packets: (index, verdict line when verdicts are written, decision, translated
     key, the Verdict when a report needs it, wire length); empty when the lines are all the client writes
-    (`lines`). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
-    lines: ShardLines | None
+    (`lines`, two buffers). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    lines: NumberedLines | None
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
     """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
     stats: Statistics
@@ -231,7 +215,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's, which a C walk does not tell
         dataplane.walks_stop_at_new_flows(decided=False)
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
-    written = ShardLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
+    written = NumberedLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
         wanted.report or wanted.frames or logs is not None) else None
     pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
         len(paths) == 1 else None

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import weakref
+from array import array
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from dataplane.conntrack import LATEST_TIME, FlowRecord, FlowTable, PureFlowReco
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
 from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, RecentTable, Verdict
-from dataplane.replay import Capture, Outputs, PcapWriter, replay
+from dataplane.replay import Capture, NumberedLines, Outputs, PcapWriter, replay
 from dataplane.rules import Direction
 
 from test_pipeline_fast_path import HOSTS, SCENARIO, frame
@@ -259,18 +260,27 @@ def two_acks(tmp_path: Path, times: tuple[float, float]) -> str:
     return path
 
 
-def test_verdict_lines_kept_in_something_else_than_a_list_are_refused(tmp_path) -> None:
+@pytest.mark.parametrize("lines", ["lines", [], (bytearray(),), (bytearray(), b""), (b"", bytearray())], ids=repr)
+def test_verdict_lines_kept_in_something_else_than_two_bytearrays_are_refused(lines, tmp_path) -> None:
     path = two_acks(tmp_path, (0.2, 0.3))
     dp = busy_dataplane()
     capture = Capture(path)
     next(capture.frames())  # the headers read: the walk goes on from the second record
     with pytest.raises(TypeError):
-        capture.walk(dp.pass_records, 1.0, 10, None, False, "lines", 0)
+        capture.walk(dp.pass_records, 1.0, 10, None, False, lines, 0)
+
+
+def test_the_walk_appends_each_verdict_line_and_its_index(tmp_path) -> None:
+    path = two_acks(tmp_path, (0.2, 0.3))
+    dp = busy_dataplane()
+    capture = Capture(path)
+    next(capture.frames())
     with pytest.raises(TypeError):
         dp._fast.verdict_lines("not callable")
-    lines: list[tuple[int, str]] = []
+    lines = NumberedLines(bytearray(), bytearray())
     assert capture.walk(dp.pass_records, 1.0, 10, None, False, lines, 7)[0] == 1
-    assert lines[0][0] == 7 and lines[0][1].startswith('{"index": 7, "ts": 0.3, "flow": "tcp ')
+    assert array("q", lines.indexes).tolist() == [7]
+    assert lines.text.startswith(b'{"index": 7, "ts": 0.3, "flow": "tcp ') and lines.text.count(b"\n") == 1
 
 
 def test_whatifs_walk_refuses_what_it_cannot_use(tmp_path) -> None:
