@@ -323,9 +323,15 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
             continue  # a full batch, or a walk stopped after a new flow: take again
         if walked:
             frame = next(frames, None)
+            if frame is OTHERS:
+                continue
         if frame is None:
             return
         yield frame
+
+
+OTHERS = Frame(math.nan, 0, b"", 0)
+"""What a sharded reader of frames answers with another shard's frame, when a walk goes on after it."""
 
 
 def count_hits(hits: dict[tuple[str, str], int], verdicts: Iterable[Verdict]) -> None:

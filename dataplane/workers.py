@@ -28,7 +28,7 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics
-from .replay import (Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all, _fill_summary,
+from .replay import (OTHERS, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _pcap_writer, _write_frame, _write_summary, count_hits, freeze_collector,
                      left_to_python, merged, never_applied, verdict_writer)
 from .report import Traffic, require_extra
@@ -152,7 +152,10 @@ class ShardFrames:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
 
-    def of(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+    def of(self, frames: Iterator[Frame], walked: bool = False) -> Iterator[Frame]:
+        """`walked`: a C walk takes the records between the frames asked for, so another shard's frame is
+        answered with `OTHERS` and the walk goes on after it, rather than with this shard's next frame, which
+        may be far ahead: Python would read every frame up to it."""
         pass_time, shard, index, logs = self._dataplane.pass_time, self._shard, self._index, self._logs
         due = self._next_update() if self.first_ts is not None else math.inf
         """When the next update is due: `of` may go on over the capture batch by batch."""
@@ -173,8 +176,11 @@ class ShardFrames:
                 if logs is not None:
                     logs.at(i, (2,))
                 yield frame
-            elif logs is not None:
+                continue
+            if logs is not None:
                 logs.tick(ts)
+            if walked:
+                yield OTHERS
 
     def _next_update(self) -> float:
         return self.first_ts + self._pending[0].at if self._pending else math.inf
@@ -233,7 +239,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             """Frames through `own` have its updates applied: only a walk, which bypasses it, stops before one."""
             due = own.until() if pass_records is not None else math.inf
             return min(due, logs.next_minute()) if logs is not None else due
-        for frame in left_to_python(own.of(merged(captures)), captures[0], pass_records, pass_frames, hits, until,
+        for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
+                                    pass_frames, hits, until,
                                     took, shard_filter, lines=written, index=lambda: own.count):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)

@@ -371,6 +371,31 @@ def test_merging_workers_lines_refuses_what_is_not_two_lists_of_buffers() -> Non
         merge_lines(["a\n"], [array("q", [0]).tobytes()], 1)
 
 
+@needs_c
+def test_a_worker_walks_past_a_run_of_another_shards_frames_in_c(tmp_path, monkeypatch) -> None:
+    import dataplane.workers
+
+    """Shard 0's one connection, then a minute of shard 1's: each sweep stops shard 0's walk at one of
+    shard 1's frames, and the walk goes on after it instead of Python reading every frame up to the end."""
+    shards = Shards.of(load_scenario(SCENARIO), 2)
+    clients = [f"198.51.100.{i}" for i in range(1, 40)]
+    ours = next(c for c in clients if FrameShards(shards)(bytes(ether() / IP(src=c, dst=WEB1) / TCP()), 1) == 0)
+    theirs = next(c for c in clients if FrameShards(shards)(bytes(ether() / IP(src=c, dst=WEB1) / TCP()), 1) == 1)
+    frames = [ether() / IP(src=ours, dst=WEB1) / TCP(sport=40000, dport=80, flags="S")]
+    frames += [ether() / IP(src=theirs, dst=WEB1) / TCP(sport=40001, dport=80, flags="S" if i == 0 else "A")
+               for i in range(600)]
+    for i, frame in enumerate(frames):
+        frame.time = T0 + i * 0.1
+    capture = tmp_path / "runs.pcap"
+    wrpcap(str(capture), frames)
+    looked_at = []
+    shard_of_frame = FrameShards.__call__
+    monkeypatch.setattr(FrameShards, "__call__", lambda self, *a: looked_at.append(a) or shard_of_frame(self, *a))
+    monkeypatch.setattr(dataplane.workers, "local_runner", lambda count: lambda function, calls: [function(*calls[0])])
+    replay(load_scenario(SCENARIO), [str(capture)], workers=2)
+    assert len(looked_at) < 100
+
+
 def test_a_sharded_replay_leaves_nothing_frozen_for_the_garbage_collector() -> None:
     """The first shard runs in the client process: what it freezes for its run thaws after it."""
     assert gc.get_freeze_count() == 0
