@@ -53,9 +53,9 @@ def test_the_machines_ceiling_for_two_processes(benchmark):
     FIGURES[CEILING] = f"{2 * _median_ratio(times):.2f}"
 
 
-def _replay_run(scenario: Path, capture: Path, workers: int) -> None:
+def _replay_run(scenario: Path, capture: Path, workers: int, *outputs: str) -> None:
     subprocess.run([sys.executable, "-m", "dataplane.cli", "replay", str(scenario), str(capture),
-                    "--workers", str(workers)], check=True, capture_output=True)
+                    "--workers", str(workers), *outputs], check=True, capture_output=True)
 
 
 def test_replay_churn_by_one_and_two_workers(benchmark, scenario, churn):
@@ -67,6 +67,15 @@ def test_replay_churn_by_one_and_two_workers(benchmark, scenario, churn):
     FIGURES["replay --workers 2 / --workers 1, churn"] = f"{speedup:.2f} (target >= 1.6; median of runs side by side)"
     if CEILING in FIGURES:
         FIGURES["replay --workers 2 / --workers 1 / the ceiling"] = f"{speedup / float(FIGURES[CEILING]):.2f}"
+
+
+def test_replay_churn_writing_verdict_lines_by_one_and_two_workers(benchmark, scenario, churn, tmp_path):
+    """Every packet's line (1.6 M lines, 368 MB): the workers write theirs in C and the client merges them."""
+    capture, count = churn
+    times = _alternately(benchmark, lambda workers: _replay_run(scenario, capture, workers, "--verdicts",
+                                                                str(tmp_path / f"v{workers}.jsonl")), rounds=2)
+    assert (tmp_path / "v1.jsonl").read_bytes() == (tmp_path / "v2.jsonl").read_bytes()
+    FIGURES["replay --verdicts, --workers 2 / --workers 1, churn"] = f"{_median_ratio(times):.2f} (target none set)"
 
 
 CEILING = "parallel ceiling: 2 CPU-bound processes / 1"
