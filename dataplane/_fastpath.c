@@ -2724,27 +2724,75 @@ put_endpoint(char *out, unsigned long address, unsigned port)
     return put_number(out, port);
 }
 
+/* repr(ts) for a capture's time in whole microseconds (pcap's, most of pcapng's), from 1 s to 2**31 s,
+   without the digit search of PyOS_double_to_string (a fifth of writing verdict lines): the seconds,
+   '.', the microseconds without trailing zeros, when ts is the double nearest that decimal (checked
+   exactly); else NULL. Two strings of at most six decimals are 1e-6 apart, over four times the spacing
+   of doubles there, so no other such string, and no shorter one, reads back as ts. */
+static char *
+put_time(char *out, double ts)
+{
+#ifdef __SIZEOF_INT128__
+    if (!(ts >= 1.0 && ts < 2147483648.0))
+        return NULL;
+    int exponent;
+    uint64_t m = (uint64_t)ldexp(frexp(ts, &exponent), 53);  /* ts = m * 2**-shift, exactly */
+    int shift = 53 - exponent;
+    if (m == (uint64_t)1 << 52)  /* a power of two: the spacing below it is half that above */
+        return NULL;
+    double whole = floor(ts);
+    unsigned long long seconds = (unsigned long long)whole, micros = (unsigned long long)llround((ts - whole) * 1e6);
+    unsigned __int128 decimal = ((unsigned __int128)(seconds * 1000000 + micros)) << shift;
+    unsigned __int128 exact = (unsigned __int128)m * 1000000;
+    if ((decimal > exact ? decimal - exact : exact - decimal) >= 500000)  /* not within half a spacing */
+        return NULL;
+    if (micros == 1000000) {
+        seconds += 1;
+        micros = 0;
+    }
+    out = put_number(out, seconds);
+    *out++ = '.';
+    int digits = 6;
+    while (digits > 1 && micros % 10 == 0) {
+        micros /= 10;
+        digits -= 1;
+    }
+    for (int i = digits - 1; i >= 0; i--, micros /= 10)
+        out[i] = (char)('0' + micros % 10);
+    return out + digits;
+#else
+    (void)out;
+    (void)ts;
+    return NULL;
+#endif
+}
+
 /* {"index": I, "ts": T, "flow": "tcp A:P > B:Q", then the tail: Verdict.json_line's line, appended to
    `lines` with its index. 0, or -1 on error. */
 static int
 append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObject *tail)
 {
-    char *when = PyOS_double_to_string(ts, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (when == NULL)
-        return -1;
     char head[192], *out = head;
-    size_t n = strlen(when);
-    if (n > 64) {
-        PyMem_Free(when);
-        PyErr_SetString(PyExc_ValueError, "a timestamp too long to write");
-        return -1;
-    }
     memcpy(out, "{\"index\": ", 10);
     out = put_number(out + 10, (unsigned long long)index);
     memcpy(out, ", \"ts\": ", 8);
-    memcpy(out += 8, when, n);
-    out += n;
-    PyMem_Free(when);
+    char *after = put_time(out + 8, ts);
+    if (after != NULL)
+        out = after;
+    else {
+        char *when = PyOS_double_to_string(ts, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (when == NULL)
+            return -1;
+        size_t n = strlen(when);
+        if (n > 64) {
+            PyMem_Free(when);
+            PyErr_SetString(PyExc_ValueError, "a timestamp too long to write");
+            return -1;
+        }
+        memcpy(out += 8, when, n);
+        out += n;
+        PyMem_Free(when);
+    }
     memcpy(out, c->proto == 6 ? ", \"flow\": \"tcp " : ", \"flow\": \"udp ", 15);
     out = put_endpoint(out + 15, c->src, c->sport);
     memcpy(out, " > ", 3);

@@ -446,9 +446,11 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
             _write_flow_logs(flowlogs, results)
         verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
         if lines is not None and first.lines is not None:
+            left = sum(len(r.lines.indexes) // 8 for r in results)
             for block in merge_lines([r.lines.text for r in results], [r.lines.indexes for r in results],
                                      lines.BATCH):
-                lines.write_block(block)
+                lines.write_block(block, min(lines.BATCH, left))
+                left -= lines.BATCH
         elif lines is not None:
             for v in verdicts:
                 lines.write_line(v[1])

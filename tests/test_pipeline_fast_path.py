@@ -446,6 +446,53 @@ def test_a_rule_added_to_the_nsg_object_decides_the_next_new_flow_the_c_path_dec
     assert hits == {("nsg-front", "AllowHttp"): 2, ("nsg-web", "AllowHttpNic"): 1, ("nsg-web", "DenyHttp"): 1}
 
 
+def _raw_pcap_of(timed: list[tuple[int, int, bytes]]) -> bytes:
+    """Records with their seconds and microseconds as given."""
+    records = b"".join(struct.pack("<IIII", sec, usec, len(f), len(f)) + f for sec, usec, f in timed)
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + records
+
+
+@needs_c
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 999_999)),
+                          st.tuples(st.sampled_from([0, 1, 2, 2**30, 2**31 - 1, 2**31, 1_700_000_000]),
+                                    st.sampled_from([0, 1, 5, 500_000, 999_999]))),
+                min_size=1, max_size=30))
+def test_the_c_walk_writes_each_time_as_python_does(tmp_path_factory, times) -> None:
+    """A verdict line's time is repr(ts), which the C walk writes without Python's digit search for whole
+    microseconds from 1 s to 2**31 s: times in and out of that range, one connection's packets."""
+    times = sorted(times)
+    syn, ack = (frame(Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, flags, -1, -1, 0, 0, 0, 0, False, False, (), None), 0)
+                for flags in (0x02, 0x10))
+    folder = tmp_path_factory.mktemp("times")
+    capture = folder / "times.pcap"
+    capture.write_bytes(_raw_pcap_of([(sec, usec, syn if i == 0 else ack) for i, (sec, usec) in enumerate(times)]))
+    alone, with_denied = _verdict_files(SCENARIO, capture, folder)
+    assert alone == with_denied
+
+
+@needs_c
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.builds(lambda second, ns: second * 10**9 + ns, st.sampled_from([0, 1, 1000, 2**30, 1_700_000_000, 2**31]),
+                          st.integers(0, 10**9 - 1)), min_size=1, max_size=30))
+def test_the_c_walk_writes_times_in_nanoseconds_as_python_does(tmp_path_factory, times) -> None:
+    """pcapng with nanosecond times (if_tsresol 9): many are no whole microsecond, and go through Python's repr."""
+    syn, ack = (frame(Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, flags, -1, -1, 0, 0, 0, 0, False, False, (), None), 0)
+                for flags in (0x02, 0x10))
+    blocks = [struct.pack("<IIIHHQI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, 0xFFFFFFFFFFFFFFFF, 28),
+              struct.pack("<IIHHIHHBxxxHHI", 1, 32, 1, 0, 65535, 9, 1, 9, 0, 0, 32)]
+    for i, ns in enumerate(sorted(times)):
+        f = syn if i == 0 else ack
+        padded = f + bytes(-len(f) % 4)
+        blocks.append(struct.pack("<IIIIIII", 6, 32 + len(padded), 0, ns >> 32, ns & 0xFFFFFFFF, len(f), len(f))
+                      + padded + struct.pack("<I", 32 + len(padded)))
+    folder = tmp_path_factory.mktemp("nanoseconds")
+    capture = folder / "times.pcapng"
+    capture.write_bytes(b"".join(blocks))
+    alone, with_denied = _verdict_files(SCENARIO, capture, folder)
+    assert alone == with_denied
+
+
 def _verdict_files(scenario: dict | Path, capture: Path, folder: Path) -> tuple[bytes, bytes]:
     """The verdict lines of a replay writing them alone (the C walk writes those of the packets it passes)
     and of one also writing the denied packets (every verdict from `Dataplane.process`, in Python)."""
