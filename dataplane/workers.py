@@ -11,13 +11,13 @@ process's.
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import pickle
 import signal
 import tempfile
 import threading
-import heapq
 from array import array
 from collections import Counter
 from dataclasses import fields
@@ -240,8 +240,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             due = own.until() if pass_records is not None else math.inf
             return min(due, logs.next_minute()) if logs is not None else due
         for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
-                                    pass_frames, hits, until,
-                                    took, shard_filter, lines=written, index=lambda: own.count):
+                                    pass_frames, hits, until, took, shard_filter, lines=written,
+                                    index=lambda: own.count):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
@@ -272,8 +272,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    return ShardResult(verdicts, written, logs.minutes if logs is not None else [],
-                       dataplane.stats, hits, unsupported,
+    return ShardResult(verdicts, written, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported,
                        own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
