@@ -589,7 +589,145 @@ error:
     return NULL;
 }
 
+/* -- tuple_texts: a closed minute's tuples as flow logs write them ---------------------------- */
+
+static char *
+put_digits(char *out, unsigned long long v)
+{
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *out++ = digits[--n];
+    return out;
+}
+
+static char *
+put_signed(char *out, long long v)
+{
+    if (v < 0) {
+        *out++ = '-';
+        return put_digits(out, 0ULL - (unsigned long long)v);
+    }
+    return put_digits(out, (unsigned long long)v);
+}
+
+/* A long long from a Python int, or 0 with *bad set (not an int, or too large). */
+static long long
+integer_of(PyObject *value, int *bad)
+{
+    if (!PyLong_CheckExact(value)) {
+        *bad = 1;
+        return 0;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        *bad = 1;
+    }
+    return v;
+}
+
+/* The text of one flowlog._Tuple (ts, nsg, rule, nic, proto, version, src, sport, dst, dport, direction,
+   state, counters), as flowlog.nsg_tuple or vnet_tuple writes it, or NULL without an exception for one
+   this does not write (IPv6, a one-letter field that is not, a number beyond 64 bits): Python does. */
+static PyObject *
+tuple_text(PyObject *t, int vnet)
+{
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 13 || !PyFloat_CheckExact(PyTuple_GET_ITEM(t, 0)))
+        return NULL;
+    int bad = 0;
+    double ts = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(t, 0));
+    long long proto = integer_of(PyTuple_GET_ITEM(t, 4), &bad), version = integer_of(PyTuple_GET_ITEM(t, 5), &bad);
+    long long src = integer_of(PyTuple_GET_ITEM(t, 6), &bad), sport = integer_of(PyTuple_GET_ITEM(t, 7), &bad);
+    long long dst = integer_of(PyTuple_GET_ITEM(t, 8), &bad), dport = integer_of(PyTuple_GET_ITEM(t, 9), &bad);
+    PyObject *direction = PyTuple_GET_ITEM(t, 10), *state = PyTuple_GET_ITEM(t, 11), *counters = PyTuple_GET_ITEM(t, 12);
+    double when = vnet ? ts * 1000.0 : ts;
+    if (bad || version != 4 || src < 0 || src > 0xFFFFFFFFLL || dst < 0 || dst > 0xFFFFFFFFLL ||
+            !(when >= 0.0 && when < 9.2e18) || (!vnet && proto != 6 && proto != 17) ||
+            !PyUnicode_CheckExact(direction) || PyUnicode_GET_LENGTH(direction) != 1 || !PyUnicode_IS_ASCII(direction) ||
+            !PyUnicode_CheckExact(state) || PyUnicode_GET_LENGTH(state) != 1 || !PyUnicode_IS_ASCII(state) ||
+            (counters != Py_None && (!PyTuple_CheckExact(counters) || PyTuple_GET_SIZE(counters) != 4)))
+        return NULL;
+    long long count[4] = {0, 0, 0, 0};
+    for (int i = 0; counters != Py_None && i < 4; i++)
+        count[i] = integer_of(PyTuple_GET_ITEM(counters, i), &bad);
+    if (bad)
+        return NULL;
+    char text[256], *out = put_digits(text, (unsigned long long)when);
+    long long ends[2] = {src, dst};
+    for (int i = 0; i < 2; i++) {
+        *out++ = ',';
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            out = put_digits(out, (unsigned long long)(ends[i] >> shift & 255));
+            if (shift)
+                *out++ = '.';
+        }
+    }
+    int ported = proto == 6 || proto == 17;
+    *out++ = ',';
+    out = put_signed(out, ported ? sport : 0);
+    *out++ = ',';
+    out = put_signed(out, ported ? dport : 0);
+    *out++ = ',';
+    char s = (char)PyUnicode_1BYTE_DATA(state)[0];
+    if (vnet)
+        out = put_signed(out, proto);
+    else
+        *out++ = proto == 6 ? 'T' : 'U';
+    *out++ = ',';
+    *out++ = (char)PyUnicode_1BYTE_DATA(direction)[0];
+    *out++ = ',';
+    if (vnet) {
+        *out++ = s;
+        memcpy(out, ",NX", 3);
+        out += 3;
+    } else {
+        *out++ = s == 'D' ? 'D' : 'A';
+        *out++ = ',';
+        *out++ = s == 'D' ? 'B' : s;
+    }
+    for (int i = 0; i < 4; i++) {
+        *out++ = ',';
+        if (counters != Py_None || vnet)
+            out = put_signed(out, count[i]);
+    }
+    return PyUnicode_FromStringAndSize(text, out - text);
+}
+
+/* tuple_texts(tuples, vnet): the text of each tuple, or None where Python must write it. */
+static PyObject *
+tuple_texts(PyObject *self, PyObject *args)
+{
+    PyObject *tuples;
+    int vnet;
+    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &tuples, &vnet))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(tuples);
+    PyObject *texts = PyList_New(n);
+    if (texts == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *text = tuple_text(PyList_GET_ITEM(tuples, i), vnet);
+        if (text == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(texts);
+                return NULL;
+            }
+            text = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(texts, i, text);
+    }
+    return texts;
+}
+
 static PyMethodDef methods[] = {
+    {"tuple_texts", tuple_texts, METH_VARARGS,
+     "tuple_texts(tuples, vnet) -> the text of each flow-log tuple (None: Python writes it)"},
     {"batch", batch, METH_VARARGS,
      "batch(groups, v4, addresses, opened, denied, flow_type, idle) -> (ended flows, last time) or None"},
     {"expired", expired, METH_VARARGS, "expired(denied, ts, idle, flow_type) -> the denied flows idle too long"},

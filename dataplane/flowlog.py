@@ -29,6 +29,11 @@ from .pipeline import Verdict
 from .flows import address_text
 from .rules import DEFAULT_RULE_NAMES
 
+try:
+    from ._flowlogs import tuple_texts
+except ImportError:  # installed without a C compiler
+    tuple_texts = None
+
 PROTOCOL_LETTERS = {6: "T", 17: "U"}
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "DATAPLANE"
@@ -241,12 +246,20 @@ def vnet_tuple(t: _Tuple) -> str:
     return f"{int(t.ts * 1000)},{src},{dst},{ports[0]},{ports[1]},{t.proto},{t.direction},{t.state},NX,{counters}"
 
 
+def _texts(tuples: list[_Tuple], vnet: bool) -> list[str]:
+    """Each tuple's text: in C where it can (IPv4), else by `vnet_tuple` or `nsg_tuple` (a fifth of the
+    time flow logs took; the tests check the two agree)."""
+    texts = tuple_texts(tuples, vnet) if tuple_texts is not None else [None] * len(tuples)
+    write = vnet_tuple if vnet else nsg_tuple
+    return [text if text is not None else write(t) for t, text in zip(tuples, texts)]
+
+
 def _nsg_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
     """One record per NSG and MAC, as Azure stores them (one blob per MAC)."""
     by_nsg: dict[tuple[str, str], dict[str, list[str]]] = {}
-    for t in tuples:
-        if t.proto in PROTOCOL_LETTERS:
-            by_nsg.setdefault((t.nsg, mac_of(t.nic)), {}).setdefault(t.rule, []).append(nsg_tuple(t))
+    logged = [t for t in tuples if t.proto in PROTOCOL_LETTERS]
+    for t, text in zip(logged, _texts(logged, False)):
+        by_nsg.setdefault((t.nsg, mac_of(t.nic)), {}).setdefault(t.rule, []).append(text)
     return [{
         "time": iso(minute), "systemId": guid_of(nsg), "macAddress": mac,
         "category": "NetworkSecurityGroupFlowEvent", "resourceId": nsg_resource_id(nsg),
@@ -258,8 +271,8 @@ def _nsg_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
 
 def _vnet_records(minute: float, tuples: list[_Tuple]) -> list[dict[str, Any]]:
     by_nic: dict[str, dict[str, dict[str, list[str]]]] = {}
-    for t in tuples:
-        by_nic.setdefault(t.nic, {}).setdefault(t.nsg, {}).setdefault(t.rule, []).append(vnet_tuple(t))
+    for t, text in zip(tuples, _texts(tuples, True)):
+        by_nic.setdefault(t.nic, {}).setdefault(t.nsg, {}).setdefault(t.rule, []).append(text)
     return [{
         "time": iso(minute), "flowLogVersion": 4, "flowLogGUID": guid_of("flowlog/" + nic),
         "macAddress": mac_of(nic), "category": "FlowLogFlowEvent",

@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.utils import wrpcap
 
@@ -312,3 +314,31 @@ def test_an_icmpv6_error_counts_in_the_flow_it_quotes(tmp_path: Path) -> None:
     vnet = json.loads((tmp_path / "vnet.json").read_text())
     end = next(f for _, f in vnet_tuples(vnet) if f[5] == "17" and f[7] == "E")
     assert end[9:13] == ["1", str(len(request)), "1", str(len(error))]
+
+
+# Tuples as a minute closes them: IPv4 and IPv6, TCP, UDP, ICMP and others, every state, with or without
+# counters, counters past 64 bits, times from 0 to far beyond 2**63 milliseconds.
+flow_tuples = st.builds(
+    flowlog._Tuple, st.one_of(st.floats(0, 1e17, allow_nan=False), st.sampled_from([1_700_000_000.0, 0.0, 59.999])),
+    st.just("nsg-web"), st.just("AllowWeb"), st.just("web"), st.sampled_from([6, 17, 1, 58, 50]),
+    st.sampled_from([4, 4, 6]), st.integers(0, 2**32 - 1), st.integers(0, 65535), st.integers(0, 2**32 - 1),
+    st.integers(0, 65535), st.sampled_from(["I", "O"]), st.sampled_from(["B", "C", "E", "D"]),
+    st.one_of(st.none(), st.tuples(*[st.integers(0, 2**70)] * 4)))
+
+
+@pytest.mark.skipif(flowlog.tuple_texts is None, reason="the C extension was not built (no compiler at install)")
+@given(st.lists(flow_tuples, max_size=20))
+def test_flow_log_tuples_written_in_c_are_those_python_writes(tuples) -> None:
+    nsg = [t for t in tuples if t.proto in flowlog.PROTOCOL_LETTERS]
+    assert [text or flowlog.nsg_tuple(t) for t, text in zip(nsg, flowlog.tuple_texts(nsg, False))] == \
+        [flowlog.nsg_tuple(t) for t in nsg]
+    assert [text or flowlog.vnet_tuple(t) for t, text in zip(tuples, flowlog.tuple_texts(tuples, True))] == \
+        [flowlog.vnet_tuple(t) for t in tuples]
+
+
+@pytest.mark.skipif(flowlog.tuple_texts is None, reason="the C extension was not built (no compiler at install)")
+def test_flow_log_tuples_of_ipv4_are_written_in_c() -> None:
+    t = flowlog._Tuple(1_700_000_000.5, "nsg", "rule", "nic", 6, 4, 0x0A000004, 443, 0xCB007107, 50123, "I", "E",
+                       (1, 2, 3, 4))
+    assert flowlog.tuple_texts([t], False) == ["1700000000,10.0.0.4,203.0.113.7,443,50123,T,I,A,E,1,2,3,4"]
+    assert flowlog.tuple_texts([t], True) == ["1700000000500,10.0.0.4,203.0.113.7,443,50123,6,I,E,NX,1,2,3,4"]
