@@ -1187,6 +1187,8 @@ typedef struct {
     int new_flows;         /* what pass_records does at a new flow's first packet: WALK_ON, or STOP_BEFORE it (its
                               caller processes it), or STOP_AFTER_DENY: decide it, and stop when it is denied (its
                               verdict the last of the walk's) */
+    Py_ssize_t walk_taken; /* while pass_records decides a new flow, the records its walk took before it, else -1:
+                              a listener told of the flow learns its packet's place (workers' flow logs) */
 } FastPath;
 
 enum { WALK_ON, STOP_BEFORE, STOP_AFTER_DENY };
@@ -1284,6 +1286,7 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
     Py_INCREF(recent); Py_XSETREF(self->recent, (RecentTable *)recent);  /* last: set, it says every field is */
     self->packets = self->allowed = self->denied = self->created = 0;
     self->next_sweep = -Py_HUGE_VAL;
+    self->walk_taken = -1;
     return 0;
 }
 
@@ -2996,7 +2999,9 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             /* the first packet of a new flow the Python path would send straight to a decision, as in process;
                with lines, its Verdict writes its own (Verdict.json_line) */
             PyObject *when = PyFloat_FromDouble(ts);
+            self->walk_taken = passed;
             PyObject *verdict = when != NULL ? hand_off(self, &c, ts, when, runs) : NULL;
+            self->walk_taken = -1;
             Py_XDECREF(when);
             if (verdict == NULL) {
                 error = PyErr_Occurred() != NULL;
@@ -3482,6 +3487,7 @@ static PyMemberDef FastPath_members[] = {
     {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
     {"denied", T_LONGLONG, offsetof(FastPath, denied), 0, NULL},
     {"created", T_LONGLONG, offsetof(FastPath, created), 0, NULL},
+    {"walk_taken", T_PYSSIZET, offsetof(FastPath, walk_taken), READONLY, NULL},
     {NULL},
 };
 

@@ -186,6 +186,11 @@ class Dataplane:
             self._fast.new_flows = STOP_AFTER_DENY if decided else STOP_BEFORE
 
     @property
+    def walk_taken(self) -> int:
+        """While a walk decides a new flow in C, the records it took before that flow's packet, else -1."""
+        return self._fast.walk_taken if self._fast is not None else -1
+
+    @property
     def stats(self) -> Statistics:
         """The counters, with the packets the C fast path decided folded in."""
         fast = self._fast

@@ -294,6 +294,7 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
+        told: list = []
         if pass_records is not None and capture is not None:
             runs = False
             if lines is not None and index is not None:
@@ -307,8 +308,7 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
             if decided:
                 (count_hit_runs if runs else count_hits)(hits, decided[0])
                 if heard is not None and decided[0]:
-                    for verdict in decided[0]:
-                        heard(verdict)
+                    told = decided[0]  # heard once `took` has counted them
                     again = True  # the walk may have stopped after a flow it denied (`walks_stop_at_new_flows`)
         elif pass_frames is not None:
             passed, last, frame = pass_frames(frames, until(), PASS_BATCH)
@@ -317,6 +317,8 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
             passed, last, frame, walked, again = 0, None, next(frames, None), False, False
         if passed:
             took(passed, last, walked)
+        for verdict in told:
+            heard(verdict)  # type: ignore[misc]
         if isinstance(frame, BaseException):
             raise frame
         if again or (passed == PASS_BATCH and frame is None):

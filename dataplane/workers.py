@@ -27,7 +27,7 @@ from .addresses import ip_key
 from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
-from .pipeline import Dataplane, Statistics
+from .pipeline import Dataplane, Statistics, Verdict
 from .replay import (OTHERS, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all, _fill_summary,
                      _flow_logs, _pcap_writer, _write_frame, _write_summary, count_hits, freeze_collector,
                      left_to_python, merged, never_applied, verdict_writer)
@@ -107,11 +107,29 @@ class ShardFlowLogs(FlowLogs):
         self._index = 0
         self._phase: tuple = ()
         self._seq = 0
+        self.walk_position: Callable[[], int] = lambda: -1
+        """The index of the packet whose new flow a C walk is deciding, else -1 (`Dataplane.walk_taken`)."""
 
     def at(self, index: int, phase: tuple) -> None:
         """Where the replay is: phase (0, n) the n-th NSG update, (1,) the sweep of expired flows,
         (2,) the packet itself, (3,) the end of the capture."""
         self._index, self._phase, self._seq = index, phase, 0
+
+    def _at_packet(self, index: int) -> None:
+        if index != self._index or self._phase != (2,):
+            self.at(index, (2,))
+
+    def flow_started(self, nic: str, record: FlowRecord, ts: float) -> None:
+        at = self.walk_position()
+        if at >= 0:  # a flow a C walk made: its begin's place is its packet's
+            self._at_packet(at)
+        super().flow_started(nic, record, ts)
+
+    def decided(self, index: int, verdict: Verdict) -> None:
+        """A new flow's verdict from a C walk, heard after it: a walk stops right after a flow it denies,
+        so a deny (the tuple this makes) is the packet at `index`, the walk's last."""
+        self._at_packet(index)
+        self.verdict(verdict)
 
     def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> tuple:
         if t.state == "C":
@@ -218,8 +236,9 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     captures: list[Capture] = []
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     pass_frames = dataplane.pass_frames if not wanted.verdicts else None
-    if logs is not None and pass_frames is not None:  # a tuple's place is its packet's, which a C walk does not tell
-        dataplane.walks_stop_at_new_flows(decided=False)
+    if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
+        dataplane.walks_stop_at_new_flows(decided=True)
+        logs.walk_position = lambda: own.count + taken if (taken := dataplane.walk_taken) >= 0 else -1
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
     written = NumberedLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
         wanted.report or wanted.frames or logs is not None) else None
@@ -239,9 +258,10 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             """Frames through `own` have its updates applied: only a walk, which bypasses it, stops before one."""
             due = own.until() if pass_records is not None else math.inf
             return min(due, logs.next_minute()) if logs is not None else due
+        heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
         for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
                                     pass_frames, hits, until, took, shard_filter, lines=written,
-                                    index=lambda: own.count):
+                                    index=lambda: own.count, heard=heard):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":

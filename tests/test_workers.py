@@ -396,6 +396,22 @@ def test_a_worker_walks_past_a_run_of_another_shards_frames_in_c(tmp_path, monke
     assert len(looked_at) < 100
 
 
+@needs_c
+def test_workers_writing_flow_logs_decide_new_flows_in_c(monkeypatch, tmp_path) -> None:
+    """A port scan: each SYN a new flow, decided in the C walk, which tells the flow log its packet's place."""
+    import dataplane.workers
+    from dataplane.pipeline import Dataplane
+    from dataplane.replay import Capture, Outputs
+
+    processed = []
+    process = Dataplane.process
+    monkeypatch.setattr(Dataplane, "process", lambda self, *args: processed.append(args) or process(self, *args))
+    monkeypatch.setattr(dataplane.workers, "local_runner", lambda count: lambda function, calls: [function(*c) for c in calls])
+    capture = DEMO / "scan.pcap"
+    replay(load_scenario(SCENARIO), [str(capture)], Outputs(flow_log=str(tmp_path / "flow-log.json")), workers=2)
+    assert len(processed) < len(list(Capture(str(capture)).frames())) / 3
+
+
 def test_a_sharded_replay_leaves_nothing_frozen_for_the_garbage_collector() -> None:
     """The first shard runs in the client process: what it freezes for its run thaws after it."""
     assert gc.get_freeze_count() == 0
