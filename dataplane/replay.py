@@ -278,6 +278,19 @@ def _nothing() -> None:
     pass
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No collection while a block makes many objects in no cycle (a worker's results read back, the
+    workers' flow-log tuples merged): full collections would walk them all again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 PASS_BATCH = 4096
 """Frames the C path may pass between two looks at the progress bar."""
 
