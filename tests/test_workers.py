@@ -325,9 +325,9 @@ def _big_result(size: int) -> bytes:
 
 
 # Workers' verdict lines: each worker's numbered lines, their indexes rising and never shared.
+line_texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=12)
 worker_lines = st.lists(st.sampled_from([0, 1, 2]), max_size=60).flatmap(
-    lambda owners: st.tuples(st.just(owners), st.lists(st.text(st.characters(blacklist_characters="\n"), max_size=12),
-                                                      min_size=len(owners), max_size=len(owners))))
+    lambda owners: st.tuples(st.just(owners), st.lists(line_texts, min_size=len(owners), max_size=len(owners))))
 
 
 def _shards_of(owners: list[int], texts: list[str], count: int) -> tuple[list[bytes], list[bytes]]:
