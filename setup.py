@@ -2,5 +2,7 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("dataplane._fastpath", ["dataplane/_fastpath.c"], optional=True),
-                   Extension("dataplane._flowlogs", ["dataplane/_flowlogs.c"], optional=True)])
+setup(ext_modules=[Extension("dataplane._fastpath", ["dataplane/_fastpath.c"], depends=["dataplane/_digits.h"],
+                             optional=True),
+                   Extension("dataplane._flowlogs", ["dataplane/_flowlogs.c"], depends=["dataplane/_digits.h"],
+                             optional=True)])

@@ -43,6 +43,8 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "_digits.h"
+
 typedef struct {
     PyObject_HEAD
     PyObject *key;
@@ -2701,20 +2703,6 @@ append_numbered(PyObject *lines, Py_ssize_t index, PyObject *line)
             append_bytes(PyTuple_GET_ITEM(lines, 0), "\n", 1) < 0)
         return -1;
     return append_index(lines, index);
-}
-
-static char *
-put_number(char *out, unsigned long long v)
-{
-    char digits[24];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *out++ = digits[--n];
-    return out;
 }
 
 static char *

@@ -17,6 +17,8 @@
 #include <Python.h>
 #include <limits.h>
 
+#include "_digits.h"
+
 typedef struct {
     double ts;
     PyObject *src, *dst; /* strong references to the addresses' integers */
@@ -592,27 +594,13 @@ error:
 /* -- tuple_texts: a closed minute's tuples as flow logs write them ---------------------------- */
 
 static char *
-put_digits(char *out, unsigned long long v)
-{
-    char digits[24];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *out++ = digits[--n];
-    return out;
-}
-
-static char *
 put_signed(char *out, long long v)
 {
     if (v < 0) {
         *out++ = '-';
-        return put_digits(out, 0ULL - (unsigned long long)v);
+        return put_number(out, 0ULL - (unsigned long long)v);
     }
-    return put_digits(out, (unsigned long long)v);
+    return put_number(out, (unsigned long long)v);
 }
 
 /* A long long from a Python int, or 0 with *bad set (not an int, or too large). */
@@ -658,12 +646,12 @@ tuple_text(PyObject *t, int vnet)
         count[i] = integer_of(PyTuple_GET_ITEM(counters, i), &bad);
     if (bad)
         return NULL;
-    char text[256], *out = put_digits(text, (unsigned long long)when);
+    char text[256], *out = put_number(text, (unsigned long long)when);
     long long ends[2] = {src, dst};
     for (int i = 0; i < 2; i++) {
         *out++ = ',';
         for (int shift = 24; shift >= 0; shift -= 8) {
-            out = put_digits(out, (unsigned long long)(ends[i] >> shift & 255));
+            out = put_number(out, (unsigned long long)(ends[i] >> shift & 255));
             if (shift)
                 *out++ = '.';
         }
