@@ -3496,6 +3496,18 @@ static PyTypeObject FastPathType = {
 
 /* -- merge_lines: the verdict lines of several workers in capture order ------------------------ */
 
+typedef struct {
+    Py_buffer text, indexes;
+    int viewed;                      /* how many of the two views are held */
+    const char *line, *end;          /* the next line, and the end of the text */
+    const int64_t *index, *last;     /* its index, and the end of the indexes */
+} WorkerLines;
+
+typedef struct {
+    const char *start;
+    Py_ssize_t length;
+} LineAt;
+
 /* merge_lines(texts, indexes, per_block): workers' verdict lines, each worker's in one buffer (lines ending
    in '\n') with the packet index of each line in another (native int64s, rising), merged in index order
    into bytes objects of `per_block` lines each: the client of a sharded replay writes them as they come. */
@@ -3514,73 +3526,66 @@ merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "per_block must be positive");
         return NULL;
     }
-    Py_ssize_t k = PyList_GET_SIZE(args[0]), total = 0, viewed = 0;
-    Py_buffer *views = PyMem_Calloc(2 * k + 1, sizeof(Py_buffer));
-    const char **text = PyMem_Calloc(k ? k : 1, sizeof(char *));
-    const char **text_end = PyMem_Calloc(k ? k : 1, sizeof(char *));
-    const int64_t **at = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
-    const int64_t **at_end = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
-    const char **starts = NULL;  /* where each line of a block is, and its length */
-    Py_ssize_t *lengths = NULL;
+    Py_ssize_t k = PyList_GET_SIZE(args[0]), total = 0;
+    WorkerLines *workers = PyMem_Calloc(k ? k : 1, sizeof(WorkerLines));
+    LineAt *lines = NULL;  /* a block's lines, in order */
     PyObject *out = NULL, *block = NULL;
     int ok = 0;
-    if (views == NULL || text == NULL || text_end == NULL || at == NULL || at_end == NULL) {
+    if (workers == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t i = 0; i < k; i++) {
-        Py_buffer *b = &views[2 * i], *n = &views[2 * i + 1];
-        if (PyObject_GetBuffer(PyList_GET_ITEM(args[0], i), b, PyBUF_SIMPLE) < 0)
+        WorkerLines *w = &workers[i];
+        if (PyObject_GetBuffer(PyList_GET_ITEM(args[0], i), &w->text, PyBUF_SIMPLE) < 0)
             goto done;
-        viewed += 1;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(args[1], i), n, PyBUF_SIMPLE) < 0)
+        w->viewed = 1;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(args[1], i), &w->indexes, PyBUF_SIMPLE) < 0)
             goto done;
-        viewed += 1;
-        if (n->len % 8 || ((uintptr_t)n->buf) % _Alignof(int64_t)) {
+        w->viewed = 2;
+        if (w->indexes.len % 8 || ((uintptr_t)w->indexes.buf) % _Alignof(int64_t)) {
             PyErr_SetString(PyExc_ValueError, "merge_lines: indexes must be aligned int64s");
             goto done;
         }
-        Py_ssize_t lines = n->len / 8, newlines = 0;
-        const char *p = b->buf, *e = p + b->len;
-        for (const char *q = p; (q = memchr(q, '\n', e - q)) != NULL; q++)
+        Py_ssize_t count = w->indexes.len / 8, newlines = 0;
+        w->line = w->text.buf;
+        w->end = w->line + w->text.len;
+        for (const char *q = w->line; (q = memchr(q, '\n', w->end - q)) != NULL; q++)
             newlines += 1;
-        if (newlines != lines || (b->len && e[-1] != '\n')) {
-            PyErr_Format(PyExc_ValueError, "merge_lines: worker %zd gave %zd lines for %zd indexes", i, newlines, lines);
+        if (newlines != count || (w->text.len && w->end[-1] != '\n')) {
+            PyErr_Format(PyExc_ValueError, "merge_lines: worker %zd gave %zd lines for %zd indexes", i, newlines, count);
             goto done;
         }
-        text[i] = p;
-        text_end[i] = e;
-        at[i] = n->buf;
-        at_end[i] = at[i] + lines;
-        total += lines;
+        w->index = w->indexes.buf;
+        w->last = w->index + count;
+        total += count;
     }
     if (per_block > total)
         per_block = total ? total : 1;
-    starts = PyMem_Malloc(per_block * sizeof(char *));
-    lengths = PyMem_Malloc(per_block * sizeof(Py_ssize_t));
-    out = starts != NULL && lengths != NULL ? PyList_New(0) : PyErr_NoMemory();
+    lines = PyMem_Malloc(per_block * sizeof(LineAt));
+    out = lines != NULL ? PyList_New(0) : PyErr_NoMemory();
     if (out == NULL)
         goto done;
     for (Py_ssize_t first = 0; first < total; first += per_block) {
         Py_ssize_t count = total - first < per_block ? total - first : per_block, size = 0;
         for (Py_ssize_t line = 0; line < count; line++) {  /* the block's lines in order, and its size */
-            Py_ssize_t next = -1;
+            WorkerLines *next = NULL;
             for (Py_ssize_t i = 0; i < k; i++)
-                if (at[i] < at_end[i] && (next < 0 || *at[i] < *at[next]))
-                    next = i;
-            starts[line] = text[next];
-            lengths[line] = (const char *)memchr(text[next], '\n', text_end[next] - text[next]) - text[next] + 1;
-            size += lengths[line];
-            text[next] += lengths[line];
-            at[next] += 1;
+                if (workers[i].index < workers[i].last && (next == NULL || *workers[i].index < *next->index))
+                    next = &workers[i];
+            lines[line].start = next->line;
+            lines[line].length = (const char *)memchr(next->line, '\n', next->end - next->line) - next->line + 1;
+            size += lines[line].length;
+            next->line += lines[line].length;
+            next->index += 1;
         }
         block = PyBytes_FromStringAndSize(NULL, size);
         if (block == NULL)
             goto done;
-        char *w = PyBytes_AS_STRING(block);
+        char *to = PyBytes_AS_STRING(block);
         for (Py_ssize_t line = 0; line < count; line++) {
-            memcpy(w, starts[line], lengths[line]);
-            w += lengths[line];
+            memcpy(to, lines[line].start, lines[line].length);
+            to += lines[line].length;
         }
         int failed = PyList_Append(out, block);
         Py_CLEAR(block);
@@ -3589,15 +3594,14 @@ merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     ok = 1;
 done:
-    PyMem_Free(text);
-    PyMem_Free(text_end);
-    PyMem_Free(at);
-    PyMem_Free(at_end);
-    PyMem_Free(starts);
-    PyMem_Free(lengths);
-    for (Py_ssize_t i = 0; i < viewed; i++)
-        PyBuffer_Release(&views[i]);
-    PyMem_Free(views);
+    for (Py_ssize_t i = 0; workers != NULL && i < k; i++) {
+        if (workers[i].viewed >= 1)
+            PyBuffer_Release(&workers[i].text);
+        if (workers[i].viewed == 2)
+            PyBuffer_Release(&workers[i].indexes);
+    }
+    PyMem_Free(workers);
+    PyMem_Free(lines);
     Py_XDECREF(block);
     if (!ok)
         Py_CLEAR(out);
