@@ -1191,6 +1191,8 @@ typedef struct {
                               verdict the last of the walk's) */
     Py_ssize_t walk_taken; /* while pass_records decides a new flow, the records its walk took before it, else -1:
                               a listener told of the flow learns its packet's place (workers' flow logs) */
+    int skip_only;         /* pass_records only skips other shards' records and stops at each of its own: its
+                              caller makes every one of its shard's packets' outputs (workers' per-packet outputs) */
 } FastPath;
 
 enum { WALK_ON, STOP_BEFORE, STOP_AFTER_DENY };
@@ -2881,7 +2883,8 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
    policy result returned instead: as (result, count) pairs, consecutive flows given the same result object
-   sharing one), and the first other record stops the walk where it starts. With
+   sharing one), and the first other record stops the walk where it starts (with `skip_only`, every record of
+   the walk's shard does). With
    `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken. */
 static PyObject *
@@ -2964,6 +2967,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
                 continue;
             }
         }
+        if (self->skip_only)
+            break;
         Common c;
         if (!parse_raw(b + data, caplen, &c))
             break;
@@ -3471,6 +3476,7 @@ static PyMethodDef FastPath_methods[] = {
 static PyMemberDef FastPath_members[] = {
     {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
     {"new_flows", T_INT, offsetof(FastPath, new_flows), 0, NULL},
+    {"skip_only", T_INT, offsetof(FastPath, skip_only), 0, NULL},
     {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
     {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
     {"denied", T_LONGLONG, offsetof(FastPath, denied), 0, NULL},

@@ -185,6 +185,12 @@ class Dataplane:
         if self._fast is not None:
             self._fast.new_flows = STOP_AFTER_DENY if decided else STOP_BEFORE
 
+    def walks_skip_only(self) -> None:
+        """Walks of a capture (`pass_records`, with a shard filter) take none of the shard's packets: they
+        only skip the other shards' records, for a caller that processes every packet of its own."""
+        if self._fast is not None:
+            self._fast.skip_only = 1
+
     @property
     def walk_taken(self) -> int:
         """While a walk decides a new flow in C, the records it took before that flow's packet, else -1."""

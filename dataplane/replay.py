@@ -299,16 +299,19 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: NumberedLines | None = None,
                    index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
-                   allowed: list[bytes] | None = None) -> Iterator[Frame]:
+                   allowed: list[bytes] | None = None, skip_only: bool = False) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
     verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
     `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
-    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
+    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded).
+    `skip_only`: the walks only skip other shards' records (`Dataplane.walks_skip_only`), so one is made
+    only once `frames` has given another shard's frame: never for the shard's own, where it would stop."""
+    reading = False
     while True:
         told: list = []
-        if pass_records is not None and capture is not None:
+        if pass_records is not None and capture is not None and not reading:
             runs = False
             if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
@@ -318,6 +321,7 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                 runs = heard is None
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, runs)
             frame, walked, again = None, True, False
+            reading = skip_only
             if decided:
                 (count_hit_runs if runs else count_hits)(hits, decided[0])
                 if heard is not None and decided[0]:
@@ -338,8 +342,9 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
             continue  # a full batch, or a walk stopped after a new flow: take again
         if walked:
             frame = next(frames, None)
-            if frame is OTHERS:
-                continue
+        if frame is OTHERS:
+            reading = False
+            continue
         if frame is None:
             return
         yield frame

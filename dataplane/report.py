@@ -61,11 +61,41 @@ class Traffic:
         self.counts: Counter[tuple[int, str, str, str]] = Counter()  # (minute, scope, unit, outcome)
         self.rule_packets: Counter[tuple[str, str]] = Counter()
         self.rule_access: dict[tuple[str, str], str] = {}
+        self.rule_access_at: dict[tuple[str, str], int] = {}
+        """The packet that last set each rule's access, when packets come with their places (`merged`)."""
         self.flows: list[FlowTotals] = []
         self._by_key: dict[tuple, FlowTotals] = {}
         self._seen: set[tuple[int, str, str, int]] = set()
 
-    def verdict(self, verdict: Verdict, wirelen: int) -> None:
+    def __getstate__(self) -> dict[str, Any]:
+        """A shard's collector travels as its totals: the lookups that place further packets stay behind."""
+        return {name: value for name, value in self.__dict__.items() if name not in ("_by_key", "_seen")}
+
+    @classmethod
+    def merged(cls, shards: Iterable[Traffic]) -> Traffic:
+        """The collectors of shards that keep each flow's packets together, each packet given with its place
+        in the capture (`at`), as one collector fed every packet in order: counts add up, flows are
+        numbered by their first packet, and a rule's access is the one its last packet saw."""
+        whole = cls()
+        shards = list(shards)
+        firsts = [shard.first_ts for shard in shards if shard.first_ts is not None]
+        lasts = [shard.last_ts for shard in shards if shard.last_ts is not None]
+        whole.first_ts, whole.last_ts = min(firsts, default=None), max(lasts, default=None)
+        for shard in shards:
+            whole.counts.update(shard.counts)
+            whole.rule_packets.update(shard.rule_packets)
+            for rule, access in shard.rule_access.items():
+                at = shard.rule_access_at[rule]
+                if whole.rule_access_at.get(rule, -1) < at:
+                    whole.rule_access[rule], whole.rule_access_at[rule] = access, at
+        whole.flows = sorted((flow for shard in shards for flow in shard.flows), key=lambda flow: flow.id)
+        for number, flow in enumerate(whole.flows):
+            flow.id = number
+        return whole
+
+    def verdict(self, verdict: Verdict, wirelen: int, at: int | None = None) -> None:
+        """`at`, the packet's place in the capture, numbers a new flow by it and dates rule accesses:
+        a shard's collector gets it, to be `merged`."""
         ts = verdict.ts
         if self.first_ts is None or ts < self.first_ts:
             self.first_ts = ts
@@ -76,7 +106,8 @@ class Traffic:
         if verdict.decision == "Skip" or packet is None:
             self.counts[(minute, ALL, "packets", "skipped")] += 1
             return
-        flow = self._flow(verdict, (packet.proto, packet.version, packet.src, packet.sport, packet.dst, packet.dport))
+        flow = self._flow(verdict, (packet.proto, packet.version, packet.src, packet.sport, packet.dst, packet.dport),
+                          at)
         flow.last_seen = max(flow.last_seen, ts)
         flow.packets += 1
         flow.bytes += wirelen
@@ -98,6 +129,8 @@ class Traffic:
         for nsg, rule, access in evaluations:
             self.rule_packets[(nsg, rule)] += 1
             self.rule_access[(nsg, rule)] = access
+            if at is not None:
+                self.rule_access_at[(nsg, rule)] = at
             self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id)
 
     def _count(self, minute: int, scope: str, outcome: str, flow: int) -> None:
@@ -107,7 +140,7 @@ class Traffic:
             self._seen.add(seen)
             self.counts[(minute, scope, "flows", outcome)] += 1
 
-    def _flow(self, verdict: Verdict, key: tuple) -> FlowTotals:
+    def _flow(self, verdict: Verdict, key: tuple, at: int | None) -> FlowTotals:
         """The connection of a packet: its own key, or a reply's key before or after NAT."""
         keys = [key] if verdict.translated is None else [key, tuple(verdict.translated)]
         for k in keys:
@@ -115,7 +148,7 @@ class Traffic:
                 found = self._by_key.get(candidate)
                 if found is not None:
                     return found
-        flow = FlowTotals(len(self.flows), verdict)
+        flow = FlowTotals(len(self.flows) if at is None else at, verdict)
         self.flows.append(flow)
         for k in keys:
             self._by_key[k] = flow

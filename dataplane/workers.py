@@ -56,7 +56,7 @@ class Wanted(NamedTuple):
     @property
     def verdicts(self) -> bool:
         """Whether each packet's verdict comes back."""
-        return self.report or self.verdict_lines or self.frames
+        return self.verdict_lines or self.frames
 
 
 def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int) -> list[bytes]:
@@ -75,11 +75,13 @@ except ImportError:  # installed without a C compiler
 
 
 class ShardResult(NamedTuple):
-    verdicts: list[tuple[int, str | None, str, tuple | None, Any, int]]
+    verdicts: list[tuple[int, str | None, str, tuple | None, int]]
     """Of each of the shard's packets: (index, verdict line when verdicts are written, decision, translated
-    key, the Verdict when a report needs it, wire length); empty when the lines are all the client writes
-    (`lines`, two buffers). Lines and keys, not Verdicts, travel: they pickle ten times faster."""
+    key, wire length); empty when the lines are all the client writes (`lines`, two buffers). Lines and
+    keys, not Verdicts, travel: they pickle ten times faster."""
     lines: NumberedLines | None
+    traffic: Traffic | None
+    """What the report shows of the shard's packets, counted where they were decided (`Traffic.merged`)."""
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
     """Closed flow-log minutes: (minute, [(place in the one-process order, the fields of a flowlog._Tuple)])."""
     stats: Statistics
@@ -235,15 +237,18 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     verdicts: list[tuple] = []
     captures: list[Capture] = []
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
-    pass_frames = dataplane.pass_frames if not wanted.verdicts else None
+    traffic = Traffic() if wanted.report else None
+    pass_frames = dataplane.pass_frames if not (wanted.verdicts or wanted.report) else None
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
         dataplane.walks_stop_at_new_flows(decided=True)
         logs.walk_position = lambda: own.count + taken if (taken := dataplane.walk_taken) >= 0 else -1
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
     written = NumberedLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
         wanted.report or wanted.frames or logs is not None) else None
-    pass_records = dataplane.pass_records if (pass_frames is not None or written is not None) and \
-        len(paths) == 1 else None
+    skip_only = pass_frames is None and written is None  # each of the shard's packets goes through Python:
+    if skip_only:                                         # walks skip the others' records, which it would read
+        dataplane.walks_skip_only()
+    pass_records = dataplane.pass_records if len(paths) == 1 else None
     error = None
     try:
         captures = [Capture(p) for p in paths]
@@ -261,7 +266,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
         for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
                                     pass_frames, hits, until, took, shard_filter, lines=written,
-                                    index=lambda: own.count, heard=heard):
+                                    index=lambda: own.count, heard=heard, skip_only=skip_only):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
@@ -269,14 +274,15 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             count_hits(hits, (verdict,))
             if logs is not None:
                 logs.verdict(verdict)
+            if traffic is not None:
+                traffic.verdict(verdict, wirelen, own.count - 1)
             if wanted.verdicts:
                 i = own.count - 1
                 line = verdict.json_line(i) if wanted.verdict_lines else None
                 if written is not None:
                     written.add(i, line)  # type: ignore[arg-type]
                 else:
-                    verdicts.append((i, line, verdict.decision, verdict.translated,
-                                     verdict if wanted.report else None, wirelen))
+                    verdicts.append((i, line, verdict.decision, verdict.translated, wirelen))
     except CaptureError as e:
         error = e
     finally:
@@ -292,8 +298,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    return ShardResult(verdicts, written, logs.minutes if logs is not None else [], dataplane.stats, hits, unsupported,
-                       own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
+    return ShardResult(verdicts, written, traffic, logs.minutes if logs is not None else [], dataplane.stats, hits,
+                       unsupported, own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
 
@@ -476,11 +482,10 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
             for v in verdicts:
                 lines.write_line(v[1])
         if traffic is not None:
-            for *_, verdict, wirelen in verdicts:
-                traffic.verdict(verdict, wirelen)
+            traffic = Traffic.merged(r.traffic for r in results if r.traffic is not None)
         if captures_out:
             captures = [Capture(p) for p in paths]
-            for (_, _, decision, translated, _, _), frame in zip(verdicts, merged(captures)):
+            for (_, _, decision, translated, _), frame in zip(verdicts, merged(captures)):
                 _write_frame(writers, outputs, frame, decision, translated)
     except KeyboardInterrupt as e:
         summary.interrupted = True

@@ -4,6 +4,7 @@ drawn, silent on the console, self-contained, and agreeing with the summary JSON
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -12,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from dataplane.cli import _print_summary, main
-from dataplane.pipeline import Dataplane
+from dataplane.decode import Packet
+from dataplane.pipeline import Dataplane, Verdict
+from dataplane.policy import Evaluation
 from dataplane.replay import Capture, Outputs, merged, replay
-from dataplane.report import (EXTRA, TOP_RULES, Traffic, render_whatif_report, replay_report_html,
+from dataplane.report import (EXTRA, TOP_RULES, FlowTotals, Traffic, render_whatif_report, replay_report_html,
                               whatif_report_html)
+from dataplane.shards import FrameShards, Shards
 from dataplane.topology import load_scenario
 
 DEMO = Path(__file__).parent.parent / "pcaps" / "demo"
@@ -254,6 +258,50 @@ def test_flow_packets_count_for_every_rule_that_admitted_the_flow():
     traffic = _demo_traffic()
     assert traffic.rule_packets[("nsg-web-subnet", "AllowHttpFromInternet")] == 24
     assert traffic.rule_packets[("nsg-web-nic", "AllowHttpFromInternet")] == 24 + 8
+
+
+def _totals(traffic: Traffic) -> tuple:
+    flows = [tuple(getattr(flow, name) for name in FlowTotals.__slots__) for flow in traffic.flows]
+    return (traffic.first_ts, traffic.last_ts, dict(traffic.counts), dict(traffic.rule_packets), traffic.rule_access,
+            flows)
+
+
+def _merged_and_whole(captures: list[str]) -> tuple[list[Traffic], Traffic]:
+    """Each packet counted by one collector and by its flow's shard's, given its place in the capture."""
+    scenario = load_scenario(str(DEMO / "scenario.yaml"))
+    dataplane, shard_of = Dataplane(scenario), FrameShards(Shards.of(scenario, 3))
+    whole, shards = Traffic(), [Traffic() for _ in range(3)]
+    for at, frame in enumerate(merged([Capture(c) for c in captures])):
+        verdict = dataplane.process(frame.data, frame.ts, frame.linktype)
+        whole.verdict(verdict, frame.wirelen)
+        shards[shard_of(frame.data, frame.linktype)].verdict(verdict, frame.wirelen, at)
+    return [pickle.loads(pickle.dumps(shard)) for shard in shards], whole
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda c: Path(c).stem)
+def test_shards_collectors_merged_are_one_collector_fed_every_packet(capture):
+    shards, whole = _merged_and_whole([capture])
+    assert _totals(Traffic.merged(shards)) == _totals(whole)
+
+
+def test_collectors_of_shards_of_every_demo_capture_merged_are_one_collector_fed_them_in_order():
+    shards, whole = _merged_and_whole(CAPTURES)
+    assert sum(bool(shard.flows) for shard in shards) == 3
+    assert _totals(Traffic.merged(shards)) == _totals(whole)
+
+
+def test_a_merged_rule_access_is_the_one_the_rules_last_packet_saw():
+    """An update may turn a rule of the same name from Allow to Deny: the later packet's access wins,
+    whichever shard it was in."""
+    def verdict(ts: float, src: int, access: str) -> Verdict:
+        packet = Packet(4, 6, src, 0x0A000004, 50000, 80, 0x02, 0, 0, 0, 60, 0, 0, False, False, (), None)
+        return Verdict(ts, access, "rules", "Inbound", "web", "nsg", "Web", "new", packet,
+                       evaluations=(Evaluation("nsg", "nic", "web", "Inbound", "Web", access),))
+    before, after = Traffic(), Traffic()
+    before.verdict(verdict(1.0, 0x01010101, "Allow"), 60, at=0)
+    after.verdict(verdict(2.0, 0x02020202, "Deny"), 60, at=1)
+    assert Traffic.merged([after, before]).rule_access == {("nsg", "Web"): "Deny"}
+    assert Traffic.merged([before, after]).rule_access == {("nsg", "Web"): "Deny"}
 
 
 def test_report_without_the_plotting_extra_is_an_error_naming_it(tmp_path, monkeypatch, capsys):

@@ -24,7 +24,7 @@ from scapy.utils import wrpcap
 from dataplane.cli import main
 from dataplane.decode import decode_frame
 from dataplane.pipeline import FastPath
-from dataplane.replay import replay
+from dataplane.replay import Outputs, replay
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
@@ -371,12 +371,8 @@ def test_merging_workers_lines_refuses_what_is_not_two_lists_of_buffers() -> Non
         merge_lines(["a\n"], [array("q", [0]).tobytes()], 1)
 
 
-@needs_c
-def test_a_worker_walks_past_a_run_of_another_shards_frames_in_c(tmp_path, monkeypatch) -> None:
-    import dataplane.workers
-
-    """Shard 0's one connection, then a minute of shard 1's: each sweep stops shard 0's walk at one of
-    shard 1's frames, and the walk goes on after it instead of Python reading every frame up to the end."""
+def _ours_then_a_run_of_theirs(folder: Path) -> Path:
+    """Shard 0's one connection, then a minute of shard 1's."""
     shards = Shards.of(load_scenario(SCENARIO), 2)
     clients = [f"198.51.100.{i}" for i in range(1, 40)]
     ours = next(c for c in clients if FrameShards(shards)(bytes(ether() / IP(src=c, dst=WEB1) / TCP()), 1) == 0)
@@ -386,14 +382,36 @@ def test_a_worker_walks_past_a_run_of_another_shards_frames_in_c(tmp_path, monke
                for i in range(600)]
     for i, frame in enumerate(frames):
         frame.time = T0 + i * 0.1
-    capture = tmp_path / "runs.pcap"
+    capture = folder / "runs.pcap"
     wrpcap(str(capture), frames)
+    return capture
+
+
+def _frames_looked_at_in_python(monkeypatch, capture: Path, outputs: "Outputs") -> int:
+    """Frames whose shard Python worked out, the shards replayed one after the other in this process."""
+    import dataplane.workers
+
     looked_at = []
     shard_of_frame = FrameShards.__call__
     monkeypatch.setattr(FrameShards, "__call__", lambda self, *a: looked_at.append(a) or shard_of_frame(self, *a))
     monkeypatch.setattr(dataplane.workers, "local_runner", lambda count: lambda function, calls: [function(*calls[0])])
-    replay(load_scenario(SCENARIO), [str(capture)], workers=2)
-    assert len(looked_at) < 100
+    replay(load_scenario(SCENARIO), [str(capture)], outputs, workers=2)
+    return len(looked_at)
+
+
+@needs_c
+def test_a_worker_walks_past_a_run_of_another_shards_frames_in_c(tmp_path, monkeypatch) -> None:
+    """Each sweep stops shard 0's walk at one of shard 1's frames, and the walk goes on after it instead
+    of Python reading every frame up to the end."""
+    assert _frames_looked_at_in_python(monkeypatch, _ours_then_a_run_of_theirs(tmp_path), Outputs()) < 100
+
+
+@needs_c
+def test_a_worker_writing_every_packet_of_its_shard_skips_another_shards_run_in_c(tmp_path, monkeypatch) -> None:
+    """Each of the shard's packets goes through Python (here to be written by its decision): the C walks
+    only skip the other shard's frames."""
+    outputs = Outputs(allowed=str(tmp_path / "allowed.pcap"))
+    assert _frames_looked_at_in_python(monkeypatch, _ours_then_a_run_of_theirs(tmp_path), outputs) < 100
 
 
 @needs_c
@@ -401,7 +419,7 @@ def test_workers_writing_flow_logs_decide_new_flows_in_c(monkeypatch, tmp_path) 
     """A port scan: each SYN a new flow, decided in the C walk, which tells the flow log its packet's place."""
     import dataplane.workers
     from dataplane.pipeline import Dataplane
-    from dataplane.replay import Capture, Outputs
+    from dataplane.replay import Capture
 
     processed = []
     process = Dataplane.process
