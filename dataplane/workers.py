@@ -135,7 +135,7 @@ class ShardFlowLogs(FlowLogs):
 
     def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> tuple:
         if t.state == "C":
-            return (1, self._began[id(record)]), t
+            return (1, self._began[id(record)]), tuple(t)
         phase = self._phase
         if phase == (2,):
             self._seq += 1
@@ -148,10 +148,10 @@ class ShardFlowLogs(FlowLogs):
             self._began[id(record)] = place
         elif t.state == "E":
             del self._began[id(record)]
-        return place, t
+        return place, tuple(t)  # plain, as FlowLogs keeps them: they pickle faster, and leave the collector alone
 
     def _closed(self, minute: float, tuples: list) -> None:
-        self.minutes.append((minute, [(place, tuple(t)) for place, t in tuples]))  # plain: they pickle faster
+        self.minutes.append((minute, tuples))
 
 
 class ShardFrames:
@@ -519,7 +519,7 @@ def _write_flow_logs(flowlogs: FlowLogs, results: list[ShardResult]) -> None:
         for minute, tuples in result.minutes:
             minutes.setdefault(minute, []).extend(tuples)
     for minute in sorted(minutes):
-        flowlogs.write_minute(minute, [_Tuple._make(t) for _, t in sorted(minutes[minute], key=_place)])
+        flowlogs.write_minute(minute, [t for _, t in sorted(minutes[minute], key=_place)])
 
 
 def _place(kept: tuple) -> tuple:

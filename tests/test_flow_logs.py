@@ -17,7 +17,9 @@ from scapy.layers.inet import IP, TCP
 from scapy.utils import wrpcap
 
 from dataplane import flowlog, load_scenario
+from dataplane.pipeline import Dataplane
 from dataplane.replay import Outputs, replay
+from dataplane.workers import ShardFlowLogs
 from frames import ether
 
 DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo" / "scenario.yaml"
@@ -182,6 +184,30 @@ def test_vnet_counters_add_up_like_the_nsg_ones(logs) -> None:
     nsg_sums = [sum(int(f[i]) for f in session_tuples(nsg)[1:]) for i in range(9, 13)]
     vnet_sums = [sum(int(f[i]) for _, f in vnet_tuples(vnet) if f[3] == "50123") for i in range(9, 13)]
     assert nsg_sums == vnet_sums
+
+
+def open_minute_of(logs: flowlog.FlowLogs) -> list:
+    """What `logs` keeps of the open minute, after the first packets of a session and a denied scan."""
+    dataplane = Dataplane(load_scenario(DEMO), listener=logs)
+    for i, p in enumerate(sorted(long_ssh_session()[:3] + denied_scan(), key=lambda p: p.time)):
+        if isinstance(logs, ShardFlowLogs):
+            logs.at(i, (2,))
+        logs.verdict(dataplane.process(bytes(p), float(p.time)))
+    for _ in range(2):  # a tuple of tuples is left alone once those inside it are
+        gc.collect()
+    return logs._tuples
+
+
+def test_the_open_minutes_tuples_are_plain_tuples_the_collector_stops_tracking() -> None:
+    """Namedtuples stay tracked: each full collection walked the whole open minute again."""
+    kept = open_minute_of(flowlog.FlowLogs(lambda kind, record: None))
+    assert len(kept) == 3 and not any(map(gc.is_tracked, kept))
+
+
+def test_a_workers_open_minute_keeps_each_tuple_with_its_place_untracked_by_the_collector() -> None:
+    scenario = load_scenario(DEMO)
+    kept = open_minute_of(ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}))
+    assert len(kept) == 3 and not any(map(gc.is_tracked, kept))
 
 
 @pytest.mark.parametrize("wanted, unwanted", [("flow_log", "_vnet_records"), ("vnet_flow_log", "_nsg_records")])
