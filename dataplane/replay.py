@@ -415,6 +415,12 @@ class _Batched:
                 self._file.close()
 
 
+def pcap_record(ts: float, data: bytes, wirelen: int) -> bytes:
+    """A frame as a classic pcap record (microsecond timestamp)."""
+    sec, usec = divmod(round(ts * 1e6), 1000000)
+    return struct.pack("<IIII", sec, usec, len(data), wirelen) + data
+
+
 class PcapWriter(_Batched):
     """A classic pcap file (microsecond timestamps) written in batches."""
 
@@ -426,9 +432,7 @@ class PcapWriter(_Batched):
         self.count = 0
 
     def write(self, ts: float, data: bytes, wirelen: int) -> None:
-        sec, usec = divmod(round(ts * 1e6), 1000000)
-        self._pending.append(struct.pack("<IIII", sec, usec, len(data), wirelen))
-        self._pending.append(data)
+        self._pending.append(pcap_record(ts, data, wirelen))
         self.count += 1
         if len(self._pending) >= 8192:
             self.flush()
@@ -830,17 +834,23 @@ def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
     return FlowLogs(emit, tuple(kind for kind, kept in sinks.items() if kept))
 
 
+FRAME_OUTPUTS = ("allowed", "denied", "translated")
+"""The outputs of packets by decision."""
+
+
 def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, decision: str,
                  translated: tuple | None) -> None:
-    for name, wanted in (("allowed", decision == "Allow"), ("denied", decision == "Deny"),
-                         ("translated", decision == "Allow")):
-        if not getattr(outputs, name) or not wanted:
-            continue
-        writer = _pcap_writer(writers, outputs, name, frame.linktype)
-        data = frame.data
-        if name == "translated" and translated is not None:
-            data = translate_frame(data, frame.linktype, translated)
-        writer.write(frame.ts, data, max(frame.wirelen, len(data)))
+    for name, data in frame_outputs(outputs, frame, decision, translated):
+        _pcap_writer(writers, outputs, name, frame.linktype).write(frame.ts, data, max(frame.wirelen, len(data)))
+
+
+def frame_outputs(outputs: Outputs, frame: Frame, decision: str,
+                  translated: tuple | None) -> Iterator[tuple[str, bytes]]:
+    """The outputs asked for that a packet goes to, each with its frame as written there."""
+    for name, wanted in zip(FRAME_OUTPUTS, (decision == "Allow", decision == "Deny", decision == "Allow")):
+        if wanted and getattr(outputs, name):
+            yield name, translate_frame(frame.data, frame.linktype, translated) \
+                if name == "translated" and translated is not None else frame.data
 
 
 def _pcap_writer(writers: dict[str, Any], outputs: Outputs, name: str, linktype: int) -> PcapWriter:

@@ -28,9 +28,10 @@ from .conntrack import FlowRecord
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics, Verdict
-from .replay import (OTHERS, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all, _fill_summary,
-                     _flow_logs, _pcap_writer, _write_frame, _write_summary, collector_paused, count_hits,
-                     freeze_collector, left_to_python, merged, never_applied, verdict_writer)
+from .replay import (FRAME_OUTPUTS, OTHERS, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all,
+                     _fill_summary, _flow_logs, _pcap_writer, _write_summary, collector_paused, count_hits,
+                     frame_outputs, freeze_collector, left_to_python, merged, never_applied, pcap_record,
+                     verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -50,13 +51,14 @@ class Wanted(NamedTuple):
     verdict_lines: bool
     """Verdicts are written (JSON Lines or Parquet, both made of lines): each comes back as its line
     (`Verdict.json_line`), ready to write."""
-    frames: bool
-    """The client writes frames by their decision (`--allowed`, `--denied`, `--translated`)."""
+    frames: Outputs | None
+    """The outputs of packets by decision asked for (`--allowed`, `--denied`, `--translated`): each worker
+    makes the pcap records of its packets that go there."""
 
     @property
-    def verdicts(self) -> bool:
-        """Whether each packet's verdict comes back."""
-        return self.verdict_lines or self.frames
+    def per_packet(self) -> bool:
+        """Whether something comes back of each packet."""
+        return self.verdict_lines or self.frames is not None
 
 
 def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int) -> list[bytes]:
@@ -75,11 +77,14 @@ except ImportError:  # installed without a C compiler
 
 
 class ShardResult(NamedTuple):
-    verdicts: list[tuple[int, str | None, str, tuple | None, int]]
-    """Of each of the shard's packets: (index, verdict line when verdicts are written, decision, translated
-    key, wire length); empty when the lines are all the client writes (`lines`, two buffers). Lines and
-    keys, not Verdicts, travel: they pickle ten times faster."""
+    verdicts: list[tuple[int, str]]
+    """(packet index, verdict line) of each of the shard's packets, when Python writes the lines; empty when
+    they are all the client writes (`lines`, two buffers). Lines, not Verdicts, travel: they pickle ten
+    times faster."""
     lines: NumberedLines | None
+    framed: dict[str, list[tuple[int, int, bytes]]]
+    """Of each output of packets by decision: (packet index, link type, pcap record) of the shard's packets
+    that go there."""
     traffic: Traffic | None
     """What the report shows of the shard's packets, counted where they were decided (`Traffic.merged`)."""
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
@@ -234,17 +239,18 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     own = ShardFrames(dataplane, logs, shards, index, updates)
     hits: dict[tuple[str, str], int] = {}
     unsupported: dict[int, int] = {}
-    verdicts: list[tuple] = []
+    verdicts: list[tuple[int, str]] = []
+    framed: dict[str, list[tuple[int, int, bytes]]] = {}
     captures: list[Capture] = []
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     traffic = Traffic() if wanted.report else None
-    pass_frames = dataplane.pass_frames if not (wanted.verdicts or wanted.report) else None
+    pass_frames = dataplane.pass_frames if not (wanted.per_packet or wanted.report) else None
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
         dataplane.walks_stop_at_new_flows(decided=True)
         logs.walk_position = lambda: own.count + taken if (taken := dataplane.walk_taken) >= 0 else -1
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
     written = NumberedLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
-        wanted.report or wanted.frames or logs is not None) else None
+        wanted.report or wanted.frames is not None or logs is not None) else None
     skip_only = pass_frames is None and written is None  # each of the shard's packets goes through Python:
     if skip_only:                                         # walks skip the others' records, which it would read
         dataplane.walks_skip_only()
@@ -276,13 +282,16 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 logs.verdict(verdict)
             if traffic is not None:
                 traffic.verdict(verdict, wirelen, own.count - 1)
-            if wanted.verdicts:
+            if wanted.frames is not None:
+                for name, out in frame_outputs(wanted.frames, frame, verdict.decision, verdict.translated):
+                    framed.setdefault(name, []).append((own.count - 1, linktype,
+                                                        pcap_record(ts, out, max(wirelen, len(out)))))
+            if wanted.verdict_lines:
                 i = own.count - 1
-                line = verdict.json_line(i) if wanted.verdict_lines else None
                 if written is not None:
-                    written.add(i, line)  # type: ignore[arg-type]
+                    written.add(i, verdict.json_line(i))
                 else:
-                    verdicts.append((i, line, verdict.decision, verdict.translated, wirelen))
+                    verdicts.append((i, verdict.json_line(i)))
     except CaptureError as e:
         error = e
     finally:
@@ -298,8 +307,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    return ShardResult(verdicts, written, traffic, logs.minutes if logs is not None else [], dataplane.stats, hits,
-                       unsupported, own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
+    return ShardResult(verdicts, written, framed, traffic, logs.minutes if logs is not None else [], dataplane.stats,
+                       hits, unsupported, own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
 
@@ -453,17 +462,16 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
     if outputs.report:
         require_extra()
     traffic = Traffic() if outputs.report else None
-    captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
     shards = Shards.of(scenario, count)
     summary = Summary()
     started = clock() if clock else 0.0
     results: list[ShardResult] = []
-    captures: list[Capture] = []
     try:
         lines = verdict_writer(outputs.verdicts) if outputs.verdicts else None
         if lines is not None:
             writers["verdicts"] = lines
-        wanted = Wanted(traffic is not None, flowlogs is not None, lines is not None, captures_out)
+        wanted = Wanted(traffic is not None, flowlogs is not None, lines is not None,
+                        outputs if any(getattr(outputs, name) for name in FRAME_OUTPUTS) else None)
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
@@ -471,34 +479,31 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if flowlogs is not None:
             with collector_paused():  # a third of the merge's time went to collections
                 _write_flow_logs(flowlogs, results)
-        verdicts = sorted((v for result in results for v in result.verdicts), key=lambda v: v[0])
         if lines is not None and first.lines is not None:
             left = sum(len(r.lines.indexes) // 8 for r in results)
             for block in merge_lines([r.lines.text for r in results], [r.lines.indexes for r in results],
                                      lines.BATCH):
                 lines.write_block(block, min(lines.BATCH, left))
                 left -= lines.BATCH
-        elif lines is not None:
-            for v in verdicts:
-                lines.write_line(v[1])
+        elif lines is not None:  # by packet index: no two are alike, so nothing after it is compared
+            for _, line in sorted(v for result in results for v in result.verdicts):
+                lines.write_line(line)
         if traffic is not None:
             traffic = Traffic.merged(r.traffic for r in results if r.traffic is not None)
-        if captures_out:
-            captures = [Capture(p) for p in paths]
-            for (_, _, decision, translated, _), frame in zip(verdicts, merged(captures)):
-                _write_frame(writers, outputs, frame, decision, translated)
+        for name in FRAME_OUTPUTS:  # the records by packet index, as the lines
+            framed = sorted(f for result in results for f in result.framed.get(name, ()))
+            if framed:
+                _pcap_writer(writers, outputs, name, framed[0][1]).write_records([record for *_, record in framed])
     except KeyboardInterrupt as e:
         summary.interrupted = True
         e.summary = summary  # type: ignore[attr-defined]
         raise
     finally:
         linktype = next((r.linktype for r in results if r.linktype is not None), 1)
-        for name in ("allowed", "denied", "translated"):
+        for name in FRAME_OUTPUTS:
             if getattr(outputs, name):  # an output no packet reached is an empty capture
                 _pcap_writer(writers, outputs, name, linktype)
         failure = _close_all(writers.values())
-        for capture in captures:
-            capture.close()
         if results:
             _merge_summary(summary, results, scenario, updates)
         summary.seconds = (clock() - started) if clock else 0.0
