@@ -2853,6 +2853,20 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
    rounded half to even as Python's round, and the larger of its two lengths), appended to `frames`. The
    frame's length on the wire is in the 4 bytes before it, in pcap and pcapng records alike. 0, or -1. */
 static int
+append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t caplen, int big);
+
+/* append_frame, and with `placed` (a bytearray) the record's packet index after it, a native int64. */
+static int
+append_placed_frame(PyObject *frames, PyObject *placed, Py_ssize_t index, double ts, const unsigned char *frame,
+                    Py_ssize_t caplen, int big)
+{
+    if (append_frame(frames, ts, frame, caplen, big) < 0)
+        return -1;
+    int64_t at = index;
+    return placed == NULL ? 0 : append_bytes(placed, &at, 8);
+}
+
+static int
 append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t caplen, int big)
 {
     double micros = nearbyint(ts * 1e6);
@@ -2886,7 +2900,8 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    sharing one), and the first other record stops the walk where it starts (with `skip_only`, every record of
    the walk's shard does). With
    `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
-   record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken. */
+   record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken (`frames` a pair
+   of a list and a bytearray: the records, and each one's index as lines have theirs). */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2896,12 +2911,17 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *lines = nargs >= 10 && args[8] != Py_None ? args[8] : NULL;
-    PyObject *frames = nargs == 11 && args[10] != Py_None ? args[10] : NULL;
+    PyObject *frames = nargs == 11 && args[10] != Py_None ? args[10] : NULL, *placed = NULL;
+    if (frames != NULL && PyTuple_Check(frames) && PyTuple_GET_SIZE(frames) == 2 &&
+            PyByteArray_Check(PyTuple_GET_ITEM(frames, 1))) {
+        placed = PyTuple_GET_ITEM(frames, 1);
+        frames = PyTuple_GET_ITEM(frames, 0);
+    }
     if (frames != NULL && !PyList_Check(frames)) {
-        PyErr_SetString(PyExc_TypeError, "frames must be a list");
+        PyErr_SetString(PyExc_TypeError, "frames must be a list, or a list and a bytearray");
         return NULL;
     }
-    Py_ssize_t index = lines != NULL ? PyLong_AsSsize_t(args[9]) : 0;
+    Py_ssize_t index = lines != NULL || placed != NULL ? PyLong_AsSsize_t(args[9]) : 0;
     if (index == -1 && PyErr_Occurred())
         return NULL;
     if (lines != NULL && (!PyTuple_Check(lines) || PyTuple_GET_SIZE(lines) != 2 ||
@@ -2980,7 +3000,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         if (done) {
             if (lines != NULL && append_known_line(self, lines, index + passed, ts, &c, entry, state) < 0)
                 error = 1;
-            if (frames != NULL && !error && append_frame(frames, ts, b + data, caplen, f.big) < 0)
+            if (frames != NULL && !error &&
+                    append_placed_frame(frames, placed, index + passed, ts, b + data, caplen, f.big) < 0)
                 error = 1;
             entry_release(entry);
             Py_DECREF(state);
@@ -3021,7 +3042,9 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             if (!error && (frames != NULL || self->new_flows == STOP_AFTER_DENY) && PyTuple_Check(verdict) &&
                     PyTuple_GET_SIZE(verdict) > 1) {
                 int allowed = PyObject_RichCompareBool(PyTuple_GET_ITEM(verdict, 1), s_allow, Py_EQ);
-                error = allowed < 0 || (allowed == 1 && frames != NULL && append_frame(frames, ts, b + data, caplen, f.big) < 0);
+                error = allowed < 0 || (allowed == 1 && frames != NULL &&
+                                        append_placed_frame(frames, placed, index + passed, ts, b + data, caplen,
+                                                            f.big) < 0);
                 stop = allowed == 0 && self->new_flows == STOP_AFTER_DENY;
             }
             Py_DECREF(verdict);

@@ -299,11 +299,13 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: NumberedLines | None = None,
                    index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
-                   allowed: list[bytes] | None = None, skip_only: bool = False) -> Iterator[Frame]:
+                   allowed: list[bytes] | tuple[list[bytes], bytearray] | None = None,
+                   skip_only: bool = False) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
     verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
-    `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes),
+    `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes, and
+    with `allowed` a list and a bytearray, each record's place as the lines have theirs),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded).
     `skip_only`: the walks only skip other shards' records (`Dataplane.walks_skip_only`), so one is made
@@ -316,7 +318,8 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
             if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
             elif allowed is not None:  # whether a new flow is allowed: its Verdict says
-                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None, 0, allowed)
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None,
+                                                      index() if index is not None else 0, allowed)
             else:  # only the hits of new flows are needed, as runs of results, unless someone hears of them
                 runs = heard is None
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, runs)

@@ -21,10 +21,12 @@ import threading
 from array import array
 from collections import Counter
 from dataclasses import fields
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from .addresses import ip_key
 from .conntrack import FlowRecord
+from .decode import LINKTYPE_ETHERNET
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics, Verdict
@@ -251,8 +253,15 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     # verdict lines alone: the C walk writes those of the shard's packets it takes, as in one process
     written = NumberedLines(bytearray(), bytearray()) if wanted.verdict_lines and not (
         wanted.report or wanted.frames is not None or logs is not None) else None
-    skip_only = pass_frames is None and written is None  # each of the shard's packets goes through Python:
-    if skip_only:                                         # walks skip the others' records, which it would read
+    # the allowed and denied packets alone: as in one process, the C walk makes the records of the allowed
+    # packets it takes (with their places), and Python those of the packets left to it
+    frames_walked = wanted.frames is not None and not (wanted.frames.translated or wanted.report or
+                                                       wanted.verdict_lines or logs is not None)
+    walked = ([], bytearray()) if frames_walked and wanted.frames.allowed else None  # type: ignore[union-attr]
+    if frames_walked and wanted.frames.denied:  # type: ignore[union-attr]
+        dataplane.walks_stop_at_new_flows(decided=False)
+    skip_only = pass_frames is None and written is None and not frames_walked  # each of the shard's packets
+    if skip_only:  # goes through Python: walks skip the others' records, which it would read one by one
         dataplane.walks_skip_only()
     pass_records = dataplane.pass_records if len(paths) == 1 else None
     error = None
@@ -272,7 +281,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
         for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
                                     pass_frames, hits, until, took, shard_filter, lines=written,
-                                    index=lambda: own.count, heard=heard, skip_only=skip_only):
+                                    index=lambda: own.count, heard=heard, allowed=walked, skip_only=skip_only):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
@@ -298,6 +307,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         thaw()
         for capture in captures:
             capture.close()
+    if walked is not None and walked[0]:  # the C walk takes Ethernet frames only
+        framed.setdefault("allowed", []).extend(zip(array("q", walked[1]), repeat(LINKTYPE_ETHERNET), walked[0]))
     if own.last_ts is not None:
         if logs is not None:
             logs.at(own.count, (1,))

@@ -81,13 +81,16 @@ def test_two_workers_write_what_one_writes_on_every_demo_capture(name, tmp_path)
 VERDICT_LINES = {"--verdicts": "verdicts.jsonl", "--summary": "summary.json"}
 FLOW_LOGS = {"--flow-log": "flow-log.json", "--vnet-flow-log": "vnet-flow-log.json", "--flow-log-dir": "nsg-tree",
              "--vnet-flow-log-dir": "vnet-tree", "--summary": "summary.json"}
+ALLOWED = {"--allowed": "allowed.pcap", "--summary": "summary.json"}
+BY_DECISION = {"--allowed": "allowed.pcap", "--denied": "denied.pcap", "--summary": "summary.json"}
 
 
-@pytest.mark.parametrize("outputs", [VERDICT_LINES, FLOW_LOGS], ids=["verdict lines", "flow logs"])
+@pytest.mark.parametrize("outputs", [VERDICT_LINES, FLOW_LOGS, ALLOWED, BY_DECISION],
+                         ids=["verdict lines", "flow logs", "allowed packets", "allowed and denied packets"])
 @pytest.mark.parametrize("name", ["web", "scan", "rule-removal", "icmp-ipv6"])
 def test_two_workers_write_what_one_writes_when_it_is_the_only_per_packet_output(name, outputs, tmp_path):
     """Then the C walks take known flows' packets (writing their verdict lines, `Wanted.verdict_lines`, or
-    passing them within each flow-log minute), in each worker as in one process."""
+    their pcap records, or passing them within each flow-log minute), in each worker as in one process."""
     capture = DEMO / f"{name}.pcap"
     one = run(SCENARIO, capture, tmp_path / "one", outputs=outputs)
     two = run(SCENARIO, capture, tmp_path / "two", "--workers", "2", outputs=outputs)
@@ -428,6 +431,29 @@ def test_workers_writing_flow_logs_decide_new_flows_in_c(monkeypatch, tmp_path) 
     capture = DEMO / "scan.pcap"
     replay(load_scenario(SCENARIO), [str(capture)], Outputs(flow_log=str(tmp_path / "flow-log.json")), workers=2)
     assert len(processed) < len(list(Capture(str(capture)).frames())) / 3
+
+
+@needs_c
+@pytest.mark.parametrize("name", ["web", "rule-removal"])
+def test_a_workers_allowed_records_made_in_c_are_placed_at_their_packets(name, monkeypatch) -> None:
+    """The allowed packets written alone: the C walk makes most records, each with its packet's index."""
+    from dataplane.pipeline import Dataplane
+    from dataplane.replay import Capture, pcap_record
+    from dataplane.workers import Wanted, run_shard
+
+    capture = str(DEMO / f"{name}.pcap")
+    frames = list(Capture(capture).frames())
+    reference = Dataplane(load_scenario(SCENARIO))
+    allowed = [(i, f.linktype, pcap_record(f.ts, f.data, max(f.wirelen, len(f.data)))) for i, f in enumerate(frames)
+               if reference.process(f.data, f.ts, f.linktype).decision == "Allow"]
+    processed = []
+    process = Dataplane.process
+    monkeypatch.setattr(Dataplane, "process", lambda self, *args: processed.append(args) or process(self, *args))
+    scenario = load_scenario(SCENARIO)
+    result = run_shard(scenario, [capture], [], Shards.of(scenario, 1), 0,
+                       Wanted(False, False, False, Outputs(allowed="allowed.pcap")))
+    assert sorted(result.framed["allowed"]) == allowed
+    assert len(processed) < len(allowed)  # the C walk made the others
 
 
 def test_a_sharded_replay_leaves_nothing_frozen_for_the_garbage_collector() -> None:
