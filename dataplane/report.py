@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import DataplaneError
+from .flows import flow_text
 from .pipeline import Verdict
 
 EXTRA = "pip install 'dataplane[report]'"
@@ -35,17 +36,23 @@ TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 43
 class FlowTotals:
     """One connection, both directions, as the report sums it up."""
 
-    __slots__ = ("id", "flow", "first_seen", "last_seen", "packets", "bytes", "allowed", "denied",
+    __slots__ = ("id", "key", "first_seen", "last_seen", "packets", "bytes", "allowed", "denied",
                  "decision", "nsg", "rule", "denied_by", "evaluations")
 
-    def __init__(self, id: int, verdict: Verdict):
+    def __init__(self, id: int, verdict: Verdict, key: tuple):
         self.id = id
-        self.flow = verdict.flow or "?"
+        self.key = key
+        """Its first packet's (protocol, version, source, port, destination, port)."""
         self.first_seen = self.last_seen = verdict.ts
         self.packets = self.bytes = self.allowed = self.denied = 0
         self.decision, self.nsg, self.rule = verdict.decision, verdict.nsg, verdict.rule
         self.denied_by: tuple[str | None, str | None] = (None, None)
         self.evaluations: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def flow(self) -> str:
+        """Written when a table shows it: the report shows a few dozen of a capture's flows."""
+        return flow_text(self.key)
 
 
 class Traffic:
@@ -108,7 +115,8 @@ class Traffic:
             return
         flow = self._flow(verdict, (packet.proto, packet.version, packet.src, packet.sport, packet.dst, packet.dport),
                           at)
-        flow.last_seen = max(flow.last_seen, ts)
+        if ts > flow.last_seen:
+            flow.last_seen = ts
         flow.packets += 1
         flow.bytes += wirelen
         if verdict.evaluations:
@@ -141,17 +149,21 @@ class Traffic:
             self.counts[(minute, scope, "flows", outcome)] += 1
 
     def _flow(self, verdict: Verdict, key: tuple, at: int | None) -> FlowTotals:
-        """The connection of a packet: its own key, or a reply's key before or after NAT."""
-        keys = [key] if verdict.translated is None else [key, tuple(verdict.translated)]
-        for k in keys:
-            for candidate in (k, (k[0], k[1], k[4], k[5], k[2], k[3])):
-                found = self._by_key.get(candidate)
-                if found is not None:
-                    return found
-        flow = FlowTotals(len(self.flows) if at is None else at, verdict)
+        """The connection of a packet: its own key, or a reply's key before or after NAT. A connection is
+        found by each of its keys both ways round, and no key both ways round names two connections."""
+        by_key = self._by_key
+        flow = by_key.get(key)
+        if flow is not None:
+            return flow
+        translated = verdict.translated
+        if translated is not None:
+            flow = by_key.get(translated := tuple(translated))
+            if flow is not None:
+                return flow
+        flow = FlowTotals(len(self.flows) if at is None else at, verdict, key)
         self.flows.append(flow)
-        for k in keys:
-            self._by_key[k] = flow
+        for k in (key, translated) if translated is not None else (key,):
+            by_key[k] = by_key[(k[0], k[1], k[4], k[5], k[2], k[3])] = flow
         return flow
 
 
