@@ -244,8 +244,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     verdicts: list[tuple[int, str]] = []
     framed: dict[str, list[tuple[int, int, bytes]]] = {}
     captures: list[Capture] = []
-    # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     traffic = Traffic() if wanted.report else None
+    # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     pass_frames = dataplane.pass_frames if not (wanted.per_packet or wanted.report) else None
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
         dataplane.walks_stop_at_new_flows(decided=True)
@@ -255,12 +255,12 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         wanted.report or wanted.frames is not None or logs is not None) else None
     # the allowed and denied packets alone: as in one process, the C walk makes the records of the allowed
     # packets it takes (with their places), and Python those of the packets left to it
-    frames_walked = wanted.frames is not None and not (wanted.frames.translated or wanted.report or
-                                                       wanted.verdict_lines or logs is not None)
-    walked = ([], bytearray()) if frames_walked and wanted.frames.allowed else None  # type: ignore[union-attr]
-    if frames_walked and wanted.frames.denied:  # type: ignore[union-attr]
+    by_decision = wanted.frames if wanted.frames is not None and not (
+        wanted.frames.translated or wanted.report or wanted.verdict_lines or logs is not None) else None
+    walked_records = ([], bytearray()) if by_decision is not None and by_decision.allowed else None
+    if by_decision is not None and by_decision.denied:
         dataplane.walks_stop_at_new_flows(decided=False)
-    skip_only = pass_frames is None and written is None and not frames_walked  # each of the shard's packets
+    skip_only = pass_frames is None and written is None and by_decision is None  # each of the shard's packets
     if skip_only:  # goes through Python: walks skip the others' records, which it would read one by one
         dataplane.walks_skip_only()
     pass_records = dataplane.pass_records if len(paths) == 1 else None
@@ -281,7 +281,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
         for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
                                     pass_frames, hits, until, took, shard_filter, lines=written,
-                                    index=lambda: own.count, heard=heard, allowed=walked, skip_only=skip_only):
+                                    index=lambda: own.count, heard=heard, allowed=walked_records,
+                                    skip_only=skip_only):
             ts, linktype, data, wirelen = frame
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
@@ -307,8 +308,9 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         thaw()
         for capture in captures:
             capture.close()
-    if walked is not None and walked[0]:  # the C walk takes Ethernet frames only
-        framed.setdefault("allowed", []).extend(zip(array("q", walked[1]), repeat(LINKTYPE_ETHERNET), walked[0]))
+    if walked_records is not None and walked_records[0]:  # the C walk takes Ethernet frames only
+        records, places = walked_records
+        framed.setdefault("allowed", []).extend(zip(array("q", places), repeat(LINKTYPE_ETHERNET), records))
     if own.last_ts is not None:
         if logs is not None:
             logs.at(own.count, (1,))
