@@ -2849,7 +2849,7 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
     return result;
 }
 
-/* The pcap record of a frame the walk took, as replay.PcapWriter writes it (its time in microseconds,
+/* The pcap record of a frame the walk took, as replay.pcap_record makes it (its time in microseconds,
    rounded half to even as Python's round, and the larger of its two lengths), appended to `frames`. The
    frame's length on the wire is in the 4 bytes before it, in pcap and pcapng records alike. 0, or -1. */
 static int

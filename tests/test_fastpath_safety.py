@@ -28,7 +28,7 @@ from dataplane.conntrack import LATEST_TIME, FlowRecord, FlowTable, PureFlowReco
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
 from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, RecentTable, Verdict
-from dataplane.replay import Capture, NumberedLines, Outputs, PcapWriter, replay
+from dataplane.replay import Capture, NumberedLines, Outputs, PcapWriter, pcap_record, replay
 from dataplane.rules import Direction
 
 from test_pipeline_fast_path import HOSTS, SCENARIO, frame
@@ -268,6 +268,27 @@ def test_verdict_lines_kept_in_something_else_than_two_bytearrays_are_refused(li
     next(capture.frames())  # the headers read: the walk goes on from the second record
     with pytest.raises(TypeError):
         capture.walk(dp.pass_records, 1.0, 10, None, False, lines, 0)
+
+
+@pytest.mark.parametrize("frames", ["frames", (bytearray(), bytearray()), ([], b""), ([],), ((), bytearray())],
+                         ids=repr)
+def test_allowed_records_kept_in_something_else_than_a_list_and_maybe_a_bytearray_are_refused(frames,
+                                                                                              tmp_path) -> None:
+    dp = busy_dataplane()
+    capture = Capture(two_acks(tmp_path, (0.2, 0.3)))
+    next(capture.frames())
+    with pytest.raises(TypeError):
+        capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, frames)
+
+
+def test_the_walk_appends_each_allowed_record_and_its_index(tmp_path) -> None:
+    dp = busy_dataplane()
+    capture = Capture(two_acks(tmp_path, (0.2, 0.3)))
+    next(capture.frames())
+    records, places = [], bytearray()
+    assert capture.walk(dp.pass_records, 1.0, 10, None, False, None, 7, (records, places))[0] == 1
+    assert array("q", places).tolist() == [7]
+    assert records == [pcap_record(0.3, frame(ACK), len(frame(ACK)))]
 
 
 def test_the_walk_appends_each_verdict_line_and_its_index(tmp_path) -> None:
