@@ -250,6 +250,17 @@ def test_three_workers_write_the_flow_logs_one_writes_alone_on_random_mixed_traf
     assert three == one and all(one[name] == every_output[name] for name in one)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_three_workers_write_the_allowed_and_denied_packets_one_writes_alone_on_random_mixed_traffic(seed, nat_scenario,
+                                                                                                     tmp_path):
+    capture = tmp_path / "mixed.pcap"
+    wrpcap(str(capture), mixed_traffic(seed))
+    one = run(nat_scenario, capture, tmp_path / "one", outputs=BY_DECISION)
+    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3", outputs=BY_DECISION)
+    every_output = run(nat_scenario, capture, tmp_path / "all")
+    assert three == one and all(one[name] == every_output[name] for name in one)
+
+
 def test_parquet_verdicts_of_two_workers_equal_one_workers(tmp_path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     outputs = {"--verdicts": "verdicts.parquet", "--summary": "summary.json"}
