@@ -3,8 +3,9 @@
 Every worker reads the whole capture and lets its Dataplane see only its shard's packets
 (`shards.py` keeps a flow's packets together); for the others it only lets the capture's clock run,
 so flows idle out and flow-log minutes close exactly when they would in one process. Each worker
-hands back its verdicts by packet index and its flow-log tuples with the place each had in the
-one-process order, and the client merges and writes every output: the files equal one worker's.
+hands back its verdict lines and pcap records by packet index, its flow-log tuples with the place each
+had in the one-process order, and the report's counts of its packets, and the client merges and writes
+every output: the files equal one worker's.
 `whatif` shards the same way: each worker reports its shard's flows, and the reports add up to one
 process's.
 """
