@@ -240,23 +240,14 @@ def test_three_workers_write_what_one_writes_on_random_mixed_traffic(seed, nat_s
     assert three == one
 
 
+@pytest.mark.parametrize("outputs", [FLOW_LOGS, BY_DECISION], ids=["flow logs", "allowed and denied packets"])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_three_workers_write_the_flow_logs_one_writes_alone_on_random_mixed_traffic(seed, nat_scenario, tmp_path):
+def test_three_workers_write_what_one_writes_alone_on_random_mixed_traffic(seed, outputs, nat_scenario, tmp_path):
+    """Outputs the C walks serve, alone: each as one process writes it, and as it is beside every other."""
     capture = tmp_path / "mixed.pcap"
     wrpcap(str(capture), mixed_traffic(seed))
-    one = run(nat_scenario, capture, tmp_path / "one", outputs=FLOW_LOGS)
-    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3", outputs=FLOW_LOGS)
-    every_output = run(nat_scenario, capture, tmp_path / "all")
-    assert three == one and all(one[name] == every_output[name] for name in one)
-
-
-@pytest.mark.parametrize("seed", [1, 2])
-def test_three_workers_write_the_allowed_and_denied_packets_one_writes_alone_on_random_mixed_traffic(seed, nat_scenario,
-                                                                                                     tmp_path):
-    capture = tmp_path / "mixed.pcap"
-    wrpcap(str(capture), mixed_traffic(seed))
-    one = run(nat_scenario, capture, tmp_path / "one", outputs=BY_DECISION)
-    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3", outputs=BY_DECISION)
+    one = run(nat_scenario, capture, tmp_path / "one", outputs=outputs)
+    three = run(nat_scenario, capture, tmp_path / "three", "--workers", "3", outputs=outputs)
     every_output = run(nat_scenario, capture, tmp_path / "all")
     assert three == one and all(one[name] == every_output[name] for name in one)
 
