@@ -2675,8 +2675,6 @@ tail_of_fields(FastPath *self, PyObject *const fields[9])
     return tail;
 }
 
-/* (index, line) appended to `lines`, the line's place in the capture with it: several walks' lines
-   merge by it (workers). 0, or -1 on error. */
 /* `lines` is a pair of bytearrays (replay.NumberedLines): the lines' UTF-8, each ending in a newline, and
    their indexes as native int64s. */
 static int
@@ -2689,13 +2687,16 @@ append_bytes(PyObject *array, const void *data, Py_ssize_t size)
     return 0;
 }
 
+/* A record's packet index, a native int64, appended to `indexes` (a bytearray): several walks' lines, or
+   pcap records, merge by it (workers). 0, or -1 on error. */
 static int
-append_index(PyObject *lines, Py_ssize_t index)
+append_index(PyObject *indexes, Py_ssize_t index)
 {
     int64_t at = index;
-    return append_bytes(PyTuple_GET_ITEM(lines, 1), &at, sizeof at);
+    return append_bytes(indexes, &at, sizeof at);
 }
 
+/* (index, line) appended to `lines`. 0, or -1 on error. */
 static int
 append_numbered(PyObject *lines, Py_ssize_t index, PyObject *line)
 {
@@ -2704,7 +2705,7 @@ append_numbered(PyObject *lines, Py_ssize_t index, PyObject *line)
     if (text == NULL || append_bytes(PyTuple_GET_ITEM(lines, 0), text, size) < 0 ||
             append_bytes(PyTuple_GET_ITEM(lines, 0), "\n", 1) < 0)
         return -1;
-    return append_index(lines, index);
+    return append_index(PyTuple_GET_ITEM(lines, 1), index);
 }
 
 static char *
@@ -2801,7 +2802,7 @@ append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObj
     memcpy(to, head, first);
     memcpy(to + first, PyUnicode_1BYTE_DATA(tail), rest);
     to[first + rest] = '\n';
-    return append_index(lines, index);
+    return append_index(PyTuple_GET_ITEM(lines, 1), index);
 }
 
 /* The verdict line of a recent flow's packet that passed (its entry, its flow's state after it), as
@@ -2853,20 +2854,6 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
    rounded half to even as Python's round, and the larger of its two lengths), appended to `frames`. The
    frame's length on the wire is in the 4 bytes before it, in pcap and pcapng records alike. 0, or -1. */
 static int
-append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t caplen, int big);
-
-/* append_frame, and with `placed` (a bytearray) the record's packet index after it, a native int64. */
-static int
-append_placed_frame(PyObject *frames, PyObject *placed, Py_ssize_t index, double ts, const unsigned char *frame,
-                    Py_ssize_t caplen, int big)
-{
-    if (append_frame(frames, ts, frame, caplen, big) < 0)
-        return -1;
-    int64_t at = index;
-    return placed == NULL ? 0 : append_bytes(placed, &at, 8);
-}
-
-static int
 append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t caplen, int big)
 {
     double micros = nearbyint(ts * 1e6);
@@ -2889,6 +2876,16 @@ append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t
     int result = PyList_Append(frames, record);
     Py_DECREF(record);
     return result;
+}
+
+/* append_frame, and with `placed` (a bytearray) the record's packet index after it (append_index). */
+static int
+append_placed_frame(PyObject *frames, PyObject *placed, Py_ssize_t index, double ts, const unsigned char *frame,
+                    Py_ssize_t caplen, int big)
+{
+    if (append_frame(frames, ts, frame, caplen, big) < 0)
+        return -1;
+    return placed == NULL ? 0 : append_index(placed, index);
 }
 
 static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
