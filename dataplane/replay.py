@@ -569,6 +569,15 @@ class Outputs:
     flow_log_dir: str | None = None
     vnet_flow_log_dir: str | None = None
 
+    @property
+    def by_decision(self) -> bool:
+        """Whether a capture of the packets by their decision is asked for (`FRAME_OUTPUTS`)."""
+        return any(getattr(self, name) for name in FRAME_OUTPUTS)
+
+
+FRAME_OUTPUTS = ("allowed", "denied", "translated")
+"""The outputs of packets by decision."""
+
 
 @dataclass
 class Summary:
@@ -646,7 +655,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         if verdict_lines:
             writers["verdicts"] = verdict_lines
         process = dataplane.process
-        captures_out = bool(outputs.allowed or outputs.denied or outputs.translated)
+        captures_out = outputs.by_decision
         per_packet = verdict_lines is not None or flowlogs is not None or captures_out or traffic is not None
         # What the C path may take without Python: verdict lines alone (it writes those of the packets it
         # takes); the allowed packets (it writes their frames: every known flow's packet is allowed); flow
@@ -726,7 +735,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         if flowlogs is not None:
             flowlogs.close()
         linktype = next((c.linktype for c in captures if c.linktype is not None), 1)
-        for name in ("allowed", "denied", "translated"):
+        for name in FRAME_OUTPUTS:
             if getattr(outputs, name):  # an output no packet reached is an empty capture
                 _pcap_writer(writers, outputs, name, linktype)
         failure = _close_all(writers.values())
@@ -835,10 +844,6 @@ def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
         for sink in sinks[kind]:
             sink.write(record)
     return FlowLogs(emit, tuple(kind for kind, kept in sinks.items() if kept))
-
-
-FRAME_OUTPUTS = ("allowed", "denied", "translated")
-"""The outputs of packets by decision."""
 
 
 def _write_frame(writers: dict[str, Any], outputs: Outputs, frame: Frame, decision: str,

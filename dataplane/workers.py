@@ -285,6 +285,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                                     index=lambda: own.count, heard=heard, allowed=walked_records,
                                     skip_only=skip_only):
             ts, linktype, data, wirelen = frame
+            i = own.count - 1
             verdict = process(data, ts, linktype)
             if verdict.reason == "unsupported-link-type":
                 unsupported[linktype] = unsupported.get(linktype, 0) + 1
@@ -292,13 +293,11 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if logs is not None:
                 logs.verdict(verdict)
             if traffic is not None:
-                traffic.verdict(verdict, wirelen, own.count - 1)
+                traffic.verdict(verdict, wirelen, i)
             if wanted.frames is not None:
                 for name, out in frame_outputs(wanted.frames, frame, verdict.decision, verdict.translated):
-                    framed.setdefault(name, []).append((own.count - 1, linktype,
-                                                        pcap_record(ts, out, max(wirelen, len(out)))))
+                    framed.setdefault(name, []).append((i, linktype, pcap_record(ts, out, max(wirelen, len(out)))))
             if wanted.verdict_lines:
-                i = own.count - 1
                 if written is not None:
                     written.add(i, verdict.json_line(i))
                 else:
@@ -485,7 +484,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if lines is not None:
             writers["verdicts"] = lines
         wanted = Wanted(traffic is not None, flowlogs is not None, lines is not None,
-                        outputs if any(getattr(outputs, name) for name in FRAME_OUTPUTS) else None)
+                        outputs if outputs.by_decision else None)
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:
