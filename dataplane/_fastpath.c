@@ -1191,8 +1191,6 @@ typedef struct {
                               verdict the last of the walk's) */
     Py_ssize_t walk_taken; /* while pass_records decides a new flow, the records its walk took before it, else -1:
                               a listener told of the flow learns its packet's place (workers' flow logs) */
-    int skip_only;         /* pass_records only skips other shards' records and stops at each of its own: its
-                              caller makes every one of its shard's packets' outputs (workers' per-packet outputs) */
 } FastPath;
 
 enum { WALK_ON, STOP_BEFORE, STOP_AFTER_DENY };
@@ -2894,8 +2892,7 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    Python object, the first packets of new flows from outside to a NIC go to Dataplane._new_at_nic (their
    verdicts are returned, for the rule hits; with `hits_only`, such a flow may be decided here and its
    policy result returned instead: as (result, count) pairs, consecutive flows given the same result object
-   sharing one), and the first other record stops the walk where it starts (with `skip_only`, every record of
-   the walk's shard does). With
+   sharing one), and the first other record stops the walk where it starts. With
    `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken (`frames` a pair
    of a list and a bytearray: the records, and each one's index as lines have theirs). */
@@ -2984,8 +2981,6 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
                 continue;
             }
         }
-        if (self->skip_only)
-            break;
         Common c;
         if (!parse_raw(b + data, caplen, &c))
             break;
@@ -3470,6 +3465,96 @@ FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nndnN)", passed, pos, last, backwards, half != NULL ? half : Py_NewRef(Py_None));
 }
 
+/* read_frames(buffer, pos, format, last, until, limit, frame_type[, shard, places]): the records from pos on
+   made into frame_type objects (replay.Frame) as replay.Capture's Python reader makes them, for a caller
+   that decides each packet in Python (per-packet outputs): at most `limit` records, up to one at `until` or
+   later or one the walk leaves to that reader (record_at). With `shard` (a ShardFilter) the records of other
+   shards are skipped, moving the clock only, so no sweep may be passed (`next_sweep`) and a record the filter
+   cannot key (not Ethernet IPv4, or ICMP) stops the read; each frame's offset among the records taken is
+   appended to `places` (append_index). (taken, position, last time, times backwards, frames). */
+static PyObject *
+FastPath_read_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if ((nargs != 7 && nargs != 9) || !PyType_Check(args[6]) ||
+            !PyType_IsSubtype((PyTypeObject *)args[6], &PyTuple_Type) ||
+            (nargs == 9 && (!Py_IS_TYPE(args[7], &ShardFilterType) || !PyByteArray_Check(args[8])))) {
+        PyErr_SetString(PyExc_TypeError, "read_frames(buffer, pos, format, last, until, limit, frame_type[, shard, "
+                        "places]): frame_type a tuple type, shard a ShardFilter, places a bytearray");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)args[6];
+    ShardFilter *shard = nargs == 9 ? (ShardFilter *)args[7] : NULL;
+    PyObject *places = nargs == 9 ? args[8] : NULL;
+    Py_ssize_t pos;
+    Format f;
+    double last;
+    if (walk_arguments(args, &pos, &f, &last) < 0)
+        return NULL;
+    double until = PyFloat_AsDouble(args[4]);
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *frames = PyList_New(0);
+    const unsigned char *b = view.buf;
+    Py_ssize_t end = view.len, taken = 0, backwards = 0;
+    if (pos < 0)
+        pos = end;
+    while (frames != NULL && taken < limit) {
+        Py_ssize_t data, caplen;
+        double ts;
+        int iface;
+        Py_ssize_t next = record_at(b, end, pos, &f, &ts, &data, &caplen, &iface);
+        if (next < 0 || !(ts < until))
+            break;
+        if (shard != NULL) {
+            long which = f.ethernet[iface] && ts < self->next_sweep ? frame_shard(shard, b + data, caplen) : -1;
+            if (which < 0)
+                break;
+            if (which != shard->index) {
+                if (ts < last)
+                    backwards += 1;
+                last = ts;
+                taken += 1;
+                pos = next;
+                continue;
+            }
+            if (append_index(places, taken) < 0)
+                goto failed;
+        }
+        uint32_t wirelen = u32_at(b + data - 4, f.big);  /* pcap's and pcapng's: just before the frame */
+        PyObject *frame = type->tp_alloc(type, 4), *item;
+        if (frame == NULL)
+            goto failed;
+        PyTuple_SET_ITEM(frame, 0, PyFloat_FromDouble(ts));
+        PyTuple_SET_ITEM(frame, 1, PyLong_FromLong(f.linktype[iface]));
+        PyTuple_SET_ITEM(frame, 2, PyBytes_FromStringAndSize((const char *)b + data, caplen));
+        PyTuple_SET_ITEM(frame, 3, PyLong_FromUnsignedLong(wirelen));
+        for (int i = 0; i < 4; i++)
+            if ((item = PyTuple_GET_ITEM(frame, i)) == NULL) {
+                Py_DECREF(frame);
+                goto failed;
+            }
+        int appended = PyList_Append(frames, frame);
+        Py_DECREF(frame);
+        if (appended < 0)
+            goto failed;
+        if (ts < last)
+            backwards += 1;
+        last = ts;
+        taken += 1;
+        pos = next;
+    }
+    PyBuffer_Release(&view);
+    return frames == NULL ? NULL : Py_BuildValue("(nndnN)", taken, pos, last, backwards, frames);
+failed:
+    PyBuffer_Release(&view);
+    Py_DECREF(frames);
+    return NULL;
+}
+
 static PyMethodDef FastPath_methods[] = {
     {"process", (PyCFunction)(void (*)(void))FastPath_process, METH_FASTCALL,
      "process(frame, ts) -> the Verdict of a recent flow or of a new inbound flow, else the decoded Packet, "
@@ -3487,6 +3572,9 @@ static PyMethodDef FastPath_methods[] = {
      "verdict_lines(json_tail): pass_records(..., lines, index) writes the verdict lines of the packets it takes"},
     {"expire_due", (PyCFunction)(void (*)(void))FastPath_expire_due, METH_FASTCALL,
      "expire_due(table, now) -> (closed, expired): end the table's flows due by now, when nothing hears of it"},
+    {"read_frames", (PyCFunction)(void (*)(void))FastPath_read_frames, METH_FASTCALL,
+     "read_frames(buffer, pos, format, last, until, limit, frame_type[, shard, places]) -> (taken, position, last "
+     "time, times backwards, the frames made of the records taken: with a shard, of its own only)"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
      "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
      "or the exception the frames raised)"},
@@ -3496,7 +3584,6 @@ static PyMethodDef FastPath_methods[] = {
 static PyMemberDef FastPath_members[] = {
     {"next_sweep", T_DOUBLE, offsetof(FastPath, next_sweep), 0, NULL},
     {"new_flows", T_INT, offsetof(FastPath, new_flows), 0, NULL},
-    {"skip_only", T_INT, offsetof(FastPath, skip_only), 0, NULL},
     {"packets", T_LONGLONG, offsetof(FastPath, packets), 0, NULL},
     {"allowed", T_LONGLONG, offsetof(FastPath, allowed), 0, NULL},
     {"denied", T_LONGLONG, offsetof(FastPath, denied), 0, NULL},

@@ -163,6 +163,10 @@ class Dataplane:
         self.pass_records: Callable[[Any, int, tuple, float, float, int], tuple[int, int, float, int, list]] | None = \
             self._fast.pass_records if fast else None
         """`pass_frames` over a capture's buffer (`replay.Capture` calls it): see `FastPath.pass_records`."""
+        self.read_frames: Callable[..., tuple[int, int, float, int, list]] | None = \
+            self._fast.read_frames if fast else None
+        """A capture's frames made in C, for a replay that decides each packet in Python (`replay.read_in_c`,
+        `workers.ShardFrames.read`): see `FastPath.read_frames`."""
         self._route = policy.route.legs
 
     def walk_with(self, other: "Dataplane") -> Callable[..., tuple] | None:
@@ -184,12 +188,6 @@ class Dataplane:
         of the walk's (flow logs: a deny tuple before the next flow's begin)."""
         if self._fast is not None:
             self._fast.new_flows = STOP_AFTER_DENY if decided else STOP_BEFORE
-
-    def walks_skip_only(self) -> None:
-        """Walks of a capture (`pass_records`, with a shard filter) take none of the shard's packets: they
-        only skip the other shards' records, for a caller that processes every packet of its own."""
-        if self._fast is not None:
-            self._fast.skip_only = 1
 
     @property
     def walk_taken(self) -> int:

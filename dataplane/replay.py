@@ -299,21 +299,17 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: NumberedLines | None = None,
                    index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
-                   allowed: list[bytes] | tuple[list[bytes], bytearray] | None = None,
-                   skip_only: bool = False) -> Iterator[Frame]:
+                   allowed: list[bytes] | tuple[list[bytes], bytearray] | None = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
     verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
     `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes, and
     with `allowed` a list and a bytearray, each record's place as the lines have theirs),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
-    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded).
-    `skip_only`: the walks only skip other shards' records (`Dataplane.walks_skip_only`), so one is made
-    only once `frames` has given another shard's frame: never for the shard's own, where it would stop."""
-    reading = False
+    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         told: list = []
-        if pass_records is not None and capture is not None and not reading:
+        if pass_records is not None and capture is not None:
             runs = False
             if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
@@ -324,7 +320,6 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                 runs = heard is None
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, runs)
             frame, walked, again = None, True, False
-            reading = skip_only
             if decided:
                 (count_hit_runs if runs else count_hits)(hits, decided[0])
                 if heard is not None and decided[0]:
@@ -346,7 +341,6 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
         if walked:
             frame = next(frames, None)
         if frame is OTHERS:
-            reading = False
             continue
         if frame is None:
             return
@@ -371,6 +365,22 @@ def count_hit_runs(hits: dict[tuple[str, str], int], runs: Iterable[tuple[Any, i
         for evaluation in result.evaluations:
             slot = (evaluation.nsg, evaluation.rule)
             hits[slot] = hits.get(slot, 0) + times
+
+
+def read_in_c(capture: Capture, read_frames: Callable[..., tuple]) -> Iterator[Frame]:
+    """A capture's frames as `Capture.frames` gives them, made in C batch by batch
+    (`Dataplane.read_frames`), for a replay that decides every packet in Python; the Python reader reads
+    what C leaves to it (the headers, other blocks, anything wrong) and a compressed stream's chunks."""
+    frames = capture.frames()
+    while True:
+        taken, _, *made = capture.walk(read_frames, math.inf, PASS_BATCH, Frame)
+        if taken:
+            yield from made[0]
+        if taken < PASS_BATCH:
+            frame = next(frames, None)
+            if frame is None:
+                return
+            yield frame
 
 
 def merged(captures: list[Capture]) -> Iterator[Frame]:
@@ -695,7 +705,9 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             last_ts = last
             show()
 
-        for frame in left_to_python(merged(captures), captures[0] if captures else None, pass_records, pass_frames,
+        frames = read_in_c(captures[0], dataplane.read_frames) if pass_records is None and pass_frames is None \
+            and dataplane.read_frames is not None and len(captures) == 1 else merged(captures)
+        for frame in left_to_python(frames, captures[0] if captures else None, pass_records, pass_frames,
                                     hits, until, took, lines=written, index=lambda: index,
                                     heard=flowlogs.verdict if flowlogs is not None else None, allowed=allowed):
             show()

@@ -31,7 +31,7 @@ from .decode import LINKTYPE_ETHERNET
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics, Verdict
-from .replay import (FRAME_OUTPUTS, OTHERS, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all,
+from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all,
                      _fill_summary, _flow_logs, _pcap_writer, _write_summary, collector_paused, count_hits,
                      frame_outputs, freeze_collector, left_to_python, merged, never_applied, pcap_record,
                      verdict_writer)
@@ -179,36 +179,64 @@ class ShardFrames:
         self.applied = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
+        self._due = math.inf
+        """When the next update is due."""
 
     def of(self, frames: Iterator[Frame], walked: bool = False) -> Iterator[Frame]:
         """`walked`: a C walk takes the records between the frames asked for, so another shard's frame is
         answered with `OTHERS` and the walk goes on after it, rather than with this shard's next frame, which
         may be far ahead: Python would read every frame up to it."""
-        pass_time, shard, index, logs = self._dataplane.pass_time, self._shard, self._index, self._logs
-        due = self._next_update() if self.first_ts is not None else math.inf
-        """When the next update is due: `of` may go on over the capture batch by batch."""
+        shard, index, logs, met = self._shard, self._index, self._logs, self._met
         for frame in frames:
-            ts = frame[0]
-            i = self.count
-            self.count = i + 1
-            self.last_ts = ts
-            if self.first_ts is None:
-                self.first_ts = ts
-                due = self._next_update()
-            if ts >= due:
-                due = self._update(i, ts)
-            if logs is not None:
-                logs.at(i, (1,))
-            pass_time(ts)
+            met(self.count, frame[0])
             if shard(frame[2], frame[1]) == index:
                 if logs is not None:
-                    logs.at(i, (2,))
+                    logs.at(self.count - 1, (2,))
                 yield frame
                 continue
             if logs is not None:
-                logs.tick(ts)
+                logs.tick(frame[0])
             if walked:
                 yield OTHERS
+
+    def read(self, capture: Capture, read_frames: Callable[..., tuple], shard: Any,
+             until: Callable[[], float]) -> Iterator[Frame]:
+        """The shard's frames of one capture, made in C (`Dataplane.read_frames`) with the other shards'
+        records skipped there up to `until()`; `of` reads what C leaves, one frame at a time."""
+        frames = self.of(capture.frames(), walked=True)
+        places = bytearray()
+        logs = self._logs
+        while True:
+            first = self.count
+            taken, last, *made = capture.walk(read_frames, until(), PASS_BATCH, Frame, shard, places)
+            for offset, frame in zip(array("q", places), made[0] if made else ()):
+                self._met(first + offset, frame[0])
+                if logs is not None:
+                    logs.at(first + offset, (2,))
+                yield frame
+            places.clear()
+            if taken:
+                self.count = first + taken
+                self.last_ts = last
+            if taken < PASS_BATCH:
+                frame = next(frames, None)
+                if frame is None:
+                    return
+                if frame is not OTHERS:
+                    yield frame
+
+    def _met(self, i: int, ts: float) -> None:
+        """Frame i, at ts, is read: the updates due by then deployed, the clock moved."""
+        self.count = i + 1
+        self.last_ts = ts
+        if self.first_ts is None:
+            self.first_ts = ts
+            self._due = self._next_update()
+        if ts >= self._due:
+            self._due = self._update(i, ts)
+        if self._logs is not None:
+            self._logs.at(i, (1,))
+        self._dataplane.pass_time(ts)
 
     def _next_update(self) -> float:
         return self.first_ts + self._pending[0].at if self._pending else math.inf
@@ -261,14 +289,14 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     walked_records = ([], bytearray()) if by_decision is not None and by_decision.allowed else None
     if by_decision is not None and by_decision.denied:
         dataplane.walks_stop_at_new_flows(decided=False)
-    skip_only = pass_frames is None and written is None and by_decision is None  # each of the shard's packets
-    if skip_only:  # goes through Python: walks skip the others' records, which it would read one by one
-        dataplane.walks_skip_only()
-    pass_records = dataplane.pass_records if len(paths) == 1 else None
+    # each of the shard's packets goes through Python: its frames are made in C, the others' records skipped there
+    read_frames = dataplane.read_frames if pass_frames is None and written is None and by_decision is None \
+        and len(paths) == 1 else None
+    pass_records = dataplane.pass_records if len(paths) == 1 and read_frames is None else None
     error = None
     try:
         captures = [Capture(p) for p in paths]
-        shard_filter = shard_filter_of(shards, index) if pass_records is not None else None
+        shard_filter = shard_filter_of(shards, index) if len(paths) == 1 else None
 
         def took(count: int, last: float, walked: bool) -> None:
             if walked:  # records the walk took never went through `own`
@@ -276,14 +304,15 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 own.last_ts = last
 
         def until() -> float:
-            """Frames through `own` have its updates applied: only a walk, which bypasses it, stops before one."""
-            due = own.until() if pass_records is not None else math.inf
+            """Frames through `own` have its updates applied: only a walk or a read in C, which skip it, stop before one."""
+            due = own.until() if len(captures) == 1 else math.inf
             return min(due, logs.next_minute()) if logs is not None else due
         heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
-        for frame in left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
-                                    pass_frames, hits, until, took, shard_filter, lines=written,
-                                    index=lambda: own.count, heard=heard, allowed=walked_records,
-                                    skip_only=skip_only):
+        frames = own.read(captures[0], read_frames, shard_filter, until) if read_frames is not None else \
+            left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
+                           pass_frames, hits, until, took, shard_filter, lines=written, index=lambda: own.count,
+                           heard=heard, allowed=walked_records)
+        for frame in frames:
             ts, linktype, data, wirelen = frame
             i = own.count - 1
             verdict = process(data, ts, linktype)

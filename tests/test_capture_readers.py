@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 from scapy.utils import PcapNgReader, PcapReader, RawPcapNgReader, RawPcapReader
 
+from dataplane import Dataplane, load_scenario
 from dataplane.errors import CaptureError
-from dataplane.replay import Capture, PcapWriter
+from dataplane.pipeline import FastPath
+from dataplane.replay import PASS_BATCH, Capture, Frame, PcapWriter, read_in_c
 
 from datafiles import SHARED_PCAPS, shared_captures
 from frames import ether
 
 DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo"
+
+needs_c = pytest.mark.skipif(FastPath is None, reason="the C extension was not built (no compiler at install)")
 
 
 def scapy_frames(path: Path) -> list[tuple[float, bytes]]:
@@ -127,3 +131,55 @@ def test_the_writer_rounds_a_time_just_below_a_second_up_to_the_next_second(tmp_
     writer.write(9.9999997, b"\x00" * 60, 60)
     writer.close()
     assert [f.ts for f in Capture(path).frames()] == [10.0]
+
+
+def _as_pcapng(plain: Path, out: Path) -> Path:
+    from scapy.utils import PcapNgWriter
+
+    with PcapReader(str(plain)) as reader, PcapNgWriter(str(out)) as writer:
+        for packet in reader:
+            writer.write(packet)
+    return out
+
+
+def _as_gzip(plain: Path, out: Path) -> Path:
+    out.write_bytes(gzip.compress(plain.read_bytes()))
+    return out
+
+
+def _read_both_ways(path: Path) -> tuple[list[Frame], int, list[Frame], int]:
+    python, in_c = Capture(path), Capture(path)
+    expected = list(python.frames())
+    made = list(read_in_c(in_c, Dataplane(load_scenario(DEMO / "scenario.yaml")).read_frames))
+    return made, in_c.backwards, expected, python.backwards
+
+
+@needs_c
+@pytest.mark.parametrize("name", sorted(p.name for p in DEMO.glob("*.pcap")) + shared_captures(), ids=str)
+def test_frames_made_in_c_are_the_python_readers_frame_for_frame(name: str) -> None:
+    path = DEMO / name if (DEMO / name).exists() else SHARED_PCAPS / name
+    made, backwards, expected, expected_backwards = _read_both_ways(path)
+    assert made == expected  # time, link type, bytes and original length
+    assert {type(f) for f in made} <= {Frame}
+    assert backwards == expected_backwards
+
+
+@needs_c
+@pytest.mark.parametrize("form", [_as_pcapng, _as_gzip], ids=["pcapng", "gzip"])
+def test_frames_made_in_c_of_a_pcapng_or_compressed_capture_are_the_python_readers(form, tmp_path: Path) -> None:
+    made, _, expected, _ = _read_both_ways(form(DEMO / "web.pcap", tmp_path / "web"))
+    assert made == expected and len(made) > 1
+
+
+@needs_c
+def test_frames_made_in_c_go_on_past_a_full_batch_and_count_times_going_backwards(tmp_path: Path) -> None:
+    from scapy.layers.inet import IP, UDP
+
+    path = tmp_path / "many.pcap"
+    writer = PcapWriter(str(path), 1)
+    for i in range(PASS_BATCH + 10):
+        writer.write(1000.0 + (i if i % 100 else i - 50) * 0.001, bytes(ether() / IP(dst="10.0.0.1") / UDP(dport=i)), 1514)
+    writer.close()
+    made, backwards, expected, expected_backwards = _read_both_ways(path)
+    assert made == expected and len(made) == PASS_BATCH + 10
+    assert backwards == expected_backwards > 0

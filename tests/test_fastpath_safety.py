@@ -28,8 +28,9 @@ from dataplane.conntrack import LATEST_TIME, FlowRecord, FlowTable, PureFlowReco
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
 from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, RecentTable, Verdict
-from dataplane.replay import Capture, NumberedLines, Outputs, PcapWriter, pcap_record, replay
+from dataplane.replay import Capture, Frame, NumberedLines, Outputs, PcapWriter, pcap_record, replay
 from dataplane.rules import Direction
+from dataplane.shards import Shards, shard_filter_of
 
 from test_pipeline_fast_path import HOSTS, SCENARIO, frame
 
@@ -279,6 +280,18 @@ def test_allowed_records_kept_in_something_else_than_a_list_and_maybe_a_bytearra
     next(capture.frames())
     with pytest.raises(TypeError):
         capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, frames)
+
+
+@pytest.mark.parametrize("bad", ["a bytes type", "not a type", "no shard filter", "no bytearray", "no places"])
+def test_reading_frames_in_c_refuses_a_frame_type_not_a_tuples_and_a_shard_without_its_places(bad, tmp_path) -> None:
+    dp = busy_dataplane()
+    shard = shard_filter_of(Shards.of(scenario_from_document(SCENARIO), 2), 0)
+    rest = {"a bytes type": (bytes,), "not a type": ("Frame",), "no shard filter": (Frame, None, bytearray()),
+            "no bytearray": (Frame, shard, "places"), "no places": (Frame, shard)}[bad]
+    capture = Capture(two_acks(tmp_path, (0.2, 0.3)))
+    next(capture.frames())
+    with pytest.raises(TypeError):
+        capture.walk(dp.read_frames, 1.0, 10, *rest)
 
 
 def test_the_walk_appends_each_allowed_record_and_its_index(tmp_path) -> None:

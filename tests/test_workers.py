@@ -412,10 +412,11 @@ def test_a_worker_walks_past_a_run_of_another_shards_frames_in_c(tmp_path, monke
 
 
 @needs_c
-def test_a_worker_writing_every_packet_of_its_shard_skips_another_shards_run_in_c(tmp_path, monkeypatch) -> None:
-    """Each of the shard's packets goes through Python (here to be written by its decision): the C walks
-    only skip the other shard's frames."""
-    outputs = Outputs(allowed=str(tmp_path / "allowed.pcap"))
+def test_a_worker_deciding_every_packet_of_its_shard_in_python_skips_another_shards_run_in_c(tmp_path,
+                                                                                              monkeypatch) -> None:
+    """Each of the shard's packets goes through Python (here to be written as translated): its frames are
+    made in C, which skips the other shard's records."""
+    outputs = Outputs(translated=str(tmp_path / "translated.pcap"))
     assert _frames_looked_at_in_python(monkeypatch, _ours_then_a_run_of_theirs(tmp_path), outputs) < 100
 
 
