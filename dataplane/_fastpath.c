@@ -2849,8 +2849,9 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
 }
 
 /* The pcap record of a frame the walk took, as replay.pcap_record makes it (its time in microseconds,
-   rounded half to even as Python's round, and the larger of its two lengths), appended to `frames`. The
-   frame's length on the wire is in the 4 bytes before it, in pcap and pcapng records alike. 0, or -1. */
+   rounded half to even as Python's round, and the larger of its two lengths), appended to `frames`: a list
+   of bytes, or a bytearray of records one after another. The frame's length on the wire is in the 4 bytes
+   before it, in pcap and pcapng records alike. 0, or -1. */
 static int
 append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t caplen, int big)
 {
@@ -2863,14 +2864,17 @@ append_frame(PyObject *frames, double ts, const unsigned char *frame, Py_ssize_t
     uint32_t wirelen = u32_at(frame - 4, big);
     uint32_t header[4] = {(uint32_t)(us / 1000000), (uint32_t)(us % 1000000), (uint32_t)caplen,
                           wirelen > (uint32_t)caplen ? wirelen : (uint32_t)caplen};
+    unsigned char head[16];
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 4; k++)
+            head[i * 4 + k] = (unsigned char)(header[i] >> (8 * k));
+    if (PyByteArray_Check(frames))  /* a worker's records, one after the other */
+        return append_bytes(frames, head, 16) < 0 ? -1 : append_bytes(frames, frame, caplen);
     PyObject *record = PyBytes_FromStringAndSize(NULL, 16 + caplen);
     if (record == NULL)
         return -1;
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(record);
-    for (int i = 0; i < 4; i++)
-        for (int k = 0; k < 4; k++)
-            out[i * 4 + k] = (unsigned char)(header[i] >> (8 * k));
-    memcpy(out + 16, frame, (size_t)caplen);
+    memcpy(PyBytes_AS_STRING(record), head, 16);
+    memcpy(PyBytes_AS_STRING(record) + 16, frame, (size_t)caplen);
     int result = PyList_Append(frames, record);
     Py_DECREF(record);
     return result;
@@ -2895,7 +2899,7 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    sharing one), and the first other record stops the walk where it starts. With
    `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken (`frames` a pair
-   of a list and a bytearray: the records, and each one's index as lines have theirs). */
+   of bytearrays, replay.NumberedRecords: the records one after another, and each one's index as lines have theirs). */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2907,12 +2911,11 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *lines = nargs >= 10 && args[8] != Py_None ? args[8] : NULL;
     PyObject *frames = nargs == 11 && args[10] != Py_None ? args[10] : NULL, *placed = NULL;
     if (frames != NULL && PyTuple_Check(frames) && PyTuple_GET_SIZE(frames) == 2 &&
-            PyByteArray_Check(PyTuple_GET_ITEM(frames, 1))) {
+            PyByteArray_Check(PyTuple_GET_ITEM(frames, 0)) && PyByteArray_Check(PyTuple_GET_ITEM(frames, 1))) {
         placed = PyTuple_GET_ITEM(frames, 1);
         frames = PyTuple_GET_ITEM(frames, 0);
-    }
-    if (frames != NULL && !PyList_Check(frames)) {
-        PyErr_SetString(PyExc_TypeError, "frames must be a list, or a list and a bytearray");
+    } else if (frames != NULL && !PyList_Check(frames)) {
+        PyErr_SetString(PyExc_TypeError, "frames must be a list, or a pair of bytearrays (records, indexes)");
         return NULL;
     }
     Py_ssize_t index = lines != NULL || placed != NULL ? PyLong_AsSsize_t(args[9]) : 0;
@@ -3621,17 +3624,39 @@ typedef struct {
     Py_ssize_t length;
 } LineAt;
 
-/* merge_lines(texts, indexes, per_block): workers' verdict lines, each worker's in one buffer (lines ending
-   in '\n') with the packet index of each line in another (native int64s, rising), merged in index order
-   into bytes objects of `per_block` lines each: the client of a sharded replay writes them as they come. */
+/* The length of the item at `at`: a line, up to its '\n', or a pcap record as append_frame writes it
+   (little-endian, its captured length at byte 8); -1 when the buffer ends first. */
+static Py_ssize_t
+item_length(const char *at, const char *end, int records)
+{
+    if (!records) {
+        const char *newline = memchr(at, '\n', end - at);
+        return newline == NULL ? -1 : newline - at + 1;
+    }
+    if (end - at < 16)
+        return -1;
+    const unsigned char *u = (const unsigned char *)at + 8;
+    Py_ssize_t length = 16 + (Py_ssize_t)((uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
+                                          (uint32_t)u[3] << 24);
+    return length <= end - at ? length : -1;
+}
+
+/* merge_lines(texts, indexes, per_block[, records]): workers' verdict lines, each worker's in one buffer
+   (lines ending in '\n') with the packet index of each line in another (native int64s, rising), merged in
+   index order into bytes objects of `per_block` lines each: the client of a sharded replay writes them as
+   they come. With `records`, pcap records (replay.NumberedRecords) instead of lines. */
 static PyObject *
 merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
+    if (nargs < 3 || nargs > 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
             PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "merge_lines(texts, indexes, per_block): two lists of as many buffers");
+        PyErr_SetString(PyExc_TypeError, "merge_lines(texts, indexes, per_block[, records]): two lists of as many "
+                        "buffers");
         return NULL;
     }
+    int records = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
+    if (records < 0)
+        return NULL;
     Py_ssize_t per_block = PyLong_AsSsize_t(args[2]);
     if (per_block == -1 && PyErr_Occurred())
         return NULL;
@@ -3660,13 +3685,15 @@ merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "merge_lines: indexes must be aligned int64s");
             goto done;
         }
-        Py_ssize_t count = w->indexes.len / 8, newlines = 0;
+        Py_ssize_t count = w->indexes.len / 8, items = 0, length;
         w->line = w->text.buf;
         w->end = w->line + w->text.len;
-        for (const char *q = w->line; (q = memchr(q, '\n', w->end - q)) != NULL; q++)
-            newlines += 1;
-        if (newlines != count || (w->text.len && w->end[-1] != '\n')) {
-            PyErr_Format(PyExc_ValueError, "merge_lines: worker %zd gave %zd lines for %zd indexes", i, newlines, count);
+        const char *q = w->line;
+        for (; q < w->end && (length = item_length(q, w->end, records)) > 0; q += length)
+            items += 1;
+        if (items != count || q != w->end) {
+            PyErr_Format(PyExc_ValueError, "merge_lines: worker %zd gave %zd whole %s for %zd indexes", i, items,
+                         records ? "records" : "lines", count);
             goto done;
         }
         w->index = w->indexes.buf;
@@ -3687,7 +3714,7 @@ merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 if (workers[i].index < workers[i].last && (next == NULL || *workers[i].index < *next->index))
                     next = &workers[i];
             lines[line].start = next->line;
-            lines[line].length = (const char *)memchr(next->line, '\n', next->end - next->line) - next->line + 1;
+            lines[line].length = item_length(next->line, next->end, records);
             size += lines[line].length;
             next->line += lines[line].length;
             next->index += 1;
@@ -3723,7 +3750,8 @@ done:
 
 static PyMethodDef module_methods[] = {
     {"merge_lines", (PyCFunction)(void (*)(void))merge_lines, METH_FASTCALL,
-     "merge_lines(texts, indexes, per_block): workers' verdict lines merged in index order, per_block lines a bytes object"},
+     "merge_lines(texts, indexes, per_block[, records]): workers' verdict lines (or pcap records) merged in index "
+     "order, per_block a bytes object"},
     {NULL}
 };
 

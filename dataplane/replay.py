@@ -457,6 +457,13 @@ class PcapWriter(_Batched):
         if len(self._pending) >= 8192:
             self.flush()
 
+    def write_block(self, block: bytes, records: int) -> None:
+        """`records` whole records one after another (the workers' merged by `merge_lines`)."""
+        self._pending.append(block)
+        self.count += records
+        if len(self._pending) >= 8192:
+            self.flush()
+
     def flush(self) -> None:
         with _naming(self.path):
             self._file.write(b"".join(self._pending))
@@ -479,6 +486,20 @@ class NumberedLines(NamedTuple):
 
     def clear(self) -> None:
         del self.text[:], self.indexes[:]
+
+
+class NumberedRecords(NamedTuple):
+    """A worker's pcap records of one output, one after another as the C walk appends them
+    (`pass_records(..., frames)`), and the packet index of each (native int64s): they travel as two
+    buffers and merge in C as verdict lines do (`workers.merge_lines`)."""
+
+    records: bytearray
+    indexes: bytearray
+
+    def add(self, index: int, record: bytes) -> None:
+        """A record Python made (of a packet the walk left to it)."""
+        self.records.extend(record)
+        self.indexes.extend(index.to_bytes(8, sys.byteorder, signed=True))
 
 
 class LinesWriter(_Batched):

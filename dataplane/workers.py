@@ -17,12 +17,12 @@ import math
 import os
 import pickle
 import signal
+import sys
 import tempfile
 import threading
 from array import array
 from collections import Counter
 from dataclasses import fields
-from itertools import repeat
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from .addresses import ip_key
@@ -31,7 +31,7 @@ from .decode import LINKTYPE_ETHERNET
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics, Verdict
-from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, Outputs, Summary, Update, _close_all,
+from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, NumberedRecords, Outputs, Summary, Update, _close_all,
                      _fill_summary, _flow_logs, _pcap_writer, _write_summary, collector_paused, count_hits,
                      frame_outputs, freeze_collector, left_to_python, merged, never_applied, pcap_record,
                      verdict_writer)
@@ -64,13 +64,23 @@ class Wanted(NamedTuple):
         return self.verdict_lines or self.frames is not None
 
 
-def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int) -> list[bytes]:
-    """Workers' verdict lines in index order, `per_block` lines a bytes object: `_fastpath.merge_lines`,
-    which the tests check against this, without a compiler."""
-    numbered = heapq.merge(*(zip(array("q", ix), (line + b"\n" for line in bytes(text).split(b"\n")[:-1]))
+def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int, records: bool = False) -> list[bytes]:
+    """Workers' verdict lines (or pcap records) in index order, `per_block` a bytes object:
+    `_fastpath.merge_lines`, which the tests check against this, without a compiler."""
+    numbered = heapq.merge(*(zip(array("q", ix), _records(bytes(text)) if records else
+                                 (line + b"\n" for line in bytes(text).split(b"\n")[:-1]))
                              for text, ix in zip(texts, indexes)))
-    ordered = [line for _, line in numbered]
+    ordered = [item for _, item in numbered]
     return [b"".join(ordered[i:i + per_block]) for i in range(0, len(ordered), per_block)]
+
+
+def _records(text: bytes) -> Iterator[bytes]:
+    """pcap records one after another, as `pcap_record` makes them."""
+    at = 0
+    while at < len(text):
+        end = at + 16 + int.from_bytes(text[at + 8:at + 12], "little")
+        yield text[at:end]
+        at = end
 
 
 try:
@@ -85,9 +95,9 @@ class ShardResult(NamedTuple):
     they are all the client writes (`lines`, two buffers). Lines, not Verdicts, travel: they pickle ten
     times faster."""
     lines: NumberedLines | None
-    framed: dict[str, list[tuple[int, int, bytes]]]
-    """Of each output of packets by decision: (packet index, link type, pcap record) of the shard's packets
-    that go there."""
+    framed: dict[str, tuple[int, NumberedRecords]]
+    """Of each output of packets by decision: the link type of its first record, and the pcap records of
+    the shard's packets that go there."""
     traffic: Traffic | None
     """What the report shows of the shard's packets, counted where they were decided (`Traffic.merged`)."""
     minutes: list[tuple[float, list[tuple[tuple, tuple]]]]
@@ -271,7 +281,10 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     hits: dict[tuple[str, str], int] = {}
     unsupported: dict[int, int] = {}
     verdicts: list[tuple[int, str]] = []
-    framed: dict[str, list[tuple[int, int, bytes]]] = {}
+    framed = {name: NumberedRecords(bytearray(), bytearray()) for name in FRAME_OUTPUTS
+              if wanted.frames is not None and getattr(wanted.frames, name)}
+    first_linktypes: dict[str, tuple[int, int]] = {}
+    """Of each output, the index and link type of the first record Python made: the C walk's are Ethernet."""
     captures: list[Capture] = []
     traffic = Traffic() if wanted.report else None
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
@@ -286,7 +299,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     # packets it takes (with their places), and Python those of the packets left to it
     by_decision = wanted.frames if wanted.frames is not None and not (
         wanted.frames.translated or wanted.report or wanted.verdict_lines or logs is not None) else None
-    walked_records = ([], bytearray()) if by_decision is not None and by_decision.allowed else None
+    walked_records = framed["allowed"] if by_decision is not None and by_decision.allowed else None
     if by_decision is not None and by_decision.denied:
         dataplane.walks_stop_at_new_flows(decided=False)
     # each of the shard's packets goes through Python: its frames are made in C, the others' records skipped there
@@ -325,7 +338,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 traffic.verdict(verdict, wirelen, i)
             if wanted.frames is not None:
                 for name, out in frame_outputs(wanted.frames, frame, verdict.decision, verdict.translated):
-                    framed.setdefault(name, []).append((i, linktype, pcap_record(ts, out, max(wirelen, len(out)))))
+                    first_linktypes.setdefault(name, (i, linktype))
+                    framed[name].add(i, pcap_record(ts, out, max(wirelen, len(out))))
             if wanted.verdict_lines:
                 if written is not None:
                     written.add(i, verdict.json_line(i))
@@ -337,9 +351,6 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         thaw()
         for capture in captures:
             capture.close()
-    if walked_records is not None and walked_records[0]:  # the C walk takes Ethernet frames only
-        records, places = walked_records
-        framed.setdefault("allowed", []).extend(zip(array("q", places), repeat(LINKTYPE_ETHERNET), records))
     if own.last_ts is not None:
         if logs is not None:
             logs.at(own.count, (1,))
@@ -349,7 +360,13 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    return ShardResult(verdicts, written, framed, traffic, logs.minutes if logs is not None else [], dataplane.stats,
+    framed_of = {}
+    for name, kept in framed.items():
+        if kept.indexes:  # the first record's link type: Python's, unless the C walk (Ethernet only) made it
+            made = first_linktypes.get(name)
+            framed_of[name] = (made[1] if made and made[0] == _first_index(kept.indexes) else LINKTYPE_ETHERNET,
+                               kept)
+    return ShardResult(verdicts, written, framed_of, traffic, logs.minutes if logs is not None else [], dataplane.stats,
                        hits, unsupported, own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
@@ -533,9 +550,15 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if traffic is not None:
             traffic = Traffic.merged(r.traffic for r in results if r.traffic is not None)
         for name in FRAME_OUTPUTS:  # the records by packet index, as the lines
-            framed = sorted(f for result in results for f in result.framed.get(name, ()))
-            if framed:
-                _pcap_writer(writers, outputs, name, framed[0][1]).write_records([record for *_, record in framed])
+            parts = [result.framed[name] for result in results if name in result.framed]
+            if parts:
+                linktype = min(parts, key=lambda part: _first_index(part[1].indexes))[0]
+                writer = _pcap_writer(writers, outputs, name, linktype)
+                left = sum(len(kept.indexes) // 8 for _, kept in parts)
+                for block in merge_lines([kept.records for _, kept in parts], [kept.indexes for _, kept in parts],
+                                         RECORDS_BLOCK, True):
+                    writer.write_block(block, min(RECORDS_BLOCK, left))
+                    left -= RECORDS_BLOCK
     except KeyboardInterrupt as e:
         summary.interrupted = True
         e.summary = summary  # type: ignore[attr-defined]
@@ -557,6 +580,14 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         error.summary = summary  # type: ignore[attr-defined]
         raise error
     return summary
+
+
+RECORDS_BLOCK = 4096
+"""pcap records a merged block holds."""
+
+
+def _first_index(indexes: bytearray) -> int:
+    return int.from_bytes(indexes[:8], sys.byteorder, signed=True)
 
 
 def _write_flow_logs(flowlogs: FlowLogs, results: list[ShardResult]) -> None:

@@ -24,7 +24,7 @@ from scapy.utils import wrpcap
 from dataplane.cli import main
 from dataplane.decode import decode_frame
 from dataplane.pipeline import FastPath
-from dataplane.replay import Outputs, replay
+from dataplane.replay import Outputs, pcap_record, replay
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
@@ -352,6 +352,25 @@ def test_workers_lines_merge_in_c_as_in_python(owned, per_block) -> None:
 
 
 @needs_c
+@given(worker_lines, st.integers(1, 70))
+def test_workers_pcap_records_merge_in_c_as_in_python(owned, per_block) -> None:
+    owners, texts = owned
+    records = [pcap_record(i * 0.5, t.encode(), len(t) + 4) for i, t in enumerate(texts)]
+    buffers = [b"".join(r for r, o in zip(records, owners) if o == k) for k in range(3)]
+    _, indexes = _shards_of(owners, texts, 3)
+    merged = merge_lines(buffers, indexes, per_block, True)
+    assert merged == merge_lines_python(buffers, indexes, per_block, True)
+    assert b"".join(merged) == b"".join(records)
+
+
+@needs_c
+def test_merging_workers_records_refuses_a_record_cut_short() -> None:
+    record = pcap_record(1.0, b"frame", 5)
+    with pytest.raises(ValueError, match="worker 0 gave 0 whole records for 1 indexes"):
+        merge_lines([record[:-1]], [array("q", [0]).tobytes()], 10, True)
+
+
+@needs_c
 def test_merging_workers_lines_takes_buffers_of_any_kind() -> None:
     lines, indexes = _shards_of([1, 0, 1], ["a", "b", "c"], 2)
     assert merge_lines([bytearray(b) for b in lines], [memoryview(i) for i in indexes], 2) == [b"a\nb\n", b"c\n"]
@@ -359,8 +378,8 @@ def test_merging_workers_lines_takes_buffers_of_any_kind() -> None:
 
 @needs_c
 @pytest.mark.parametrize("lines, indexes, problem", [
-    ([b"a\n", b""], [array("q", [0, 1]).tobytes(), b""], "worker 0 gave 1 lines for 2 indexes"),
-    ([b"a\nb"], [array("q", [0, 1]).tobytes()], "worker 0 gave 1 lines for 2 indexes"),
+    ([b"a\n", b""], [array("q", [0, 1]).tobytes(), b""], "worker 0 gave 1 whole lines for 2 indexes"),
+    ([b"a\nb"], [array("q", [0, 1]).tobytes()], "worker 0 gave 1 whole lines for 2 indexes"),
     ([b"a\n"], [b"\0" * 7], "indexes must be aligned int64s"),
 ], ids=["missing line", "unended line", "odd index bytes"])
 def test_merging_workers_lines_refuses_lines_and_indexes_that_disagree(lines, indexes, problem) -> None:
@@ -447,7 +466,7 @@ def test_a_workers_allowed_records_made_in_c_are_placed_at_their_packets(name, m
     capture = str(DEMO / f"{name}.pcap")
     frames = list(Capture(capture).frames())
     reference = Dataplane(load_scenario(SCENARIO))
-    allowed = [(i, f.linktype, pcap_record(f.ts, f.data, max(f.wirelen, len(f.data)))) for i, f in enumerate(frames)
+    allowed = [(i, pcap_record(f.ts, f.data, max(f.wirelen, len(f.data)))) for i, f in enumerate(frames)
                if reference.process(f.data, f.ts, f.linktype).decision == "Allow"]
     processed = []
     process = Dataplane.process
@@ -455,7 +474,9 @@ def test_a_workers_allowed_records_made_in_c_are_placed_at_their_packets(name, m
     scenario = load_scenario(SCENARIO)
     result = run_shard(scenario, [capture], [], Shards.of(scenario, 1), 0,
                        Wanted(False, False, False, Outputs(allowed="allowed.pcap")))
-    assert sorted(result.framed["allowed"]) == allowed
+    linktype, made = result.framed["allowed"]
+    assert (linktype, array("q", made.indexes).tolist()) == (1, [i for i, _ in allowed])
+    assert made.records == b"".join(record for _, record in allowed)
     assert len(processed) < len(allowed)  # the C walk made the others
 
 
