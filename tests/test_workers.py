@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import gzip
+import io
+import pickle
 from array import array
 
 import json
@@ -24,12 +26,12 @@ from scapy.utils import wrpcap
 from dataplane.cli import main
 from dataplane.decode import decode_frame
 from dataplane.pipeline import FastPath
-from dataplane.replay import Outputs, pcap_record, replay
+from dataplane.replay import Outputs, collector_paused, pcap_record, replay
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
 from dataplane.errors import DataplaneError
-from dataplane.workers import local_runner, merge_lines, merge_lines_python, worker_count
+from dataplane.workers import _dump_fast, local_runner, merge_lines, merge_lines_python, worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -485,6 +487,42 @@ def test_a_sharded_replay_leaves_nothing_frozen_for_the_garbage_collector() -> N
     assert gc.get_freeze_count() == 0
     replay(load_scenario(SCENARIO), [str(DEMO / "web.pcap")], workers=2)
     assert gc.get_freeze_count() == 0
+
+
+def test_objects_made_while_the_collector_is_paused_go_to_its_oldest_generation() -> None:
+    """The young collection after a worker's results are read back must not walk each of them."""
+    with collector_paused():
+        made = [(i, [i]) for i in range(1000)]
+    assert not {id(m) for m in made} & {id(o) for o in gc.get_objects(generation=0)}
+    assert {id(m) for m in made} <= {id(o) for o in gc.get_objects(generation=2)}
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_pausing_the_collector_thaws_nothing_someone_else_froze() -> None:
+    frozen = [[i] for i in range(10)]
+    gc.freeze()
+    try:
+        with collector_paused():
+            made = [[i] for i in range(10)]
+        assert gc.get_freeze_count() > 0
+        assert {id(m) for m in made} <= {id(o) for o in gc.get_objects()}
+    finally:
+        gc.unfreeze()
+    assert frozen and made
+
+
+@pytest.mark.parametrize("cyclic", [False, True], ids=["plain", "cyclic"])
+def test_a_workers_result_pickled_fast_reads_back_equal_and_a_cycle_too(cyclic) -> None:
+    shared = ("nsg-web", "AllowHttps")
+    result = [(0, i, shared) for i in range(100)]
+    if cyclic:
+        result.append(result)
+    kept = io.BytesIO()
+    _dump_fast((True, result), kept)
+    kept.seek(0)
+    done, back = pickle.load(kept)
+    assert done and back[:100] == result[:100]
+    assert (back[100] is back) if cyclic else len(back) == 100
 
 
 def test_workers_auto_is_one_per_core() -> None:
