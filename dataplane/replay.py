@@ -464,11 +464,12 @@ class PcapWriter(_Batched):
             self.flush()
 
     def write_block(self, block: bytes, records: int) -> None:
-        """`records` whole records one after another (the workers' merged by `merge_lines`)."""
-        self._pending.append(block)
+        """`records` whole records one after another (the workers' merged by `merge_lines`), written at
+        once: a block is large enough."""
+        self.flush()
         self.count += records
-        if len(self._pending) >= 8192:
-            self.flush()
+        with _naming(self.path):
+            self._file.write(block)
 
     def flush(self) -> None:
         with _naming(self.path):

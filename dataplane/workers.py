@@ -180,9 +180,11 @@ class ShardFrames:
     over, with the count of frames before each."""
 
     def __init__(self, dataplane: Dataplane, logs: ShardFlowLogs | None, shards: Shards, index: int,
-                 updates: list[Update]) -> None:
+                 updates: list[Update], shard_filter: Any = None) -> None:
         self._dataplane, self._logs, self._index = dataplane, logs, index
         self._shard = FrameShards(shards)
+        self._shard_in_c: Callable[[bytes], int] | None = shard_filter.shard if shard_filter is not None else None
+        """The shard of an Ethernet frame C keys (IPv4, not ICMP), else -1: `FrameShards` without Python."""
         self._pending = sorted(updates, key=lambda u: u.at)
         self.count = 0
         """Frames read so far; the one last yielded has index count - 1."""
@@ -196,10 +198,11 @@ class ShardFrames:
         """`walked`: a C walk takes the records between the frames asked for, so another shard's frame is
         answered with `OTHERS` and the walk goes on after it, rather than with this shard's next frame, which
         may be far ahead: Python would read every frame up to it."""
-        shard, index, logs, met = self._shard, self._index, self._logs, self._met
+        shard, in_c, index, logs, met = self._shard, self._shard_in_c, self._index, self._logs, self._met
         for frame in frames:
             met(self.count, frame[0])
-            if shard(frame[2], frame[1]) == index:
+            which = in_c(frame[2]) if in_c is not None and frame[1] == 1 else -1
+            if (which if which >= 0 else shard(frame[2], frame[1])) == index:
                 if logs is not None:
                     logs.at(self.count - 1, (2,))
                 yield frame
@@ -277,7 +280,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     dataplane = Dataplane(scenario, listener=logs)
     thaw = freeze_collector()  # the first shard runs in the client, whose objects must thaw after it
     process = dataplane.process
-    own = ShardFrames(dataplane, logs, shards, index, updates)
+    shard_filter = shard_filter_of(shards, index) if dataplane.pass_records is not None else None  # C is built
+    own = ShardFrames(dataplane, logs, shards, index, updates, shard_filter)
     hits: dict[tuple[str, str], int] = {}
     unsupported: dict[int, int] = {}
     verdicts: list[tuple[int, str]] = []
@@ -309,7 +313,6 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     error = None
     try:
         captures = [Capture(p) for p in paths]
-        shard_filter = shard_filter_of(shards, index) if len(paths) == 1 else None
 
         def took(count: int, last: float, walked: bool) -> None:
             if walked:  # records the walk took never went through `own`

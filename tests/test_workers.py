@@ -442,6 +442,14 @@ def test_a_worker_deciding_every_packet_of_its_shard_in_python_skips_another_sha
 
 
 @needs_c
+def test_a_worker_leaves_to_python_the_shard_only_of_frames_c_cannot_key(tmp_path, monkeypatch) -> None:
+    """The denied packets written: each walk stops before a new flow, whose frame Python reads; C says
+    whose it is (Ethernet, IPv4, not ICMP), as it does for the records it walks."""
+    outputs = Outputs(denied=str(tmp_path / "denied.pcap"))
+    assert _frames_looked_at_in_python(monkeypatch, _ours_then_a_run_of_theirs(tmp_path), outputs) == 0
+
+
+@needs_c
 def test_workers_writing_flow_logs_decide_new_flows_in_c(monkeypatch, tmp_path) -> None:
     """A port scan: each SYN a new flow, decided in the C walk, which tells the flow log its packet's place."""
     import dataplane.workers
