@@ -3641,20 +3641,22 @@ item_length(const char *at, const char *end, int records)
     return length <= end - at ? length : -1;
 }
 
-/* merge_lines(texts, indexes, per_block[, records]): workers' verdict lines, each worker's in one buffer
-   (lines ending in '\n') with the packet index of each line in another (native int64s, rising), merged in
-   index order into bytes objects of `per_block` lines each: the client of a sharded replay writes them as
-   they come. With `records`, pcap records (replay.NumberedRecords) instead of lines. */
+/* merge_lines(texts, indexes, per_block[, records[, write]]): workers' verdict lines, each worker's in one
+   buffer (lines ending in '\n') with the packet index of each line in another (native int64s, rising),
+   merged in index order into bytes objects of `per_block` lines each: a list of them, or with `write`, each
+   given to write(block, lines in it) as it is made (and None returned), for the client of a sharded replay
+   to write. With `records`, pcap records (replay.NumberedRecords) instead of lines. */
 static PyObject *
 merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 3 || nargs > 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
-            PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "merge_lines(texts, indexes, per_block[, records]): two lists of as many "
-                        "buffers");
+    PyObject *write = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
+    if (nargs < 3 || nargs > 5 || !PyList_Check(args[0]) || !PyList_Check(args[1]) ||
+            PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1]) || (write != NULL && !PyCallable_Check(write))) {
+        PyErr_SetString(PyExc_TypeError, "merge_lines(texts, indexes, per_block[, records[, write]]): two lists of "
+                        "as many buffers, and something callable");
         return NULL;
     }
-    int records = nargs == 4 ? PyObject_IsTrue(args[3]) : 0;
+    int records = nargs >= 4 ? PyObject_IsTrue(args[3]) : 0;
     if (records < 0)
         return NULL;
     Py_ssize_t per_block = PyLong_AsSsize_t(args[2]);
@@ -3703,7 +3705,7 @@ merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (per_block > total)
         per_block = total ? total : 1;
     lines = PyMem_Malloc(per_block * sizeof(LineAt));
-    out = lines != NULL ? PyList_New(0) : PyErr_NoMemory();
+    out = lines == NULL ? PyErr_NoMemory() : write != NULL ? Py_NewRef(Py_None) : PyList_New(0);
     if (out == NULL)
         goto done;
     for (Py_ssize_t first = 0; first < total; first += per_block) {
@@ -3727,7 +3729,15 @@ merge_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             memcpy(to, lines[line].start, lines[line].length);
             to += lines[line].length;
         }
-        int failed = PyList_Append(out, block);
+        int failed;
+        if (write != NULL) {  /* written at once: the block is freed before the next is made, and its memory reused */
+            PyObject *items = PyLong_FromSsize_t(count), *called = items != NULL ?
+                PyObject_CallFunctionObjArgs(write, block, items, NULL) : NULL;
+            failed = called == NULL;
+            Py_XDECREF(called);
+            Py_XDECREF(items);
+        } else
+            failed = PyList_Append(out, block);
         Py_CLEAR(block);
         if (failed)
             goto done;
@@ -3750,8 +3760,8 @@ done:
 
 static PyMethodDef module_methods[] = {
     {"merge_lines", (PyCFunction)(void (*)(void))merge_lines, METH_FASTCALL,
-     "merge_lines(texts, indexes, per_block[, records]): workers' verdict lines (or pcap records) merged in index "
-     "order, per_block a bytes object"},
+     "merge_lines(texts, indexes, per_block[, records[, write]]): workers' verdict lines (or pcap records) merged "
+     "in index order, per_block a bytes object: a list of them, or each given to write(block, count)"},
     {NULL}
 };
 

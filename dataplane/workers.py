@@ -13,10 +13,13 @@ process's.
 from __future__ import annotations
 
 import heapq
+import io
 import math
+import mmap
 import os
 import pickle
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -64,14 +67,21 @@ class Wanted(NamedTuple):
         return self.verdict_lines or self.frames is not None
 
 
-def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int, records: bool = False) -> list[bytes]:
-    """Workers' verdict lines (or pcap records) in index order, `per_block` a bytes object:
-    `_fastpath.merge_lines`, which the tests check against this, without a compiler."""
+def merge_lines_python(texts: list[bytes], indexes: list[bytes], per_block: int, records: bool = False,
+                       write: Callable[[bytes, int], Any] | None = None) -> list[bytes] | None:
+    """Workers' verdict lines (or pcap records) in index order, `per_block` a bytes object, each given to
+    `write(block, count)` when there is one: `_fastpath.merge_lines`, which the tests check against this,
+    without a compiler."""
     numbered = heapq.merge(*(zip(array("q", ix), _records(bytes(text)) if records else
                                  (line + b"\n" for line in bytes(text).split(b"\n")[:-1]))
                              for text, ix in zip(texts, indexes)))
     ordered = [item for _, item in numbered]
-    return [b"".join(ordered[i:i + per_block]) for i in range(0, len(ordered), per_block)]
+    blocks = [ordered[i:i + per_block] for i in range(0, len(ordered), per_block)]
+    if write is None:
+        return [b"".join(block) for block in blocks]
+    for block in blocks:
+        write(b"".join(block), len(block))
+    return None
 
 
 def _records(text: bytes) -> Iterator[bytes]:
@@ -425,9 +435,8 @@ def local_runner(workers: int) -> Runner:
                     child.join()
                     raise DataplaneError(f"a worker process ended (exit code {child.exitcode}) before giving its "
                                          "results") from None
-                kept.seek(0)
                 with collector_paused():
-                    done, result = pickle.load(kept)
+                    done, result = _load_mapped(kept)
                 if not done:
                     raise result
                 results.append(result)
@@ -464,18 +473,58 @@ def _child(function: Callable[..., Any], call: tuple, send: Any, kept: BinaryIO)
     send.close()
 
 
+class _ResultPickler(pickle.Pickler):
+    """A worker's result with its large buffers (verdict lines, pcap records and their indexes) out of
+    band, to be written after the pickle as they are and mapped by the client rather than copied twice
+    (`_load_mapped`): the client's merge reads them in place."""
+
+    LARGE = 1 << 16
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (NumberedLines, NumberedRecords)):
+            return type(obj), tuple(pickle.PickleBuffer(b) if len(b) >= self.LARGE else b for b in obj)
+        return NotImplemented
+
+
 def _dump_fast(outcome: tuple, kept: BinaryIO) -> None:
     """A result pickled without the memo of every object written (a quarter of the time for a shard's
-    flow-log tuples, on the critical path: the client waits for it). Shared objects are written once per
-    reference, which results can afford; a cycle, which fast mode refuses, is pickled the usual way."""
-    pickler = pickle.Pickler(kept, protocol=pickle.HIGHEST_PROTOCOL)
+    flow-log tuples, on the critical path: the client waits for it), its large buffers after it: the
+    pickle's length, the buffers' count and lengths, the pickle, then each buffer at a multiple of 8
+    bytes (their int64s stay aligned). Shared objects are written once per reference, which results can
+    afford; a cycle, which fast mode refuses, is pickled the usual way."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = io.BytesIO()
+    pickler = _ResultPickler(data, protocol=5, buffer_callback=buffers.append)
     pickler.fast = True
     try:
         pickler.dump(outcome)
     except ValueError:
-        kept.seek(0)
-        kept.truncate()
-        pickle.dump(outcome, kept, protocol=pickle.HIGHEST_PROTOCOL)
+        buffers.clear()
+        data = io.BytesIO()
+        _ResultPickler(data, protocol=5, buffer_callback=buffers.append).dump(outcome)
+    views = [buffer.raw() for buffer in buffers]
+    kept.write(struct.pack(f"<QQ{len(views)}Q", data.tell(), len(views), *(view.nbytes for view in views)))
+    kept.write(data.getbuffer())
+    for view in views:
+        kept.write(bytes(-kept.tell() % 8))
+        kept.write(view)
+
+
+def _load_mapped(kept: BinaryIO) -> Any:
+    """A result `_dump_fast` wrote, its large buffers left where they are, in the mapped file."""
+    kept.flush()
+    whole = memoryview(mmap.mmap(kept.fileno(), 0, access=mmap.ACCESS_READ))
+    size, count = struct.unpack_from("<QQ", whole)
+    lengths = struct.unpack_from(f"<{count}Q", whole, 16)
+    at = 16 + 8 * count
+    data = whole[at:at + size]
+    at += size
+    buffers = []
+    for length in lengths:
+        at += -at % 8
+        buffers.append(whole[at:at + length])
+        at += length
+    return pickle.loads(data, buffers=buffers)
 
 
 def _ignore_interrupts() -> None:
@@ -556,11 +605,8 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
             with collector_paused():  # a third of the merge's time went to collections
                 _write_flow_logs(flowlogs, results)
         if lines is not None and first.lines is not None:
-            left = sum(len(r.lines.indexes) // 8 for r in results)
-            for block in merge_lines([r.lines.text for r in results], [r.lines.indexes for r in results],
-                                     lines.BATCH):
-                lines.write_block(block, min(lines.BATCH, left))
-                left -= lines.BATCH
+            merge_lines([r.lines.text for r in results], [r.lines.indexes for r in results], lines.BATCH, False,
+                        lines.write_block)
         elif lines is not None:  # by packet index: no two are alike, so nothing after it is compared
             for _, line in sorted(v for result in results for v in result.verdicts):
                 lines.write_line(line)
@@ -570,12 +616,8 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
             parts = [result.framed[name] for result in results if name in result.framed]
             if parts:
                 linktype = min(parts, key=lambda part: _first_index(part[1].indexes))[0]
-                writer = _pcap_writer(writers, outputs, name, linktype)
-                left = sum(len(kept.indexes) // 8 for _, kept in parts)
-                for block in merge_lines([kept.records for _, kept in parts], [kept.indexes for _, kept in parts],
-                                         RECORDS_BLOCK, True):
-                    writer.write_block(block, min(RECORDS_BLOCK, left))
-                    left -= RECORDS_BLOCK
+                merge_lines([kept.records for _, kept in parts], [kept.indexes for _, kept in parts], RECORDS_BLOCK,
+                            True, _pcap_writer(writers, outputs, name, linktype).write_block)
     except KeyboardInterrupt as e:
         summary.interrupted = True
         e.summary = summary  # type: ignore[attr-defined]

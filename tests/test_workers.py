@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gc
 import gzip
-import io
-import pickle
 from array import array
 
 import json
@@ -26,12 +24,12 @@ from scapy.utils import wrpcap
 from dataplane.cli import main
 from dataplane.decode import decode_frame
 from dataplane.pipeline import FastPath
-from dataplane.replay import Outputs, collector_paused, pcap_record, replay
+from dataplane.replay import NumberedLines, Outputs, collector_paused, pcap_record, replay
 from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
 from dataplane.errors import DataplaneError
-from dataplane.workers import _dump_fast, local_runner, merge_lines, merge_lines_python, worker_count
+from dataplane.workers import _dump_fast, _load_mapped, local_runner, merge_lines, merge_lines_python, worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -355,6 +353,17 @@ def test_workers_lines_merge_in_c_as_in_python(owned, per_block) -> None:
 
 @needs_c
 @given(worker_lines, st.integers(1, 70))
+def test_workers_lines_merged_in_c_are_handed_to_a_writer_block_by_block_as_in_python(owned, per_block) -> None:
+    owners, texts = owned
+    lines, indexes = _shards_of(owners, texts, 3)
+    written, written_in_python = [], []
+    assert merge_lines(lines, indexes, per_block, False, lambda *block: written.append(block)) is None
+    merge_lines_python(lines, indexes, per_block, False, lambda *block: written_in_python.append(block))
+    assert written == written_in_python == [(b, b.count(b"\n")) for b in merge_lines(lines, indexes, per_block)]
+
+
+@needs_c
+@given(worker_lines, st.integers(1, 70))
 def test_workers_pcap_records_merge_in_c_as_in_python(owned, per_block) -> None:
     owners, texts = owned
     records = [pcap_record(i * 0.5, t.encode(), len(t) + 4) for i, t in enumerate(texts)]
@@ -520,17 +529,30 @@ def test_pausing_the_collector_thaws_nothing_someone_else_froze() -> None:
 
 
 @pytest.mark.parametrize("cyclic", [False, True], ids=["plain", "cyclic"])
-def test_a_workers_result_pickled_fast_reads_back_equal_and_a_cycle_too(cyclic) -> None:
+def test_a_workers_result_reads_back_equal_and_a_cycle_too(cyclic, tmp_path) -> None:
     shared = ("nsg-web", "AllowHttps")
     result = [(0, i, shared) for i in range(100)]
     if cyclic:
         result.append(result)
-    kept = io.BytesIO()
-    _dump_fast((True, result), kept)
-    kept.seek(0)
-    done, back = pickle.load(kept)
+    with open(tmp_path / "result", "w+b") as kept:
+        _dump_fast((True, result), kept)
+        done, back = _load_mapped(kept)
     assert done and back[:100] == result[:100]
     assert (back[100] is back) if cyclic else len(back) == 100
+
+
+@needs_c
+def test_a_workers_large_buffers_are_read_in_place_aligned_for_the_merge(tmp_path) -> None:
+    """Verdict lines and their indexes (int64s, which merge_lines wants aligned) after an odd-sized pickle."""
+    lines = NumberedLines(bytearray(), bytearray())
+    for i in range(20_000):
+        lines.add(2 * i, f"line {i}" + "x" * (i % 3))
+    with open(tmp_path / "result", "w+b") as kept:
+        _dump_fast((True, ("odd", lines, bytearray(b"small"))), kept)
+        done, (_, back, small) = _load_mapped(kept)
+    assert isinstance(back.text, memoryview) and back.text == lines.text and back.indexes == lines.indexes
+    assert small == bytearray(b"small")
+    assert merge_lines([back.text], [back.indexes], 10**6) == [bytes(lines.text)]
 
 
 def test_workers_auto_is_one_per_core() -> None:
