@@ -34,10 +34,10 @@ from .decode import LINKTYPE_ETHERNET
 from .errors import CaptureError, DataplaneError
 from .flowlog import FlowLogs, _Tuple
 from .pipeline import Dataplane, Statistics, Verdict
-from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, NumberedRecords, Outputs, Summary, Update, _close_all,
-                     _fill_summary, _flow_logs, _pcap_writer, _write_summary, collector_paused, count_hits,
-                     frame_outputs, freeze_collector, left_to_python, merged, never_applied, pcap_record,
-                     verdict_writer)
+from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, NumberedRecords, Outputs,
+                     Summary, Update, _close_all, _fill_summary, _flow_logs, _pcap_writer, _write_summary,
+                     collector_paused, count_hits, frame_outputs, freeze_collector, left_to_python, merged,
+                     never_applied, pcap_record, verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -330,7 +330,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 own.last_ts = last
 
         def until() -> float:
-            """Frames through `own` have its updates applied: only a walk or a read in C, which skip it, stop before one."""
+            """Frames through `own` have its updates applied: walks and reads in C, which skip it, stop before one."""
             due = own.until() if len(captures) == 1 else math.inf
             return min(due, logs.next_minute()) if logs is not None else due
         heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
@@ -436,7 +436,7 @@ def local_runner(workers: int) -> Runner:
                     raise DataplaneError(f"a worker process ended (exit code {child.exitcode}) before giving its "
                                          "results") from None
                 with collector_paused():
-                    done, result = _load_mapped(kept)
+                    done, result = _load_result(kept)
                 if not done:
                     raise result
                 results.append(result)
@@ -467,7 +467,7 @@ def _child(function: Callable[..., Any], call: tuple, send: Any, kept: BinaryIO)
         outcome = (True, function(*call))
     except BaseException as e:  # the client raises it
         outcome = (False, e)
-    _dump_fast(outcome, kept)
+    _dump_result(outcome, kept)
     kept.flush()
     send.send(None)
     send.close()
@@ -476,7 +476,7 @@ def _child(function: Callable[..., Any], call: tuple, send: Any, kept: BinaryIO)
 class _ResultPickler(pickle.Pickler):
     """A worker's result with its large buffers (verdict lines, pcap records and their indexes) out of
     band, to be written after the pickle as they are and mapped by the client rather than copied twice
-    (`_load_mapped`): the client's merge reads them in place."""
+    (`_load_result`): the client's merge reads them in place."""
 
     LARGE = 1 << 16
 
@@ -486,7 +486,7 @@ class _ResultPickler(pickle.Pickler):
         return NotImplemented
 
 
-def _dump_fast(outcome: tuple, kept: BinaryIO) -> None:
+def _dump_result(outcome: tuple, kept: BinaryIO) -> None:
     """A result pickled without the memo of every object written (a quarter of the time for a shard's
     flow-log tuples, on the critical path: the client waits for it), its large buffers after it: the
     pickle's length, the buffers' count and lengths, the pickle, then each buffer at a multiple of 8
@@ -510,9 +510,8 @@ def _dump_fast(outcome: tuple, kept: BinaryIO) -> None:
         kept.write(view)
 
 
-def _load_mapped(kept: BinaryIO) -> Any:
-    """A result `_dump_fast` wrote, its large buffers left where they are, in the mapped file."""
-    kept.flush()
+def _load_result(kept: BinaryIO) -> Any:
+    """A result `_dump_result` wrote, its large buffers left where they are, in the mapped file."""
     whole = memoryview(mmap.mmap(kept.fileno(), 0, access=mmap.ACCESS_READ))
     size, count = struct.unpack_from("<QQ", whole)
     lengths = struct.unpack_from(f"<{count}Q", whole, 16)

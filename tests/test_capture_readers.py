@@ -178,7 +178,8 @@ def test_frames_made_in_c_go_on_past_a_full_batch_and_count_times_going_backward
     path = tmp_path / "many.pcap"
     writer = PcapWriter(str(path), 1)
     for i in range(PASS_BATCH + 10):
-        writer.write(1000.0 + (i if i % 100 else i - 50) * 0.001, bytes(ether() / IP(dst="10.0.0.1") / UDP(dport=i)), 1514)
+        frame = bytes(ether() / IP(dst="10.0.0.1") / UDP(dport=i))
+        writer.write(1000.0 + (i if i % 100 else i - 50) * 0.001, frame, 1514)
     writer.close()
     made, backwards, expected, expected_backwards = _read_both_ways(path)
     assert made == expected and len(made) == PASS_BATCH + 10

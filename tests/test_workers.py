@@ -29,7 +29,7 @@ from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
 from dataplane.errors import DataplaneError
-from dataplane.workers import _dump_fast, _load_mapped, local_runner, merge_lines, merge_lines_python, worker_count
+from dataplane.workers import _dump_result, _load_result, local_runner, merge_lines, merge_lines_python, worker_count
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
@@ -535,8 +535,8 @@ def test_a_workers_result_reads_back_equal_and_a_cycle_too(cyclic, tmp_path) -> 
     if cyclic:
         result.append(result)
     with open(tmp_path / "result", "w+b") as kept:
-        _dump_fast((True, result), kept)
-        done, back = _load_mapped(kept)
+        _dump_result((True, result), kept)
+        done, back = _load_result(kept)
     assert done and back[:100] == result[:100]
     assert (back[100] is back) if cyclic else len(back) == 100
 
@@ -548,8 +548,8 @@ def test_a_workers_large_buffers_are_read_in_place_aligned_for_the_merge(tmp_pat
     for i in range(20_000):
         lines.add(2 * i, f"line {i}" + "x" * (i % 3))
     with open(tmp_path / "result", "w+b") as kept:
-        _dump_fast((True, ("odd", lines, bytearray(b"small"))), kept)
-        done, (_, back, small) = _load_mapped(kept)
+        _dump_result((True, ("odd", lines, bytearray(b"small"))), kept)
+        done, (_, back, small) = _load_result(kept)
     assert isinstance(back.text, memoryview) and back.text == lines.text and back.indexes == lines.indexes
     assert small == bytearray(b"small")
     assert merge_lines([back.text], [back.indexes], 10**6) == [bytes(lines.text)]
