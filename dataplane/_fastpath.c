@@ -2578,15 +2578,27 @@ format_of(PyObject *format, Format *f)
     return 0;
 }
 
-/* What every walk of a capture's buffer starts from: (buffer, pos, format, last, ...). */
+/* What every walk of a capture's buffer starts from: (buffer, pos, format, last, until, limit, ...), the
+   buffer viewed (the walk releases `view`) and a position past its end (-1) at its end. */
 static int
-walk_arguments(PyObject *const *args, Py_ssize_t *pos, Format *f, double *last)
+walk_arguments(PyObject *const *args, Py_buffer *view, Py_ssize_t *pos, Format *f, double *last, double *until,
+               Py_ssize_t *limit)
 {
     *pos = PyLong_AsSsize_t(args[1]);
     if ((*pos == -1 && PyErr_Occurred()) || format_of(args[2], f) < 0)
         return -1;
     *last = PyFloat_AsDouble(args[3]);
-    return PyErr_Occurred() ? -1 : 0;
+    if (*last == -1.0 && PyErr_Occurred())
+        return -1;
+    *until = PyFloat_AsDouble(args[4]);
+    if (*until == -1.0 && PyErr_Occurred())
+        return -1;
+    *limit = PyLong_AsSsize_t(args[5]);
+    if ((*limit == -1 && PyErr_Occurred()) || PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (*pos < 0)
+        *pos = view->len;
+    return 0;
 }
 
 /* The record at pos: its time, where its frame starts, its captured length and interface; the position
@@ -2937,21 +2949,15 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (!ready(self))
         return NULL;
-    Py_ssize_t pos;
-    Format f;
-    double last;
-    if (walk_arguments(args, &pos, &f, &last) < 0)
-        return NULL;
-    double until = PyFloat_AsDouble(args[4]);
-    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
     Py_buffer view;
-    PyObject *decided = PyList_New(0);
-    if (decided == NULL)
+    Py_ssize_t pos, limit;
+    Format f;
+    double last, until;
+    if (walk_arguments(args, &view, &pos, &f, &last, &until, &limit) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        Py_DECREF(decided);
+    PyObject *decided = PyList_New(0);
+    if (decided == NULL) {
+        PyBuffer_Release(&view);
         return NULL;
     }
     const unsigned char *b = view.buf;
@@ -2962,8 +2968,6 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     int runs = hits_only && lines == NULL;
     PyObject *run_of = NULL;  /* with runs: the result of the flows since the last pair appended */
     Py_ssize_t run_length = 0;
-    if (pos < 0)
-        pos = end;
     while (passed < limit) {
         Py_ssize_t data, caplen;
         double ts;
@@ -3419,24 +3423,16 @@ FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!ready(self) || !ready(other))
         return NULL;
-    Py_ssize_t pos;
-    Format f;
-    double last;
-    if (walk_arguments(args, &pos, &f, &last) < 0)
-        return NULL;
-    double until = PyFloat_AsDouble(args[4]);
-    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    Py_ssize_t pos, limit;
+    Format f;
+    double last, until;
+    if (walk_arguments(args, &view, &pos, &f, &last, &until, &limit) < 0)
         return NULL;
     const unsigned char *b = view.buf;
     Py_ssize_t end = view.len, passed = 0, backwards = 0;
     PyObject *half = NULL;  /* this dataplane's part of a record the other left to Python */
     int error = 0;
-    if (pos < 0)
-        pos = end;
     while (passed < limit) {
         Py_ssize_t data, caplen;
         double ts;
@@ -3488,23 +3484,15 @@ FastPath_read_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     PyTypeObject *type = (PyTypeObject *)args[6];
     ShardFilter *shard = nargs == 9 ? (ShardFilter *)args[7] : NULL;
     PyObject *places = nargs == 9 ? args[8] : NULL;
-    Py_ssize_t pos;
-    Format f;
-    double last;
-    if (walk_arguments(args, &pos, &f, &last) < 0)
-        return NULL;
-    double until = PyFloat_AsDouble(args[4]);
-    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    Py_ssize_t pos, limit;
+    Format f;
+    double last, until;
+    if (walk_arguments(args, &view, &pos, &f, &last, &until, &limit) < 0)
         return NULL;
     PyObject *frames = PyList_New(0);
     const unsigned char *b = view.buf;
     Py_ssize_t end = view.len, taken = 0, backwards = 0;
-    if (pos < 0)
-        pos = end;
     while (frames != NULL && taken < limit) {
         Py_ssize_t data, caplen;
         double ts;
