@@ -468,7 +468,6 @@ def _child(function: Callable[..., Any], call: tuple, send: Any, kept: BinaryIO)
     except BaseException as e:  # the client raises it
         outcome = (False, e)
     _dump_result(outcome, kept)
-    kept.flush()
     send.send(None)
     send.close()
 
@@ -508,6 +507,7 @@ def _dump_result(outcome: tuple, kept: BinaryIO) -> None:
     for view in views:
         kept.write(bytes(-kept.tell() % 8))
         kept.write(view)
+    kept.flush()
 
 
 def _load_result(kept: BinaryIO) -> Any:
