@@ -3500,38 +3500,33 @@ FastPath_read_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t next = record_at(b, end, pos, &f, &ts, &data, &caplen, &iface);
         if (next < 0 || !(ts < until))
             break;
+        long which = 0;
         if (shard != NULL) {
-            long which = f.ethernet[iface] && ts < self->next_sweep ? frame_shard(shard, b + data, caplen) : -1;
+            which = f.ethernet[iface] && ts < self->next_sweep ? frame_shard(shard, b + data, caplen) : -1;
             if (which < 0)
                 break;
-            if (which != shard->index) {
-                if (ts < last)
-                    backwards += 1;
-                last = ts;
-                taken += 1;
-                pos = next;
-                continue;
-            }
-            if (append_index(places, taken) < 0)
+        }
+        if (shard == NULL || which == shard->index) {  /* another shard's record only moves the clock */
+            if (places != NULL && append_index(places, taken) < 0)
+                goto failed;
+            uint32_t wirelen = u32_at(b + data - 4, f.big);  /* pcap's and pcapng's: just before the frame */
+            PyObject *frame = type->tp_alloc(type, 4), *item;
+            if (frame == NULL)
+                goto failed;
+            PyTuple_SET_ITEM(frame, 0, PyFloat_FromDouble(ts));
+            PyTuple_SET_ITEM(frame, 1, PyLong_FromLong(f.linktype[iface]));
+            PyTuple_SET_ITEM(frame, 2, PyBytes_FromStringAndSize((const char *)b + data, caplen));
+            PyTuple_SET_ITEM(frame, 3, PyLong_FromUnsignedLong(wirelen));
+            for (int i = 0; i < 4; i++)
+                if ((item = PyTuple_GET_ITEM(frame, i)) == NULL) {
+                    Py_DECREF(frame);
+                    goto failed;
+                }
+            int appended = PyList_Append(frames, frame);
+            Py_DECREF(frame);
+            if (appended < 0)
                 goto failed;
         }
-        uint32_t wirelen = u32_at(b + data - 4, f.big);  /* pcap's and pcapng's: just before the frame */
-        PyObject *frame = type->tp_alloc(type, 4), *item;
-        if (frame == NULL)
-            goto failed;
-        PyTuple_SET_ITEM(frame, 0, PyFloat_FromDouble(ts));
-        PyTuple_SET_ITEM(frame, 1, PyLong_FromLong(f.linktype[iface]));
-        PyTuple_SET_ITEM(frame, 2, PyBytes_FromStringAndSize((const char *)b + data, caplen));
-        PyTuple_SET_ITEM(frame, 3, PyLong_FromUnsignedLong(wirelen));
-        for (int i = 0; i < 4; i++)
-            if ((item = PyTuple_GET_ITEM(frame, i)) == NULL) {
-                Py_DECREF(frame);
-                goto failed;
-            }
-        int appended = PyList_Append(frames, frame);
-        Py_DECREF(frame);
-        if (appended < 0)
-            goto failed;
         if (ts < last)
             backwards += 1;
         last = ts;

@@ -305,12 +305,12 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: NumberedLines | None = None,
                    index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
-                   allowed: list[bytes] | tuple[list[bytes], bytearray] | None = None) -> Iterator[Frame]:
+                   allowed: list[bytes] | NumberedRecords | None = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
     verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
-    `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes, and
-    with `allowed` a list and a bytearray, each record's place as the lines have theirs),
+    `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes: a
+    list of them, or as `NumberedRecords` with each record's place as the lines have theirs),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:

@@ -297,8 +297,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     verdicts: list[tuple[int, str]] = []
     framed = {name: NumberedRecords(bytearray(), bytearray()) for name in FRAME_OUTPUTS
               if wanted.frames is not None and getattr(wanted.frames, name)}
-    first_linktypes: dict[str, tuple[int, int]] = {}
-    """Of each output, the index and link type of the first record Python made: the C walk's are Ethernet."""
+    linktypes: dict[str, int] = {}
+    """Of each output whose first record Python made, that frame's link type: the C walk's are Ethernet."""
     captures: list[Capture] = []
     traffic = Traffic() if wanted.report else None
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
@@ -351,7 +351,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                 traffic.verdict(verdict, wirelen, i)
             if wanted.frames is not None:
                 for name, out in frame_outputs(wanted.frames, frame, verdict.decision, verdict.translated):
-                    first_linktypes.setdefault(name, (i, linktype))
+                    if not framed[name].indexes:
+                        linktypes[name] = linktype
                     framed[name].add(i, pcap_record(ts, out, max(wirelen, len(out))))
             if wanted.verdict_lines:
                 if written is not None:
@@ -373,12 +374,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.close(own.last_ts)
     if logs is not None:
         logs.close()
-    framed_of = {}
-    for name, kept in framed.items():
-        if kept.indexes:  # the first record's link type: Python's, unless the C walk (Ethernet only) made it
-            made = first_linktypes.get(name)
-            framed_of[name] = (made[1] if made and made[0] == _first_index(kept.indexes) else LINKTYPE_ETHERNET,
-                               kept)
+    framed_of = {name: (linktypes.get(name, LINKTYPE_ETHERNET), kept) for name, kept in framed.items() if kept.indexes}
     return ShardResult(verdicts, written, framed_of, traffic, logs.minutes if logs is not None else [], dataplane.stats,
                        hits, unsupported, own.count, own.first_ts, own.last_ts, sum(c.backwards for c in captures),
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
