@@ -687,35 +687,114 @@ tuple_text(PyObject *t, int vnet)
     return PyUnicode_FromStringAndSize(text, out - text);
 }
 
-/* tuple_texts(tuples, vnet): the text of each tuple, or None where Python must write it. */
+/* One part of a group's key: the tuple's field at `at`, through `through` (a callable) where one is given. */
+typedef struct {
+    Py_ssize_t at;
+    PyObject *through; /* borrowed from the fields argument, or NULL */
+} KeyField;
+
+/* group_texts(tuples, vnet, fields, logged, write): each tuple's text, as flowlog.nsg_tuple or vnet_tuple
+   writes it (by `write(tuple)` where tuple_text does not), in a list per key, keys and texts in the order
+   met. A key is the tuple's values at `fields`, each an index or (index, callable) for the callable's
+   value of it; a tuple whose protocol is not in `logged` (None: every one) is left out. Consecutive tuples
+   mostly share a key: one whose key fields are the very objects of the previous one's joins its list
+   without a lookup. Grouping, not writing, was most of a minute's cost in Python (bench/). */
 static PyObject *
-tuple_texts(PyObject *self, PyObject *args)
+group_texts(PyObject *self, PyObject *args)
 {
-    PyObject *tuples;
+    PyObject *tuples, *fields, *logged, *write;
     int vnet;
-    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &tuples, &vnet))
+    if (!PyArg_ParseTuple(args, "O!pO!OO", &PyList_Type, &tuples, &vnet, &PyTuple_Type, &fields, &logged, &write))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(tuples);
-    PyObject *texts = PyList_New(n);
-    if (texts == NULL)
+    Py_ssize_t n_fields = PyTuple_GET_SIZE(fields);
+    KeyField key_fields[4];
+    if (n_fields < 1 || n_fields > 4 || !PyCallable_Check(write) || (logged != Py_None && !PyDict_Check(logged))) {
+        PyErr_SetString(PyExc_TypeError, "group_texts(tuples, vnet, fields (1 to 4), logged dict or None, write callable)");
         return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *text = tuple_text(PyList_GET_ITEM(tuples, i), vnet);
-        if (text == NULL) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(texts);
-                return NULL;
-            }
-            text = Py_NewRef(Py_None);
-        }
-        PyList_SET_ITEM(texts, i, text);
     }
-    return texts;
+    for (Py_ssize_t i = 0; i < n_fields; i++) {
+        PyObject *field = PyTuple_GET_ITEM(fields, i), *at = field;
+        key_fields[i].through = NULL;
+        if (PyTuple_Check(field) && PyTuple_GET_SIZE(field) == 2 && PyCallable_Check(PyTuple_GET_ITEM(field, 1))) {
+            at = PyTuple_GET_ITEM(field, 0);
+            key_fields[i].through = PyTuple_GET_ITEM(field, 1);
+        }
+        key_fields[i].at = PyLong_Check(at) ? PyLong_AsSsize_t(at) : -1;
+        if (key_fields[i].at < 0 || key_fields[i].at >= 13) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "group_texts: a key field is an index of a tuple's 13, or (index, callable)");
+            return NULL;
+        }
+    }
+    PyObject *groups = PyDict_New(), *texts = NULL, *last = NULL; /* last: the previous tuple's key fields */
+    PyObject *t = NULL;
+    if (groups == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tuples); i++) {
+        Py_XSETREF(t, Py_NewRef(PyList_GET_ITEM(tuples, i)));
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 13) {
+            PyErr_SetString(PyExc_TypeError, "group_texts: a flow-log tuple has 13 fields");
+            goto error;
+        }
+        if (logged != Py_None) {
+            int kept = PyDict_Contains(logged, PyTuple_GET_ITEM(t, 4));
+            if (kept < 0)
+                goto error;
+            if (!kept)
+                continue;
+        }
+        int same = last != NULL;
+        for (Py_ssize_t k = 0; same && k < n_fields; k++)
+            same = PyTuple_GET_ITEM(t, key_fields[k].at) == PyTuple_GET_ITEM(last, k);
+        if (!same) {
+            PyObject *key = PyTuple_New(n_fields);
+            Py_XSETREF(last, PyTuple_New(n_fields));
+            if (key == NULL || last == NULL) {
+                Py_XDECREF(key);
+                goto error;
+            }
+            for (Py_ssize_t k = 0; k < n_fields; k++) {
+                PyObject *value = PyTuple_GET_ITEM(t, key_fields[k].at);
+                PyTuple_SET_ITEM(last, k, Py_NewRef(value));
+                PyTuple_SET_ITEM(key, k, key_fields[k].through != NULL ? PyObject_CallOneArg(key_fields[k].through, value)
+                                                                      : Py_NewRef(value));
+                if (PyTuple_GET_ITEM(key, k) == NULL) {
+                    Py_DECREF(key);
+                    Py_CLEAR(last); /* not a key met: the next tuple looks its own up */
+                    goto error;
+                }
+            }
+            Py_XSETREF(texts, Py_XNewRef(PyDict_GetItemWithError(groups, key)));
+            if (texts == NULL && !PyErr_Occurred() && (texts = PyList_New(0)) != NULL &&
+                    PyDict_SetItem(groups, key, texts) < 0)
+                Py_CLEAR(texts);
+            Py_DECREF(key);
+            if (texts == NULL)
+                goto error;
+        }
+        PyObject *text = tuple_text(t, vnet);
+        if (text == NULL && !PyErr_Occurred())
+            text = PyObject_CallOneArg(write, t);
+        int appended = text != NULL ? PyList_Append(texts, text) : -1;
+        Py_XDECREF(text);
+        if (appended < 0)
+            goto error;
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(texts);
+    Py_XDECREF(last);
+    return groups;
+error:
+    Py_XDECREF(t);
+    Py_XDECREF(texts);
+    Py_XDECREF(last);
+    Py_DECREF(groups);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"tuple_texts", tuple_texts, METH_VARARGS,
-     "tuple_texts(tuples, vnet) -> the text of each flow-log tuple (None: Python writes it)"},
+    {"group_texts", group_texts, METH_VARARGS,
+     "group_texts(tuples, vnet, fields, logged, write) -> {key: [text of each of its flow-log tuples]}"},
     {"batch", batch, METH_VARARGS,
      "batch(groups, v4, addresses, opened, denied, flow_type, idle) -> (ended flows, last time) or None"},
     {"expired", expired, METH_VARARGS, "expired(denied, ts, idle, flow_type) -> the denied flows idle too long"},

@@ -30,9 +30,9 @@ from .flows import address_text
 from .rules import DEFAULT_RULE_NAMES
 
 try:
-    from ._flowlogs import tuple_texts
+    from ._flowlogs import group_texts
 except ImportError:  # installed without a C compiler
-    tuple_texts = None
+    group_texts = None
 
 PROTOCOL_LETTERS = {6: "T", 17: "U"}
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -100,7 +100,7 @@ class FlowLogs:
         self._reported: dict[int, tuple[int, int, int, int]] = {}
         self._live: dict[int, tuple[str, FlowRecord]] = {}
         self._denied: dict[tuple, float] = {}
-        self._tuples: list[_Tuple] = []
+        self._tuples: list[tuple] = []
         self._held: list[tuple[float, Any]] = []
         """E tuples of flows that ended in a minute after the open one, until the open one closes."""
         self._minute: float | None = None
@@ -141,8 +141,8 @@ class FlowLogs:
             return
         self._denied[key] = verdict.ts
         self._tuples.append(self._entry(
-            _Tuple(verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES), verdict.nic,
-                   proto, version, src, sport, dst, dport, "I" if inbound else "O", "D", None), verdict.nic, None))
+            (verdict.ts, verdict.nsg, rule_label(verdict.rule, verdict.rule in DEFAULT_RULE_NAMES), verdict.nic,
+             proto, version, src, sport, dst, dport, "I" if inbound else "O", "D", None), verdict.nic, None))
 
     def tick(self, ts: float) -> None:
         """Close every minute that ended before ts: C tuples for active flows, then the records."""
@@ -194,17 +194,18 @@ class FlowLogs:
         self._tuples.append(self._entry(self._tuple(ts, nic, record, state, counters), nic, record))
 
     @staticmethod
-    def _tuple(ts: float, nic: str, record: FlowRecord, state: str, counters) -> _Tuple:
+    def _tuple(ts: float, nic: str, record: FlowRecord, state: str, counters) -> tuple:
+        """A `_Tuple`'s fields as a plain tuple, which the garbage collector stops tracking, where it walked
+        every namedtuple of the open minute at each full collection (a sixth of the time flow logs took);
+        making the namedtuple first took a fifth of the rest."""
         o = record.outcome
-        proto, version, src, sport, dst, dport = record.initiator
-        return _Tuple(ts, o.nsg, rule_label(o.rule, o.default_rule), nic, proto, version, src, sport, dst, dport,
-                      "I" if o.direction == "Inbound" else "O", state, counters)
+        return (ts, o.nsg, rule_label(o.rule, o.default_rule), nic, *record.initiator,
+                "I" if o.direction == "Inbound" else "O", state, counters)
 
-    def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> Any:
-        """What a minute keeps of a tuple: its fields as a plain tuple, which the garbage collector stops
-        tracking, where it walked every namedtuple of the open minute at each full collection (a sixth of
-        the time flow logs took). A subclass may keep more with it (`workers` keeps its order)."""
-        return tuple(t)
+    def _entry(self, t: tuple, nic: str | None, record: FlowRecord | None) -> Any:
+        """What a minute keeps of a tuple (`_tuple`'s): a subclass may keep more with it (`workers` keeps
+        its order)."""
+        return t
 
     def _flush(self, minute: float) -> None:
         if not self._tuples:
@@ -248,25 +249,33 @@ def vnet_tuple(t: _Tuple) -> str:
     return f"{int(t.ts * 1000)},{src},{dst},{ports[0]},{ports[1]},{t.proto},{t.direction},{t.state},NX,{counters}"
 
 
-_NSG, _RULE, _NIC, _PROTO = map(_Tuple._fields.index, ("nsg", "rule", "nic", "proto"))
-"""Where a minute's plain tuples hold what its records are grouped by: a minute's worth of namedtuples
-made at its close set off full collections of the garbage collector."""
+_NSG, _RULE, _NIC, _PROTO, _STATE = map(_Tuple._fields.index, ("nsg", "rule", "nic", "proto", "state"))
+"""Where a minute's plain tuples (`FlowLogs._tuple`) hold what its records are grouped by and a tuple's state."""
 
 
-def _texts(tuples: list[tuple], vnet: bool) -> list[str]:
-    """Each tuple's text: in C where it can (IPv4), else by `vnet_tuple` or `nsg_tuple` (a fifth of the
-    time flow logs took; the tests check the two agree)."""
-    texts = tuple_texts(tuples, vnet) if tuple_texts is not None else [None] * len(tuples)
+def grouped_texts(tuples: list[tuple], vnet: bool, fields: tuple) -> dict[tuple, list[str]]:
+    """Each tuple's text in a list per key (the tuple's values at `fields`, each an index or (index,
+    function) for the function's value of it), keys and texts in the order met; the NSG format's leaves
+    out what it does not log. In C where it was built (most of the time flow logs took went to grouping
+    and writing tuples in Python; the tests check the two agree)."""
     write = vnet_tuple if vnet else nsg_tuple
-    return [text if text is not None else write(_Tuple._make(t)) for t, text in zip(tuples, texts)]
+    logged = None if vnet else PROTOCOL_LETTERS
+    if group_texts is not None:
+        return group_texts(tuples, vnet, fields, logged, lambda t: write(_Tuple._make(t)))
+    parts = [field if isinstance(field, tuple) else (field, None) for field in fields]
+    groups: dict[tuple, list[str]] = {}
+    for t in tuples:
+        if logged is None or t[_PROTO] in logged:
+            key = tuple(t[at] if through is None else through(t[at]) for at, through in parts)
+            groups.setdefault(key, []).append(write(_Tuple._make(t)))
+    return groups
 
 
 def _nsg_records(minute: float, tuples: list[tuple]) -> list[dict[str, Any]]:
     """One record per NSG and MAC, as Azure stores them (one blob per MAC)."""
     by_nsg: dict[tuple[str, str], dict[str, list[str]]] = {}
-    logged = [t for t in tuples if t[_PROTO] in PROTOCOL_LETTERS]
-    for t, text in zip(logged, _texts(logged, False)):
-        by_nsg.setdefault((t[_NSG], mac_of(t[_NIC])), {}).setdefault(t[_RULE], []).append(text)
+    for (nsg, mac, rule), texts in grouped_texts(tuples, False, (_NSG, (_NIC, mac_of), _RULE)).items():
+        by_nsg.setdefault((nsg, mac), {})[rule] = texts
     return [{
         "time": iso(minute), "systemId": guid_of(nsg), "macAddress": mac,
         "category": "NetworkSecurityGroupFlowEvent", "resourceId": nsg_resource_id(nsg),
@@ -278,8 +287,8 @@ def _nsg_records(minute: float, tuples: list[tuple]) -> list[dict[str, Any]]:
 
 def _vnet_records(minute: float, tuples: list[tuple]) -> list[dict[str, Any]]:
     by_nic: dict[str, dict[str, dict[str, list[str]]]] = {}
-    for t, text in zip(tuples, _texts(tuples, True)):
-        by_nic.setdefault(t[_NIC], {}).setdefault(t[_NSG], {}).setdefault(t[_RULE], []).append(text)
+    for (nic, nsg, rule), texts in grouped_texts(tuples, True, (_NIC, _NSG, _RULE)).items():
+        by_nic.setdefault(nic, {}).setdefault(nsg, {})[rule] = texts
     return [{
         "time": iso(minute), "flowLogVersion": 4, "flowLogGUID": guid_of("flowlog/" + nic),
         "macAddress": mac_of(nic), "category": "FlowLogFlowEvent",

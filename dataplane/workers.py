@@ -32,7 +32,7 @@ from .addresses import ip_key
 from .conntrack import FlowRecord
 from .decode import LINKTYPE_ETHERNET
 from .errors import CaptureError, DataplaneError
-from .flowlog import FlowLogs, _Tuple
+from .flowlog import _STATE, FlowLogs
 from .pipeline import Dataplane, Statistics, Verdict
 from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, NumberedRecords, Outputs,
                      Summary, Update, _close_all, _fill_summary, _flow_logs, _pcap_writer, _write_summary,
@@ -161,9 +161,10 @@ class ShardFlowLogs(FlowLogs):
         self._at_packet(index)
         self.verdict(verdict)
 
-    def _entry(self, t: _Tuple, nic: str | None, record: FlowRecord | None) -> tuple:
-        if t.state == "C":
-            return (1, self._began[id(record)]), tuple(t)
+    def _entry(self, t: tuple, nic: str | None, record: FlowRecord | None) -> tuple:
+        state = t[_STATE]
+        if state == "C":
+            return (1, self._began[id(record)]), t
         phase = self._phase
         if phase == (2,):
             self._seq += 1
@@ -172,11 +173,11 @@ class ShardFlowLogs(FlowLogs):
             place = (0, self._index, 1, record.expires, self._nic_order[nic], record.key)
         else:  # NSG by NSG, NIC by NIC, each table's flows in the order they began
             place = (0, self._index, *phase, self._nic_order[nic], self._began[id(record)])
-        if t.state == "B":
+        if state == "B":
             self._began[id(record)] = place
-        elif t.state == "E":
+        elif state == "E":
             del self._began[id(record)]
-        return place, tuple(t)  # plain, as FlowLogs keeps them: they pickle faster, and leave the collector alone
+        return place, t
 
     def _closed(self, minute: float, tuples: list) -> None:
         self.minutes.append((minute, tuples))

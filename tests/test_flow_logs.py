@@ -9,6 +9,7 @@ import struct
 import tracemalloc
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -352,19 +353,35 @@ flow_tuples = st.builds(
     st.one_of(st.none(), st.tuples(*[st.integers(0, 2**70)] * 4)))
 
 
-@pytest.mark.skipif(flowlog.tuple_texts is None, reason="the C extension was not built (no compiler at install)")
-@given(st.lists(flow_tuples, max_size=20))
-def test_flow_log_tuples_written_in_c_are_those_python_writes(tuples) -> None:
-    nsg = [t for t in tuples if t.proto in flowlog.PROTOCOL_LETTERS]
-    assert [text or flowlog.nsg_tuple(t) for t, text in zip(nsg, flowlog.tuple_texts(nsg, False))] == \
-        [flowlog.nsg_tuple(t) for t in nsg]
-    assert [text or flowlog.vnet_tuple(t) for t, text in zip(tuples, flowlog.tuple_texts(tuples, True))] == \
-        [flowlog.vnet_tuple(t) for t in tuples]
+# The same, from a few NSGs, rules and NICs, so that tuples of a group follow each other or alternate.
+grouped_tuples = st.builds(lambda t, nsg, rule, nic: t._replace(nsg=nsg, rule=rule, nic=nic), flow_tuples,
+                           st.sampled_from(["nsg-web", "nsg-app"]), st.sampled_from(["AllowWeb", "DenyAll"]),
+                           st.sampled_from(["web", "app", "db"]))
+GROUPINGS = [(flowlog._NIC, flowlog._NSG, flowlog._RULE), (flowlog._NSG, (flowlog._NIC, len), flowlog._RULE),
+             (flowlog._RULE,)]
+"""The VNet format's keys; the NSG format's, with a function of the NIC (len: "web" and "app" share one,
+as two NICs' made-up MACs may); one field."""
 
 
-@pytest.mark.skipif(flowlog.tuple_texts is None, reason="the C extension was not built (no compiler at install)")
+@pytest.mark.skipif(flowlog.group_texts is None, reason="the C extension was not built (no compiler at install)")
+@given(st.lists(grouped_tuples, max_size=30), st.booleans(), st.sampled_from(GROUPINGS))
+def test_flow_log_tuples_grouped_in_c_are_those_python_groups(tuples, vnet, fields) -> None:
+    plain = [tuple(t) for t in tuples]
+    in_c = flowlog.grouped_texts(plain, vnet, fields)
+    with mock.patch.object(flowlog, "group_texts", None):
+        in_python = flowlog.grouped_texts(plain, vnet, fields)
+    assert list(in_c.items()) == list(in_python.items())
+
+
+@pytest.mark.skipif(flowlog.group_texts is None, reason="the C extension was not built (no compiler at install)")
 def test_flow_log_tuples_of_ipv4_are_written_in_c() -> None:
-    t = flowlog._Tuple(1_700_000_000.5, "nsg", "rule", "nic", 6, 4, 0x0A000004, 443, 0xCB007107, 50123, "I", "E",
-                       (1, 2, 3, 4))
-    assert flowlog.tuple_texts([t], False) == ["1700000000,10.0.0.4,203.0.113.7,443,50123,T,I,A,E,1,2,3,4"]
-    assert flowlog.tuple_texts([t], True) == ["1700000000500,10.0.0.4,203.0.113.7,443,50123,6,I,E,NX,1,2,3,4"]
+    t = tuple(flowlog._Tuple(1_700_000_000.5, "nsg", "rule", "nic", 6, 4, 0x0A000004, 443, 0xCB007107, 50123, "I",
+                             "E", (1, 2, 3, 4)))
+
+    def refused(t: tuple) -> str:
+        raise AssertionError(f"Python was asked to write {t}")
+
+    assert flowlog.group_texts([t], False, (flowlog._NSG,), flowlog.PROTOCOL_LETTERS, refused) == \
+        {("nsg",): ["1700000000,10.0.0.4,203.0.113.7,443,50123,T,I,A,E,1,2,3,4"]}
+    assert flowlog.group_texts([t], True, (flowlog._NSG,), None, refused) == \
+        {("nsg",): ["1700000000500,10.0.0.4,203.0.113.7,443,50123,6,I,E,NX,1,2,3,4"]}
