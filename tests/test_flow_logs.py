@@ -363,6 +363,10 @@ GROUPINGS = [(flowlog._NIC, flowlog._NSG, flowlog._RULE), (flowlog._NSG, (flowlo
 as two NICs' made-up MACs may); one field."""
 
 
+IPV6_TUPLE = tuple(flowlog._Tuple(1_700_000_000.0, "nsg", "rule", "nic", 6, 6, 1, 443, 2, 50123, "I", "B", None))
+"""A tuple C does not write: Python's `write` does."""
+
+
 @pytest.mark.skipif(flowlog.group_texts is None, reason="the C extension was not built (no compiler at install)")
 @given(st.lists(grouped_tuples, max_size=30), st.booleans(), st.sampled_from(GROUPINGS))
 def test_flow_log_tuples_grouped_in_c_are_those_python_groups(tuples, vnet, fields) -> None:
@@ -385,3 +389,16 @@ def test_flow_log_tuples_of_ipv4_are_written_in_c() -> None:
         {("nsg",): ["1700000000,10.0.0.4,203.0.113.7,443,50123,T,I,A,E,1,2,3,4"]}
     assert flowlog.group_texts([t], True, (flowlog._NSG,), None, refused) == \
         {("nsg",): ["1700000000500,10.0.0.4,203.0.113.7,443,50123,6,I,E,NX,1,2,3,4"]}
+
+
+@pytest.mark.skipif(flowlog.group_texts is None, reason="the C extension was not built (no compiler at install)")
+@pytest.mark.parametrize("tuples, fields, error", [
+    ([("not", "a", "flow-log tuple")], (flowlog._NSG,), TypeError),
+    ([IPV6_TUPLE], (flowlog._NSG,), ZeroDivisionError),
+    ([IPV6_TUPLE], ((flowlog._NIC, lambda nic: 1 / 0),), ZeroDivisionError),
+    ([IPV6_TUPLE], (13,), ValueError),
+    ([IPV6_TUPLE], (), TypeError),
+], ids=["not a tuple of 13", "write raises", "a key function raises", "no such field", "no key"])
+def test_grouping_in_c_refuses_what_is_not_a_flow_log_tuple_and_passes_on_what_python_raised(tuples, fields, error):
+    with pytest.raises(error):
+        flowlog.group_texts(tuples, True, fields, None, lambda t: 1 / 0)
