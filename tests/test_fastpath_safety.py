@@ -157,6 +157,33 @@ def test_a_flow_record_whose_deadline_is_not_a_number_raises_before_its_flag_is_
         FlowRecord((6, 4, 1, 2, 3, 4), Flag(), TcpState.SYN_SENT, "soon", None)
 
 
+def _moves_where(flags: int, change) -> list[dict]:
+    moves = [dict(by_state) for by_state in TCP_MOVES_BY_FLAGS]
+    change(moves[flags])
+    return moves
+
+
+@pytest.mark.parametrize("moves", [
+    _moves_where(0x10, lambda by_state: by_state.pop(TcpState.CLOSING)),
+    _moves_where(0x10, lambda by_state: by_state.update({TcpState.CLOSING: (TcpState.CLOSED,)})),
+    _moves_where(0x10, lambda by_state: by_state.update({TcpState.CLOSING: (TcpState.CLOSED, "closed")})),
+    _moves_where(0, lambda by_state: by_state.update({f"state {i}": by_state[TcpState.CLOSED] for i in range(2)})),
+], ids=["a state missing", "a move not a pair", "a next state unknown", "more than eight states"])
+def test_moves_that_do_not_map_every_flags_byte_s_states_to_pairs_of_them_are_refused(moves) -> None:
+    with pytest.raises(TypeError, match="moves"):
+        FastPath(**{**fast_path_arguments(), "moves": moves})
+
+
+def test_a_flow_in_a_state_the_moves_do_not_know_is_refused_by_the_c_path() -> None:
+    """The C path reads the moves by index: a state outside them goes to the dicts, which say what is wrong."""
+    dp = busy_dataplane()
+    for _, (legs, _, _) in dp.conntrack.recent.items():
+        for leg in legs:
+            leg[2].state = "listening"
+    with pytest.raises(KeyError, match="without moves"):
+        dp.process(frame(ACK), 0.3)
+
+
 @pytest.mark.parametrize("packet", [ACK, SYN._replace(proto=17, dst=HOSTS[3], tcp_flags=0)], ids=["tcp", "udp"])
 def test_a_timeout_that_is_not_a_number_raises(packet) -> None:
     dp = busy_dataplane()

@@ -794,3 +794,27 @@ def test_an_nsg_deployed_in_place_of_another_decides_the_next_new_flow() -> None
     assert dp.process(frame(syn), 0.0).rule == "AllowHttpNic"
     dp.replace_nsg(NetworkSecurityGroup("nsg-web"), now=1.0)
     assert dp.process(frame(syn._replace(sport=40001)), 1.0).rule == "DenyAllInBound"
+
+
+@needs_c
+def test_the_c_path_times_each_nics_tcp_flows_out_by_its_vnets_flow_timeout() -> None:
+    """The C path reads each NIC's TCP timeouts once per table: flows at NICs of VNets with different
+    FlowTimeoutInMinutes keep their own, as in the Python path."""
+    spec = {"virtual_networks": [
+        {"name": f"vnet{minutes}", "address_space": [f"10.{minutes}.0.0/16"], "flow_timeout_minutes": minutes,
+         "subnets": [{"name": "s", "prefix": f"10.{minutes}.1.0/24"}]} for minutes in (4, 30)],
+        "network_interfaces": [{"name": f"vm{minutes}", "subnet": f"vnet{minutes}/s",
+                                "private_ips": [f"10.{minutes}.1.4"]} for minutes in (4, 30)]}
+    client = HOSTS[6]
+    servers = [int.from_bytes(bytes((10, minutes, 1, 4)), "big") for minutes in (4, 30)]
+    dataplanes = [Dataplane(scenario_from_document(spec)), Dataplane(scenario_from_document(spec), accelerated=False)]
+    for dp in dataplanes:
+        for i, server in enumerate(servers):
+            syn = Packet(4, 6, client, server, 40000, 443, 0x02, -1, -1, 0, 60, 0, 0, False, False, (), None)
+            replies = [syn._replace(src=server, dst=client, sport=443, dport=40000, tcp_flags=0x12),
+                       syn._replace(tcp_flags=0x10), syn._replace(tcp_flags=0x18)]
+            for k, p in enumerate([syn, *replies, *replies[1:] * 3]):
+                dp.process(frame(p), 1.0 + i * 0.1 + k * 0.001)
+    fast, slow = (records(dp) for dp in dataplanes)
+    assert fast == slow
+    assert sorted(round(r[4] - 1.0) for r in fast) == [240, 1800]
