@@ -3,6 +3,7 @@ whose fate changes reported, and an exit status for CI gates."""
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from unittest import mock
@@ -471,3 +472,20 @@ def test_a_reply_from_the_nic_behind_a_public_ip_is_part_of_its_request_flow(tmp
     assert (first.flow, first.translated) == ("tcp 203.0.113.50:53000 > 20.50.1.10:22",
                                               "tcp 203.0.113.50:53000 > 10.10.3.4:22")
     assert first.packets == 8  # five from the office, three replies from the jump box's private address
+
+
+
+@pytest.mark.skipif(whatif_module.Tally is None, reason="the C extension is not built")
+def test_whatif_walks_a_capture_with_the_collector_paused(story):
+    """Each flow's first verdicts are kept until both dataplanes have decided it: objects in no cycle, which
+    young collections walked again and again."""
+    walk, enabled = Capture.walk, []
+
+    def watched(self, *args):
+        enabled.append(gc.isenabled())
+        return walk(self, *args)
+
+    with mock.patch.object(Capture, "walk", watched):
+        whatif(*scenarios(story["scenario"], [story["change"]]), [str(story["capture"])])
+    assert enabled and not any(enabled)
+    assert gc.isenabled()
