@@ -280,14 +280,19 @@ def _steady_traffic(path: Path, hours: float) -> None:
 
 
 def _peak_memory_of_a_replay(capture: Path, outputs: Outputs) -> int:
-    scenario = load_scenario(DEMO)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        replay(scenario, [str(capture)], outputs)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    """The lower of two runs' peaks: in a whole test session, one run now and then peaked 1.6 MB higher
+    (never alone), something else's allocations falling into the traced window."""
+    peaks = []
+    for _ in range(2):
+        scenario = load_scenario(DEMO)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            replay(scenario, [str(capture)], outputs)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    return min(peaks)
 
 
 def _flow_log_memory(tmp_path: Path, hours: float) -> int:
