@@ -227,7 +227,7 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
     """`shard` (the shards and which of them) limits the report to one shard's flows: the others' packets
     only move the dataplanes' clocks (`shards` keeps a flow's packets in one shard)."""
     from .pipeline import Dataplane
-    from .replay import Capture, collector_paused, freeze_collector, merged
+    from .replay import Capture, freeze_collector, merged
     from .shards import FrameShards, shard_filter_of
 
     dataplanes = first, second = Dataplane(before), Dataplane(after)
@@ -235,44 +235,41 @@ def whatif_captures(before: Scenario, after: Scenario, paths: list[str], shard: 
     mine = FrameShards(shard[0]) if shard is not None else None
     captures: list[Capture] = []
     last_ts = None
-    # whatif keeps each flow's first verdicts in both dataplanes until they are compared: many objects, in no
-    # cycle, that young collections walked again and again (a tenth of its time on VM-to-VM traffic)
-    with collector_paused():
-        thaw = freeze_collector()
-        try:
-            captures = [Capture(p) for p in paths]
-            walk = first.walk_with(second) if Tally is not None and len(captures) == 1 and captures[0].mapped else None
-            c_shard = shard_filter_of(*shard) if shard is not None and walk is not None else None
-            frames = merged(captures)
-            while True:
-                part = None
-                if walk is not None:  # (before the headers are read, nothing is walked)
-                    taken, last, *rest = captures[0].walk(walk, math.inf, WALK, c_shard, flows.tally, flows.noted,
-                                                          flows.known)
-                    if taken:
-                        last_ts = last
-                    part = rest[0] if rest else None
-                frame = next(frames, None)
-                if frame is None:
-                    break
-                ts, linktype, data, _ = frame
-                last_ts = ts
-                if part is not None:  # the first dataplane took it in C
-                    flows.noted(part[0], second.process(data, ts, linktype))
-                elif mine is None or mine(data, linktype) == shard[1]:
-                    flows.noted(first.process(data, ts, linktype), second.process(data, ts, linktype))
-                else:
-                    first.pass_time(ts)
-                    second.pass_time(ts)
-                    continue
-                _count([frame], flows.changed, flows.aliases)
-        finally:
-            thaw()
-            for dp in dataplanes:
-                if last_ts is not None:
-                    dp.close(last_ts)
-            for capture in captures:
-                capture.close()
+    thaw = freeze_collector()
+    try:
+        captures = [Capture(p) for p in paths]
+        walk = first.walk_with(second) if Tally is not None and len(captures) == 1 and captures[0].mapped else None
+        c_shard = shard_filter_of(*shard) if shard is not None and walk is not None else None
+        frames = merged(captures)
+        while True:
+            part = None
+            if walk is not None:  # (before the headers are read, nothing is walked)
+                taken, last, *rest = captures[0].walk(walk, math.inf, WALK, c_shard, flows.tally, flows.noted,
+                                                      flows.known)
+                if taken:
+                    last_ts = last
+                part = rest[0] if rest else None
+            frame = next(frames, None)
+            if frame is None:
+                break
+            ts, linktype, data, _ = frame
+            last_ts = ts
+            if part is not None:  # the first dataplane took it in C
+                flows.noted(part[0], second.process(data, ts, linktype))
+            elif mine is None or mine(data, linktype) == shard[1]:
+                flows.noted(first.process(data, ts, linktype), second.process(data, ts, linktype))
+            else:
+                first.pass_time(ts)
+                second.pass_time(ts)
+                continue
+            _count([frame], flows.changed, flows.aliases)
+    finally:
+        thaw()
+        for dp in dataplanes:
+            if last_ts is not None:
+                dp.close(last_ts)
+        for capture in captures:
+            capture.close()
     return flows.report()
 
 
