@@ -289,7 +289,6 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     logs = ShardFlowLogs({name: i for i, name in enumerate(scenario.network_interfaces)}) \
         if wanted.flow_logs else None
     dataplane = Dataplane(scenario, listener=logs)
-    thaw = freeze_collector()  # the first shard runs in the client, whose objects must thaw after it
     process = dataplane.process
     shard_filter = shard_filter_of(shards, index) if dataplane.pass_records is not None else None  # C is built
     own = ShardFrames(dataplane, logs, shards, index, updates, shard_filter)
@@ -322,6 +321,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         and len(paths) == 1 else None
     pass_records = dataplane.pass_records if len(paths) == 1 and read_frames is None else None
     error = None
+    thaw = freeze_collector()  # the first shard runs in the client, whose objects must thaw after it
     try:
         captures = [Capture(p) for p in paths]
 
