@@ -21,7 +21,8 @@ REPLAY = "replay (VM to VM, every packet through 2 NICs)"
 REPLAY_VERDICTS = "replay --verdicts (the same capture)"
 REPLAY_OUTPUTS = {"parquet": "replay --verdicts F.parquet (the same capture)",
                   "flow logs": "replay --flow-log --vnet-flow-log (the same capture)",
-                  "allowed packets": "replay --allowed F.pcap (the same capture)"}
+                  "allowed packets": "replay --allowed F.pcap (the same capture)",
+                  "report": "replay --report F.html (the same capture)"}
 
 
 def frames_of_our_reader(path: str):
@@ -79,12 +80,16 @@ def test_replay_writing_verdicts_packets_per_second(benchmark, capture, tmp_path
 
 
 @pytest.mark.parametrize("kind", list(REPLAY_OUTPUTS))
-def test_replay_writing_parquet_flow_logs_or_allowed_packets_packets_per_second(benchmark, capture, tmp_path, kind):
+def test_replay_writing_parquet_flow_logs_allowed_packets_or_a_report_packets_per_second(benchmark, capture, tmp_path, kind):
     """Parquet rows are made from the verdict lines the C walk writes; flow logs hear of flows, so the C
-    path passes known flows' packets within each minute; the allowed packets' records it writes itself."""
+    path passes known flows' packets within each minute; the allowed packets' records it writes itself; the
+    report's collector hears of each flow's first packets, and the C walk counts the others by minute."""
     if kind == "parquet":
         pytest.importorskip("pyarrow", reason="pyarrow (the 'parquet' extra) is not installed")
         outputs = Outputs(verdicts=str(tmp_path / "verdicts.parquet"))
+    elif kind == "report":
+        pytest.importorskip("altair", reason="altair (the 'report' extra) is not installed")
+        outputs = Outputs(report=str(tmp_path / "report.html"))
     elif kind == "flow logs":
         outputs = Outputs(flow_log=str(tmp_path / "nsg.json"), vnet_flow_log=str(tmp_path / "vnet.json"))
     else:

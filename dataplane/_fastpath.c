@@ -2739,6 +2739,13 @@ record_at(const unsigned char *b, Py_ssize_t end, Py_ssize_t pos, const Format *
     return pos + length;
 }
 
+/* The original length of the frame of the record at pos (record_at read it). */
+static long long
+wire_length(const unsigned char *b, Py_ssize_t pos, const Format *f)
+{
+    return u32_at(b + pos + (f->pcapng ? 24 : 12), f->big);
+}
+
 /* FastPath.verdict_lines(json_tail): pass_records may write verdict lines, `json_tail(direction, nic,
    decision, nsg, rule, reason, state, translated, detail)` giving the JSON after a line's flow (ASCII:
    Verdict.json_line's). */
@@ -3002,6 +3009,335 @@ append_placed_frame(PyObject *frames, PyObject *placed, Py_ssize_t index, double
     return placed == NULL ? 0 : append_index(placed, index);
 }
 
+/* -- Tally: whatif's counts of its changed flows, and the report's of its flows by minute ------- */
+
+/* A flow by one captured 5-tuple that names it (direction-independent, IPv4), and what the walk since
+   the last flush added to it: the counts go to Python when a walk ends (whatif) or when Python takes
+   them (the report), so a packet costs a probe, not Python objects. */
+typedef struct {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto, dirty;
+    PyObject *flow;  /* whatif's list [.., .., first, last, packets, bytes, ..], or what the report watches;
+                        NULL: a free slot; None: a captured key that names a flow not counted */
+    double first, last;
+    long long packets, bytes;
+    uint64_t order;  /* when its last packet was counted: of several keys of one flow, the latest sets its time */
+    long long minute;  /* by minute: the minute of the packets counted since the slot was last closed */
+} TallySlot;
+
+/* What a slot counted in one minute, closed: the report takes it from here. */
+typedef struct {
+    PyObject *flow;
+    long long minute, packets, bytes;
+    double first, last;
+} TallyEntry;
+
+typedef struct {
+    PyObject_HEAD
+    TallySlot *slots;
+    size_t mask;
+    Py_ssize_t used;
+    size_t *dirty;     /* the slots counted since the last flush, each once */
+    Py_ssize_t n_dirty;
+    uint64_t counted;  /* packets counted: the slots' order */
+    int by_minute;     /* the report's: counts kept apart by minute until taken, and any watched object */
+    TallyEntry *closed;
+    Py_ssize_t n_closed, closed_room;
+} Tally;
+
+static TallySlot *sorting;
+
+static int
+by_order(const void *a, const void *b)
+{
+    uint64_t x = sorting[*(const size_t *)a].order, y = sorting[*(const size_t *)b].order;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int
+Tally_init(Tally *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"by_minute", NULL};
+    int by_minute = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:Tally", names, &by_minute))
+        return -1;
+    if (self->slots != NULL) {
+        if (by_minute != self->by_minute) {
+            PyErr_SetString(PyExc_ValueError, "a Tally's by_minute is set once");
+            return -1;
+        }
+        return 0;
+    }
+    self->by_minute = by_minute;
+    self->mask = 63;
+    self->slots = PyMem_Calloc(self->mask + 1, sizeof(TallySlot));
+    self->dirty = PyMem_Malloc((self->mask + 1) * sizeof(size_t));
+    if (self->slots == NULL || self->dirty == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+Tally_dealloc(Tally *self)
+{
+    for (size_t i = 0; self->slots != NULL && i <= self->mask; i++)
+        Py_XDECREF(self->slots[i].flow);
+    for (Py_ssize_t i = 0; i < self->n_closed; i++)
+        Py_DECREF(self->closed[i].flow);
+    PyMem_Free(self->slots);
+    PyMem_Free(self->dirty);
+    PyMem_Free(self->closed);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static TallySlot *
+tally_slot(TallySlot *slots, size_t mask, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
+{
+    size_t i = slot_hash(src, dst, sport, dport, proto) & mask;
+    for (;;) {
+        TallySlot *s = &slots[i];
+        if (s->flow == NULL || (s->src == src && s->dst == dst && s->sport == sport && s->dport == dport &&
+                                s->proto == proto))
+            return s;
+        i = (i + 1) & mask;
+    }
+}
+
+/* Every flow counted since the last flush gets its last time, packets and bytes (as whatif._count
+   adds them): the slots latest counted last, as a flow named by two keys (both sides of a translation)
+   ends with the time of its latest packet; on error the rest stay counted here. */
+static int
+Tally_flush(Tally *self)
+{
+    sorting = self->slots;  /* the GIL is held: no other flush runs meanwhile */
+    qsort(self->dirty, (size_t)self->n_dirty, sizeof(size_t), by_order);
+    while (self->n_dirty > 0) {
+        TallySlot *s = &self->slots[self->dirty[self->n_dirty - 1]];
+        PyObject *flow = s->flow;
+        if (PyList_GET_SIZE(flow) < 6) {
+            PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items");
+            return -1;
+        }
+        PyObject *when = PyFloat_FromDouble(s->last);
+        PyObject *n = when != NULL ? PyLong_FromLongLong(s->packets) : NULL;
+        PyObject *packets = n != NULL ? PyNumber_Add(PyList_GET_ITEM(flow, 4), n) : NULL;
+        Py_XDECREF(n);
+        n = packets != NULL ? PyLong_FromLongLong(s->bytes) : NULL;
+        PyObject *bytes = n != NULL ? PyNumber_Add(PyList_GET_ITEM(flow, 5), n) : NULL;
+        Py_XDECREF(n);
+        if (bytes == NULL) {
+            Py_XDECREF(when);
+            Py_XDECREF(packets);
+            return -1;
+        }
+        PyList_SetItem(flow, 3, when);
+        PyList_SetItem(flow, 4, packets);
+        PyList_SetItem(flow, 5, bytes);
+        s->packets = s->bytes = 0;
+        s->dirty = 0;
+        self->n_dirty--;
+    }
+    return 0;
+}
+
+/* By minute: a slot's counts since it was last closed become an entry, and the slot counts from zero. */
+static int
+close_slot(Tally *self, TallySlot *s)
+{
+    if (self->n_closed == self->closed_room) {
+        Py_ssize_t room = self->closed_room ? self->closed_room * 2 : 256;
+        TallyEntry *closed = PyMem_Realloc(self->closed, (size_t)room * sizeof(TallyEntry));
+        if (closed == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->closed = closed;
+        self->closed_room = room;
+    }
+    self->closed[self->n_closed++] = (TallyEntry){Py_NewRef(s->flow), s->minute, s->packets, s->bytes, s->first,
+                                                  s->last};
+    s->packets = s->bytes = 0;
+    return 0;
+}
+
+/* By minute: every slot counted since the last close_all closed, and the dirty list emptied. */
+static int
+close_all(Tally *self)
+{
+    while (self->n_dirty > 0) {
+        TallySlot *s = &self->slots[self->dirty[self->n_dirty - 1]];
+        if (s->packets > 0 && close_slot(self, s) < 0)
+            return -1;
+        s->dirty = 0;
+        self->n_dirty--;
+    }
+    return 0;
+}
+
+/* watch(key, flow): the packets whose direction-independent 5-tuple is `key` count to `flow` (a list
+   of at least 6 items), or to nothing when flow is None; a key that is not an IPv4 5-tuple is never
+   in a common frame, so it is left to the Python reader. */
+static PyObject *
+Tally_watch(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "watch(key, flow)");
+        return NULL;
+    }
+    PyObject *flow = args[1];
+    if (!self->by_minute && flow != Py_None && (!PyList_Check(flow) || PyList_GET_SIZE(flow) < 6)) {
+        PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items, or None");
+        return NULL;
+    }
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    uint8_t proto;
+    int numbers = numbers_of(args[0], &src, &dst, &sport, &dport, &proto);
+    if (numbers <= 0)
+        return numbers < 0 ? NULL : Py_NewRef(Py_None);
+    if (src > dst || (src == dst && sport > dport)) {
+        uint32_t a = src; src = dst; dst = a;
+        uint16_t p = sport; sport = dport; dport = p;
+    }
+    if (!self->by_minute && Tally_flush(self) < 0)
+        return NULL;
+    if ((size_t)(self->used + 1) * 2 > self->mask + 1) {
+        if (self->by_minute && close_all(self) < 0)  /* the dirty list names slots by where they are */
+            return NULL;
+        size_t mask = self->mask * 2 + 1;
+        TallySlot *slots = PyMem_Calloc(mask + 1, sizeof(TallySlot));
+        size_t *dirty = PyMem_Realloc(self->dirty, (mask + 1) * sizeof(size_t));
+        if (slots == NULL || dirty == NULL) {
+            PyMem_Free(slots);
+            if (dirty != NULL)
+                self->dirty = dirty;
+            return PyErr_NoMemory();
+        }
+        self->dirty = dirty;
+        for (size_t i = 0; i <= self->mask; i++) {
+            TallySlot *s = &self->slots[i];
+            if (s->flow != NULL)
+                *tally_slot(slots, mask, s->src, s->dst, s->sport, s->dport, s->proto) = *s;
+        }
+        PyMem_Free(self->slots);
+        self->slots = slots;
+        self->mask = mask;
+    }
+    TallySlot *s = tally_slot(self->slots, self->mask, src, dst, sport, dport, proto);
+    if (s->flow == NULL) {
+        self->used++;
+        *s = (TallySlot){.src = src, .dst = dst, .sport = sport, .dport = dport, .proto = proto};
+    } else if (self->by_minute && s->packets > 0 && s->flow != flow && close_slot(self, s) < 0) {
+        return NULL;  /* what was counted before goes to what was watched then */
+    }
+    Py_XSETREF(s->flow, Py_NewRef(flow));
+    return Py_NewRef(Py_None);
+}
+
+/* taken(all): the report's counts of the packets walks took, as (watched, minute, packets, bytes, first
+   time, last time) per slot and minute: the minutes closed so far, or with `all` every
+   count held. Counts of one flow may come in several entries, even for one minute: they add up. */
+static PyObject *
+Tally_taken(Tally *self, PyObject *everything)
+{
+    if (!self->by_minute) {
+        PyErr_SetString(PyExc_TypeError, "taken() is a Tally(by_minute=True)'s");
+        return NULL;
+    }
+    int all = PyObject_IsTrue(everything);
+    if (all < 0 || (all && close_all(self) < 0))
+        return NULL;
+    PyObject *list = PyList_New(self->n_closed);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n_closed; i++) {
+        TallyEntry *e = &self->closed[i];
+        PyObject *item = Py_BuildValue("(OLLLdd)", e->flow, e->minute, e->packets, e->bytes, e->first, e->last);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    for (Py_ssize_t i = 0; i < self->n_closed; i++)
+        Py_DECREF(self->closed[i].flow);
+    self->n_closed = 0;
+    return list;
+}
+
+static PyMethodDef Tally_methods[] = {
+    {"watch", (PyCFunction)(void (*)(void))Tally_watch, METH_FASTCALL,
+     "watch(key, flow): count the packets of this direction-independent IPv4 5-tuple to flow (or to nothing: None)"},
+    {"taken", (PyCFunction)Tally_taken, METH_O,
+     "taken(all): by minute, the counts closed (all: and held) since the last call, as (flow, minute, packets, "
+     "bytes, first, last) tuples"},
+    {NULL},
+};
+
+static PyTypeObject TallyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dataplane._fastpath.Tally",
+    .tp_basicsize = sizeof(Tally),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "flows by their captured 5-tuples: whatif's changed flows, for FastPath.pass_pair: Tally(); the "
+              "report's, for FastPath.pass_records: Tally(by_minute=True)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Tally_init,
+    .tp_dealloc = (destructor)Tally_dealloc,
+    .tp_methods = Tally_methods,
+};
+
+/* The minute of a time as report.Traffic computes it, int(ts // 60): CPython's float floor division, whose
+   other branches a time that is not negative never takes (ts - mod is then an exact multiple of 60). */
+static long long
+minute_of(double ts)
+{
+    return (long long)((ts - fmod(ts, 60.0)) / 60.0);
+}
+
+/* By minute: the slot the report watches for a frame's flow, or NULL when it watches none (Python must
+   see the packet). */
+static TallySlot *
+watched_slot(Tally *tally, const Common *c)
+{
+    int swap = second_endpoint_lower(c);
+    TallySlot *s = tally_slot(tally->slots, tally->mask, swap ? c->dst : c->src, swap ? c->src : c->dst,
+                              swap ? c->dport : c->sport, swap ? c->sport : c->dport, c->proto);
+    return s->flow == NULL || s->flow == Py_None ? NULL : s;
+}
+
+/* By minute: a known flow's packet the walk took, counted to its slot's minute; a packet of another
+   minute first closes what the slot holds. */
+static int
+tally_by_minute(Tally *tally, TallySlot *s, double ts, long long wirelen)
+{
+    if (s == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a flow the tally watched was dropped during a walk");
+        return -1;
+    }
+    long long minute = minute_of(ts);
+    if (s->packets > 0 && s->minute != minute && close_slot(tally, s) < 0)
+        return -1;
+    if (s->packets == 0) {
+        s->minute = minute;
+        s->first = s->last = ts;
+    } else if (ts < s->first) {
+        s->first = ts;
+    } else if (ts > s->last) {
+        s->last = ts;
+    }
+    s->packets += 1;
+    s->bytes += wirelen;
+    if (!s->dirty) {
+        s->dirty = 1;
+        tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
+    }
+    return 0;
+}
+
 static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
 
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
@@ -3011,17 +3347,24 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    sharing one), and the first other record stops the walk where it starts. With
    `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken (`frames` a pair
-   of bytearrays, replay.NumberedRecords: the records one after another, and each one's index as lines have theirs). */
+   of bytearrays, replay.NumberedRecords: the records one after another, and each one's index as lines have theirs).
+   With `tally` (a Tally(by_minute=True), the report's), the walk takes only packets of the flows it watches, counts
+   each to its flow's minute, and stops at any other record, new flows included. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 6 || nargs == 9 || nargs > 11) {
+    if (nargs < 6 || nargs == 9 || nargs > 12) {
         PyErr_SetString(PyExc_TypeError, "pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only"
-                        "[, lines, index[, frames]]]])");
+                        "[, lines, index[, frames[, tally]]]]])");
         return NULL;
     }
     PyObject *lines = nargs >= 10 && args[8] != Py_None ? args[8] : NULL;
-    PyObject *frames = nargs == 11 && args[10] != Py_None ? args[10] : NULL, *placed = NULL;
+    PyObject *frames = nargs >= 11 && args[10] != Py_None ? args[10] : NULL, *placed = NULL;
+    Tally *tally = nargs == 12 && args[11] != Py_None ? (Tally *)args[11] : NULL;
+    if (tally != NULL && (!Py_IS_TYPE(tally, &TallyType) || !tally->by_minute || tally->slots == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "tally must be a Tally(by_minute=True) or None");
+        return NULL;
+    }
     if (frames != NULL && PyTuple_Check(frames) && PyTuple_GET_SIZE(frames) == 2 &&
             PyByteArray_Check(PyTuple_GET_ITEM(frames, 0)) && PyByteArray_Check(PyTuple_GET_ITEM(frames, 1))) {
         placed = PyTuple_GET_ITEM(frames, 1);
@@ -3089,8 +3432,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         Common c;
-        if (!parse_raw(b + data, caplen, &c))
-            break;
+        if (!parse_raw(b + data, caplen, &c) || (tally != NULL && watched_slot(tally, &c) == NULL))
+            break;  /* with a tally, a flow it does not watch is Python's to count */
         int done = pass_recent(self, &c, ts, &entry, &state);
         if (done < 0) {
             error = 1;
@@ -3102,11 +3445,14 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             if (frames != NULL && !error &&
                     append_placed_frame(frames, placed, index + passed, ts, b + data, caplen, f.big) < 0)
                 error = 1;
+            if (tally != NULL && !error &&  /* found again: pass_recent ran Python code */
+                    tally_by_minute(tally, watched_slot(tally, &c), ts, wire_length(b, pos, &f)) < 0)
+                error = 1;
             entry_release(entry);
             Py_DECREF(state);
             if (error)
                 break;
-        } else if (self->new_flows == STOP_BEFORE) {
+        } else if (self->new_flows == STOP_BEFORE || tally != NULL) {
             break;
         } else {
             /* the first packet of a new flow the Python path would send straight to a decision, as in process;
@@ -3181,192 +3527,6 @@ append_run(PyObject *decided, PyObject *result, Py_ssize_t count)
     return failed;
 }
 
-/* -- Tally: whatif's counts of its changed flows -------------------------------------------- */
-
-/* A changed flow by one captured 5-tuple that names it (direction-independent, IPv4), and what the walk
-   since the last flush added to it: the counts go to the flow's list when a walk ends, so a packet costs
-   a probe, not Python objects. */
-typedef struct {
-    uint32_t src, dst;
-    uint16_t sport, dport;
-    uint8_t proto, dirty;
-    PyObject *flow;  /* whatif's list [.., .., first, last, packets, bytes, ..]; NULL: a free slot; None:
-                        a captured key that names a flow not counted */
-    double last;
-    long long packets, bytes;
-    uint64_t order;  /* when its last packet was counted: of several keys of one flow, the latest sets its time */
-} TallySlot;
-
-typedef struct {
-    PyObject_HEAD
-    TallySlot *slots;
-    size_t mask;
-    Py_ssize_t used;
-    size_t *dirty;     /* the slots counted since the last flush, each once */
-    Py_ssize_t n_dirty;
-    uint64_t counted;  /* packets counted: the slots' order */
-} Tally;
-
-static TallySlot *sorting;
-
-static int
-by_order(const void *a, const void *b)
-{
-    uint64_t x = sorting[*(const size_t *)a].order, y = sorting[*(const size_t *)b].order;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-static int
-Tally_init(Tally *self, PyObject *args, PyObject *kwds)
-{
-    if (!PyArg_ParseTuple(args, ":Tally"))
-        return -1;
-    if (self->slots != NULL)
-        return 0;
-    self->mask = 63;
-    self->slots = PyMem_Calloc(self->mask + 1, sizeof(TallySlot));
-    self->dirty = PyMem_Malloc((self->mask + 1) * sizeof(size_t));
-    if (self->slots == NULL || self->dirty == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    return 0;
-}
-
-static void
-Tally_dealloc(Tally *self)
-{
-    for (size_t i = 0; self->slots != NULL && i <= self->mask; i++)
-        Py_XDECREF(self->slots[i].flow);
-    PyMem_Free(self->slots);
-    PyMem_Free(self->dirty);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static TallySlot *
-tally_slot(TallySlot *slots, size_t mask, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto)
-{
-    size_t i = slot_hash(src, dst, sport, dport, proto) & mask;
-    for (;;) {
-        TallySlot *s = &slots[i];
-        if (s->flow == NULL || (s->src == src && s->dst == dst && s->sport == sport && s->dport == dport &&
-                                s->proto == proto))
-            return s;
-        i = (i + 1) & mask;
-    }
-}
-
-/* Every flow counted since the last flush gets its last time, packets and bytes (as whatif._count
-   adds them): the slots latest counted last, as a flow named by two keys (both sides of a translation)
-   ends with the time of its latest packet; on error the rest stay counted here. */
-static int
-Tally_flush(Tally *self)
-{
-    sorting = self->slots;  /* the GIL is held: no other flush runs meanwhile */
-    qsort(self->dirty, (size_t)self->n_dirty, sizeof(size_t), by_order);
-    while (self->n_dirty > 0) {
-        TallySlot *s = &self->slots[self->dirty[self->n_dirty - 1]];
-        PyObject *flow = s->flow;
-        if (PyList_GET_SIZE(flow) < 6) {
-            PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items");
-            return -1;
-        }
-        PyObject *when = PyFloat_FromDouble(s->last);
-        PyObject *n = when != NULL ? PyLong_FromLongLong(s->packets) : NULL;
-        PyObject *packets = n != NULL ? PyNumber_Add(PyList_GET_ITEM(flow, 4), n) : NULL;
-        Py_XDECREF(n);
-        n = packets != NULL ? PyLong_FromLongLong(s->bytes) : NULL;
-        PyObject *bytes = n != NULL ? PyNumber_Add(PyList_GET_ITEM(flow, 5), n) : NULL;
-        Py_XDECREF(n);
-        if (bytes == NULL) {
-            Py_XDECREF(when);
-            Py_XDECREF(packets);
-            return -1;
-        }
-        PyList_SetItem(flow, 3, when);
-        PyList_SetItem(flow, 4, packets);
-        PyList_SetItem(flow, 5, bytes);
-        s->packets = s->bytes = 0;
-        s->dirty = 0;
-        self->n_dirty--;
-    }
-    return 0;
-}
-
-/* watch(key, flow): the packets whose direction-independent 5-tuple is `key` count to `flow` (a list
-   of at least 6 items), or to nothing when flow is None; a key that is not an IPv4 5-tuple is never
-   in a common frame, so it is left to the Python reader. */
-static PyObject *
-Tally_watch(Tally *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "watch(key, flow)");
-        return NULL;
-    }
-    PyObject *flow = args[1];
-    if (flow != Py_None && (!PyList_Check(flow) || PyList_GET_SIZE(flow) < 6)) {
-        PyErr_SetString(PyExc_TypeError, "a changed flow must be a list of at least 6 items, or None");
-        return NULL;
-    }
-    uint32_t src, dst;
-    uint16_t sport, dport;
-    uint8_t proto;
-    int numbers = numbers_of(args[0], &src, &dst, &sport, &dport, &proto);
-    if (numbers <= 0)
-        return numbers < 0 ? NULL : Py_NewRef(Py_None);
-    if (src > dst || (src == dst && sport > dport)) {
-        uint32_t a = src; src = dst; dst = a;
-        uint16_t p = sport; sport = dport; dport = p;
-    }
-    if (Tally_flush(self) < 0)
-        return NULL;
-    if ((size_t)(self->used + 1) * 2 > self->mask + 1) {
-        size_t mask = self->mask * 2 + 1;
-        TallySlot *slots = PyMem_Calloc(mask + 1, sizeof(TallySlot));
-        size_t *dirty = PyMem_Realloc(self->dirty, (mask + 1) * sizeof(size_t));
-        if (slots == NULL || dirty == NULL) {
-            PyMem_Free(slots);
-            if (dirty != NULL)
-                self->dirty = dirty;
-            return PyErr_NoMemory();
-        }
-        self->dirty = dirty;
-        for (size_t i = 0; i <= self->mask; i++) {
-            TallySlot *s = &self->slots[i];
-            if (s->flow != NULL)
-                *tally_slot(slots, mask, s->src, s->dst, s->sport, s->dport, s->proto) = *s;
-        }
-        PyMem_Free(self->slots);
-        self->slots = slots;
-        self->mask = mask;
-    }
-    TallySlot *s = tally_slot(self->slots, self->mask, src, dst, sport, dport, proto);
-    if (s->flow == NULL) {
-        self->used++;
-        *s = (TallySlot){.src = src, .dst = dst, .sport = sport, .dport = dport, .proto = proto};
-    }
-    Py_XSETREF(s->flow, Py_NewRef(flow));
-    return Py_NewRef(Py_None);
-}
-
-static PyMethodDef Tally_methods[] = {
-    {"watch", (PyCFunction)(void (*)(void))Tally_watch, METH_FASTCALL,
-     "watch(key, flow): count the packets of this direction-independent IPv4 5-tuple to flow (or to nothing: None)"},
-    {NULL},
-};
-
-static PyTypeObject TallyType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "dataplane._fastpath.Tally",
-    .tp_basicsize = sizeof(Tally),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "whatif's changed flows by their captured 5-tuples, for FastPath.pass_pair: Tally()",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Tally_init,
-    .tp_dealloc = (destructor)Tally_dealloc,
-    .tp_methods = Tally_methods,
-};
-
 static PyTypeObject FastPathType;
 
 /* A packet of a flow the tally watches: its last time, a packet and the frame's length, as whatif._count
@@ -3374,10 +3534,8 @@ static PyTypeObject FastPathType;
 static void
 tally_count(Tally *tally, const Common *c, double ts, Py_ssize_t length)
 {
-    int swap = second_endpoint_lower(c);
-    TallySlot *s = tally_slot(tally->slots, tally->mask, swap ? c->dst : c->src, swap ? c->src : c->dst,
-                              swap ? c->dport : c->sport, swap ? c->sport : c->dport, c->proto);
-    if (s->flow == NULL || s->flow == Py_None)
+    TallySlot *s = watched_slot(tally, c);
+    if (s == NULL)
         return;
     s->last = ts;
     s->packets += 1;
@@ -3505,11 +3663,12 @@ FastPath_pass_pair(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 11 || !Py_IS_TYPE(args[6], &FastPathType) || args[6] == (PyObject *)self ||
             !(args[7] == Py_None || Py_IS_TYPE(args[7], &ShardFilterType)) || !Py_IS_TYPE(args[8], &TallyType) ||
+            ((Tally *)args[8])->by_minute ||
             !PyCallable_Check(args[9]) || !PyTuple_Check(args[10]) || PyTuple_GET_SIZE(args[10]) != 4 ||
             !PySet_Check(PyTuple_GET_ITEM(args[10], 0)) || !PyDict_Check(PyTuple_GET_ITEM(args[10], 1)) ||
             !PyDict_Check(PyTuple_GET_ITEM(args[10], 2)) || !PyDict_Check(PyTuple_GET_ITEM(args[10], 3))) {
         PyErr_SetString(PyExc_TypeError, "pass_pair(buffer, pos, format, last, until, limit, other FastPath, shard "
-                        "ShardFilter or None, tally Tally, noted callable, known (set, dict, dict, dict))");
+                        "ShardFilter or None, tally Tally (not by minute), noted callable, known (set, dict, dict, dict))");
         return NULL;
     }
     PyObject *const *known = &PyTuple_GET_ITEM(args[10], 0);

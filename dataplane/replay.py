@@ -33,6 +33,11 @@ from .flows import key_to_flow
 from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario
 
+try:
+    from ._fastpath import Tally
+except ImportError:  # installed without a C compiler
+    Tally = None
+
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
               b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
@@ -315,19 +320,23 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                    pass_frames: Callable | None, hits: dict[tuple[str, str], int], until: Callable[[], float],
                    took: Callable[[int, float, bool], None], shard: Any = None, lines: NumberedLines | None = None,
                    index: Callable[[], int] | None = None, heard: Callable[[Verdict], None] | None = None,
-                   allowed: list[bytes] | NumberedRecords | None = None) -> Iterator[Frame]:
+                   allowed: list[bytes] | NumberedRecords | None = None, tally: Any = None) -> Iterator[Frame]:
     """The frames Python decides, in order, each once the C path has taken what it could before it:
     `pass_records` walking one capture's buffer (its new flows' rule hits counted into `hits`, and their
     verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
     `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes: a
-    list of them, or as `NumberedRecords` with each record's place as the lines have theirs),
+    list of them, or as `NumberedRecords` with each record's place as the lines have theirs; with `tally`,
+    the report's, only the packets of flows it watches, each counted there),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         told: list = []
         if pass_records is not None and capture is not None:
             runs = False
-            if lines is not None and index is not None:
+            if tally is not None:
+                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None, 0, None,
+                                                      tally)
+            elif lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
             elif allowed is not None:  # whether a new flow is allowed: its Verdict says
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None,
@@ -690,6 +699,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     traffic = Traffic() if outputs.report else None
     dataplane = Dataplane(scenario, listener=flowlogs)
     pending = sorted(updates, key=lambda u: u.at)
+    tally = report_tally(dataplane, traffic, not (outputs.verdicts or flowlogs or outputs.by_decision), pending,
+                         len(paths))
     hits: dict[tuple[str, str], int] = {}
     captures: list[Capture] = []
     summary = Summary()
@@ -718,7 +729,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             dataplane.walks_stop_at_new_flows(decided=not outputs.denied)
         pass_frames = dataplane.pass_frames if not per_packet or (new_flows_heard and allowed is None) else None
         pass_records = dataplane.pass_records if (pass_frames is not None or written is not None or
-                                                  allowed is not None) and len(captures) == 1 else None
+                                                  allowed is not None or tally is not None) and len(captures) == 1 \
+            else None
         shown = 0
 
         def show() -> None:
@@ -739,6 +751,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             if allowed:
                 _pcap_writer(writers, outputs, "allowed", 1).write_records(allowed)  # C walks Ethernet frames only
                 allowed.clear()
+            if tally is not None:
+                traffic.take_counts()  # type: ignore[union-attr]
             index += count
             last_ts = last
             show()
@@ -747,7 +761,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             and dataplane.read_frames is not None and len(captures) == 1 else merged(captures)
         for frame in left_to_python(frames, captures[0] if captures else None, pass_records, pass_frames,
                                     hits, until, took, lines=written, index=lambda: index,
-                                    heard=flowlogs.verdict if flowlogs is not None else None, allowed=allowed):
+                                    heard=flowlogs.verdict if flowlogs is not None else None, allowed=allowed,
+                                    tally=tally):
             show()
             index += 1
             ts, linktype, data, _ = frame
@@ -796,10 +811,25 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         summary.capture_seconds = (last_ts - first_ts) if first_ts is not None else 0.0
         summary.timestamps_backwards = sum(c.backwards for c in captures)
         summary.warnings += never_applied(pending, summary.capture_seconds)
+        if tally is not None:
+            traffic.take_counts(everything=True)  # type: ignore[union-attr]
         _write_summary(outputs, summary, traffic, scenario, [c.path for c in captures])
         if failure is not None:
             raise failure
     return summary
+
+
+def report_tally(dataplane: Dataplane, traffic: Traffic | None, alone: bool, updates: list, captures: int) -> Any:
+    """For a report that is `alone` of the outputs of each packet, the C walk's counts of known flows'
+    packets (`Traffic.counted_in_c`), which the walk takes without Python when Python has seen their
+    flow's first packet: it stops before new flows. None where every packet goes through Python: other
+    per-packet outputs, several captures merged, `--update` (a rule's access may change), no C."""
+    if traffic is None or not alone or Tally is None or dataplane.pass_records is None or captures != 1 or updates:
+        return None
+    tally = Tally(by_minute=True)
+    traffic.counted_in_c(tally)
+    dataplane.walks_stop_at_new_flows(decided=False)
+    return tally
 
 
 def never_applied(updates: Iterable[Update], capture_seconds: float) -> list[str]:

@@ -37,17 +37,21 @@ class FlowTotals:
     """One connection, both directions, as the report sums it up."""
 
     __slots__ = ("id", "key", "first_seen", "last_seen", "packets", "bytes", "allowed", "denied",
-                 "decision", "nsg", "rule", "denied_by", "evaluations")
+                 "decision", "nsg", "rule", "denied_by", "evaluations", "keys", "watched")
 
-    def __init__(self, id: int, verdict: Verdict, key: tuple):
+    def __init__(self, id: int, verdict: Verdict, key: tuple, keys: tuple[tuple, ...] = ()):
         self.id = id
         self.key = key
         """Its first packet's (protocol, version, source, port, destination, port)."""
+        self.keys = keys
+        """The keys that find it (its first packet's, and that one translated)."""
         self.first_seen = self.last_seen = verdict.ts
         self.packets = self.bytes = self.allowed = self.denied = 0
         self.decision, self.nsg, self.rule = verdict.decision, verdict.nsg, verdict.rule
         self.denied_by: tuple[str | None, str | None] = (None, None)
         self.evaluations: tuple[tuple[str, str, str], ...] = ()
+        self.watched: tuple[tuple[str, str, str], ...] | None = None
+        """The evaluations its packets counted in C count to (`Traffic.counted_in_c`)."""
 
     @property
     def flow(self) -> str:
@@ -73,10 +77,38 @@ class Traffic:
         self.flows: list[FlowTotals] = []
         self._by_key: dict[tuple, FlowTotals] = {}
         self._seen: set[tuple[int, str, str, int]] = set()
+        self._tally: Any = None
+        self._last: tuple[tuple, tuple] = ((), ())
 
     def __getstate__(self) -> dict[str, Any]:
         """A shard's collector travels as its totals: the lookups that place further packets stay behind."""
-        return {name: value for name, value in self.__dict__.items() if name not in ("_by_key", "_seen")}
+        return {name: value for name, value in self.__dict__.items()
+                if name not in ("_by_key", "_seen", "_tally", "_last")}
+
+    def counted_in_c(self, tally: Any) -> None:
+        """From now on the C walk counts the packets of known flows (`FastPath.pass_records` with `tally`, a
+        `_fastpath.Tally(by_minute=True)`): of each flow whose admitting rules are known, this watches its
+        keys, and `take_counts` adds what the walk counted as `verdict` would have, packet by packet. Every
+        other packet still comes here. For a replay without `--update` only: a rule's access is then the one
+        it had when its flows' first packets came here."""
+        self._tally = tally
+
+    def take_counts(self, everything: bool = False) -> None:
+        """What the C walk counted in the minutes it closed (`everything`: and all it holds), added in."""
+        for (flow, evaluations), minute, packets, nbytes, first, last in self._tally.taken(everything):
+            if self.first_ts is None or first < self.first_ts:
+                self.first_ts = first
+            if self.last_ts is None or last > self.last_ts:
+                self.last_ts = last
+            if last > flow.last_seen:
+                flow.last_seen = last
+            flow.packets += packets
+            flow.bytes += nbytes
+            flow.allowed += packets
+            self._count(minute, ALL, "allowed", flow.id, packets)
+            for nsg, rule, access in evaluations:
+                self.rule_packets[(nsg, rule)] += packets
+                self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id, packets)
 
     @classmethod
     def merged(cls, shards: Iterable[Traffic]) -> Traffic:
@@ -103,31 +135,30 @@ class Traffic:
     def verdict(self, verdict: Verdict, wirelen: int, at: int | None = None) -> None:
         """`at`, the packet's place in the capture, numbers a new flow by it and dates rule accesses:
         a shard's collector gets it, to be `merged`."""
-        ts = verdict.ts
+        ts, decision = verdict.ts, verdict.decision
         if self.first_ts is None or ts < self.first_ts:
             self.first_ts = ts
         if self.last_ts is None or ts > self.last_ts:
             self.last_ts = ts
         minute = int(ts // 60)
         packet = verdict.packet
-        if verdict.decision == "Skip" or packet is None:
+        if decision == "Skip" or packet is None:
             self.counts[(minute, ALL, "packets", "skipped")] += 1
             return
-        flow = self._flow(verdict, (packet.proto, packet.version, packet.src, packet.sport, packet.dst, packet.dport),
-                          at)
+        flow = self._flow(verdict, (packet[1], packet[0], packet[2], packet[4], packet[3], packet[5]), at)
         if ts > flow.last_seen:
             flow.last_seen = ts
         flow.packets += 1
         flow.bytes += wirelen
         if verdict.evaluations:
-            evaluations = tuple((e.nsg, e.rule, e.access) for e in verdict.evaluations)
-            if verdict.decision == "Allow":
+            evaluations = self._evaluations(verdict.evaluations)
+            if decision == "Allow":
                 flow.evaluations = evaluations
         elif verdict.reason == "flow":
             evaluations = flow.evaluations or (((verdict.nsg, verdict.rule, "Allow"),) if verdict.nsg else ())
         else:
             evaluations = ()
-        if verdict.decision == "Allow":
+        if decision == "Allow":
             flow.allowed += 1
             self._count(minute, ALL, "allowed", flow.id)
         else:
@@ -140,9 +171,20 @@ class Traffic:
             if at is not None:
                 self.rule_access_at[(nsg, rule)] = at
             self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id)
+        if self._tally is not None and flow.evaluations and flow.watched is not flow.evaluations:
+            flow.watched = flow.evaluations  # its next packets the walk takes count as a flow's do above
+            for key in flow.keys:
+                self._tally.watch(key, (flow, flow.evaluations))
 
-    def _count(self, minute: int, scope: str, outcome: str, flow: int) -> None:
-        self.counts[(minute, scope, "packets", outcome)] += 1
+    def _evaluations(self, evaluations: tuple) -> tuple[tuple[str, str, str], ...]:
+        """(NSG, rule, access) of each evaluation; new flows decided alike share their evaluations, and so
+        the tuple made of the last ones."""
+        if evaluations is not self._last[0]:
+            self._last = (evaluations, tuple((e.nsg, e.rule, e.access) for e in evaluations))
+        return self._last[1]
+
+    def _count(self, minute: int, scope: str, outcome: str, flow: int, packets: int = 1) -> None:
+        self.counts[(minute, scope, "packets", outcome)] += packets
         seen = (minute, scope, outcome, flow)
         if seen not in self._seen:
             self._seen.add(seen)
@@ -160,9 +202,10 @@ class Traffic:
             flow = by_key.get(translated := tuple(translated))
             if flow is not None:
                 return flow
-        flow = FlowTotals(len(self.flows) if at is None else at, verdict, key)
+        keys = (key, translated) if translated is not None else (key,)
+        flow = FlowTotals(len(self.flows) if at is None else at, verdict, key, keys)
         self.flows.append(flow)
-        for k in (key, translated) if translated is not None else (key,):
+        for k in keys:
             by_key[k] = by_key[(k[0], k[1], k[4], k[5], k[2], k[3])] = flow
         return flow
 

@@ -37,7 +37,7 @@ from .pipeline import Dataplane, Statistics, Verdict
 from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, NumberedRecords, Outputs,
                      Summary, Update, _close_all, _fill_summary, _flow_logs, _pcap_writer, _write_summary,
                      collector_paused, count_hits, frame_outputs, freeze_collector, left_to_python, merged,
-                     never_applied, pcap_record, verdict_writer)
+                     never_applied, pcap_record, report_tally, verdict_writer)
 from .report import Traffic, require_extra
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
@@ -301,6 +301,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     """Of each output whose first record Python made, that frame's link type: the C walk's are Ethernet."""
     captures: list[Capture] = []
     traffic = Traffic() if wanted.report else None
+    alone = not (wanted.verdict_lines or wanted.flow_logs or wanted.frames is not None)
+    tally = report_tally(dataplane, traffic, alone, updates, len(paths))
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     pass_frames = dataplane.pass_frames if not (wanted.per_packet or wanted.report) else None
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
@@ -318,7 +320,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         dataplane.walks_stop_at_new_flows(decided=False)
     # each of the shard's packets goes through Python: its frames are made in C, the others' records skipped there
     read_frames = dataplane.read_frames if pass_frames is None and written is None and by_decision is None \
-        and len(paths) == 1 else None
+        and tally is None and len(paths) == 1 else None
     pass_records = dataplane.pass_records if len(paths) == 1 and read_frames is None else None
     error = None
     thaw = freeze_collector()  # the first shard runs in the client, whose objects must thaw after it
@@ -329,6 +331,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             if walked:  # records the walk took never went through `own`
                 own.count += count
                 own.last_ts = last
+            if tally is not None:
+                traffic.take_counts()  # type: ignore[union-attr]
 
         def until() -> float:
             """Frames through `own` have its updates applied: walks and reads in C, which skip it, stop before one."""
@@ -338,7 +342,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         frames = own.read(captures[0], read_frames, shard_filter, until) if read_frames is not None else \
             left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
                            pass_frames, hits, until, took, shard_filter, lines=written, index=lambda: own.count,
-                           heard=heard, allowed=walked_records)
+                           heard=heard, allowed=walked_records, tally=tally)
         for frame in frames:
             ts, linktype, data, wirelen = frame
             i = own.count - 1
@@ -366,6 +370,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         thaw()
         for capture in captures:
             capture.close()
+    if tally is not None:
+        traffic.take_counts(everything=True)  # type: ignore[union-attr]
     if own.last_ts is not None:
         if logs is not None:
             logs.at(own.count, (1,))

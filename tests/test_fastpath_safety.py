@@ -28,6 +28,7 @@ from dataplane.conntrack import LATEST_TIME, FlowRecord, FlowTable, PureFlowReco
 from dataplane.decode import Packet
 from dataplane.errors import CaptureError, DataplaneError
 from dataplane.pipeline import CLOSED, TCP_MOVES_BY_FLAGS, FastPath, RecentTable, Verdict
+from dataplane.replay import Tally
 from dataplane.replay import Capture, Frame, NumberedLines, Outputs, PcapWriter, pcap_record, replay
 from dataplane.rules import Direction
 from dataplane.shards import Shards, shard_filter_of
@@ -367,6 +368,95 @@ def test_whatifs_walk_refuses_what_it_cannot_use(tmp_path) -> None:
                 print("TypeError")
     """)
     assert (child.returncode, child.stdout) == (0, "TypeError\n" * 6), child.stderr
+
+
+def acks(tmp_path: Path, times: list[float], extra: int = 0) -> str:
+    """A capture of ACKs of the busy connection, each `extra` bytes longer on the wire than captured."""
+    path = str(tmp_path / "acks.pcap")
+    writer = PcapWriter(path, 1)
+    for ts in times:
+        writer.write(ts, frame(ACK), len(frame(ACK)) + extra)
+    writer.close()
+    return path
+
+
+KEY = (6, 4, CLIENT, 40000, WEB, 8080)
+
+
+def test_the_reports_walk_counts_the_packets_of_a_watched_flow_with_their_length_on_the_wire(tmp_path):
+    dp, tally = busy_dataplane(), Tally(by_minute=True)
+    tally.watch(KEY, "flow")
+    capture = Capture(acks(tmp_path, [0.2, 0.25, 0.5, 0.75], extra=4))
+    next(capture.frames())
+    assert capture.walk(dp.pass_records, 0.6, 10, None, False, None, 0, None, tally)[0] == 2
+    assert tally.taken(False) == []  # nothing closed yet: the minute may go on
+    assert tally.taken(True) == [("flow", 0, 2, 2 * (len(frame(ACK)) + 4), 0.25, 0.5)]
+    assert tally.taken(True) == []
+
+
+def test_the_reports_walk_stops_at_a_flow_the_tally_does_not_watch(tmp_path) -> None:
+    dp, tally = busy_dataplane(), Tally(by_minute=True)
+    tally.watch(KEY[:2] + (CLIENT, 40001) + KEY[4:], "another flow")
+    capture = Capture(acks(tmp_path, [0.2, 0.3]))
+    next(capture.frames())
+    assert capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, None, tally)[0] == 0
+    assert dp.stats.packets == 3  # the ACK was left to Python, not passed
+
+
+def test_the_reports_walk_leaves_a_new_flow_to_python_though_its_key_is_watched(tmp_path) -> None:
+    """Even where walks decide new flows themselves: the report must see each first packet."""
+    dp, tally = Dataplane(scenario_from_document(SCENARIO)), Tally(by_minute=True)
+    tally.watch(KEY, "an earlier flow on the same ports")
+    path = str(tmp_path / "syn.pcap")
+    writer = PcapWriter(path, 1)
+    for ts, p in ((0.1, ACK), (0.2, SYN)):
+        writer.write(ts, frame(p), len(frame(p)))
+    writer.close()
+    capture = Capture(path)
+    next(capture.frames())
+    dp.advance(0.1)
+    assert capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, None, tally)[0] == 0
+    assert dp.stats.packets == 0 and tally.taken(True) == []
+
+
+def test_a_flow_watched_anew_keeps_what_was_counted_to_what_was_watched_before(tmp_path) -> None:
+    dp, tally = busy_dataplane(), Tally(by_minute=True)
+    tally.watch(KEY, "before")
+    capture = Capture(acks(tmp_path, [0.2, 0.3, 0.4, 0.5]))
+    next(capture.frames())
+    assert capture.walk(dp.pass_records, 1.0, 2, None, False, None, 0, None, tally)[0] == 2
+    tally.watch((6, 4, WEB, 8080, CLIENT, 40000), "after")  # the same flow, the other way round
+    assert capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, None, tally)[0] == 1
+    assert [(watched, packets) for watched, _, packets, *_ in tally.taken(True)] == [("before", 2), ("after", 1)]
+
+
+def test_a_packet_of_another_minute_closes_what_its_flow_counted_in_the_minute_before(tmp_path) -> None:
+    dp, tally = busy_dataplane(), Tally(by_minute=True)
+    tally.watch(KEY, "flow")
+    dp.advance(59.5)
+    capture = Capture(acks(tmp_path, [59.5, 59.75, 59.875, 60.125, 60.25]))
+    next(capture.frames())
+    assert capture.walk(dp.pass_records, 61.0, 10, None, False, None, 0, None, tally)[0] == 4
+    assert tally.taken(False) == [("flow", 0, 2, 2 * len(frame(ACK)), 59.75, 59.875)]
+    assert tally.taken(True) == [("flow", 1, 2, 2 * len(frame(ACK)), 60.125, 60.25)]
+
+
+def test_the_reports_tally_and_whatifs_are_not_interchangeable(tmp_path) -> None:
+    """`pass_records` takes a tally by minute, `pass_pair` whatif's; `taken` is the report's; a Tally's kind is
+    set once."""
+    by_minute, changed = Tally(by_minute=True), Tally()
+    dp = busy_dataplane()
+    capture = Capture(acks(tmp_path, [0.2, 0.3]))
+    next(capture.frames())
+    for bad in (changed, "tally"):
+        with pytest.raises(TypeError):
+            capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, None, bad)
+    with pytest.raises(TypeError):
+        capture.walk(dp.walk_with(busy_dataplane()), 1.0, 10, None, by_minute, print, (set(), {}, {}, {}))
+    with pytest.raises(TypeError):
+        changed.taken(True)
+    with pytest.raises(ValueError):
+        by_minute.__init__()
 
 
 def test_a_truncated_capture_is_summed_up_alike_with_and_without_per_packet_outputs(tmp_path) -> None:

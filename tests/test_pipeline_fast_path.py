@@ -19,6 +19,7 @@ import os
 import struct
 import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -690,8 +691,65 @@ def test_a_new_flow_the_c_walk_allows_is_written_with_the_allowed_packets(tmp_pa
     assert alone == by_python and alone[0].endswith(frame(syn))
 
 
+def _reports(scenario: dict | Path, capture: Path | list[Path], folder: Path, updates=(), workers: int = 1) -> list:
+    """The report's collector (its totals) of a replay writing the report alone, where the C walk counts the
+    packets of known flows (`Tally(by_minute=True)`), and beside the translated packets: every packet
+    through `Dataplane.process` and `Traffic.verdict`."""
+    kept = []
+    captures = [str(c) for c in capture] if isinstance(capture, list) else [str(capture)]
+    with mock.patch("dataplane.replay.render_replay_report", lambda summary, traffic, path, **_: kept.append(traffic)):
+        for extra in ({}, {"translated": str(folder / "translated.pcap")}):
+            loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
+            try:
+                replay(loaded, captures, Outputs(report=str(folder / "report.html"), **extra),
+                       updates=[Update.parse(u) for u in updates], workers=workers)
+            except CaptureError:
+                pass
+    return [(t.first_ts, t.last_ts, dict(t.counts), dict(t.rule_packets), t.rule_access,
+             [(f.id, f.key, f.first_seen, f.last_seen, f.packets, f.bytes, f.allowed, f.denied, f.decision, f.nsg,
+               f.rule, f.denied_by, f.evaluations) for f in t.flows]) for t in kept]
+
+
+@pytest.mark.parametrize("name", REPLAYS, ids=str)
+def test_the_report_of_a_replay_writing_it_alone_is_that_of_every_packet_through_python(name, tmp_path) -> None:
+    names, updates = REPLAYS[name]
+    alone, by_python = _reports(DEMO / "scenario.yaml", [DEMO / n for n in names], tmp_path, updates)
+    assert alone == by_python
+
+
 @needs_c
-@pytest.mark.parametrize("output", ["flow_log", "denied", "allowed"])
+@settings(max_examples=40, deadline=None)
+@given(conversations, steps, st.sampled_from(["pcap", "pcapng"]), st.integers(0, 40), st.sampled_from([1, 2]))
+def test_the_report_of_random_conversations_counted_in_c_is_that_of_every_packet_through_python(
+        tmp_path_factory, flows, sequence, form, cut, workers) -> None:
+    """Flows across minutes, translated, denied, idling out and starting again on the same ports; one worker or
+    two (whose collectors keep each packet's place)."""
+    folder = tmp_path_factory.mktemp("report")
+    capture = folder / f"random.{form}"
+    capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed_frames(flows, sequence), cut))
+    alone, by_python = _reports(SCENARIO, capture, folder, workers=workers)
+    assert alone == by_python
+
+
+@needs_c
+@pytest.mark.parametrize("form", ["pcap", "pcapng"])
+def test_packets_counted_in_c_fall_in_the_minute_python_puts_them_in(form, tmp_path) -> None:
+    """Times a hair before, at and after minute boundaries, and times going back: into the minute before, and
+    before the first packet."""
+    syn = Packet(4, 6, HOSTS[6], HOSTS[0], 40000, 8080, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    ack, reply = syn._replace(tcp_flags=0x10), syn._replace(src=HOSTS[0], dst=HOSTS[6], sport=8080, dport=40000,
+                                                            tcp_flags=0x12)
+    base = 1_700_000_040.0
+    times = [-0.5, -0.4, -0.6, -0.000001, 0.0, 0.000001, 59.999999, 60.0, 30.0, 120.000001, 119.999999]
+    timed = [(base + dt, frame(p, 10 * i)) for i, (dt, p) in enumerate(zip(times, [syn, reply] + [ack, reply] * 5))]
+    capture = tmp_path / f"minutes.{form}"
+    capture.write_bytes((_pcap_of if form == "pcap" else _pcapng_of)(timed, 0))
+    alone, by_python = _reports(SCENARIO, capture, tmp_path)
+    assert alone == by_python and len({minute for minute, *_ in alone[2]}) == 4
+
+
+@needs_c
+@pytest.mark.parametrize("output", ["flow_log", "denied", "allowed", "report"])
 def test_a_replay_writing_flow_logs_or_packets_by_decision_alone_passes_the_packets_of_known_flows_in_c(
         output, tmp_path, monkeypatch) -> None:
     """Only new flows, the first packet of each minute or second, and what C leaves reach Python."""
