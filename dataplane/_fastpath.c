@@ -247,6 +247,7 @@ typedef struct {
     uint32_t src, dst;  /* the key it is filed under */
     uint16_t sport, dport;
     uint8_t proto;
+    uint8_t line_separated;  /* line_tail is tab-separated */
     PyObject *translated, *head;
     PyObject *line_state, *line_tail;  /* the JSON after the flow in the verdict line of a packet leaving
                                           the flow in this state (pass_records with lines), or NULL */
@@ -1180,6 +1181,7 @@ typedef struct {
     PyObject *pairs;       /* dict: (source, destination NIC name) → (outbound chain, inbound chain, memo) */
     PyObject *tail_of;     /* verdict_lines: Python's JSON after a verdict line's flow, and the tails made */
     PyObject *tails;
+    int separated;         /* verdict_lines: the lines are tab-separated (Verdict.tsv_line), for Parquet */
     uint32_t *platform;    /* the platform's IPv4 addresses, which the policy treats apart */
     Py_ssize_t n_platform;
     long long packets;     /* packets taken here: Dataplane.stats folds them in */
@@ -1207,7 +1209,7 @@ typedef struct {
 enum { WALK_ON, STOP_BEFORE, STOP_AFTER_DENY };
 
 static PyObject *s_value, *s_reschedule, *s_allow, *s_flow, *s_empty, *s_empty_tuple, *s_wheel, *s_due, *s_version,
-    *s_max_flows, *s_by_key, *s_json_line, *s_groups;
+    *s_max_flows, *s_by_key, *s_json_line, *s_tsv_line, *s_groups;
 static PyObject *heappush, *heappop;
 static PyObject *small[8];
 
@@ -2746,26 +2748,32 @@ wire_length(const unsigned char *b, Py_ssize_t pos, const Format *f)
     return u32_at(b + pos + (f->pcapng ? 24 : 12), f->big);
 }
 
-/* FastPath.verdict_lines(json_tail): pass_records may write verdict lines, `json_tail(direction, nic,
-   decision, nsg, rule, reason, state, translated, detail)` giving the JSON after a line's flow (ASCII:
-   Verdict.json_line's). */
+/* FastPath.verdict_lines(tail[, separated]): pass_records may write verdict lines, `tail(direction, nic,
+   decision, nsg, rule, reason, state, translated, detail)` giving what follows a line's flow: the JSON
+   (ASCII: Verdict.json_line's), or with `separated` the tab-separated fields as UTF-8 bytes
+   (Verdict.tsv_line's, for Parquet). */
 static PyObject *
-FastPath_verdict_lines(FastPath *self, PyObject *json_tail)
+FastPath_verdict_lines(FastPath *self, PyObject *args)
 {
-    if (!PyCallable_Check(json_tail)) {
-        PyErr_SetString(PyExc_TypeError, "verdict_lines(json_tail): json_tail must be callable");
+    PyObject *tail_of;
+    int separated = 0;
+    if (!PyArg_ParseTuple(args, "O|p:verdict_lines", &tail_of, &separated))
+        return NULL;
+    if (!PyCallable_Check(tail_of)) {
+        PyErr_SetString(PyExc_TypeError, "verdict_lines(tail): tail must be callable");
         return NULL;
     }
     PyObject *tails = PyDict_New();
     if (tails == NULL)
         return NULL;
-    Py_XSETREF(self->tail_of, Py_NewRef(json_tail));
+    Py_XSETREF(self->tail_of, Py_NewRef(tail_of));
     Py_XSETREF(self->tails, tails);
+    self->separated = separated;
     Py_RETURN_NONE;
 }
 
-/* The JSON after the flow of a verdict line with these nine fields (a new reference), made by json_tail
-   the first time and kept. */
+/* What follows the flow in a verdict line with these nine fields (a new reference), made by the tail
+   function the first time and kept. */
 static PyObject *
 tail_of_fields(FastPath *self, PyObject *const fields[9])
 {
@@ -2779,8 +2787,9 @@ tail_of_fields(FastPath *self, PyObject *const fields[9])
         Py_INCREF(tail);
     } else if (!PyErr_Occurred()) {
         tail = PyObject_Vectorcall(self->tail_of, fields, 9, NULL);
-        if (tail != NULL && !(PyUnicode_Check(tail) && PyUnicode_IS_ASCII(tail))) {
-            PyErr_SetString(PyExc_TypeError, "json_tail must give an ASCII str");
+        if (tail != NULL && (self->separated ? !PyBytes_Check(tail) : !(PyUnicode_Check(tail) && PyUnicode_IS_ASCII(tail)))) {
+            PyErr_SetString(PyExc_TypeError, self->separated ? "a tab-separated tail must be bytes"
+                                                             : "a JSON tail must be an ASCII str");
             Py_CLEAR(tail);
         }
         if (tail != NULL && PyDict_GET_SIZE(self->tails) >= 4096)
@@ -2878,16 +2887,25 @@ put_time(char *out, double ts)
 #endif
 }
 
-/* {"index": I, "ts": T, "flow": "tcp A:P > B:Q", then the tail: Verdict.json_line's line, appended to
-   `lines` with its index. 0, or -1 on error. */
+/* {"index": I, "ts": T, "flow": "tcp A:P > B:Q", then the tail: Verdict.json_line's line; `separated`,
+   I<tab>T<tab>tcp A:P > B:Q<tab>, then the tail: Verdict.tsv_line's; appended to `lines` with its index.
+   0, or -1 on error. */
 static int
-append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObject *tail)
+append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObject *tail, int separated)
 {
     char head[192], *out = head;
-    memcpy(out, "{\"index\": ", 10);
-    out = put_number(out + 10, (unsigned long long)index);
-    memcpy(out, ", \"ts\": ", 8);
-    char *after = put_time(out + 8, ts);
+    if (!separated) {
+        memcpy(out, "{\"index\": ", 10);
+        out += 10;
+    }
+    out = put_number(out, (unsigned long long)index);
+    if (separated)
+        *out++ = '\t';
+    else {
+        memcpy(out, ", \"ts\": ", 8);
+        out += 8;
+    }
+    char *after = put_time(out, ts);
     if (after != NULL)
         out = after;
     else {
@@ -2900,24 +2918,36 @@ append_line(PyObject *lines, Py_ssize_t index, double ts, const Common *c, PyObj
             PyErr_SetString(PyExc_ValueError, "a timestamp too long to write");
             return -1;
         }
-        memcpy(out += 8, when, n);
+        memcpy(out, when, n);
         out += n;
         PyMem_Free(when);
     }
-    memcpy(out, c->proto == 6 ? ", \"flow\": \"tcp " : ", \"flow\": \"udp ", 15);
-    out = put_endpoint(out + 15, c->src, c->sport);
+    if (separated) {
+        memcpy(out, c->proto == 6 ? "\ttcp " : "\tudp ", 5);
+        out += 5;
+    } else {
+        memcpy(out, c->proto == 6 ? ", \"flow\": \"tcp " : ", \"flow\": \"udp ", 15);
+        out += 15;
+    }
+    out = put_endpoint(out, c->src, c->sport);
     memcpy(out, " > ", 3);
     out = put_endpoint(out + 3, c->dst, c->dport);
-    memcpy(out, "\", ", 3);
-    out += 3;
-    Py_ssize_t first = out - head, rest = PyUnicode_GET_LENGTH(tail);
+    if (separated)
+        *out++ = '\t';
+    else {
+        memcpy(out, "\", ", 3);
+        out += 3;
+    }
+    Py_ssize_t first = out - head;
+    Py_ssize_t rest = separated ? PyBytes_GET_SIZE(tail) : PyUnicode_GET_LENGTH(tail);
+    const void *rest_data = separated ? (const void *)PyBytes_AS_STRING(tail) : PyUnicode_1BYTE_DATA(tail);
     PyObject *text = PyTuple_GET_ITEM(lines, 0);
     Py_ssize_t at = PyByteArray_GET_SIZE(text);
     if (PyByteArray_Resize(text, at + first + rest + 1) < 0)
         return -1;
     char *to = PyByteArray_AS_STRING(text) + at;
     memcpy(to, head, first);
-    memcpy(to + first, PyUnicode_1BYTE_DATA(tail), rest);
+    memcpy(to + first, rest_data, rest);
     to[first + rest] = '\n';
     return append_index(PyTuple_GET_ITEM(lines, 1), index);
 }
@@ -2928,7 +2958,7 @@ static int
 append_known_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, const Common *c, Entry *e,
                   PyObject *state)
 {
-    if (e->line_state != state || e->line_tail == NULL) {
+    if (e->line_state != state || e->line_tail == NULL || e->line_separated != self->separated) {
         PyObject *head = e->head, *value = PyObject_GetAttr(state, s_value);
         if (value == NULL)
             return -1;
@@ -2940,8 +2970,9 @@ append_known_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts, 
             return -1;
         Py_XSETREF(e->line_tail, tail);
         Py_XSETREF(e->line_state, Py_NewRef(state));
+        e->line_separated = (uint8_t)self->separated;
     }
-    return append_line(lines, index, ts, c, e->line_tail);
+    return append_line(lines, index, ts, c, e->line_tail, self->separated);
 }
 
 /* The verdict line of a new flow's first packet, from its Verdict (a tuple of the contract's fields). */
@@ -2950,7 +2981,7 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
 {
     if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 12 || PyTuple_GET_ITEM(v, 8) == Py_None) {
         PyObject *at = PyLong_FromSsize_t(index);  /* not the common verdict: its own method writes it */
-        PyObject *line = at != NULL ? PyObject_CallMethodOneArg(v, s_json_line, at) : NULL;
+        PyObject *line = at != NULL ? PyObject_CallMethodOneArg(v, self->separated ? s_tsv_line : s_json_line, at) : NULL;
         Py_XDECREF(at);
         int result = line != NULL ? append_numbered(lines, index, line) : -1;
         Py_XDECREF(line);
@@ -2962,7 +2993,7 @@ append_verdict_line(FastPath *self, PyObject *lines, Py_ssize_t index, double ts
     PyObject *tail = tail_of_fields(self, fields);
     if (tail == NULL)
         return -1;
-    int result = append_line(lines, index, ts, c, tail);
+    int result = append_line(lines, index, ts, c, tail, self->separated);
     Py_DECREF(tail);
     return result;
 }
@@ -3813,8 +3844,9 @@ static PyMethodDef FastPath_methods[] = {
     {"decide_new_flows", (PyCFunction)(void (*)(void))FastPath_decide_new_flows, METH_FASTCALL,
      "decide_new_flows(chain_of, memo_of, between_of, first_states, active, platform): new flows from outside "
      "to a NIC or between two NICs are decided in C"},
-    {"verdict_lines", (PyCFunction)FastPath_verdict_lines, METH_O,
-     "verdict_lines(json_tail): pass_records(..., lines, index) writes the verdict lines of the packets it takes"},
+    {"verdict_lines", (PyCFunction)FastPath_verdict_lines, METH_VARARGS,
+     "verdict_lines(tail[, separated]): pass_records(..., lines, index) writes the verdict lines of the packets it "
+     "takes, JSON or (separated) tab-separated"},
     {"expire_due", (PyCFunction)(void (*)(void))FastPath_expire_due, METH_FASTCALL,
      "expire_due(table, now) -> (closed, expired): end the table's flows due by now, when nothing hears of it"},
     {"read_frames", (PyCFunction)(void (*)(void))FastPath_read_frames, METH_FASTCALL,
@@ -4024,13 +4056,14 @@ PyInit__fastpath(void)
     s_max_flows = PyUnicode_InternFromString("max_flows");
     s_by_key = PyUnicode_InternFromString("by_key");
     s_json_line = PyUnicode_InternFromString("json_line");
+    s_tsv_line = PyUnicode_InternFromString("tsv_line");
     s_groups = PyUnicode_InternFromString("network_security_groups");
     PyObject *heapq = PyImport_ImportModule("_heapq");
     heappush = heapq != NULL ? PyObject_GetAttrString(heapq, "heappush") : NULL;
     heappop = heapq != NULL ? PyObject_GetAttrString(heapq, "heappop") : NULL;
     Py_XDECREF(heapq);
     if (s_wheel == NULL || s_due == NULL || s_version == NULL || s_max_flows == NULL || s_by_key == NULL ||
-            s_json_line == NULL || s_groups == NULL || heappush == NULL || heappop == NULL)
+            s_json_line == NULL || s_tsv_line == NULL || s_groups == NULL || heappush == NULL || heappop == NULL)
         return NULL;
     s_allow = PyUnicode_InternFromString("Allow");
     s_flow = PyUnicode_InternFromString("flow");

@@ -68,6 +68,15 @@ class Verdict(NamedTuple):
             return json.dumps(self.to_json(index))
         return f'{{"index": {index}, "ts": {ts!r}, "flow": "{flow}", {_json_tail(*self._tail())}'
 
+    def tsv_line(self, index: int) -> str:
+        """The line's fields tab-separated, in `VERDICT_COLUMNS`' order (for Parquet, which reads them far
+        faster than JSON): `tsv_row(self.to_json(index))`, made faster as `json_line` is."""
+        ts = self.ts
+        flow = self.flow
+        if flow is None or type(ts) is not float:
+            return tsv_row(self.to_json(index))
+        return f"{index}\t{ts!r}\t{flow}\t{_tsv_tail(*self._tail())}"
+
     def _tail(self) -> tuple:
         return (self.direction, self.nic, self.decision, self.nsg, self.rule, self.reason, self.state, self.translated,
                 self.detail)
@@ -95,6 +104,46 @@ def _json_tail(*fields) -> str:
 
 
 _JSON_TAILS: dict[tuple, str] = {}
+
+VERDICT_COLUMNS = ("index", "ts", "flow", "direction", "nic", "decision", "nsg", "rule", "reason", "state",
+                   "translated", "detail", "packets", "bytes")
+"""The fields of a verdict line in order, as `tsv_row` writes them: a packet's have no packets and bytes,
+a flow-log flow's have them."""
+
+
+def tsv_field(value: Any) -> str:
+    """A value as a tab-separated field: None empty (null), text quoted as CSV quotes it when it holds a tab,
+    a line break or a quote, or is empty (an empty string, not null)."""
+    if value is None:
+        return ""
+    text = value if type(value) is str else repr(value) if type(value) is float else str(value)
+    if not text or "\t" in text or "\n" in text or "\r" in text or '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def tsv_row(fields: dict[str, Any]) -> str:
+    """A verdict line's fields (`Verdict.to_json`, or a flow-log flow's), tab-separated in `VERDICT_COLUMNS`'
+    order: what is missing is null, as in the JSON line."""
+    return "\t".join(tsv_field(fields.get(name)) for name in VERDICT_COLUMNS)
+
+
+def _tsv_tail(*fields) -> str:
+    """`tsv_row` after a verdict line's flow, kept by the fields it is made of."""
+    tail = _TSV_TAILS.get(fields)
+    if tail is None:
+        if len(_TSV_TAILS) >= 4096:
+            _TSV_TAILS.clear()
+        tail = _TSV_TAILS[fields] = tsv_row(_tail_fields(*fields)).split("\t", 3)[3]
+    return tail
+
+
+def _tsv_tail_bytes(*fields) -> bytes:
+    """`_tsv_tail` as the C walk writes it (the C path keeps what it made)."""
+    return _tsv_tail(*fields).encode()
+
+
+_TSV_TAILS: dict[tuple, str] = {}
 
 
 @dataclass
@@ -180,6 +229,11 @@ class Dataplane:
                  tally: Any, noted: Callable, known: tuple) -> tuple:
             return pair(buffer, pos, format, last, until, limit, theirs, shard, tally, noted, known)
         return walk
+
+    def tab_separated_lines(self) -> None:
+        """The verdict lines C walks write are tab-separated (`Verdict.tsv_line`), for Parquet."""
+        if self._fast is not None:
+            self._fast.verdict_lines(_tsv_tail_bytes, True)
 
     def walks_stop_at_new_flows(self, decided: bool) -> None:
         """Walks of a capture (`pass_records`) stop at new flows, for a caller that hears of their verdicts

@@ -56,10 +56,12 @@ class Wanted(NamedTuple):
     flow_logs: bool
     verdict_lines: bool
     """Verdicts are written (JSON Lines or Parquet, both made of lines): each comes back as its line
-    (`Verdict.json_line`), ready to write."""
+    (`Verdict.json_line`, or `tsv_line`), ready to write."""
     frames: Outputs | None
     """The outputs of packets by decision asked for (`--allowed`, `--denied`, `--translated`): each worker
     makes the pcap records of its packets that go there."""
+    separated: bool = False
+    """The verdict lines are tab-separated (`Verdict.tsv_line`), for Parquet."""
 
     @property
     def per_packet(self) -> bool:
@@ -290,6 +292,9 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
         if wanted.flow_logs else None
     dataplane = Dataplane(scenario, listener=logs)
     process = dataplane.process
+    line_of = Verdict.tsv_line if wanted.separated else Verdict.json_line
+    if wanted.separated:
+        dataplane.tab_separated_lines()
     shard_filter = shard_filter_of(shards, index) if dataplane.pass_records is not None else None  # C is built
     own = ShardFrames(dataplane, logs, shards, index, updates, shard_filter)
     hits: dict[tuple[str, str], int] = {}
@@ -361,9 +366,9 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                     framed[name].add(i, pcap_record(ts, out, max(wirelen, len(out))))
             if wanted.verdict_lines:
                 if written is not None:
-                    written.add(i, verdict.json_line(i))
+                    written.add(i, line_of(verdict, i))
                 else:
-                    verdicts.append((i, verdict.json_line(i)))
+                    verdicts.append((i, line_of(verdict, i)))
     except CaptureError as e:
         error = e
     finally:
@@ -598,7 +603,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
         if lines is not None:
             writers["verdicts"] = lines
         wanted = Wanted(traffic is not None, flowlogs is not None, lines is not None,
-                        outputs if outputs.by_decision else None)
+                        outputs if outputs.by_decision else None, lines is not None and lines.separated)
         results = runner(run_shard, [(scenario, paths, updates, shards, index, wanted) for index in range(count)])
         first = results[0]
         for update in sorted(updates, key=lambda u: u.at)[:first.updates_applied]:

@@ -344,6 +344,20 @@ def test_the_walk_appends_each_verdict_line_and_its_index(tmp_path) -> None:
     assert lines.text.startswith(b'{"index": 7, "ts": 0.3, "flow": "tcp ') and lines.text.count(b"\n") == 1
 
 
+def test_a_walk_after_lines_turn_tab_separated_writes_them_so_for_flows_it_wrote_in_json_before(tmp_path) -> None:
+    dp = busy_dataplane()
+    capture = Capture(acks(tmp_path, [0.2, 0.25, 0.5]))
+    next(capture.frames())
+    lines = NumberedLines(bytearray(), bytearray())
+    capture.walk(dp.pass_records, 1.0, 1, None, False, lines, 1)
+    dp.tab_separated_lines()
+    capture.walk(dp.pass_records, 1.0, 1, None, False, lines, 2)
+    json_line, tsv_line = bytes(lines.text).decode().splitlines()
+    assert json_line.startswith('{"index": 1, "ts": 0.25, ')
+    assert tsv_line == "2\t0.5\ttcp 203.0.113.9:40000 > 10.2.1.4:8080\tInbound\tweb1\tAllow\tnsg-web\t" \
+                       "AllowHttpNic\tflow\testablished\t\t\t\t"
+
+
 def test_whatifs_walk_refuses_what_it_cannot_use(tmp_path) -> None:
     """A flow must be a list of six items or more when watched and when counted; `pass_pair` takes a Tally,
     a callable and another dataplane's C path."""
