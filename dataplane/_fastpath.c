@@ -17,12 +17,13 @@
    one between two NICs as Dataplane._new does; to a NIC's public IP it goes to
    Dataplane._new_translated; anything else comes back decoded (a Packet) or as None (the Python
    decoder's case).
-   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index[, frames]]]]):
-   the replay's loop, when it writes nothing per packet (or only verdict lines, which it writes for the
-   packets it takes; or the allowed packets, whose pcap records it writes; or outputs that hear of new
-   flows only, flow logs and the denied packets: with `new_flows` set, a walk stops before or after new
-   flows): the same straight from the capture's buffer (pcap or pcapng), and the first record it cannot
-   take goes back to the Python reader and Dataplane.process.
+   FastPath.pass_records(buffer, pos, format, last, until, limit[, shard[, hits_only[, lines, index[, frames[,
+   tally]]]]]): the replay's loop, when it writes nothing per packet (or only verdict lines, JSON or
+   tab-separated for Parquet, which it writes for the packets it takes; or the allowed packets, whose pcap
+   records it writes; or outputs that hear of new flows only, flow logs and the denied packets: with
+   `new_flows` set, a walk stops before or after new flows; or the report, whose Tally counts the packets
+   of the flows it watches by minute): the same straight from the capture's buffer (pcap or pcapng), and
+   the first record it cannot take goes back to the Python reader and Dataplane.process.
    FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
