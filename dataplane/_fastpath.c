@@ -2427,11 +2427,10 @@ FastPath_expire_due(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     return error ? NULL : Py_BuildValue("(LL)", closed, expired);
 }
 
-/* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry (held: release
-   it) and the last leg's new state (a new reference), 0 when the Python path must decide (every leg
-   must hold a live record: the Python path ends dead ones), -1 on error. */
+/* The recent entry of a frame's flow, where every leg holds a live record: 1 (the entry borrowed), 0 when
+   the Python path must decide (a new flow, or one whose dead records the Python path ends), -1 on error. */
 static int
-pass_recent(FastPath *self, const Common *c, double ts, Entry **entry_out, PyObject **state_out)
+live_entry(FastPath *self, const Common *c, double ts, Entry **found)
 {
     RecentTable *recent = self->recent;
     if (recent->slots == NULL) {
@@ -2456,6 +2455,20 @@ pass_recent(FastPath *self, const Common *c, double ts, Entry **entry_out, PyObj
         if (!r->bucket || r->expires <= ts || r->state == self->closed)
             return 0;
     }
+    *found = e;
+    return 1;
+}
+
+/* Pass a packet of a live recent flow as pipeline._known does: 1 with the flow's entry (held: release
+   it) and the last leg's new state (a new reference), 0 when the Python path must decide (live_entry),
+   -1 on error. */
+static int
+pass_recent(FastPath *self, const Common *c, double ts, Entry **entry_out, PyObject **state_out)
+{
+    Entry *e;
+    int live = live_entry(self, c, ts, &e);
+    if (live <= 0)
+        return live;
     /* The table's reschedule is Python code: it may drop the entry or change the moves, so what is
        used across it is held here. */
     e->refs += 1;
@@ -3209,6 +3222,47 @@ close_all(Tally *self)
     return 0;
 }
 
+/* The packets of this direction-independent IPv4 5-tuple (lower endpoint first) count to `flow` from now
+   on. 0, or -1 on error. */
+static int
+watch_numbers(Tally *self, uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport, uint8_t proto, PyObject *flow)
+{
+    if (!self->by_minute && Tally_flush(self) < 0)
+        return -1;
+    if ((size_t)(self->used + 1) * 2 > self->mask + 1) {
+        if (self->by_minute && close_all(self) < 0)  /* the dirty list names slots by where they are */
+            return -1;
+        size_t mask = self->mask * 2 + 1;
+        TallySlot *slots = PyMem_Calloc(mask + 1, sizeof(TallySlot));
+        size_t *dirty = PyMem_Realloc(self->dirty, (mask + 1) * sizeof(size_t));
+        if (slots == NULL || dirty == NULL) {
+            PyMem_Free(slots);
+            if (dirty != NULL)
+                self->dirty = dirty;
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->dirty = dirty;
+        for (size_t i = 0; i <= self->mask; i++) {
+            TallySlot *s = &self->slots[i];
+            if (s->flow != NULL)
+                *tally_slot(slots, mask, s->src, s->dst, s->sport, s->dport, s->proto) = *s;
+        }
+        PyMem_Free(self->slots);
+        self->slots = slots;
+        self->mask = mask;
+    }
+    TallySlot *s = tally_slot(self->slots, self->mask, src, dst, sport, dport, proto);
+    if (s->flow == NULL) {
+        self->used++;
+        *s = (TallySlot){.src = src, .dst = dst, .sport = sport, .dport = dport, .proto = proto};
+    } else if (self->by_minute && s->packets > 0 && s->flow != flow && close_slot(self, s) < 0) {
+        return -1;  /* what was counted before goes to what was watched then */
+    }
+    Py_XSETREF(s->flow, Py_NewRef(flow));
+    return 0;
+}
+
 /* watch(key, flow): the packets whose direction-independent 5-tuple is `key` count to `flow` (a list
    of at least 6 items), or to nothing when flow is None; a key that is not an IPv4 5-tuple is never
    in a common frame, so it is left to the Python reader. */
@@ -3234,38 +3288,8 @@ Tally_watch(Tally *self, PyObject *const *args, Py_ssize_t nargs)
         uint32_t a = src; src = dst; dst = a;
         uint16_t p = sport; sport = dport; dport = p;
     }
-    if (!self->by_minute && Tally_flush(self) < 0)
+    if (watch_numbers(self, src, dst, sport, dport, proto, flow) < 0)
         return NULL;
-    if ((size_t)(self->used + 1) * 2 > self->mask + 1) {
-        if (self->by_minute && close_all(self) < 0)  /* the dirty list names slots by where they are */
-            return NULL;
-        size_t mask = self->mask * 2 + 1;
-        TallySlot *slots = PyMem_Calloc(mask + 1, sizeof(TallySlot));
-        size_t *dirty = PyMem_Realloc(self->dirty, (mask + 1) * sizeof(size_t));
-        if (slots == NULL || dirty == NULL) {
-            PyMem_Free(slots);
-            if (dirty != NULL)
-                self->dirty = dirty;
-            return PyErr_NoMemory();
-        }
-        self->dirty = dirty;
-        for (size_t i = 0; i <= self->mask; i++) {
-            TallySlot *s = &self->slots[i];
-            if (s->flow != NULL)
-                *tally_slot(slots, mask, s->src, s->dst, s->sport, s->dport, s->proto) = *s;
-        }
-        PyMem_Free(self->slots);
-        self->slots = slots;
-        self->mask = mask;
-    }
-    TallySlot *s = tally_slot(self->slots, self->mask, src, dst, sport, dport, proto);
-    if (s->flow == NULL) {
-        self->used++;
-        *s = (TallySlot){.src = src, .dst = dst, .sport = sport, .dport = dport, .proto = proto};
-    } else if (self->by_minute && s->packets > 0 && s->flow != flow && close_slot(self, s) < 0) {
-        return NULL;  /* what was counted before goes to what was watched then */
-    }
-    Py_XSETREF(s->flow, Py_NewRef(flow));
     return Py_NewRef(Py_None);
 }
 
@@ -3370,6 +3394,42 @@ tally_by_minute(Tally *tally, TallySlot *s, double ts, long long wirelen)
     return 0;
 }
 
+/* The report's walk decided a new flow: (verdict, its frame's length on the wire, its place, placeholder)
+   appended to `decided`. An allowed flow's verdict with evaluations has its key watched from here on
+   through the placeholder, [None], which Python fills with what the flow's packets count to
+   (report.Traffic.decided_in_c), so the walk takes the flow's next packets at once. 0, or -1. */
+static int
+append_decided(PyObject *decided, Tally *tally, const Common *c, PyObject *verdict, long long wirelen, Py_ssize_t at)
+{
+    PyObject *placeholder = Py_NewRef(Py_None);
+    if (PyTuple_Check(verdict) && PyTuple_GET_SIZE(verdict) == 12 && PyTuple_Check(PyTuple_GET_ITEM(verdict, 11)) &&
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(verdict, 11)) > 0) {
+        int allowed = PyObject_RichCompareBool(PyTuple_GET_ITEM(verdict, 1), s_allow, Py_EQ);
+        if (allowed < 0) {
+            Py_DECREF(placeholder);
+            return -1;
+        }
+        if (allowed) {
+            int swap = second_endpoint_lower(c);
+            Py_SETREF(placeholder, PyList_New(1));
+            if (placeholder == NULL)
+                return -1;
+            PyList_SET_ITEM(placeholder, 0, Py_NewRef(Py_None));
+            if (watch_numbers(tally, swap ? c->dst : c->src, swap ? c->src : c->dst, swap ? c->dport : c->sport,
+                              swap ? c->sport : c->dport, c->proto, placeholder) < 0) {
+                Py_DECREF(placeholder);
+                return -1;
+            }
+        }
+    }
+    PyObject *item = Py_BuildValue("(OLnN)", verdict, wirelen, at, placeholder);
+    if (item == NULL)
+        return -1;
+    int failed = PyList_Append(decided, item);
+    Py_DECREF(item);
+    return failed;
+}
+
 static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
 
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
@@ -3380,8 +3440,9 @@ static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
    `lines` (replay.NumberedLines), the verdict line and index of each packet taken are appended to it, `index` the first
    record's place in the capture; with `frames` (a list), the pcap record of each allowed packet taken (`frames` a pair
    of bytearrays, replay.NumberedRecords: the records one after another, and each one's index as lines have theirs).
-   With `tally` (a Tally(by_minute=True), the report's), the walk takes only packets of the flows it watches, counts
-   each to its flow's minute, and stops at any other record, new flows included. */
+   With `tally` (a Tally(by_minute=True), the report's), the walk takes the packets of the flows it watches, counting
+   each to its flow's minute, and decides new flows, each given back with its frame's length and place
+   (append_decided); it stops at another flow's packet. */
 static PyObject *
 FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -3405,7 +3466,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "frames must be a list, or a pair of bytearrays (records, indexes)");
         return NULL;
     }
-    Py_ssize_t index = lines != NULL || placed != NULL ? PyLong_AsSsize_t(args[9]) : 0;
+    Py_ssize_t index = lines != NULL || placed != NULL || tally != NULL ? PyLong_AsSsize_t(args[9]) : 0;
     if (index == -1 && PyErr_Occurred())
         return NULL;
     if (lines != NULL && (!PyTuple_Check(lines) || PyTuple_GET_SIZE(lines) != 2 ||
@@ -3464,8 +3525,16 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         Common c;
-        if (!parse_raw(b + data, caplen, &c) || (tally != NULL && watched_slot(tally, &c) == NULL))
-            break;  /* with a tally, a flow it does not watch is Python's to count */
+        if (!parse_raw(b + data, caplen, &c))
+            break;
+        if (tally != NULL && watched_slot(tally, &c) == NULL) {
+            Entry *known;
+            int live = live_entry(self, &c, ts, &known);
+            if (live != 0) {  /* a known flow the report does not watch: Python counts its packets */
+                error = live < 0;
+                break;
+            }
+        }
         int done = pass_recent(self, &c, ts, &entry, &state);
         if (done < 0) {
             error = 1;
@@ -3484,7 +3553,7 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(state);
             if (error)
                 break;
-        } else if (self->new_flows == STOP_BEFORE || tally != NULL) {
+        } else if (self->new_flows == STOP_BEFORE) {
             break;
         } else {
             /* the first packet of a new flow the Python path would send straight to a decision, as in process;
@@ -3509,7 +3578,8 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
             }
             if (runs)
                 run_length += 1;
-            else if (PyList_Append(decided, verdict) < 0) {
+            else if (tally != NULL ? append_decided(decided, tally, &c, verdict, wire_length(b, pos, &f), index + passed) < 0
+                                   : PyList_Append(decided, verdict) < 0) {
                 Py_DECREF(verdict);
                 error = 1;
                 break;

@@ -326,17 +326,21 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     verdicts told to `heard`; with `lines`, the verdict line of each packet it takes appended there,
     `index()` the next record's place; with `allowed`, the pcap record of each allowed packet it takes: a
     list of them, or as `NumberedRecords` with each record's place as the lines have theirs; with `tally`,
-    the report's, only the packets of flows it watches, each counted there),
+    the report's, the packets of the flows it watches, each counted there, and new flows, each told to
+    `heard` as (verdict, length on the wire, place, placeholder)),
     else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         told: list = []
-        if pass_records is not None and capture is not None:
+        if pass_records is not None and capture is not None and tally is not None:
+            passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None,
+                                                  index() if index is not None else 0, None, tally)
+            frame, walked, again = None, True, False
+            told = decided[0] if decided else []  # (verdict, length on the wire, place, placeholder) to `heard`
+            count_hits(hits, (new[0] for new in told))
+        elif pass_records is not None and capture is not None:
             runs = False
-            if tally is not None:
-                passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None, 0, None,
-                                                      tally)
-            elif lines is not None and index is not None:
+            if lines is not None and index is not None:
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, lines, index())
             elif allowed is not None:  # whether a new flow is allowed: its Verdict says
                 passed, last, *decided = capture.walk(pass_records, until(), PASS_BATCH, shard, False, None,
@@ -776,8 +780,9 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
             and dataplane.read_frames is not None and len(captures) == 1 else merged(captures)
         for frame in left_to_python(frames, captures[0] if captures else None, pass_records, pass_frames,
                                     hits, until, took, lines=written, index=lambda: index,
-                                    heard=flowlogs.verdict if flowlogs is not None else None, allowed=allowed,
-                                    tally=tally):
+                                    heard=flowlogs.verdict if flowlogs is not None else
+                                    (lambda new: traffic.decided_in_c(new[0], new[1], None, new[3]))  # type: ignore
+                                    if tally is not None else None, allowed=allowed, tally=tally):
             show()
             index += 1
             ts, linktype, data, _ = frame
@@ -836,14 +841,14 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
 
 def report_tally(dataplane: Dataplane, traffic: Traffic | None, alone: bool, updates: list, captures: int) -> Any:
     """For a report that is `alone` of the outputs of each packet, the C walk's counts of known flows'
-    packets (`Traffic.counted_in_c`), which the walk takes without Python when Python has seen their
-    flow's first packet: it stops before new flows. None where every packet goes through Python: other
-    per-packet outputs, several captures merged, `--update` (a rule's access may change), no C."""
+    packets (`Traffic.counted_in_c`), which the walk takes without Python once the collector has heard
+    of their flow's first packet, and new flows it decides and hands back. None where every packet goes
+    through Python: other per-packet outputs, several captures merged, `--update` (a rule's access may
+    change), no C."""
     if traffic is None or not alone or Tally is None or dataplane.pass_records is None or captures != 1 or updates:
         return None
     tally = Tally(by_minute=True)
     traffic.counted_in_c(tally)
-    dataplane.walks_stop_at_new_flows(decided=False)
     return tally
 
 

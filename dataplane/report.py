@@ -78,24 +78,46 @@ class Traffic:
         self._by_key: dict[tuple, FlowTotals] = {}
         self._seen: set[tuple[int, str, str, int]] = set()
         self._tally: Any = None
+        self._deferred: list[tuple] = []
         self._last: tuple[tuple, tuple] = ((), ())
 
     def __getstate__(self) -> dict[str, Any]:
         """A shard's collector travels as its totals: the lookups that place further packets stay behind."""
         return {name: value for name, value in self.__dict__.items()
-                if name not in ("_by_key", "_seen", "_tally", "_last")}
+                if name not in ("_by_key", "_seen", "_tally", "_deferred", "_last")}
 
     def counted_in_c(self, tally: Any) -> None:
-        """From now on the C walk counts the packets of known flows (`FastPath.pass_records` with `tally`, a
+        """From now on a C walk counts the packets of known flows (`FastPath.pass_records` with `tally`, a
         `_fastpath.Tally(by_minute=True)`): of each flow whose admitting rules are known, this watches its
-        keys, and `take_counts` adds what the walk counted as `verdict` would have, packet by packet. Every
-        other packet still comes here. For a replay without `--update` only: a rule's access is then the one
-        it had when its flows' first packets came here."""
+        keys, and `take_counts` adds what the walk counted as `verdict` would have, packet by packet. The
+        walk decides new flows too and hands each back (`decided_in_c`); every other packet still comes to
+        `verdict`. For a replay without `--update` only: a rule's access is then the one it had when its
+        flows' first packets came here."""
         self._tally = tally
 
+    def decided_in_c(self, verdict: Verdict, wirelen: int, at: int | None, placeholder: list | None) -> None:
+        """A new flow the walk decided, in order; an allowed one's next packets have counted to `placeholder`
+        since, which now names what they count to."""
+        flow = self._add(verdict, wirelen, at)
+        if placeholder is not None and flow is not None:
+            placeholder[0] = self._watch(flow)
+            packet = verdict.packet
+            key = (packet[1], packet[0], packet[2], packet[4], packet[3], packet[5])
+            if key not in self._by_key:  # found by its translation, as each of its packets will be: by Python
+                self._tally.watch(key, None)
+
     def take_counts(self, everything: bool = False) -> None:
-        """What the C walk counted in the minutes it closed (`everything`: and all it holds), added in."""
-        for (flow, evaluations), minute, packets, nbytes, first, last in self._tally.taken(everything):
+        """What the C walk counted in the minutes it closed (`everything`: and all it holds), added in; counts
+        of a flow whose first packet's verdict has not come yet wait for it."""
+        entries, self._deferred = self._deferred + self._tally.taken(everything), []
+        for entry in entries:
+            watched, minute, packets, nbytes, first, last = entry
+            if watched.__class__ is list:
+                if watched[0] is None:
+                    self._deferred.append(entry)
+                    continue
+                watched = watched[0]
+            flow, evaluations = watched
             if self.first_ts is None or first < self.first_ts:
                 self.first_ts = first
             if self.last_ts is None or last > self.last_ts:
@@ -109,6 +131,14 @@ class Traffic:
             for nsg, rule, access in evaluations:
                 self.rule_packets[(nsg, rule)] += packets
                 self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id, packets)
+
+    def _watch(self, flow: FlowTotals) -> tuple:
+        """The walk counts the packets of each of the flow's keys to it and its evaluations from now on."""
+        watched = (flow, flow.evaluations)
+        flow.watched = flow.evaluations
+        for key in flow.keys:
+            self._tally.watch(key, watched)
+        return watched
 
     @classmethod
     def merged(cls, shards: Iterable[Traffic]) -> Traffic:
@@ -135,6 +165,12 @@ class Traffic:
     def verdict(self, verdict: Verdict, wirelen: int, at: int | None = None) -> None:
         """`at`, the packet's place in the capture, numbers a new flow by it and dates rule accesses:
         a shard's collector gets it, to be `merged`."""
+        flow = self._add(verdict, wirelen, at)
+        if self._tally is not None and flow is not None and flow.evaluations and flow.watched is not flow.evaluations:
+            self._watch(flow)  # its next packets the walk takes count as a flow's do here
+
+    def _add(self, verdict: Verdict, wirelen: int, at: int | None) -> FlowTotals | None:
+        """The packet counted; its connection, unless it was skipped."""
         ts, decision = verdict.ts, verdict.decision
         if self.first_ts is None or ts < self.first_ts:
             self.first_ts = ts
@@ -144,7 +180,7 @@ class Traffic:
         packet = verdict.packet
         if decision == "Skip" or packet is None:
             self.counts[(minute, ALL, "packets", "skipped")] += 1
-            return
+            return None
         flow = self._flow(verdict, (packet[1], packet[0], packet[2], packet[4], packet[3], packet[5]), at)
         if ts > flow.last_seen:
             flow.last_seen = ts
@@ -171,10 +207,7 @@ class Traffic:
             if at is not None:
                 self.rule_access_at[(nsg, rule)] = at
             self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id)
-        if self._tally is not None and flow.evaluations and flow.watched is not flow.evaluations:
-            flow.watched = flow.evaluations  # its next packets the walk takes count as a flow's do above
-            for key in flow.keys:
-                self._tally.watch(key, (flow, flow.evaluations))
+        return flow
 
     def _evaluations(self, evaluations: tuple) -> tuple[tuple[str, str, str], ...]:
         """(NSG, rule, access) of each evaluation; new flows decided alike share their evaluations, and so

@@ -343,7 +343,8 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
             """Frames through `own` have its updates applied: walks and reads in C, which skip it, stop before one."""
             due = own.until() if len(captures) == 1 else math.inf
             return min(due, logs.next_minute()) if logs is not None else due
-        heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else None
+        heard = (lambda verdict: logs.decided(own.count - 1, verdict)) if logs is not None else \
+            (lambda new: traffic.decided_in_c(*new)) if tally is not None else None  # type: ignore[union-attr]
         frames = own.read(captures[0], read_frames, shard_filter, until) if read_frames is not None else \
             left_to_python(own.of(merged(captures), pass_records is not None), captures[0], pass_records,
                            pass_frames, hits, until, took, shard_filter, lines=written, index=lambda: own.count,

@@ -417,20 +417,23 @@ def test_the_reports_walk_stops_at_a_flow_the_tally_does_not_watch(tmp_path) -> 
     assert dp.stats.packets == 3  # the ACK was left to Python, not passed
 
 
-def test_the_reports_walk_leaves_a_new_flow_to_python_though_its_key_is_watched(tmp_path) -> None:
-    """Even where walks decide new flows themselves: the report must see each first packet."""
+def test_the_reports_walk_decides_a_new_flow_and_counts_its_next_packets_through_a_placeholder(tmp_path) -> None:
+    """The flow comes back with its frame's length on the wire and its place; its next packets count to a
+    placeholder the collector fills (`Traffic.decided_in_c`)."""
     dp, tally = Dataplane(scenario_from_document(SCENARIO)), Tally(by_minute=True)
-    tally.watch(KEY, "an earlier flow on the same ports")
-    path = str(tmp_path / "syn.pcap")
+    path = str(tmp_path / "connection.pcap")
     writer = PcapWriter(path, 1)
-    for ts, p in ((0.1, ACK), (0.2, SYN)):
-        writer.write(ts, frame(p), len(frame(p)))
+    for ts, p in ((0.1, ACK), (0.2, SYN), (0.25, SYN_ACK), (0.5, ACK)):
+        writer.write(ts, frame(p), len(frame(p)) + 4)
     writer.close()
     capture = Capture(path)
     next(capture.frames())
     dp.advance(0.1)
-    assert capture.walk(dp.pass_records, 1.0, 10, None, False, None, 0, None, tally)[0] == 0
-    assert dp.stats.packets == 0 and tally.taken(True) == []
+    taken, _, decided = capture.walk(dp.pass_records, 1.0, 10, None, False, None, 5, None, tally)
+    (verdict, wirelen, at, placeholder), = decided
+    assert (taken, verdict.decision, wirelen, at, placeholder) == (3, "Allow", len(frame(SYN)) + 4, 5, [None])
+    placeholder[0] = "the connection"
+    assert tally.taken(True) == [(["the connection"], 0, 2, len(frame(SYN_ACK)) + len(frame(ACK)) + 8, 0.25, 0.5)]
 
 
 def test_a_flow_watched_anew_keeps_what_was_counted_to_what_was_watched_before(tmp_path) -> None:

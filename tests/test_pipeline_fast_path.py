@@ -749,6 +749,22 @@ def test_packets_counted_in_c_fall_in_the_minute_python_puts_them_in(form, tmp_p
 
 
 @needs_c
+def test_connections_counted_before_the_collector_hears_of_them_are_counted_once_it_does(tmp_path) -> None:
+    """Forty connections in one walk: the tally grows as it watches them, closing what each counted before
+    the collector heard of any (`Traffic.take_counts` keeps such counts until it does)."""
+    stray = Packet(4, 17, HOSTS[6], HOSTS[0], 53, 53, 0, -1, -1, 0, 0, 0, 0, False, False, (), None)
+    packets = [stray]
+    for port in range(40000, 40040):
+        syn = Packet(4, 6, HOSTS[6], HOSTS[0], port, 8080, 0x02, -1, -1, 0, 0, 0, 0, False, False, (), None)
+        packets += [syn, syn._replace(src=HOSTS[0], dst=HOSTS[6], sport=8080, dport=port, tcp_flags=0x12)]
+    packets += [p._replace(tcp_flags=0x10) for p in packets[1::2]]
+    capture = tmp_path / "forty.pcap"
+    capture.write_bytes(_pcap_of([(1_700_000_000.05 + i / 1000, frame(p)) for i, p in enumerate(packets)], 0))
+    alone, by_python = _reports(SCENARIO, capture, tmp_path)
+    assert alone == by_python and [flow[4] for flow in alone[5][1:]] == [3] * 40
+
+
+@needs_c
 @pytest.mark.parametrize("output", ["flow_log", "denied", "allowed", "report"])
 def test_a_replay_writing_flow_logs_or_packets_by_decision_alone_passes_the_packets_of_known_flows_in_c(
         output, tmp_path, monkeypatch) -> None:
