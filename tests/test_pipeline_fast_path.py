@@ -718,7 +718,7 @@ def test_the_report_of_a_replay_writing_it_alone_is_that_of_every_packet_through
 
 
 @needs_c
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(conversations, steps, st.sampled_from(["pcap", "pcapng"]), st.integers(0, 40), st.sampled_from([1, 2]))
 def test_the_report_of_random_conversations_counted_in_c_is_that_of_every_packet_through_python(
         tmp_path_factory, flows, sequence, form, cut, workers) -> None:
