@@ -8,6 +8,7 @@ as a CI artifact, and keeps tooltips. Both libraries are the optional extra `dat
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import os
@@ -485,8 +486,8 @@ def _chart_section(name: str, title: str, note: str, chart: Any) -> str:
 
 
 def _flow_tables(traffic: Traffic) -> str:
-    denied = sorted((f for f in traffic.flows if f.denied), key=lambda f: (-f.denied, -f.bytes, f.id))[:TOP]
-    talkers = sorted(traffic.flows, key=lambda f: (-f.bytes, -f.packets, f.id))[:TOP]
+    denied = heapq.nsmallest(TOP, (f for f in traffic.flows if f.denied), key=lambda f: (-f.denied, -f.bytes, f.id))
+    talkers = heapq.nsmallest(TOP, traffic.flows, key=lambda f: (-f.bytes, -f.packets, f.id))  # not a whole sort
     clock = _clock_for([f.first_seen for f in traffic.flows] + [f.last_seen for f in traffic.flows])
     denied_rows = [[f.flow, f"{f.denied:,}", f"{f.bytes:,}", clock(f.first_seen), clock(f.last_seen),
                     f.denied_by[0] or "-", f.denied_by[1] or "-"] for f in denied]
@@ -548,7 +549,7 @@ def _pair_table(pairs: list[dict]) -> str:
 
 
 def _change_table(changes: list[dict[str, Any]]) -> str:
-    top = sorted(changes, key=lambda c: (-c["packets"], -c["bytes"], c["flow"]))[:100]
+    top = heapq.nsmallest(100, changes, key=lambda c: (-c["packets"], -c["bytes"], c["flow"]))
     clock = _clock_for([c["first_seen"] for c in changes])
     rows = [[c["flow"], c["change"], clock(c["first_seen"]), f"{c['packets']:,}", f"{c['bytes']:,}",
              _decided(c["before"]), _decided(c["after"])] for c in top]
