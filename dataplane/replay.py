@@ -609,6 +609,9 @@ class ParquetWriter(LinesWriter):
             self._file = pq.ParquetWriter(path, self._schema, compression="zstd")
         self._pending = bytearray()
         self._lines = 0
+        self._blocks: Any = None  # a queue.Queue, and its thread, from the first row group on
+        self._encoder: Any = None
+        self._failure: BaseException | None = None
 
     def write(self, obj: Any) -> None:
         self.write_line(tsv_row(obj))
@@ -617,12 +620,51 @@ class ParquetWriter(LinesWriter):
         self.write_line(verdict.tsv_line(index))
 
     def _write(self, block: bytearray) -> None:
+        """Row groups are read and written by a thread of their own, in order: pyarrow lets go of the
+        interpreter while it works, so they cost the replay little where a second core is free. The
+        thread starts with the first group, after any worker processes were forked."""
+        self._surface()
+        if self._encoder is None:
+            import queue
+            import threading
+
+            self._blocks = queue.Queue(maxsize=2)
+            self._encoder = threading.Thread(target=self._encode_all, name=f"parquet {self.path}", daemon=True)
+            self._encoder.start()
+        self._blocks.put(bytes(block))  # type: ignore[union-attr]
+
+    def _encode_all(self) -> None:
+        while (block := self._blocks.get()) is not None:  # type: ignore[union-attr]
+            if self._failure is None:
+                try:
+                    self._encode(block)
+                except BaseException as e:  # raised where the replay writes next, or closes
+                    self._failure = e
+
+    def _encode(self, block: bytes) -> None:
         pa, pc = self._pa, self._pc
-        table = self._pcsv.read_csv(pa.BufferReader(bytes(block)), read_options=self._read,
+        table = self._pcsv.read_csv(pa.BufferReader(block), read_options=self._read,
                                     parse_options=self._parse, convert_options=self._convert)
         micros = pc.round(pc.multiply(table["ts"], 1_000_000.0), round_mode="half_to_even")  # as round(ts * 1e6)
         table = table.set_column(1, "ts", pc.cast(pc.cast(micros, pa.int64()), self._schema.field("ts").type))
         self._file.write_table(table)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._encoder is not None:
+                self._blocks.put(None)  # type: ignore[union-attr]
+                self._encoder.join()
+            with _naming(self.path):
+                self._file.close()
+            self._surface()
+
+    def _surface(self) -> None:
+        """What the row groups' thread raised, raised here: an OSError as an error naming the file."""
+        if self._failure is not None:
+            with _naming(self.path):
+                raise self._failure
 
 
 def verdict_writer(path: str) -> LinesWriter:

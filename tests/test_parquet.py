@@ -123,3 +123,22 @@ def test_parquet_rows_of_a_flow_log_replay_carry_each_flow_s_packets_and_bytes(t
         "1714557620000,203.0.113.8,10.0.1.4,5001,22,6,I,D,NX,0,0,0,0"], mac="001122334455")])
     rows, lines = _rows_and_lines(FLOW_LOG_SCENARIO, [log], tmp_path)
     assert rows == lines and [(row["packets"], row["bytes"]) for row in rows] == [(7, 3400), (0, 0)]
+
+
+def test_row_groups_written_by_the_writers_thread_keep_the_order_of_the_verdicts(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ParquetWriter, "BATCH", 7)
+    rows, lines = _rows_and_lines(DEMO / "scenario.yaml", CAPTURES, tmp_path)
+    assert rows == lines and pq.ParquetFile(tmp_path / "v.parquet").metadata.num_row_groups == -(-len(rows) // 7)
+
+
+@pytest.mark.parametrize("batch", [10, 65_536], ids=["mid-replay", "at the end"])
+def test_a_parquet_file_that_cannot_be_written_is_an_error_naming_it(batch, tmp_path, monkeypatch) -> None:
+    """The row groups' thread fails; the replay raises it when it next writes, or closes the file."""
+    def full(self, block: bytes) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ParquetWriter, "_encode", full)
+    monkeypatch.setattr(ParquetWriter, "BATCH", batch)
+    path = tmp_path / "v.parquet"
+    with pytest.raises(DataplaneError, match="No space left on device") as raised:
+        replay(load_scenario(DEMO / "scenario.yaml"), CAPTURES, Outputs(verdicts=str(path)))
+    assert str(path) in str(raised.value)
