@@ -19,12 +19,16 @@ from test_pipeline_fast_path import SCENARIO, _pcap_of, _pcapng_of, conversation
 
 DEMO = Path(__file__).resolve().parents[1] / "pcaps" / "demo"
 CAPTURES = [str(p) for p in sorted(DEMO.glob("*.pcap"))]
-pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the 'parquet' extra) is not installed")
+
+
+def parquet():
+    """pyarrow.parquet, or the test skips: the extra is optional."""
+    return pytest.importorskip("pyarrow.parquet", reason="pyarrow (the 'parquet' extra) is not installed")
 
 
 @pytest.fixture
 def verdicts(tmp_path: Path) -> tuple[list[dict], list[dict]]:
-    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow (the 'parquet' extra) is not installed")
+    pq = parquet()
     replay(load_scenario(DEMO / "scenario.yaml"), CAPTURES, Outputs(verdicts=str(tmp_path / "v.parquet")))
     replay(load_scenario(DEMO / "scenario.yaml"), CAPTURES, Outputs(verdicts=str(tmp_path / "v.jsonl")))
     rows = pq.read_table(tmp_path / "v.parquet").to_pylist()
@@ -58,6 +62,7 @@ def test_parquet_verdicts_without_pyarrow_name_the_extra(tmp_path: Path, monkeyp
 
 def _rows_and_lines(scenario, captures: list[str], folder: Path) -> tuple[list[dict], list[dict]]:
     """The Parquet rows (times as the JSON writes them) and the JSON verdicts of one replay each."""
+    pq = parquet()
     for name in ("v.parquet", "v.jsonl"):
         loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
         try:
@@ -92,6 +97,7 @@ TEXTS = ["tab\there", 'a "quoted" name', "line\nbreak", "carriage\rreturn", "", 
 
 
 def test_parquet_keeps_text_with_tabs_quotes_line_breaks_or_nothing_as_written(tmp_path) -> None:
+    pq = parquet()
     writer = ParquetWriter(str(tmp_path / "v.parquet"))
     written = [{"index": i, "ts": 1.5 + i, "flow": "tcp 10.0.0.1:1 > 10.0.0.2:2", "nic": text, "detail": text,
                 "packets": i, "bytes": None} for i, text in enumerate(TEXTS)]
@@ -105,6 +111,7 @@ def test_parquet_keeps_text_with_tabs_quotes_line_breaks_or_nothing_as_written(t
 
 def test_a_verdict_without_a_packet_is_written_with_the_fields_of_its_json_line(tmp_path) -> None:
     """`Verdict.tsv_line` of a verdict the C walk leaves to Python (no flow), odd texts in its fields."""
+    pq = parquet()
     verdict = Verdict(1700000000.25, "Skip", "malformed", None, 'web\t"1"', None, None, None, None,
                       detail="truncated\nIPv4 header")
     writer = ParquetWriter(str(tmp_path / "v.parquet"))
@@ -126,6 +133,7 @@ def test_parquet_rows_of_a_flow_log_replay_carry_each_flow_s_packets_and_bytes(t
 
 
 def test_row_groups_written_by_the_writers_thread_keep_the_order_of_the_verdicts(tmp_path, monkeypatch) -> None:
+    pq = parquet()
     monkeypatch.setattr(ParquetWriter, "BATCH", 7)
     rows, lines = _rows_and_lines(DEMO / "scenario.yaml", CAPTURES, tmp_path)
     assert rows == lines and pq.ParquetFile(tmp_path / "v.parquet").metadata.num_row_groups == -(-len(rows) // 7)
@@ -134,6 +142,7 @@ def test_row_groups_written_by_the_writers_thread_keep_the_order_of_the_verdicts
 @pytest.mark.parametrize("batch", [10, 65_536], ids=["mid-replay", "at the end"])
 def test_a_parquet_file_that_cannot_be_written_is_an_error_naming_it(batch, tmp_path, monkeypatch) -> None:
     """The row groups' thread fails; the replay raises it when it next writes, or closes the file."""
+    parquet()
     def full(self, block: bytes) -> None:
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(ParquetWriter, "_encode", full)
