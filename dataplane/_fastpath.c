@@ -24,7 +24,7 @@
    `new_flows` set, a walk stops before or after new flows; or the report, whose Tally counts the packets
    of the flows it watches by minute): the same straight from the capture's buffer (pcap or pcapng), and
    the first record it cannot take goes back to the Python reader and Dataplane.process.
-   FastPath.pass_frames(frames, until, limit): the same over an iterator of frames (several captures
+   FastPath.pass_frames(frames, until, limit[, tally]): the same over an iterator of frames (several captures
    merged by time).
    FastPath.expire_due(table, now): a sweep of one NIC's flow table, when nothing hears of the flows
    that end (Conntrack.advance).
@@ -2575,85 +2575,6 @@ FastPath_process(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     return verdict;
 }
 
-static PyObject *
-FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "pass_frames(frames, until, limit)");
-        return NULL;
-    }
-    if (!ready(self))
-        return NULL;
-    PyObject *frames = args[0];
-    if (!PyIter_Check(frames)) {
-        PyErr_Format(PyExc_TypeError, "frames must be an iterator, not %.100s", Py_TYPE(frames)->tp_name);
-        return NULL;
-    }
-    double until = PyFloat_AsDouble(args[1]);
-    if (until == -1.0 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
-    if (limit == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t passed = 0;
-    double last = 0.0;
-    PyObject *frame = NULL, *state;
-    Entry *entry;
-    while (passed < limit) {
-        frame = PyIter_Next(frames);
-        if (frame == NULL) {
-            if (PyErr_Occurred()) {
-                /* returned, not raised: the caller counts the frames passed before it raises it */
-                PyObject *type, *value, *traceback;
-                PyErr_Fetch(&type, &value, &traceback);
-                PyErr_NormalizeException(&type, &value, &traceback);
-                if (value == NULL) {
-                    PyErr_Restore(type, value, traceback);
-                    return NULL;
-                }
-                if (traceback != NULL)
-                    PyException_SetTraceback(value, traceback);
-                Py_XDECREF(type);
-                Py_XDECREF(traceback);
-                frame = value;
-            }
-            break;
-        }
-        if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) < 3) {
-            Py_DECREF(frame);
-            PyErr_SetString(PyExc_TypeError, "frames must yield (ts, linktype, data, ...) tuples");
-            return NULL;
-        }
-        double ts = PyFloat_AsDouble(PyTuple_GET_ITEM(frame, 0));
-        if (ts == -1.0 && PyErr_Occurred()) {
-            Py_DECREF(frame);
-            return NULL;
-        }
-        Common c;
-        int overflow;
-        if (ts < until && ts < self->next_sweep && PyLong_CheckExact(PyTuple_GET_ITEM(frame, 1)) &&
-                PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(frame, 1), &overflow) == 1 &&
-                parse(PyTuple_GET_ITEM(frame, 2), &c)) {
-            int done = pass_recent(self, &c, ts, &entry, &state);
-            if (done < 0) {
-                Py_DECREF(frame);
-                return NULL;
-            }
-            if (done) {
-                entry_release(entry);
-                Py_DECREF(state);
-                passed += 1;
-                last = ts;
-                Py_CLEAR(frame);
-                continue;
-            }
-        }
-        break;
-    }
-    return Py_BuildValue("(nNN)", passed, passed ? PyFloat_FromDouble(last) : Py_NewRef(Py_None),
-                         frame != NULL ? frame : Py_NewRef(Py_None));
-}
-
 
 static inline uint32_t
 u32_at(const unsigned char *b, int big)
@@ -3430,6 +3351,104 @@ append_decided(PyObject *decided, Tally *tally, const Common *c, PyObject *verdi
     return failed;
 }
 
+/* FastPath.pass_frames(frames, until, limit[, tally]): replay's loop over frames (several captures merged by
+   time): the packets of recent flows pass here, up to the first frame Python must see, which is returned; with
+   `tally` (the report's), only those of the flows it watches, each counted to its flow's minute. */
+static PyObject *
+FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pass_frames(frames, until, limit[, tally])");
+        return NULL;
+    }
+    Tally *tally = nargs == 4 && args[3] != Py_None ? (Tally *)args[3] : NULL;
+    if (tally != NULL && (!Py_IS_TYPE(tally, &TallyType) || !tally->by_minute || tally->slots == NULL)) {
+        PyErr_SetString(PyExc_TypeError, "tally must be a Tally(by_minute=True) or None");
+        return NULL;
+    }
+    if (!ready(self))
+        return NULL;
+    PyObject *frames = args[0];
+    if (!PyIter_Check(frames)) {
+        PyErr_Format(PyExc_TypeError, "frames must be an iterator, not %.100s", Py_TYPE(frames)->tp_name);
+        return NULL;
+    }
+    double until = PyFloat_AsDouble(args[1]);
+    if (until == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t passed = 0;
+    double last = 0.0;
+    PyObject *frame = NULL, *state;
+    Entry *entry;
+    while (passed < limit) {
+        frame = PyIter_Next(frames);
+        if (frame == NULL) {
+            if (PyErr_Occurred()) {
+                /* returned, not raised: the caller counts the frames passed before it raises it */
+                PyObject *type, *value, *traceback;
+                PyErr_Fetch(&type, &value, &traceback);
+                PyErr_NormalizeException(&type, &value, &traceback);
+                if (value == NULL) {
+                    PyErr_Restore(type, value, traceback);
+                    return NULL;
+                }
+                if (traceback != NULL)
+                    PyException_SetTraceback(value, traceback);
+                Py_XDECREF(type);
+                Py_XDECREF(traceback);
+                frame = value;
+            }
+            break;
+        }
+        if (!PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) < (tally != NULL ? 4 : 3)) {
+            Py_DECREF(frame);
+            PyErr_SetString(PyExc_TypeError, "frames must yield (ts, linktype, data, ...) tuples, with a tally "
+                            "(ts, linktype, data, length on the wire)");
+            return NULL;
+        }
+        double ts = PyFloat_AsDouble(PyTuple_GET_ITEM(frame, 0));
+        if (ts == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(frame);
+            return NULL;
+        }
+        Common c;
+        int overflow;
+        if (ts < until && ts < self->next_sweep && PyLong_CheckExact(PyTuple_GET_ITEM(frame, 1)) &&
+                PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(frame, 1), &overflow) == 1 &&
+                parse(PyTuple_GET_ITEM(frame, 2), &c) && (tally == NULL || watched_slot(tally, &c) != NULL)) {
+            int done = pass_recent(self, &c, ts, &entry, &state);
+            if (done < 0) {
+                Py_DECREF(frame);
+                return NULL;
+            }
+            if (done) {
+                int counted = 0;
+                if (tally != NULL) {  /* found again: pass_recent ran Python code */
+                    long long wirelen = PyLong_AsLongLong(PyTuple_GET_ITEM(frame, 3));
+                    counted = wirelen == -1 && PyErr_Occurred() ? -1
+                                                                : tally_by_minute(tally, watched_slot(tally, &c), ts, wirelen);
+                }
+                entry_release(entry);
+                Py_DECREF(state);
+                if (counted < 0) {
+                    Py_DECREF(frame);
+                    return NULL;
+                }
+                passed += 1;
+                last = ts;
+                Py_CLEAR(frame);
+                continue;
+            }
+        }
+        break;
+    }
+    return Py_BuildValue("(nNN)", passed, passed ? PyFloat_FromDouble(last) : Py_NewRef(Py_None),
+                         frame != NULL ? frame : Py_NewRef(Py_None));
+}
+
 static int append_run(PyObject *decided, PyObject *result, Py_ssize_t count);
 
 /* replay.Capture's records straight from its buffer: the records of recent flows pass here without a
@@ -3924,8 +3943,8 @@ static PyMethodDef FastPath_methods[] = {
      "read_frames(buffer, pos, format, last, until, limit, frame_type[, shard, places]) -> (taken, position, last "
      "time, times backwards, the frames made of the records taken: with a shard, of its own only)"},
     {"pass_frames", (PyCFunction)(void (*)(void))FastPath_pass_frames, METH_FASTCALL,
-     "pass_frames(frames, until, limit) -> (passed, last ts passed, the next frame for Dataplane.process, or None, "
-     "or the exception the frames raised)"},
+     "pass_frames(frames, until, limit[, tally]) -> (passed, last ts passed, the next frame for Dataplane.process, "
+     "or None, or the exception the frames raised)"},
     {NULL},
 };
 

@@ -206,7 +206,7 @@ class Dataplane:
                                         tuple(TCP_FIRST_STATES), Other.ACTIVE, PLATFORM_ADDRESSES,
                                         listener.flow_started if listener is not None else None)
         self._fast_process = self._fast.process if fast else None
-        self.pass_frames: Callable[[Iterator, float, int], tuple[int, float | None, Any]] | None = \
+        self.pass_frames: Callable[..., tuple[int, float | None, Any]] | None = \
             self._fast.pass_frames if fast else None
         """Where C is built, for a replay that needs no Verdict per packet: see `FastPath.pass_frames`."""
         self.pass_records: Callable[[Any, int, tuple, float, float, int], tuple[int, int, float, int, list]] | None = \

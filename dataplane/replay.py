@@ -328,7 +328,7 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     list of them, or as `NumberedRecords` with each record's place as the lines have theirs; with `tally`,
     the report's, the packets of the flows it watches, each counted there, and new flows, each told to
     `heard` as (verdict, length on the wire, place, placeholder)),
-    else `pass_frames` over the frames. The C path goes no further than `until()`; `took(count, last time,
+    else `pass_frames` over the frames (with `tally`, the known flows' packets it watches, counted there). The C path goes no further than `until()`; `took(count, last time,
     walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         told: list = []
@@ -355,7 +355,7 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
                     told = decided[0]  # heard once `took` has counted them
                     again = True  # the walk may have stopped after a flow it denied (`walks_stop_at_new_flows`)
         elif pass_frames is not None:
-            passed, last, frame = pass_frames(frames, until(), PASS_BATCH)
+            passed, last, frame = pass_frames(frames, until(), PASS_BATCH, tally)
             walked = again = False
         else:
             passed, last, frame, walked, again = 0, None, next(frames, None), False, False
@@ -758,8 +758,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     traffic = Traffic() if outputs.report else None
     dataplane = Dataplane(scenario, listener=flowlogs)
     pending = sorted(updates, key=lambda u: u.at)
-    tally = report_tally(dataplane, traffic, not (outputs.verdicts or flowlogs or outputs.by_decision), pending,
-                         len(paths))
+    tally = report_tally(dataplane, traffic, not (outputs.verdicts or flowlogs or outputs.by_decision), pending, True)
     hits: dict[tuple[str, str], int] = {}
     captures: list[Capture] = []
     summary = Summary()
@@ -788,7 +787,8 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         new_flows_heard = walkable and verdict_lines is None and (flowlogs is not None or bool(outputs.denied))
         if new_flows_heard:  # the denied packets' frames are written by the Python loop, flow logs hear verdicts
             dataplane.walks_stop_at_new_flows(decided=not outputs.denied)
-        pass_frames = dataplane.pass_frames if not per_packet or (new_flows_heard and allowed is None) else None
+        pass_frames = dataplane.pass_frames if not per_packet or (new_flows_heard and allowed is None) or \
+            tally is not None else None
         pass_records = dataplane.pass_records if (pass_frames is not None or written is not None or
                                                   allowed is not None or tally is not None) and len(captures) == 1 \
             else None
@@ -881,13 +881,13 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     return summary
 
 
-def report_tally(dataplane: Dataplane, traffic: Traffic | None, alone: bool, updates: list, captures: int) -> Any:
+def report_tally(dataplane: Dataplane, traffic: Traffic | None, alone: bool, updates: list, walked: bool) -> Any:
     """For a report that is `alone` of the outputs of each packet, the C walk's counts of known flows'
     packets (`Traffic.counted_in_c`), which the walk takes without Python once the collector has heard
-    of their flow's first packet, and new flows it decides and hands back. None where every packet goes
-    through Python: other per-packet outputs, several captures merged, `--update` (a rule's access may
-    change), no C."""
-    if traffic is None or not alone or Tally is None or dataplane.pass_records is None or captures != 1 or updates:
+    of their flow's first packet (a capture's walk also decides new flows and hands them back; a walk of
+    frames merged from several stops at them). None where every packet goes through Python: other
+    per-packet outputs, no C walk of the captures (`walked`), `--update` (a rule's access may change)."""
+    if traffic is None or not alone or Tally is None or dataplane.pass_records is None or not walked or updates:
         return None
     tally = Tally(by_minute=True)
     traffic.counted_in_c(tally)

@@ -458,6 +458,27 @@ def test_a_packet_of_another_minute_closes_what_its_flow_counted_in_the_minute_b
     assert tally.taken(True) == [("flow", 1, 2, 2 * len(frame(ACK)), 60.125, 60.25)]
 
 
+def test_the_report_s_walk_of_merged_frames_counts_watched_flows_and_stops_at_others() -> None:
+    """`pass_frames` with a tally: a watched flow's packets pass with their lengths on the wire; the first
+    packet of a flow nobody watches comes back for Python."""
+    dp, tally = busy_dataplane(), Tally(by_minute=True)
+    tally.watch(KEY, "flow")
+    other = ACK._replace(sport=40001)
+    frames = iter([(0.2, 1, frame(ACK), 100), (0.25, 1, frame(SYN_ACK), 90), (0.3, 1, frame(other), 80)])
+    passed, last, stopped = dp.pass_frames(frames, 1.0, 10, tally)
+    assert (passed, last, stopped) == (2, 0.25, (0.3, 1, frame(other), 80))
+    assert tally.taken(True) == [("flow", 0, 2, 190, 0.2, 0.25)]
+    assert dp.pass_frames(iter([(0.35, 1, frame(ACK), 100)]), 1.0, 10, Tally(by_minute=True))[0] == 0  # known, unwatched
+
+
+def test_the_report_s_walk_of_merged_frames_refuses_frames_without_their_length_and_other_tallies() -> None:
+    dp = busy_dataplane()
+    for frames, tally in (([(0.2, 1, frame(ACK))], Tally(by_minute=True)), ([(0.2, 1, frame(ACK), 54)], Tally()),
+                          ([(0.2, 1, frame(ACK), 54)], "tally")):
+        with pytest.raises(TypeError):
+            dp.pass_frames(iter(frames), 1.0, 10, tally)
+
+
 def test_the_reports_tally_and_whatifs_are_not_interchangeable(tmp_path) -> None:
     """`pass_records` takes a tally by minute, `pass_pair` whatif's; `taken` is the report's; a Tally's kind is
     set once."""

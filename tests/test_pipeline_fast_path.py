@@ -749,6 +749,31 @@ def test_packets_counted_in_c_fall_in_the_minute_python_puts_them_in(form, tmp_p
 
 
 @needs_c
+@settings(max_examples=15, deadline=None)
+@given(conversations, steps, st.integers(2, 3))
+def test_the_report_of_random_conversations_in_several_captures_counted_in_c_is_that_of_python(
+        tmp_path_factory, flows, sequence, files) -> None:
+    """The frames dealt out to several captures, which the replay merges by time (`pass_frames`)."""
+    folder = tmp_path_factory.mktemp("merged")
+    timed, captures = timed_frames(flows, sequence), []
+    for n in range(files):
+        captures.append(folder / f"part{n}.pcap")
+        captures[-1].write_bytes(_pcap_of(timed[n::files], 0))
+    alone, by_python = _reports(SCENARIO, captures, folder)
+    assert alone == by_python
+
+
+@needs_c
+def test_a_report_of_several_captures_passes_the_packets_of_known_flows_in_c(tmp_path, monkeypatch) -> None:
+    processed = []
+    process = Dataplane.process
+    monkeypatch.setattr(Dataplane, "process", lambda self, *args: processed.append(args) or process(self, *args))
+    captures = [str(DEMO / "web.pcap"), str(DEMO / "rule-removal.pcap")]
+    replay(load_scenario(DEMO / "scenario.yaml"), captures, Outputs(report=str(tmp_path / "report.html")))
+    assert 0 < len(processed) < sum(len(list(Capture(c).frames())) for c in captures) / 2
+
+
+@needs_c
 def test_connections_counted_before_the_collector_hears_of_them_are_counted_once_it_does(tmp_path) -> None:
     """Forty connections in one walk: the tally grows as it watches them, closing what each counted before
     the collector heard of any (`Traffic.take_counts` keeps such counts until it does)."""
