@@ -307,9 +307,9 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     captures: list[Capture] = []
     traffic = Traffic() if wanted.report else None
     alone = not (wanted.verdict_lines or wanted.flow_logs or wanted.frames is not None)
-    tally = report_tally(dataplane, traffic, alone, updates, len(paths) == 1)
+    tally = report_tally(dataplane, traffic, alone, updates, True)
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
-    pass_frames = dataplane.pass_frames if not (wanted.per_packet or wanted.report) else None
+    pass_frames = dataplane.pass_frames if not (wanted.per_packet or wanted.report) or tally is not None else None
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
         dataplane.walks_stop_at_new_flows(decided=True)
         logs.walk_position = lambda: own.count + taken if (taken := dataplane.walk_taken) >= 0 else -1

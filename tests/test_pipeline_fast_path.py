@@ -750,16 +750,17 @@ def test_packets_counted_in_c_fall_in_the_minute_python_puts_them_in(form, tmp_p
 
 @needs_c
 @settings(max_examples=15, deadline=None)
-@given(conversations, steps, st.integers(2, 3))
+@given(conversations, steps, st.integers(2, 3), st.sampled_from([1, 2]))
 def test_the_report_of_random_conversations_in_several_captures_counted_in_c_is_that_of_python(
-        tmp_path_factory, flows, sequence, files) -> None:
-    """The frames dealt out to several captures, which the replay merges by time (`pass_frames`)."""
+        tmp_path_factory, flows, sequence, files, workers) -> None:
+    """The frames dealt out to several captures, which the replay merges by time (`pass_frames`), in one
+    process or two."""
     folder = tmp_path_factory.mktemp("merged")
     timed, captures = timed_frames(flows, sequence), []
     for n in range(files):
         captures.append(folder / f"part{n}.pcap")
         captures[-1].write_bytes(_pcap_of(timed[n::files], 0))
-    alone, by_python = _reports(SCENARIO, captures, folder)
+    alone, by_python = _reports(SCENARIO, captures, folder, workers=workers)
     assert alone == by_python
 
 
