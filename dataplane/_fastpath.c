@@ -3267,6 +3267,31 @@ static PyTypeObject TallyType = {
     .tp_methods = Tally_methods,
 };
 
+/* The report's tally a walk is given: a Tally(by_minute=True) in *tally, or NULL for None. 0, or -1 with
+   TypeError for anything else. */
+static int
+minute_tally_of(PyObject *arg, Tally **tally)
+{
+    if (arg == Py_None)
+        return 0;
+    if (!Py_IS_TYPE(arg, &TallyType) || !((Tally *)arg)->by_minute || ((Tally *)arg)->slots == NULL) {
+        PyErr_SetString(PyExc_TypeError, "tally must be a Tally(by_minute=True) or None");
+        return -1;
+    }
+    *tally = (Tally *)arg;
+    return 0;
+}
+
+/* A slot counted since the last flush (whatif) or close (the report) goes on the dirty list, once. */
+static inline void
+mark_dirty(Tally *tally, TallySlot *s)
+{
+    if (!s->dirty) {
+        s->dirty = 1;
+        tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
+    }
+}
+
 /* The minute of a time as report.Traffic computes it, int(ts // 60): CPython's float floor division, whose
    other branches a time that is not negative never takes (ts - mod is then an exact multiple of 60). */
 static long long
@@ -3308,10 +3333,7 @@ tally_by_minute(Tally *tally, TallySlot *s, double ts, long long wirelen)
     }
     s->packets += 1;
     s->bytes += wirelen;
-    if (!s->dirty) {
-        s->dirty = 1;
-        tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
-    }
+    mark_dirty(tally, s);
     return 0;
 }
 
@@ -3361,11 +3383,9 @@ FastPath_pass_frames(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "pass_frames(frames, until, limit[, tally])");
         return NULL;
     }
-    Tally *tally = nargs == 4 && args[3] != Py_None ? (Tally *)args[3] : NULL;
-    if (tally != NULL && (!Py_IS_TYPE(tally, &TallyType) || !tally->by_minute || tally->slots == NULL)) {
-        PyErr_SetString(PyExc_TypeError, "tally must be a Tally(by_minute=True) or None");
+    Tally *tally = NULL;
+    if (nargs == 4 && minute_tally_of(args[3], &tally) < 0)
         return NULL;
-    }
     if (!ready(self))
         return NULL;
     PyObject *frames = args[0];
@@ -3472,11 +3492,9 @@ FastPath_pass_records(FastPath *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *lines = nargs >= 10 && args[8] != Py_None ? args[8] : NULL;
     PyObject *frames = nargs >= 11 && args[10] != Py_None ? args[10] : NULL, *placed = NULL;
-    Tally *tally = nargs == 12 && args[11] != Py_None ? (Tally *)args[11] : NULL;
-    if (tally != NULL && (!Py_IS_TYPE(tally, &TallyType) || !tally->by_minute || tally->slots == NULL)) {
-        PyErr_SetString(PyExc_TypeError, "tally must be a Tally(by_minute=True) or None");
+    Tally *tally = NULL;
+    if (nargs == 12 && minute_tally_of(args[11], &tally) < 0)
         return NULL;
-    }
     if (frames != NULL && PyTuple_Check(frames) && PyTuple_GET_SIZE(frames) == 2 &&
             PyByteArray_Check(PyTuple_GET_ITEM(frames, 0)) && PyByteArray_Check(PyTuple_GET_ITEM(frames, 1))) {
         placed = PyTuple_GET_ITEM(frames, 1);
@@ -3662,10 +3680,7 @@ tally_count(Tally *tally, const Common *c, double ts, Py_ssize_t length)
     s->packets += 1;
     s->bytes += length;
     s->order = ++tally->counted;
-    if (!s->dirty) {
-        s->dirty = 1;
-        tally->dirty[tally->n_dirty++] = (size_t)(s - tally->slots);
-    }
+    mark_dirty(tally, s);
 }
 
 /* One dataplane's part of a record: 1 when it took it (a known flow's packet, or a new flow it decided:

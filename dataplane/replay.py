@@ -328,8 +328,9 @@ def left_to_python(frames: Iterator[Frame], capture: Capture | None, pass_record
     list of them, or as `NumberedRecords` with each record's place as the lines have theirs; with `tally`,
     the report's, the packets of the flows it watches, each counted there, and new flows, each told to
     `heard` as (verdict, length on the wire, place, placeholder)),
-    else `pass_frames` over the frames (with `tally`, the known flows' packets it watches, counted there). The C path goes no further than `until()`; `took(count, last time,
-    walked)` hears of each batch it took (`walked`: records of the buffer, which `frames` never yielded)."""
+    else `pass_frames` over the frames (with `tally`, the known flows' packets it watches, counted there).
+    The C path goes no further than `until()`; `took(count, last time, walked)` hears of each batch it
+    took (`walked`: records of the buffer, which `frames` never yielded)."""
     while True:
         told: list = []
         if pass_records is not None and capture is not None and tally is not None:
@@ -758,7 +759,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     traffic = Traffic() if outputs.report else None
     dataplane = Dataplane(scenario, listener=flowlogs)
     pending = sorted(updates, key=lambda u: u.at)
-    tally = report_tally(dataplane, traffic, not (outputs.verdicts or flowlogs or outputs.by_decision), pending, True)
+    tally = report_tally(dataplane, traffic, not (outputs.verdicts or flowlogs or outputs.by_decision), pending)
     hits: dict[tuple[str, str], int] = {}
     captures: list[Capture] = []
     summary = Summary()
@@ -881,13 +882,13 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     return summary
 
 
-def report_tally(dataplane: Dataplane, traffic: Traffic | None, alone: bool, updates: list, walked: bool) -> Any:
+def report_tally(dataplane: Dataplane, traffic: Traffic | None, alone: bool, updates: list) -> Any:
     """For a report that is `alone` of the outputs of each packet, the C walk's counts of known flows'
     packets (`Traffic.counted_in_c`), which the walk takes without Python once the collector has heard
     of their flow's first packet (a capture's walk also decides new flows and hands them back; a walk of
     frames merged from several stops at them). None where every packet goes through Python: other
-    per-packet outputs, no C walk of the captures (`walked`), `--update` (a rule's access may change)."""
-    if traffic is None or not alone or Tally is None or dataplane.pass_records is None or not walked or updates:
+    per-packet outputs, no C, `--update` (a rule's access may change)."""
+    if traffic is None or not alone or Tally is None or dataplane.pass_records is None or updates:
         return None
     tally = Tally(by_minute=True)
     traffic.counted_in_c(tally)

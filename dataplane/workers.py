@@ -307,7 +307,7 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
     captures: list[Capture] = []
     traffic = Traffic() if wanted.report else None
     alone = not (wanted.verdict_lines or wanted.flow_logs or wanted.frames is not None)
-    tally = report_tally(dataplane, traffic, alone, updates, True)
+    tally = report_tally(dataplane, traffic, alone, updates)
     # flow logs alone hear of new flows only: known flows' packets pass in C within a minute, as in one process
     pass_frames = dataplane.pass_frames if not (wanted.per_packet or wanted.report) or tally is not None else None
     if logs is not None and pass_frames is not None:  # a tuple's place is its packet's: the walk tells it
