@@ -12,6 +12,7 @@ process's.
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import io
 import math
@@ -21,7 +22,6 @@ import pickle
 import signal
 import struct
 import sys
-import tempfile
 import threading
 from array import array
 from collections import Counter
@@ -416,8 +416,9 @@ def local_runner(workers: int) -> Runner:
     stops them at once. With other threads running, which a fork would not carry, the children are
     forked from a server that has imported the package, and this process only waits."""
     def run(function: Callable[..., Any], calls: list[tuple]) -> list[Any]:
-        import multiprocessing  # here: `--workers 1`, the default, starts without it
         if threading.active_count() > 1:
+            import multiprocessing  # here: a forked run starts without it
+
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
             with context.Pool(workers, initializer=_ignore_interrupts) as pool:
@@ -426,39 +427,57 @@ def local_runner(workers: int) -> Runner:
                 except BaseException:
                     pool.terminate()
                     raise
-        context = multiprocessing.get_context("fork")
-        children = []
+        _reap_answered()
+        sys.stdout.flush()  # what this process has buffered is written once, not again by each child
+        sys.stderr.flush()
+        children: list[tuple[int, int, BinaryIO]] = []
+        ended: set[int] = set()
         try:
             for call in calls[1:]:
-                receive, send = context.Pipe(duplex=False)
+                receive, send = os.pipe()
                 kept = _result_file()
-                child = context.Process(target=_child, args=(function, call, send, kept), daemon=True)
-                child.start()
-                send.close()
-                children.append((child, receive, kept))
+                pid = os.fork()
+                if pid == 0:
+                    os.close(receive)
+                    _child(function, call, send, kept)
+                os.close(send)
+                children.append((pid, receive, kept))
             results = [function(*calls[0])] if calls else []
-            for child, receive, kept in children:
-                try:
-                    receive.recv()
-                except EOFError:
-                    child.join()
-                    raise DataplaneError(f"a worker process ended (exit code {child.exitcode}) before giving its "
-                                         "results") from None
+            for pid, receive, kept in children:
+                if not os.read(receive, 1):
+                    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                    ended.add(pid)
+                    raise DataplaneError(f"a worker process ended (exit code {status}) before giving its results")
                 with collector_paused():
                     done, result = _load_result(kept)
+                ended.add(pid)
+                if not _ANSWERED:
+                    atexit.register(_reap_answered)
+                _ANSWERED.append(pid)
                 if not done:
                     raise result
                 results.append(result)
-                child.join()
             return results
         finally:
-            for child, receive, kept in children:
-                receive.close()
+            for pid, receive, kept in children:
+                os.close(receive)
                 kept.close()
-                if child.is_alive():
-                    child.terminate()
-                    child.join()
+                if pid not in ended:
+                    os.kill(pid, signal.SIGTERM)
+                    os.waitpid(pid, 0)
     return run
+
+
+_ANSWERED: list[int] = []
+"""Workers that gave their results and are ending, reaped by the next forked run or at exit: waiting for
+one to free its memory would delay the merge (7-9 ms after a shard of the churn capture), and a process
+whose parent ended is not reaped by every container's first process."""
+
+
+def _reap_answered() -> None:
+    while _ANSWERED:
+        os.waitpid(_ANSWERED.pop(), 0)
+    atexit.unregister(_reap_answered)
 
 
 def _result_file() -> BinaryIO:
@@ -466,19 +485,26 @@ def _result_file() -> BinaryIO:
     lines (hundreds of MB) 64 KB at a time."""
     if hasattr(os, "memfd_create"):
         return open(os.memfd_create("dataplane-worker"), "w+b")
+    import tempfile  # where memfd_create is missing only
+
     return tempfile.TemporaryFile()
 
 
-def _child(function: Callable[..., Any], call: tuple, send: Any, kept: BinaryIO) -> None:
-    """A forked worker: its result, or what it raised, into `kept`, then a word through the pipe."""
-    _ignore_interrupts()
+def _child(function: Callable[..., Any], call: tuple, send: int, kept: BinaryIO) -> None:
+    """A forked worker: its result, or what it raised, into `kept`, then a byte through the pipe `send`;
+    it ends there, without the exit handlers and buffers it shares with the client."""
+    status = 1
     try:
-        outcome = (True, function(*call))
-    except BaseException as e:  # the client raises it
-        outcome = (False, e)
-    _dump_result(outcome, kept)
-    send.send(None)
-    send.close()
+        _ignore_interrupts()
+        try:
+            outcome = (True, function(*call))
+        except BaseException as e:  # the client raises it
+            outcome = (False, e)
+        _dump_result(outcome, kept)
+        os.write(send, b".")
+        status = 0
+    finally:
+        os._exit(status)
 
 
 class _ResultPickler(pickle.Pickler):
@@ -536,8 +562,10 @@ def _load_result(kept: BinaryIO) -> Any:
 
 
 def _ignore_interrupts() -> None:
-    """Ctrl-C reaches the whole process group: the client stops the workers itself."""
+    """Ctrl-C reaches the whole process group: the client stops the workers itself, with a SIGTERM that
+    ends them at once (not through the client's handler, which writes what was replayed)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def dask_runner(address: str, workers: int | None) -> tuple[Runner, int]:

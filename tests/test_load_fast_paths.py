@@ -69,6 +69,37 @@ def test_scalars_read_as_pyyaml_reads_them(pairs: list[tuple[str, str]]) -> None
         assert _same(parse_yaml(text), expected), text
 
 
+documents = st.recursive(
+    scalars | st.text(max_size=8) | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(scalars | st.text(max_size=6), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(documents, st.sampled_from([None, True, False]), st.sampled_from([None, "'", '"']))
+@example({"<<": {"a": 1}, "b": 2}, False, None)
+def test_documents_read_as_pyyaml_reads_them(doc: object, flow: bool | None, style: str | None) -> None:
+    """Built from the parser's events, a document is what PyYAML's composer and constructor make of it,
+    in block and flow style, plain or quoted; a merge key goes to them."""
+    text = yaml.safe_dump(doc, default_flow_style=flow, default_style=style, allow_unicode=True)
+    assert _same(parse_yaml(text), yaml.load(text, Loader=_LIBYAML)), text
+
+
+@pytest.mark.parametrize("text", [
+    "", "# nothing\n", "just text\n", "--- 5\n...\n", "%YAML 1.1\n---\na: 1\n", "a: !!str 1\nb: !!int '7'\n",
+    "!!map {a: 1}\n", "a: ! 1\n", "<<: {x: 1}\ny: 2\n", "? [a, b]\n: 1\n", "a: 1\n---\nb: 2\n",
+    "a: *undefined\n", "{a: 1, a: 2}\n", "[1, [2, [3, {b: [~, yes, 0x1F, 1:20, 2001-12-14]}]]]\n",
+    "a: !custom 1\n", "= : 1\n", "a: =\n",
+])
+def test_texts_outside_the_plain_builder_read_as_pyyaml_reads_them(text: str) -> None:
+    try:
+        expected = yaml.load(text, Loader=_LIBYAML)
+    except yaml.YAMLError:
+        with pytest.raises(DataplaneError):
+            parse_yaml(text)
+        return
+    assert _same(parse_yaml(text), expected)
+
+
 def _by_ipaddress(text: str) -> Prefix | None:
     """parse_prefix as it was before its dotted-quad shortcut."""
     if "%" in text or ("/" in text and not text.partition("/")[2].isdigit()):

@@ -319,6 +319,13 @@ def test_a_worker_process_that_dies_is_an_error_naming_its_exit_code() -> None:
         local_runner(3)(_in_worker, [(0,), (0,), (2,)])
 
 
+def test_a_worker_that_gave_its_results_is_reaped_by_the_next_run() -> None:
+    first = local_runner(2)(_in_worker, [(0,), (0,)])[1]
+    local_runner(2)(_in_worker, [(0,), (0,)])
+    with pytest.raises(ChildProcessError):
+        os.waitpid(first, os.WNOHANG)
+
+
 def test_a_worker_result_of_hundreds_of_megabytes_reaches_the_client() -> None:
     """Results come back through a file in memory, not 64 KB at a time through a pipe."""
     sizes = local_runner(2)(_big_result, [(1,), (300 << 20,)])
