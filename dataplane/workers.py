@@ -13,6 +13,7 @@ process's.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import heapq
 import io
 import math
@@ -434,9 +435,15 @@ def local_runner(workers: int) -> Runner:
         ended: set[int] = set()
         try:
             for call in calls[1:]:
-                receive, send = os.pipe()
                 kept = _result_file()
-                pid = os.fork()
+                receive, send = os.pipe()
+                try:
+                    pid = os.fork()
+                except OSError:
+                    for fd in (receive, send):
+                        os.close(fd)
+                    kept.close()
+                    raise
                 if pid == 0:
                     os.close(receive)
                     _child(function, call, send, kept)
@@ -476,7 +483,8 @@ whose parent ended is not reaped by every container's first process."""
 
 def _reap_answered() -> None:
     while _ANSWERED:
-        os.waitpid(_ANSWERED.pop(), 0)
+        with contextlib.suppress(ChildProcessError):  # reaped by other code's os.wait()
+            os.waitpid(_ANSWERED.pop(), 0)
     atexit.unregister(_reap_answered)
 
 

@@ -326,6 +326,18 @@ def test_a_worker_that_gave_its_results_is_reaped_by_the_next_run() -> None:
         os.waitpid(first, os.WNOHANG)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="open files are counted in /proc/self/fd (Linux)")
+def test_a_fork_that_fails_is_raised_and_leaves_no_file_open(monkeypatch) -> None:
+    def refused() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(BlockingIOError):
+        local_runner(2)(_in_worker, [(0,), (0,)])
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
 def test_a_worker_result_of_hundreds_of_megabytes_reaches_the_client() -> None:
     """Results come back through a file in memory, not 64 KB at a time through a pipe."""
     sizes = local_runner(2)(_big_result, [(1,), (300 << 20,)])
