@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .documents import parse_json
 from .errors import DataplaneError, RuleError
-from .rules import dotted_quad, parse_prefix
+from .rules import parse_prefix
 
 if TYPE_CHECKING:
     from netaddr import IPSet
@@ -154,14 +154,13 @@ class AddressResolver:
         self.service_tags = service_tags
         self.asgs = {name.lower(): tuple(addrs) for name, addrs in (asgs or {}).items()}
         self._cache: dict[str, Ranges] = {}
-        quads = [dotted_quad(item) for item in self.virtual_network]
-        if None in quads:
+        space = _parsed_ranges(self.virtual_network + (HOST_IP,))
+        if space is None:
             self._builtin = _builtin_ranges_netaddr(self.virtual_network)
         else:
-            vnet_v4 = merge_ranges([(q.first, q.last) for q in quads] + [_HOST_RANGE])  # type: ignore[union-attr]
             self._builtin = {
-                "virtualnetwork": (vnet_v4, ()),
-                "internet": (subtract_ranges(_INTERNET_V4, vnet_v4), _INTERNET_V6_RANGES),
+                "virtualnetwork": space,
+                "internet": (subtract_ranges(_INTERNET_V4, space[0]), subtract_ranges(_INTERNET_V6_RANGES, space[1])),
             }
 
     def resolve(self, item: str, *, rule: str | None = None, field: str | None = None) -> Ranges:
@@ -182,10 +181,15 @@ class AddressResolver:
 
     def resolve_asg(self, name: str) -> Ranges:
         """An ASG with no member NIC resolves to nothing, so its rules match nothing."""
-        from netaddr import IPSet
-
         addrs = self.asgs.get(name.lower(), ())
-        return ipset_ranges(IPSet(addrs)) if addrs else NOTHING
+        if not addrs:
+            return NOTHING
+        ranges = _parsed_ranges(addrs)
+        if ranges is None:
+            from netaddr import IPSet
+
+            ranges = ipset_ranges(IPSet(addrs))
+        return ranges
 
     def _tag(self, name: str, rule: str | None, field: str | None) -> Ranges:
         key = name.lower()
@@ -201,6 +205,16 @@ class AddressResolver:
             raise RuleError(f"unknown service tag {name!r} (not built in, and not in {where})",
                             rule=rule, code="SecurityRuleInvalidAddressPrefix", field=field)
         return ipset_ranges(IPSet(prefixes))
+
+
+def _parsed_ranges(items: Iterable[str]) -> Ranges | None:
+    """The ranges of addresses and prefixes as an IPSet of them has them, without importing netaddr (a
+    scenario's VNets and ASGs, read at every start); None when one is in a spelling only netaddr reads."""
+    prefixes = [parse_prefix(item) for item in items]
+    if None in prefixes:
+        return None
+    return (merge_ranges((p.first, p.last) for p in prefixes if p.version == 4),  # type: ignore[union-attr]
+            merge_ranges((p.first, p.last) for p in prefixes if p.version == 6))  # type: ignore[union-attr]
 
 
 def _builtin_ranges_netaddr(virtual_network: tuple[str, ...]) -> dict[str, Ranges]:
@@ -237,7 +251,6 @@ def _prefix_ranges(prefixes: Iterable[str]) -> tuple[tuple[int, int], ...]:
     return merge_ranges((p.first, p.last) for p in map(parse_prefix, prefixes))  # type: ignore[union-attr]
 
 
-_HOST_RANGE = _prefix_ranges([HOST_IP])[0]
 _INTERNET_V4 = subtract_ranges(((0, 2**32 - 1),), _prefix_ranges(INTERNET_EXCLUDED_V4))
 _INTERNET_V6_RANGES = _prefix_ranges([INTERNET_V6])
 _PLATFORM_RANGES = {tag: (_prefix_ranges(prefixes), ()) for tag, prefixes in PLATFORM_TAGS.items()}

@@ -1,6 +1,6 @@
-"""The shortcuts of scenario loading give what the general paths give: scalars read as PyYAML reads them,
-dotted quads as `ipaddress` reads them, VirtualNetwork and Internet as netaddr computes them, and the
-bundled service tags as the file holds them."""
+"""The shortcuts of scenario loading give what the general paths give: documents and scalars read as PyYAML
+reads them, dotted quads as `ipaddress` reads them, VirtualNetwork, Internet and ASGs as netaddr computes
+them, and the bundled service tags as the file holds them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
+from netaddr import IPSet
 
-from dataplane.addresses import AddressResolver, ServiceTags, _builtin_ranges_netaddr
+from dataplane.addresses import NOTHING, AddressResolver, ServiceTags, _builtin_ranges_netaddr, ipset_ranges
 from dataplane.documents import parse_yaml
 from dataplane.errors import DataplaneError
 from dataplane.rules import Prefix, parse_prefix
@@ -124,10 +125,24 @@ def test_dotted_quads_read_as_ipaddress_reads_them(text: str) -> None:
     assert parse_prefix.__wrapped__(text) == _by_ipaddress(text)
 
 
-@given(st.lists(quads, max_size=5))
+v6_prefixes = st.builds(lambda address, length: f"{address}" + ("" if length is None else f"/{length}"),
+                        st.ip_addresses(v=6), st.none() | st.integers(0, 128))
+v6_spaces = st.sampled_from(["2000::/3", "2001:db8::/32", "fd00:10::/48", "::ffff:10.0.0.0/104", "2001:db8::7/64"])
+
+
+@given(st.lists(quads | v6_prefixes | v6_spaces, max_size=5))
 def test_builtin_tags_as_netaddr_computes_them(space: list[str]) -> None:
+    """VirtualNetwork and Internet of address spaces of either family (Internet less the VNet's public
+    IPv6 space too)."""
     space = [item for item in space if _by_ipaddress(item) is not None]
     assert AddressResolver(space)._builtin == _builtin_ranges_netaddr(tuple(space))
+
+
+@given(st.lists(st.ip_addresses().map(str) | quads | v6_prefixes, min_size=1, max_size=6))
+def test_an_asg_resolves_as_netaddr_joins_its_members(members: list[str]) -> None:
+    members = [item for item in members if _by_ipaddress(item) is not None]
+    assert AddressResolver(asgs={"AsgWeb": members}).resolve_asg("asgweb") == (
+        ipset_ranges(IPSet(members)) if members else NOTHING)
 
 
 def test_bundled_service_tags_read_on_first_use_as_the_file_holds_them() -> None:
