@@ -550,9 +550,8 @@ def _side_text(rule: dict, side: str) -> str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """The packet path (decoder, flow tables, flow logs) is imported only by the command that uses it."""
-    from .replay import Outputs, Update
+    from .replay import Outputs, Update, worker_count
     from .topology import load_scenario
-    from .workers import worker_count
 
     workers = worker_count(args.workers)
     scenario = load_scenario(args.scenario)

@@ -43,6 +43,31 @@ def is_plan(doc: Any) -> bool:
     return is_terraform(doc) and ("planned_values" in doc or "resource_changes" in doc)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_flow_log(path: str) -> bool:
+    """A folder, or a file whose content (gunzipped) starts with JSON rather than a capture's magic."""
+    p = Path(path)
+    if p.is_dir():
+        return True
+    if not p.is_file():  # a pipe is read once, by the capture reader
+        return False
+    try:
+        with open(p, "rb") as raw:
+            head = raw.read(2)
+            raw.seek(0)
+            if head == GZIP_MAGIC:
+                import gzip
+
+                head = gzip.GzipFile(fileobj=raw).read(64)
+            else:
+                head = raw.read(64)
+    except (OSError, EOFError):
+        return False
+    return head.lstrip()[:1] in (b"{", b"[")
+
+
 def read_text(path: str | Path) -> str:
     path = Path(path)
     try:

@@ -22,16 +22,19 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from .conntrack import LATEST_TIME
+from .documents import GZIP_MAGIC, is_flow_log
 from .errors import CaptureError, DataplaneError
-from .flowlog import FlowLogs
 from .nsg import NetworkSecurityGroup, load_nsgs
 from .pipeline import VERDICT_COLUMNS, Dataplane, Statistics, Verdict, tsv_row
 from .flows import key_to_flow
-from .report import Traffic, render_replay_report, require_extra
 from .topology import Scenario
+
+if TYPE_CHECKING:  # imported where flow logs and the report are asked for: a replay starts without them
+    from .flowlog import FlowLogs
+    from .report import Traffic
 
 try:
     from ._fastpath import Tally
@@ -41,7 +44,6 @@ except ImportError:  # installed without a C compiler
 PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
               b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-GZIP_MAGIC = b"\x1f\x8b"
 new_frame = tuple.__new__
 
 
@@ -745,8 +747,9 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
     outputs = outputs or Outputs()
     paths = list(paths)
     _check_outputs(outputs, paths, scenario, updates)
-    from .traffic import is_flow_log, replay_flow_logs  # traffic builds on this module
     if paths and all(is_flow_log(p) for p in paths):
+        from .traffic import replay_flow_logs  # traffic builds on this module
+
         return replay_flow_logs(scenario, paths, outputs, updates=updates, clock=clock, workers=workers, dask=dask)
     if workers > 1 or dask is not None:
         from .workers import replay_sharded, runner_of
@@ -754,9 +757,7 @@ def replay(scenario: Scenario, paths: Iterable[str], outputs: Outputs | None = N
         return replay_sharded(scenario, paths, outputs, list(updates), count, runner, clock)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)
-    if outputs.report:
-        require_extra()
-    traffic = Traffic() if outputs.report else None
+    traffic = _traffic(outputs)
     dataplane = Dataplane(scenario, listener=flowlogs)
     pending = sorted(updates, key=lambda u: u.at)
     tally = report_tally(dataplane, traffic, not (outputs.verdicts or flowlogs or outputs.by_decision), pending)
@@ -901,12 +902,37 @@ def never_applied(updates: Iterable[Update], capture_seconds: float) -> list[str
             "after its first packet" for u in updates]
 
 
+def worker_count(text: str) -> int:
+    """`--workers N`, or `auto` for the machine's cores (here, not in `workers`: one worker needs none of it)."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise DataplaneError(f"--workers {text!r}: expected a positive number of processes or 'auto'")
+    return count
+
+
+def _traffic(outputs: Outputs) -> Traffic | None:
+    """The report's collector, with `--report` (whose extra, jinja2, must be there before the replay)."""
+    if not outputs.report:
+        return None
+    from .report import Traffic, require_extra
+
+    require_extra()
+    return Traffic()
+
+
 def _write_summary(outputs: Outputs, summary: Summary, traffic: Traffic | None, scenario: Scenario,
                    captures: list[str]) -> None:
     """The summary file and the HTML report, once every other output is closed."""
     if outputs.summary:
         _write_json(outputs.summary, summary.to_json())
     if outputs.report and traffic is not None:
+        from .report import render_replay_report
+
         sources = [f"scenario {scenario.file}"] if scenario.file else []
         render_replay_report(summary.to_json(), traffic, outputs.report,
                              sources=sources + [f"capture {c}" for c in captures])
@@ -986,6 +1012,9 @@ def _flow_logs(outputs: Outputs, writers: dict[str, Any]) -> FlowLogs | None:
     def emit(kind: str, record: dict[str, Any]) -> None:
         for sink in sinks[kind]:
             sink.write(record)
+
+    from .flowlog import FlowLogs
+
     return FlowLogs(emit, tuple(kind for kind, kept in sinks.items() if kept))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from .addresses import ip_key, merge_ranges
+from .documents import GZIP_MAGIC
 from .errors import CaptureError, DataplaneError
 from .flowlog import mac_of
 from .flows import PORTED, PROTOCOL_NAMES
@@ -40,7 +41,6 @@ from .topology import NetworkInterface, Scenario
 DENIED_IDLE = 240.0
 """Seconds after which a D tuple of the same 5-tuple starts a new denied flow (Azure's 4-minute idle)."""
 HOUR_IN_PATH = re.compile(r"y=(\d{4})/m=(\d{1,2})/d=(\d{1,2})/h=(\d{1,2})(?:/m=(\d{1,2}))?")
-GZIP_MAGIC = b"\x1f\x8b"
 DIRECTIONS = {"I": "Inbound", "O": "Outbound"}
 VERSION = itemgetter(0)
 INBOUND, OUTBOUND = Direction.INBOUND, Direction.OUTBOUND
@@ -111,26 +111,6 @@ def _address_text(version: int, value: int) -> str:
 
 
 # -- which inputs are flow logs ------------------------------------------------------------------
-
-def is_flow_log(path: str) -> bool:
-    """A folder, or a file whose content (gunzipped) starts with JSON rather than a capture's magic."""
-    p = Path(path)
-    if p.is_dir():
-        return True
-    if not p.is_file():  # a pipe is read once, by the capture reader
-        return False
-    try:
-        with open(p, "rb") as raw:
-            head = raw.read(2)
-            raw.seek(0)
-            if head == GZIP_MAGIC:
-                head = gzip.GzipFile(fileobj=raw).read(64)
-            else:
-                head = raw.read(64)
-    except (OSError, EOFError):
-        return False
-    return head.lstrip()[:1] in (b"{", b"[")
-
 
 def flow_log_files(paths: Iterable[str]) -> list[list[str]]:
     """The files to read, grouped by the hour their storage path names, in time order; files whose

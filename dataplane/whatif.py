@@ -172,7 +172,7 @@ def whatif(before: Scenario, after: Scenario, paths: list[str], *, workers: int 
 
     `workers` > 1 shards the flows over that many processes, `dask` over a Dask cluster, as `replay`
     does: the report is the same (`workers.py`)."""
-    from .traffic import is_flow_log
+    from .documents import is_flow_log
 
     kinds = {is_flow_log(p) for p in paths}
     if len(kinds) > 1:
@@ -430,7 +430,7 @@ def whatif_flow_logs(before: Scenario, after: Scenario, paths: list[str], shard:
 def cmd_whatif(args: argparse.Namespace) -> int:
     from .cli import done_with_objects
     from .report import render_whatif_report, require_extra
-    from .workers import worker_count
+    from .replay import worker_count
 
     workers = worker_count(args.workers)
     if args.report:

@@ -36,10 +36,10 @@ from .errors import CaptureError, DataplaneError
 from .flowlog import _STATE, FlowLogs
 from .pipeline import Dataplane, Statistics, Verdict
 from .replay import (FRAME_OUTPUTS, OTHERS, PASS_BATCH, Capture, Frame, NumberedLines, NumberedRecords, Outputs,
-                     Summary, Update, _close_all, _fill_summary, _flow_logs, _pcap_writer, _write_summary,
+                     Summary, Update, _close_all, _fill_summary, _flow_logs, _pcap_writer, _traffic, _write_summary,
                      collector_paused, count_hits, frame_outputs, freeze_collector, left_to_python, merged,
                      never_applied, pcap_record, report_tally, verdict_writer)
-from .report import Traffic, require_extra
+from .report import Traffic
 from .shards import FrameShards, Shards, pair_shard, shard_filter_of
 from .topology import Scenario
 
@@ -394,19 +394,6 @@ def run_shard(scenario: Scenario, paths: list[str], updates: list[Update], shard
                        next((c.linktype for c in captures if c.linktype is not None), None), own.applied, error)
 
 
-def worker_count(text: str) -> int:
-    """`--workers N`, or `auto` for the machine's cores."""
-    if text == "auto":
-        return os.cpu_count() or 1
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise DataplaneError(f"--workers {text!r}: expected a positive number of processes or 'auto'")
-    return count
-
-
 Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 """Runs a worker (run_shard, whatif_shard) once per argument tuple, somewhere, and returns the results in order."""
 
@@ -628,9 +615,7 @@ def replay_sharded(scenario: Scenario, paths: list[str], outputs: Outputs, updat
     _check_rereadable(paths)
     writers: dict[str, Any] = {}
     flowlogs = _flow_logs(outputs, writers)
-    if outputs.report:
-        require_extra()
-    traffic = Traffic() if outputs.report else None
+    traffic = _traffic(outputs)
     shards = Shards.of(scenario, count)
     summary = Summary()
     started = clock() if clock else 0.0

@@ -697,7 +697,7 @@ def _reports(scenario: dict | Path, capture: Path | list[Path], folder: Path, up
     through `Dataplane.process` and `Traffic.verdict`."""
     kept = []
     captures = [str(c) for c in capture] if isinstance(capture, list) else [str(capture)]
-    with mock.patch("dataplane.replay.render_replay_report", lambda summary, traffic, path, **_: kept.append(traffic)):
+    with mock.patch("dataplane.report.render_replay_report", lambda summary, traffic, path, **_: kept.append(traffic)):
         for extra in ({}, {"translated": str(folder / "translated.pcap")}):
             loaded = load_scenario(scenario) if isinstance(scenario, Path) else scenario_from_document(scenario)
             try:

@@ -150,6 +150,21 @@ def test_replay_of_a_capture_does_not_load_scapy(tmp_path) -> None:
     assert "scapy" not in modules
 
 
+def test_a_plain_replay_loads_neither_the_report_the_flow_logs_nor_the_workers(tmp_path) -> None:
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes((ROOT / "pcaps" / "demo" / "web.pcap").read_bytes()[:24])
+    status, modules = loaded("replay", DEMO, str(empty))
+    assert status == 0
+    assert not {"dataplane.report", "dataplane.flowlog", "dataplane.traffic", "dataplane.workers"} & modules
+
+
+def test_a_scenario_of_ipv6_spaces_and_asgs_loads_without_netaddr(tmp_path) -> None:
+    """The demo's VNet has an IPv6 space and its rules name ASGs."""
+    status, modules = loaded("check", "--scenario", DEMO, "tcp 203.0.113.7:51000 > 10.10.1.4:8080")
+    assert status == 0
+    assert "netaddr" not in modules
+
+
 def test_import_command_loads_neither_scapy_nor_rich(tmp_path) -> None:
     status, modules = loaded("import", str(ROOT / "tests" / "fixtures" / "import" / "az" / "az-network-asg-list.json"),
                              "-o", str(tmp_path / "scenario.yaml"))

@@ -23,8 +23,9 @@ from dataplane.flowlog import mac_of
 from dataplane.topology import scenario_from_document
 from dataplane import traffic
 from dataplane.flows import key_to_flow
+from dataplane.documents import is_flow_log
 from dataplane.traffic import (DENIED_IDLE, FlowDecider, LoggedFlow, Addresses, flow_log_files, flow_text,
-                               is_flow_log, read_flow_logs, rows_fast, rows_plain)
+                               read_flow_logs, rows_fast, rows_plain)
 
 from datafiles import SHARED_DATA, need
 from frames import ether

@@ -29,7 +29,8 @@ from dataplane.shards import FrameShards, Shards, shard_filter_of, shard_of
 from dataplane.topology import load_scenario
 from dataplane.whatif import scenarios, whatif
 from dataplane.errors import DataplaneError
-from dataplane.workers import _dump_result, _load_result, local_runner, merge_lines, merge_lines_python, worker_count
+from dataplane.replay import worker_count
+from dataplane.workers import _dump_result, _load_result, local_runner, merge_lines, merge_lines_python
 
 from datafiles import SHARED_PCAPS, scenario_capture, shared_captures
 from frames import ether
