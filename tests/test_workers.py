@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -318,6 +319,21 @@ def test_an_error_in_a_worker_process_is_raised_by_the_client() -> None:
 def test_a_worker_process_that_dies_is_an_error_naming_its_exit_code() -> None:
     with pytest.raises(DataplaneError, match=r"exit code 3"):
         local_runner(3)(_in_worker, [(0,), (0,), (2,)])
+
+
+def _interrupted_or_asleep(index: int) -> None:
+    if index == 0:
+        raise KeyboardInterrupt
+    time.sleep(60)
+
+
+def test_an_interrupted_client_ends_its_workers_at_once() -> None:
+    """The client's own shard interrupted (Ctrl-C reaches it; the workers ignore it): the workers are ended
+    and reaped, not waited for."""
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        local_runner(3)(_interrupted_or_asleep, [(0,), (1,), (1,)])
+    assert time.monotonic() - started < 30
 
 
 def test_a_worker_that_gave_its_results_is_reaped_by_the_next_run() -> None:
