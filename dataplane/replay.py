@@ -916,7 +916,7 @@ def worker_count(text: str) -> int:
 
 
 def _traffic(outputs: Outputs) -> Traffic | None:
-    """The report's collector, with `--report` (whose extra, jinja2, must be there before the replay)."""
+    """The report's collector, with `--report`, whose plotting extra must be there before the replay, not after."""
     if not outputs.report:
         return None
     from .report import Traffic, require_extra
