@@ -40,7 +40,7 @@ class FlowTotals:
     """One connection, both directions, as the report sums it up."""
 
     __slots__ = ("id", "key", "first_seen", "last_seen", "packets", "bytes", "allowed", "denied",
-                 "decision", "nsg", "rule", "denied_by", "evaluations", "keys", "watched")
+                 "decision", "nsg", "rule", "denied_by", "evaluations", "keys", "watched", "counted")
 
     def __init__(self, id: int, verdict: Verdict, key: tuple, keys: tuple[tuple, ...] = ()):
         self.id = id
@@ -55,6 +55,8 @@ class FlowTotals:
         self.evaluations: tuple[tuple[str, str, str], ...] = ()
         self.watched: tuple[tuple[str, str, str], ...] | None = None
         """The evaluations its packets counted in C count to (`Traffic.counted_in_c`)."""
+        self.counted: tuple[tuple[int, str, str], ...] = ()
+        """The (minute, scope, outcome) it has been counted a flow of (`Traffic._count`)."""
 
     @property
     def flow(self) -> str:
@@ -84,7 +86,6 @@ class Traffic:
         """The packet that last set each rule's access, when packets come with their places (`merged`)."""
         self.flows: list[FlowTotals] = []
         self._by_key: dict[tuple, FlowTotals] = {}
-        self._seen: set[tuple[int, str, str, int]] = set()
         self._tally: Any = None
         self._deferred: list[tuple] = []
         self._last: tuple[tuple, tuple] = ((), ())
@@ -95,7 +96,7 @@ class Traffic:
         rule name and each shared evaluation once: a worker's result is pickled without it, and its
         hundred thousand flows took a second to read back as objects, a third of that as rows."""
         state = {name: value for name, value in self.__dict__.items()
-                 if name not in ("_by_key", "_seen", "_tally", "_deferred", "_last", "flows")}
+                 if name not in ("_by_key", "_tally", "_deferred", "_last", "flows")}
         state["flows"] = pickle.dumps(list(map(_ROW_OF, self.flows)), protocol=pickle.HIGHEST_PROTOCOL)
         return state
 
@@ -105,7 +106,7 @@ class Traffic:
             flow = new(FlowTotals)
             (flow.id, flow.key, flow.first_seen, flow.last_seen, flow.packets, flow.bytes, flow.allowed, flow.denied,
              flow.decision, flow.nsg, flow.rule, flow.denied_by, flow.evaluations, flow.keys) = row
-            flow.watched = None
+            flow.watched, flow.counted = None, ()
             flows.append(flow)
         self.__dict__.update(state, flows=flows)
 
@@ -150,10 +151,10 @@ class Traffic:
             flow.packets += packets
             flow.bytes += nbytes
             flow.allowed += packets
-            self._count(minute, ALL, "allowed", flow.id, packets)
+            self._count(minute, ALL, "allowed", flow, packets)
             for nsg, rule, access in evaluations:
                 self.rule_packets[(nsg, rule)] += packets
-                self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id, packets)
+                self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow, packets)
 
     def _watch(self, flow: FlowTotals) -> tuple:
         """The walk counts the packets of each of the flow's keys to it and its evaluations from now on."""
@@ -219,17 +220,17 @@ class Traffic:
             evaluations = ()
         if decision == "Allow":
             flow.allowed += 1
-            self._count(minute, ALL, "allowed", flow.id)
+            self._count(minute, ALL, "allowed", flow)
         else:
             flow.denied += 1
             flow.denied_by = (verdict.nsg, verdict.rule)
-            self._count(minute, ALL, "denied", flow.id)
+            self._count(minute, ALL, "denied", flow)
         for nsg, rule, access in evaluations:
             self.rule_packets[(nsg, rule)] += 1
             self.rule_access[(nsg, rule)] = access
             if at is not None:
                 self.rule_access_at[(nsg, rule)] = at
-            self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow.id)
+            self._count(minute, nsg, "allowed" if access == "Allow" else "denied", flow)
         return flow
 
     def _evaluations(self, evaluations: tuple) -> tuple[tuple[str, str, str], ...]:
@@ -239,11 +240,13 @@ class Traffic:
             self._last = (evaluations, tuple((e.nsg, e.rule, e.access) for e in evaluations))
         return self._last[1]
 
-    def _count(self, minute: int, scope: str, outcome: str, flow: int, packets: int = 1) -> None:
+    def _count(self, minute: int, scope: str, outcome: str, flow: FlowTotals, packets: int = 1) -> None:
+        """A flow counts once per minute, scope and outcome: the flow holds which it has counted for (most
+        flows a few), where a set of all of them grew by hundreds of thousands and missed the cache."""
         self.counts[(minute, scope, "packets", outcome)] += packets
-        seen = (minute, scope, outcome, flow)
-        if seen not in self._seen:
-            self._seen.add(seen)
+        mark = (minute, scope, outcome)
+        if mark not in flow.counted:
+            flow.counted += (mark,)
             self.counts[(minute, scope, "flows", outcome)] += 1
 
     def _flow(self, verdict: Verdict, key: tuple, at: int | None) -> FlowTotals:

@@ -20,7 +20,10 @@ from dataplane.replay import Capture, Outputs, merged, replay
 from dataplane.report import (EXTRA, TOP_RULES, FlowTotals, Traffic, render_whatif_report, replay_report_html,
                               whatif_report_html)
 from dataplane.shards import FrameShards, Shards
-from dataplane.topology import load_scenario
+from scapy.layers.inet import IP, TCP
+
+from frames import ether
+from dataplane.topology import load_scenario, scenario_from_document
 
 DEMO = Path(__file__).parent.parent / "pcaps" / "demo"
 CAPTURES = sorted(str(p) for p in DEMO.glob("*.pcap"))
@@ -260,8 +263,38 @@ def test_flow_packets_count_for_every_rule_that_admitted_the_flow():
     assert traffic.rule_packets[("nsg-web-nic", "AllowHttpFromInternet")] == 24 + 8
 
 
+HTTPS_SCENARIO = {
+    "virtual_networks": [{"name": "vnet", "address_space": ["10.1.0.0/16"], "subnets": [{"name": "web",
+                                                                                         "prefix": "10.1.0.0/24"}]}],
+    "network_interfaces": [{"name": "web", "subnet": "vnet/web", "private_ips": ["10.1.0.4"], "nsg": "nsg-web"}],
+    "network_security_groups": [{"name": "nsg-web", "security_rules": [
+        {"name": "AllowHttps", "priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "Tcp",
+         "sourceAddressPrefix": "Internet", "sourcePortRange": "*", "destinationAddressPrefix": "*",
+         "destinationPortRange": "443"}]}],
+}
+
+
+def test_a_flow_counts_once_in_each_minute_scope_and_outcome_it_has_packets_in():
+    """Two connections in minute 0 (four packets), the first one's last packet in minute 1."""
+    dataplane, traffic = Dataplane(scenario_from_document(HTTPS_SCENARIO)), Traffic()
+    client, server = "203.0.113.7", "10.1.0.4"
+    packets = [(0.0, IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="S")),
+               (1.0, IP(src=server, dst=client) / TCP(sport=443, dport=50000, flags="SA")),
+               (2.0, IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="A")),
+               (5.0, IP(src=client, dst=server) / TCP(sport=50001, dport=443, flags="S")),
+               (61.0, IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="A"))]
+    for ts, packet in packets:
+        frame = bytes(ether() / packet)
+        traffic.verdict(dataplane.process(frame, ts), len(frame))
+    for scope in ("all NSGs", "nsg-web"):
+        assert [traffic.counts[(minute, scope, unit, "allowed")] for minute in (0, 1) for unit in ("packets", "flows")
+                ] == [4, 2, 1, 1]
+
+
 def _totals(traffic: Traffic) -> tuple:
-    flows = [tuple(getattr(flow, name) for name in FlowTotals.__slots__) for flow in traffic.flows]
+    """What a collector counted: not what it kept to place further packets (`watched`, `counted`)."""
+    flows = [tuple(getattr(flow, name) for name in FlowTotals.__slots__ if name not in ("watched", "counted"))
+             for flow in traffic.flows]
     return (traffic.first_ts, traffic.last_ts, dict(traffic.counts), dict(traffic.rule_packets), traffic.rule_access,
             flows)
 
