@@ -40,7 +40,7 @@ class FlowTotals:
     """One connection, both directions, as the report sums it up."""
 
     __slots__ = ("id", "key", "first_seen", "last_seen", "packets", "bytes", "allowed", "denied",
-                 "decision", "nsg", "rule", "denied_by", "evaluations", "keys", "watched", "counted")
+                 "decision", "nsg", "rule", "denied_by", "evaluations", "keys", "watched", "minute", "counted")
 
     def __init__(self, id: int, verdict: Verdict, key: tuple, keys: tuple[tuple, ...] = ()):
         self.id = id
@@ -55,8 +55,9 @@ class FlowTotals:
         self.evaluations: tuple[tuple[str, str, str], ...] = ()
         self.watched: tuple[tuple[str, str, str], ...] | None = None
         """The evaluations its packets counted in C count to (`Traffic.counted_in_c`)."""
-        self.counted: tuple[tuple[int, str, str], ...] = ()
-        """The (minute, scope, outcome) it has been counted a flow of (`Traffic._count`)."""
+        self.minute: int | None = None
+        self.counted: tuple[tuple[str, str], ...] = ()
+        """The (scope, outcome) it has been counted a flow of in its latest `minute` (`Traffic._count`)."""
 
     @property
     def flow(self) -> str:
@@ -85,6 +86,8 @@ class Traffic:
         self.rule_access_at: dict[tuple[str, str], int] = {}
         """The packet that last set each rule's access, when packets come with their places (`merged`)."""
         self.flows: list[FlowTotals] = []
+        self._seen: set[tuple[int, str, str, int]] = set()
+        """(minute, scope, outcome, flow) a flow was counted for in a minute before its latest one."""
         self._by_key: dict[tuple, FlowTotals] = {}
         self._tally: Any = None
         self._deferred: list[tuple] = []
@@ -96,7 +99,7 @@ class Traffic:
         rule name and each shared evaluation once: a worker's result is pickled without it, and its
         hundred thousand flows took a second to read back as objects, a third of that as rows."""
         state = {name: value for name, value in self.__dict__.items()
-                 if name not in ("_by_key", "_tally", "_deferred", "_last", "flows")}
+                 if name not in ("_by_key", "_seen", "_tally", "_deferred", "_last", "flows")}
         state["flows"] = pickle.dumps(list(map(_ROW_OF, self.flows)), protocol=pickle.HIGHEST_PROTOCOL)
         return state
 
@@ -106,7 +109,7 @@ class Traffic:
             flow = new(FlowTotals)
             (flow.id, flow.key, flow.first_seen, flow.last_seen, flow.packets, flow.bytes, flow.allowed, flow.denied,
              flow.decision, flow.nsg, flow.rule, flow.denied_by, flow.evaluations, flow.keys) = row
-            flow.watched, flow.counted = None, ()
+            flow.watched, flow.minute, flow.counted = None, None, ()
             flows.append(flow)
         self.__dict__.update(state, flows=flows)
 
@@ -241,13 +244,26 @@ class Traffic:
         return self._last[1]
 
     def _count(self, minute: int, scope: str, outcome: str, flow: FlowTotals, packets: int = 1) -> None:
-        """A flow counts once per minute, scope and outcome: the flow holds which it has counted for (most
-        flows a few), where a set of all of them grew by hundreds of thousands and missed the cache."""
-        self.counts[(minute, scope, "packets", outcome)] += packets
-        mark = (minute, scope, outcome)
+        """A flow counts once per minute, scope and outcome. The flow holds what it counted for in its latest
+        minute (a few pairs); what it counted for in earlier minutes goes to `_seen` when it moves on, and is
+        looked up there only when the capture's time goes back. A set of every count of every flow grew by
+        hundreds of thousands on churn-heavy traffic and missed the cache at each packet."""
+        counts = self.counts
+        counts[(minute, scope, "packets", outcome)] += packets
+        if minute != flow.minute:
+            if flow.minute is None or minute > flow.minute:
+                self._seen.update((flow.minute, *mark, flow.id) for mark in flow.counted)
+                flow.minute, flow.counted = minute, ()
+            else:
+                seen = (minute, scope, outcome, flow.id)
+                if seen not in self._seen:
+                    self._seen.add(seen)
+                    counts[(minute, scope, "flows", outcome)] += 1
+                return
+        mark = (scope, outcome)
         if mark not in flow.counted:
             flow.counted += (mark,)
-            self.counts[(minute, scope, "flows", outcome)] += 1
+            counts[(minute, scope, "flows", outcome)] += 1
 
     def _flow(self, verdict: Verdict, key: tuple, at: int | None) -> FlowTotals:
         """The connection of a packet: its own key, or a reply's key before or after NAT. A connection is

@@ -275,26 +275,28 @@ HTTPS_SCENARIO = {
 
 
 def test_a_flow_counts_once_in_each_minute_scope_and_outcome_it_has_packets_in():
-    """Two connections in minute 0 (four packets), the first one's last packet in minute 1."""
+    """Two connections in minute 0; the first one's later packets in minutes 1 and 3, and, as the capture's
+    time goes back, in minute 0 again and in minute 2 for the first time."""
     dataplane, traffic = Dataplane(scenario_from_document(HTTPS_SCENARIO)), Traffic()
     client, server = "203.0.113.7", "10.1.0.4"
+    ack = IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="A")
     packets = [(0.0, IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="S")),
                (1.0, IP(src=server, dst=client) / TCP(sport=443, dport=50000, flags="SA")),
-               (2.0, IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="A")),
-               (5.0, IP(src=client, dst=server) / TCP(sport=50001, dport=443, flags="S")),
-               (61.0, IP(src=client, dst=server) / TCP(sport=50000, dport=443, flags="A"))]
+               (2.0, ack), (5.0, IP(src=client, dst=server) / TCP(sport=50001, dport=443, flags="S")),
+               (61.0, ack), (30.0, ack), (190.0, ack), (130.0, ack), (135.0, ack)]
     for ts, packet in packets:
         frame = bytes(ether() / packet)
         traffic.verdict(dataplane.process(frame, ts), len(frame))
+    counts = traffic.counts
     for scope in ("all NSGs", "nsg-web"):
-        assert [traffic.counts[(minute, scope, unit, "allowed")] for minute in (0, 1) for unit in ("packets", "flows")
-                ] == [4, 2, 1, 1]
+        assert [(counts[(minute, scope, "packets", "allowed")], counts[(minute, scope, "flows", "allowed")])
+                for minute in range(4)] == [(5, 2), (1, 1), (2, 1), (1, 1)]
 
 
 def _totals(traffic: Traffic) -> tuple:
-    """What a collector counted: not what it kept to place further packets (`watched`, `counted`)."""
-    flows = [tuple(getattr(flow, name) for name in FlowTotals.__slots__ if name not in ("watched", "counted"))
-             for flow in traffic.flows]
+    """What a collector counted: not what it kept to place further packets (`watched`, `minute`, `counted`)."""
+    kept = ("watched", "minute", "counted")
+    flows = [tuple(getattr(flow, name) for name in FlowTotals.__slots__ if name not in kept) for flow in traffic.flows]
     return (traffic.first_ts, traffic.last_ts, dict(traffic.counts), dict(traffic.rule_packets), traffic.rule_access,
             flows)
 
