@@ -402,13 +402,16 @@ def local_runner(workers: int) -> Runner:
     """Processes on this machine, the first call run here (this process has nothing else to do while
     the others run), the others in children forked after it has loaded everything they need; Ctrl-C
     stops them at once. With other threads running, which a fork would not carry, the children are
-    forked from a server that has imported the package, and this process only waits."""
+    forked from a server that has imported the package, and this process only waits; where processes
+    cannot fork, they are fresh interpreters."""
     def run(function: Callable[..., Any], calls: list[tuple]) -> list[Any]:
-        if threading.active_count() > 1:
+        if threading.active_count() > 1 or not hasattr(os, "fork"):
             import multiprocessing  # here: a forked run starts without it
 
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            server = "forkserver" in multiprocessing.get_all_start_methods()  # else fresh interpreters (Windows)
+            context = multiprocessing.get_context("forkserver" if server else "spawn")
+            if server:
+                context.set_forkserver_preload([__name__])
             with context.Pool(workers, initializer=_ignore_interrupts) as pool:
                 try:
                     return pool.starmap(function, calls)

@@ -311,6 +311,12 @@ def test_local_workers_run_the_first_call_here_and_the_others_in_child_processes
     assert pids[0] == os.getpid() and len(set(pids)) == 3
 
 
+def test_workers_run_where_processes_cannot_fork(monkeypatch) -> None:
+    monkeypatch.delattr(os, "fork")
+    pids = local_runner(2)(_in_worker, [(0,), (0,)])
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
 def test_an_error_in_a_worker_process_is_raised_by_the_client() -> None:
     with pytest.raises(ValueError, match="the second worker's error"):
         local_runner(2)(_in_worker, [(0,), (1,)])
