@@ -89,7 +89,7 @@ def test_documents_read_as_pyyaml_reads_them(doc: object, flow: bool | None, sty
     "", "# nothing\n", "just text\n", "--- 5\n...\n", "%YAML 1.1\n---\na: 1\n", "a: !!str 1\nb: !!int '7'\n",
     "!!map {a: 1}\n", "a: ! 1\n", "<<: {x: 1}\ny: 2\n", "? [a, b]\n: 1\n", "a: 1\n---\nb: 2\n",
     "a: *undefined\n", "{a: 1, a: 2}\n", "[1, [2, [3, {b: [~, yes, 0x1F, 1:20, 2001-12-14]}]]]\n",
-    "a: !custom 1\n", "= : 1\n", "a: =\n",
+    "a: !custom 1\n", "= : 1\n", "a: =\n", "a: 1\r\nb:\r\n  - x\r\n", "\ufeffa: 1\n", "a: 'x\n  y'\nb: |\n  z\n",
 ])
 def test_texts_outside_the_plain_builder_read_as_pyyaml_reads_them(text: str) -> None:
     try:
