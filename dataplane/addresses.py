@@ -246,14 +246,9 @@ def subtract_ranges(ranges: tuple[tuple[int, int], ...],
     return tuple(out)
 
 
-def _prefix_ranges(prefixes: Iterable[str]) -> tuple[tuple[int, int], ...]:
-    """Ranges of valid prefixes of one family."""
-    return merge_ranges((p.first, p.last) for p in map(parse_prefix, prefixes))  # type: ignore[union-attr]
-
-
-_INTERNET_V4 = subtract_ranges(((0, 2**32 - 1),), _prefix_ranges(INTERNET_EXCLUDED_V4))
-_INTERNET_V6_RANGES = _prefix_ranges([INTERNET_V6])
-_PLATFORM_RANGES = {tag: (_prefix_ranges(prefixes), ()) for tag, prefixes in PLATFORM_TAGS.items()}
+_INTERNET_V4 = subtract_ranges(((0, 2**32 - 1),), _parsed_ranges(INTERNET_EXCLUDED_V4)[0])  # type: ignore[index]
+_INTERNET_V6_RANGES = _parsed_ranges([INTERNET_V6])[1]  # type: ignore[index]
+_PLATFORM_RANGES = {tag: _parsed_ranges(prefixes) for tag, prefixes in PLATFORM_TAGS.items()}
 
 
 class RangeSet:
